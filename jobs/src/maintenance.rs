@@ -1,0 +1,36 @@
+//! Maintenance kinds that run per account: logging in and health checks.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{JobKind, JobPayload, ValidationError};
+
+/// Verify an account's page state: logged in, phone known, no conflict/block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckJob {
+    /// The account to check.
+    pub account_id: Uuid,
+}
+
+impl JobPayload for HealthCheckJob {
+    const KIND: JobKind = JobKind::HealthCheck;
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        Ok(())
+    }
+}
+
+/// Drive an account's QR login flow until ready or a deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginJob {
+    /// The account to log in.
+    pub account_id: Uuid,
+}
+
+impl JobPayload for LoginJob {
+    const KIND: JobKind = JobKind::Login;
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        Ok(())
+    }
+}

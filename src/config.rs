@@ -1,0 +1,347 @@
+//! Layered configuration: built-in defaults, `config/default.toml`, an optional
+//! `config/<COURIER_ENV>.toml`, then `COURIER__SECTION__KEY` environment variables.
+//!
+//! Parsing is strict (`deny_unknown_fields`), so a typo is refused at start with
+//! the offending key named, and [`Settings::validate`] checks the cross-field
+//! rules serde cannot express. Secrets are wrapped in [`Secret`], whose `Debug`
+//! and `Serialize` never show the value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The built-in copy of `config/default.toml`, used when the file is absent
+/// (a binary installed outside the repository still starts).
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Errors loading or validating configuration. Each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or environment variable could not be parsed into the schema.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] config::ConfigError),
+    /// A value parsed but breaks a rule.
+    #[error("invalid configuration: `{key}`: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `database.max_connections`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A named environment file does not exist.
+    #[error("configuration file for COURIER_ENV={env} not found: {path}")]
+    MissingEnvFile {
+        /// The value of `COURIER_ENV`.
+        env: String,
+        /// The file looked for.
+        path: PathBuf,
+    },
+}
+
+/// A secret string: never printed, never serialised in clear.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where Courier's data lives.
+    pub database: DatabaseSettings,
+    /// The private cluster used when `database.url` is unset.
+    pub embedded: EmbeddedSettings,
+    /// The HTTP API.
+    pub api: ApiSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// Database connection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// A Postgres URL. Unset means: start the embedded cluster.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// Pool size per process.
+    pub max_connections: u32,
+    /// How long to wait for the first connection before giving up.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+/// The embedded PostgreSQL cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSettings {
+    /// Data directory (relative paths are taken from the working directory).
+    pub data_dir: PathBuf,
+    /// Directory of the server binaries; searched for when unset.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// OS user that runs the server when Courier runs as root.
+    pub run_as: String,
+    /// Stop the cluster when the process that started it exits.
+    pub stop_on_exit: bool,
+    /// Name of the database Courier uses inside the cluster.
+    pub database: String,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// Bearer token required on every route but the probes.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// A tracing filter directive (`info`, `courier=debug,sqlx=warn`, …).
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where to load configuration from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Directory holding `default.toml` and `<env>.toml` (default `config`).
+    pub dir: Option<PathBuf>,
+    /// Environment name (`COURIER_ENV`).
+    pub env: Option<String>,
+    /// An extra file layered after the environment file.
+    pub file: Option<PathBuf>,
+    /// Environment variables to read instead of the process environment (tests).
+    pub vars: Option<Vec<(String, String)>>,
+}
+
+impl Settings {
+    /// Loads from the process environment: `COURIER_CONFIG_DIR`, `COURIER_ENV`.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(Sources {
+            dir: std::env::var_os("COURIER_CONFIG_DIR").map(PathBuf::from),
+            env: std::env::var("COURIER_ENV").ok().filter(|e| !e.is_empty()),
+            file: None,
+            vars: None,
+        })
+    }
+
+    /// Loads from explicit sources, then validates.
+    pub fn load_from(sources: Sources) -> Result<Self, ConfigError> {
+        let dir = sources.dir.unwrap_or_else(|| PathBuf::from("config"));
+        let default_file = dir.join("default.toml");
+        let mut builder = config::Config::builder();
+        builder = if default_file.is_file() {
+            builder.add_source(config::File::from(default_file.as_path()))
+        } else {
+            builder.add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+        };
+        if let Some(env) = sources.env {
+            let path = dir.join(format!("{env}.toml"));
+            if !path.is_file() {
+                return Err(ConfigError::MissingEnvFile { env, path });
+            }
+            builder = builder.add_source(config::File::from(path.as_path()));
+        }
+        if let Some(file) = sources.file {
+            builder = builder.add_source(config::File::from(file.as_path()).required(true));
+        }
+        let mut env = config::Environment::with_prefix("COURIER")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true);
+        if let Some(vars) = sources.vars {
+            env = env.source(Some(vars.into_iter().collect()));
+        }
+        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Cross-field and range rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.database.connect_timeout.is_zero() {
+            return invalid("database.connect_timeout", "must be longer than 0s");
+        }
+        if let Some(url) = &self.database.url {
+            let u = url.expose();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return invalid(
+                    "database.url",
+                    "must start with postgres:// or postgresql://",
+                );
+            }
+        }
+        if self.embedded.data_dir.as_os_str().is_empty() {
+            return invalid("embedded.data_dir", "must not be empty");
+        }
+        if !is_identifier(&self.embedded.database) {
+            return invalid(
+                "embedded.database",
+                "must be a plain identifier (letters, digits, underscore)",
+            );
+        }
+        if let Some(token) = &self.api.token {
+            if token.expose().len() < 16 {
+                return invalid("api.token", "must be at least 16 characters");
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "is not a valid tracing filter directive");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Resolves `embedded.data_dir` against `base` when relative.
+    pub fn embedded_data_dir(&self, base: &Path) -> PathBuf {
+        if self.embedded.data_dir.is_absolute() {
+            self.embedded.data_dir.clone()
+        } else {
+            base.join(&self.embedded.data_dir)
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(Sources {
+            dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")),
+            vars: Some(
+                vars.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = load(&[]).unwrap();
+        assert!(s.database.url.is_none());
+        assert_eq!(s.embedded.database, "courier");
+    }
+
+    #[test]
+    fn env_vars_override_nested_keys() {
+        let s = load(&[
+            ("COURIER__DATABASE__MAX_CONNECTIONS", "7"),
+            ("COURIER__API__LISTEN", "0.0.0.0:9000"),
+        ])
+        .unwrap();
+        assert_eq!(s.database.max_connections, 7);
+        assert_eq!(s.api.listen.port(), 9000);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_connections"), "{err}");
+        let err = load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = load(&[("COURIER__DATABASE__MAX_CONECTIONS", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_everywhere() {
+        let s = load(&[
+            ("COURIER__DATABASE__URL", "postgres://u:hunter2hunter2@h/db"),
+            ("COURIER__API__TOKEN", "tok-0123456789abcdef"),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}\n{}", s.to_redacted_toml());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+        assert_eq!(s.api.token.unwrap().expose(), "tok-0123456789abcdef");
+    }
+
+    #[test]
+    fn bad_database_url_is_refused() {
+        let err = load(&[("COURIER__DATABASE__URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Test support: one private PostgreSQL cluster per test run, and a fresh,
+//! migrated database per test cloned from a template (fast: a file copy, not a
+//! migration run).
+//!
+//! When `DATABASE_URL` is set, databases are created on that server instead.
+//! The private cluster lives in `/tmp/courier-test-pg-<key>` (short enough for
+//! a unix socket path and reachable by the `postgres` user when tests run as
+//! root), runs with fsync off, and is left running for the next test process;
+//! `scripts/test` stops it at the end of a run. Used by integration tests,
+//! benchmarks and the chaos run, so it lives in the library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqlx::{Connection, PgPool};
+
+use crate::db::{self, DbError, EmbeddedOptions, EmbeddedPostgres, MIGRATOR};
+
+/// A database of one's own.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    /// Pool on the database.
+    pub pool: PgPool,
+    /// Its URL, for child processes.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The data directory of this run's private cluster. `COURIER_TEST_PG_DIR`
+/// overrides it; by default it is keyed by the working directory so two
+/// checkouts do not share a cluster.
+pub fn test_cluster_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("COURIER_TEST_PG_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    // FNV-1a: stable across runs (std's hasher is randomly seeded).
+    let key = cwd
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+        });
+    PathBuf::from(format!("/tmp/courier-test-pg-{:08x}", key as u32))
+}
+
+/// Starts (or joins) this run's private cluster.
+pub async fn test_cluster() -> Result<EmbeddedPostgres, DbError> {
+    db::start_embedded(EmbeddedOptions {
+        data_dir: test_cluster_dir(),
+        bin_dir: None,
+        run_as: "postgres".into(),
+        database: "postgres".into(),
+        unsafe_no_fsync: true,
+    })
+    .await
+}
+
+/// The server URL to create test databases on, with `{db}` as the database
+/// name placeholder.
+async fn server_url_template() -> Result<String, DbError> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return Ok(replace_database(&url, "{db}"));
+    }
+    let pg = test_cluster().await?;
+    Ok(pg.url_for("{db}"))
+}
+
+fn replace_database(url: &str, db: &str) -> String {
+    // postgres://user:pw@host:port/DB?params
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..path_start], db);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Creates a fresh, fully migrated database and returns a pool on it.
+pub async fn fresh_database() -> Result<TestDb, DbError> {
+    let template_url = server_url_template().await?;
+    let checksum = MIGRATOR.iter().fold(0u64, |h, m| {
+        m.checksum.iter().fold(h ^ m.version as u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+        })
+    });
+    let template = format!("courier_tpl_{:012x}", checksum & 0xffff_ffff_ffff);
+    let name = format!("courier_test_{}", uuid::Uuid::new_v4().simple());
+    let admin_url = template_url.replace("{db}", "postgres");
+
+    // Template creation and cloning are serialised across test processes: a
+    // template cannot be cloned while anyone is connected to it.
+    let lock_path = test_cluster_dir().with_extension("tpl.lock");
+    let lock = tokio::task::spawn_blocking(move || db::lock_file(&lock_path)).await??;
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .map_err(|source| DbError::Connect {
+            target: db::redact_url(&admin_url),
+            source,
+        })?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND NOT datistemplate)",
+    )
+    .bind(&template)
+    .fetch_one(&mut admin)
+    .await?;
+    let is_template: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
+    )
+    .bind(&template)
+    .fetch_one(&mut admin)
+    .await?;
+    if !is_template {
+        if !exists {
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {template}")))
+                .execute(&mut admin)
+                .await?;
+        }
+        // Migrate (idempotent: a half-built template from a crashed run is finished).
+        let tpl_pool = db::connect(
+            &template_url.replace("{db}", &template),
+            2,
+            Duration::from_secs(30),
+        )
+        .await?;
+        db::migrate(&tpl_pool).await?;
+        tpl_pool.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {template} WITH IS_TEMPLATE true"
+        )))
+        .execute(&mut admin)
+        .await?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE {template}"
+    )))
+    .execute(&mut admin)
+    .await?;
+    admin.close().await?;
+    drop(lock);
+
+    let url = template_url.replace("{db}", &name);
+    let pool = db::connect(&url, 10, Duration::from_secs(30)).await?;
+    Ok(TestDb { pool, url, name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn replaces_only_the_database() {
+        assert_eq!(
+            replace_database("postgres://u:p@h:5432/main?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(replace_database("postgres://h", "x"), "postgres://h/x");
+    }
+}
