@@ -27,6 +27,8 @@ pub enum Command {
     Run,
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Serve the HTTP API until Ctrl-C / SIGTERM.
+    Api,
 }
 
 /// A boxed error for the binary's edge.
@@ -63,6 +65,13 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Demo => demo(&settings).await,
+        Command::Api => {
+            let (db, report) = Database::open(&settings).await?;
+            print_open_report(&db, &report);
+            let result = serve_api(&settings, &db).await;
+            db.close().await?;
+            result
+        }
         Command::Run => {
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);
@@ -75,6 +84,24 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
     }
+}
+
+/// Serves the API on `api.listen` until a shutdown signal.
+async fn serve_api(settings: &Settings, db: &Database) -> Result<(), BoxError> {
+    let token = settings.api.token.as_ref().ok_or(
+        "api.token is not set; the API refuses to start without a bearer token \
+         (set COURIER__API__TOKEN, at least 16 characters)",
+    )?;
+    let listener = tokio::net::TcpListener::bind(settings.api.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.api.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    let state = crate::api::AppState {
+        pool: db.pool.clone(),
+        token: token.expose().into(),
+    };
+    crate::api::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn demo(settings: &Settings) -> Result<(), BoxError> {

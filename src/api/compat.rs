@@ -1,0 +1,161 @@
+//! The seed's `/whatsapp/...` routes, so the existing admin UI keeps working:
+//! thin adapters over the `/v1` handlers that speak camelCase. The mapping is
+//! documented in `docs/api.md`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{Json, Path, Query};
+use super::{accounts, groups, stats, AppState};
+
+/// Renames object keys from snake_case to camelCase, recursively.
+pub fn camel(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (to_camel(&k), camel(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(camel).collect()),
+        other => other,
+    }
+}
+
+fn to_camel(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut up = false;
+    for c in s.chars() {
+        if c == '_' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn json<T: serde::Serialize>(v: T) -> Json<Value> {
+    Json(camel(serde_json::to_value(v).unwrap_or(Value::Null)))
+}
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/whatsapp/accounts",
+            get(list_accounts).post(create_account),
+        )
+        .route("/whatsapp/accounts/{id}", get(get_account))
+        .route("/whatsapp/groups", get(list_groups))
+        .route("/whatsapp/groups/{id}", get(get_group).put(update_group))
+        .route("/whatsapp/stats", get(get_stats))
+}
+
+async fn list_accounts(state: State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(json(accounts::list(state).await?.0))
+}
+
+async fn get_account(state: State<AppState>, id: Path<Uuid>) -> Result<Json<Value>, ApiError> {
+    Ok(json(accounts::get(state, id).await?.0))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedCreateAccount {
+    account_name: String,
+    phone_number: Option<String>,
+    timezone: Option<String>,
+}
+
+async fn create_account(
+    state: State<AppState>,
+    Json(body): Json<SeedCreateAccount>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (status, account) = accounts::create(
+        state,
+        Json(accounts::CreateAccount {
+            account_name: body.account_name,
+            phone_number: body.phone_number,
+            timezone: body.timezone,
+        }),
+    )
+    .await?;
+    Ok((status, json(account.0)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedGroupFilter {
+    search: Option<String>,
+    region: Option<String>,
+    account_id: Option<Uuid>,
+}
+
+async fn list_groups(
+    state: State<AppState>,
+    Query(f): Query<SeedGroupFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = groups::GroupFilter {
+        search: f.search,
+        region: f.region,
+        tag: None,
+        account_id: f.account_id,
+        limit: Some(500),
+        after: None,
+    };
+    Ok(json(groups::list(state, Query(filter)).await?.0))
+}
+
+async fn get_group(state: State<AppState>, id: Path<Uuid>) -> Result<Json<Value>, ApiError> {
+    Ok(json(groups::get(state, id).await?.0))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedUpdateGroup {
+    region: Option<String>,
+    state: Option<String>,
+    district: Option<String>,
+    segment_tags: Option<Vec<String>>,
+}
+
+async fn update_group(
+    state: State<AppState>,
+    id: Path<Uuid>,
+    Json(b): Json<SeedUpdateGroup>,
+) -> Result<Json<Value>, ApiError> {
+    let body = groups::UpdateGroup {
+        region: b.region,
+        state: b.state,
+        district: b.district,
+        segment_tags: b.segment_tags,
+    };
+    Ok(json(groups::update(state, id, Json(body)).await?.0))
+}
+
+async fn get_stats(state: State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(json(stats::get(state).await?.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::camel;
+
+    #[test]
+    fn camel_cases_nested_keys() {
+        let v = serde_json::json!({"phone_number": "1", "rate_limit_config": {"per_minute": 3}, "a": [{"b_c": 1}]});
+        assert_eq!(
+            camel(v),
+            serde_json::json!({"phoneNumber": "1", "rateLimitConfig": {"perMinute": 3}, "a": [{"bC": 1}]})
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! The API's error type: every failure becomes a status code and a JSON body
+//! `{error, field, detail}`, never a stack trace and never a secret.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use courier_jobs::ValidationError;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine-readable code (`validation`, `not_found`, …).
+    pub error: &'static str,
+    /// The offending field, when one is at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong, for a person.
+    pub detail: String,
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing or wrong bearer token (no detail leaked).
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The body or query could not be parsed at all.
+    #[error("{detail}")]
+    BadRequest {
+        /// The field, when the parser named one.
+        field: Option<String>,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Parsed, but a field breaks a rule.
+    #[error("{0}")]
+    Validation(#[from] ValidationError),
+    /// No such resource.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The resource is in a state that forbids the request.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed; the detail is logged, not returned.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    /// A validation error on `field`.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Validation(ValidationError::new(field, detail))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                ErrorBody {
+                    error: "unauthorized",
+                    field: None,
+                    detail: "a valid bearer token is required".into(),
+                },
+            ),
+            ApiError::BadRequest { field, detail } => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody {
+                    error: "bad_request",
+                    field,
+                    detail,
+                },
+            ),
+            ApiError::Validation(v) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorBody {
+                    error: "validation",
+                    field: Some(v.field),
+                    detail: v.detail,
+                },
+            ),
+            ApiError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                ErrorBody {
+                    error: "not_found",
+                    field: None,
+                    detail: format!("{what} not found"),
+                },
+            ),
+            ApiError::Conflict(detail) => (
+                StatusCode::CONFLICT,
+                ErrorBody {
+                    error: "conflict",
+                    field: None,
+                    detail,
+                },
+            ),
+            ApiError::Database(e) => {
+                // Constraint violations are the client's fault, reported by name.
+                if let sqlx::Error::Database(d) = &e {
+                    match d.code().as_deref() {
+                        Some("23505") => {
+                            return (
+                                StatusCode::CONFLICT,
+                                axum::Json(ErrorBody {
+                                    error: "conflict",
+                                    field: d.constraint().map(str::to_string),
+                                    detail: "a record with that value already exists".into(),
+                                }),
+                            )
+                                .into_response()
+                        }
+                        Some("23503") | Some("23514") => {
+                            return (
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                axum::Json(ErrorBody {
+                                    error: "validation",
+                                    field: d.constraint().map(str::to_string),
+                                    detail: "a value breaks a database rule".into(),
+                                }),
+                            )
+                                .into_response()
+                        }
+                        _ => {}
+                    }
+                }
+                tracing::error!(error = %e, "database error in request");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorBody {
+                        error: "unavailable",
+                        field: None,
+                        detail: "the database is unavailable; retry later".into(),
+                    },
+                )
+            }
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let detail = r.body_text();
+        let field = json_error_field(&detail);
+        match r {
+            JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest {
+                field: None,
+                detail: "expected Content-Type: application/json".into(),
+            },
+            _ => ApiError::BadRequest { field, detail },
+        }
+    }
+}
+
+/// The field a serde/axum JSON error names: a leading `path.to[0].field: `
+/// (serde_path_to_error) or an ``unknown field `x` `` / ``missing field `x` ``.
+fn json_error_field(detail: &str) -> Option<String> {
+    let rest = detail
+        .split_once("target type: ")
+        .map(|(_, r)| r)
+        .unwrap_or(detail);
+    // serde_path_to_error puts the path first, including an unknown field itself.
+    if let Some(path) = rest
+        .split_once(": ")
+        .map(|(p, _)| p)
+        .filter(|p| is_path(p) && *p != ".")
+    {
+        return Some(path.to_string());
+    }
+    ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|marker| {
+            rest.split_once(marker)
+                .and_then(|(_, after)| after.split('`').next())
+                .map(str::to_string)
+        })
+}
+
+fn is_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest {
+            field: None,
+            detail: r.body_text(),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::BadRequest {
+            field: Some("id".into()),
+            detail: r.body_text(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_error_field;
+
+    #[test]
+    fn finds_the_field_in_serde_errors() {
+        let f = |s| json_error_field(s);
+        assert_eq!(
+            f("Failed to deserialize the JSON body into the target type: account_name: invalid type: integer `5`, expected a string at line 1 column 17").as_deref(),
+            Some("account_name")
+        );
+        assert_eq!(
+            f("Failed to deserialize the JSON body into the target type: unknown field `bogus`, expected one of `a`").as_deref(),
+            Some("bogus")
+        );
+        assert_eq!(
+            f("Failed to deserialize the JSON body into the target type: target.chat_ids[1]: bad")
+                .as_deref(),
+            Some("target.chat_ids[1]")
+        );
+        assert_eq!(
+            f("Failed to parse the request body as JSON: EOF while parsing"),
+            None
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The HTTP API (axum): the `/v1` JSON API for admins and the campaign system,
+//! the seed-compatible `/whatsapp/...` routes, probes, and the OpenAPI document.
+//!
+//! Every `/v1` and `/whatsapp` route needs the bearer token; `/livez`, `/readyz`
+//! and `/openapi.json` do not. Inputs are parsed into domain types at the edge;
+//! errors are `{error, field, detail}` with 400/401/404/409/422 — the only 5xx
+//! is a 503 when the database is unreachable.
+
+pub mod accounts;
+pub mod auth;
+pub mod compat;
+pub mod error;
+pub mod extract;
+pub mod groups;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use sqlx::PgPool;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Largest request body accepted (a 10,000-job batch fits).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// The bearer token (never logged).
+    pub token: Arc<str>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Courier API", description = "Durable, budget-aware WhatsApp campaign sending."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "accounts"), (name = "groups"), (name = "stats"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+/// The authenticated `/v1` routes and their OpenAPI description.
+fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::create, accounts::list))
+        .routes(routes!(accounts::get))
+        .routes(routes!(groups::list))
+        .routes(routes!(groups::get, groups::update))
+        .routes(routes!(stats::get))
+}
+
+/// The OpenAPI document for every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    v1().split_for_parts().1
+}
+
+/// Builds the whole router.
+pub fn router(state: AppState) -> Router {
+    let (v1, doc) = v1().split_for_parts();
+    let doc = Arc::new(doc);
+    let protected = v1
+        .merge(compat::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(protected)
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { error::ApiError::NotFound("route") })
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    let ping = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await;
+    match ping {
+        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

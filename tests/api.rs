@@ -1,0 +1,329 @@
+//! The HTTP API against a real server and a real Postgres.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use courier::api::{self, AppState};
+use courier::testing::{fresh_database, TestDb};
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+    db: TestDb,
+}
+
+impl App {
+    async fn spawn() -> App {
+        let db = fresh_database().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState {
+            pool: db.pool.clone(),
+            token: TOKEN.into(),
+        };
+        tokio::spawn(api::serve(listener, state, std::future::pending()));
+        App {
+            base,
+            http: reqwest::Client::new(),
+            db,
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = rb.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.req(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.req(reqwest::Method::PATCH, path).json(&body))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn every_protected_route_requires_the_token() {
+    let app = App::spawn().await;
+    for path in [
+        "/v1/accounts",
+        "/v1/groups",
+        "/v1/stats",
+        "/whatsapp/accounts",
+        "/whatsapp/stats",
+    ] {
+        let url = format!("{}{path}", app.base);
+        let none = app.http.get(&url).send().await.unwrap();
+        assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let body: Value = none.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+        let wrong = app
+            .http
+            .get(&url)
+            .bearer_auth("test-token-0123456788")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let basic = app
+            .http
+            .get(&url)
+            .basic_auth("x", Some(TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(basic.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // Probes and the OpenAPI document are open.
+    for path in ["/livez", "/readyz", "/openapi.json"] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn accounts_are_created_validated_and_listed() {
+    let app = App::spawn().await;
+    let (s, a) = app
+        .post("/v1/accounts", json!({"account_name": "Sales 1", "phone_number": "+44 7700 900123", "timezone": "Asia/Kolkata"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(a["phone_number"], "447700900123");
+    assert_eq!(a["status"], "inactive");
+    assert_eq!(a["health_score"], 100);
+    assert_eq!(a["timezone"], "Asia/Kolkata");
+    let id = a["id"].as_str().unwrap();
+
+    let (s, got) = app.get(&format!("/v1/accounts/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got["account_name"], "Sales 1");
+    let (s, list) = app.get("/v1/accounts").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // Field-level errors.
+    for (body, field, status) in [
+        (
+            json!({"account_name": ""}),
+            "account_name",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"account_name": "x", "phone_number": "12ab"}),
+            "phone_number",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"account_name": "x", "timezone": "Mars/Olympus"}),
+            "timezone",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"account_name": 5}),
+            "account_name",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"account_name": "x", "bogus": 1}),
+            "bogus",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (s, e) = app.post("/v1/accounts", body.clone()).await;
+        assert_eq!(s, status, "{body} -> {e}");
+        assert_eq!(e["field"], field, "{body} -> {e}");
+        assert!(e["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    // A phone number belongs to one account.
+    let (s, e) = app
+        .post(
+            "/v1/accounts",
+            json!({"account_name": "dup", "phone_number": "447700900123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+
+    // Unknown and malformed ids.
+    let (s, _) = app
+        .get(&format!("/v1/accounts/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, e) = app.get("/v1/accounts/not-a-uuid").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    // A body that is not JSON at all.
+    let (s, e) = app
+        .send(
+            app.req(reqwest::Method::POST, "/v1/accounts")
+                .header("content-type", "application/json")
+                .body("{"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, e) = app
+        .send(
+            app.req(reqwest::Method::POST, "/v1/accounts")
+                .body("account_name=x"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+}
+
+async fn seed_group(db: &TestDb, gid: &str, name: &str) -> uuid::Uuid {
+    sqlx::query_scalar("INSERT INTO mkt_wap_groups (group_id, name, member_count) VALUES ($1, $2, 10) RETURNING id")
+        .bind(gid)
+        .bind(name)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn groups_are_filtered_and_tagged() {
+    let app = App::spawn().await;
+    let g1 = seed_group(&app.db, "120363000000000001@g.us", "Poultry Farmers Pune").await;
+    let _g2 = seed_group(&app.db, "120363000000000002@g.us", "Feed Dealers Nashik").await;
+
+    let (s, g) = app
+        .patch(&format!("/v1/groups/{g1}"), json!({"region": "west", "district": "Pune", "segment_tags": ["farmer", "layer", "farmer"]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    assert_eq!(g["segment_tags"], json!(["farmer", "layer"]));
+    assert_eq!(g["region"], "west");
+
+    let (_, by_tag) = app.get("/v1/groups?tag=farmer").await;
+    assert_eq!(by_tag.as_array().unwrap().len(), 1);
+    let (_, by_search) = app.get("/v1/groups?search=dealers").await;
+    assert_eq!(by_search[0]["name"], "Feed Dealers Nashik");
+    let (_, by_region) = app.get("/v1/groups?region=west").await;
+    assert_eq!(by_region.as_array().unwrap().len(), 1);
+    let (_, all) = app.get("/v1/groups?limit=1").await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let after = all[0]["id"].as_str().unwrap();
+    let (_, next) = app.get(&format!("/v1/groups?limit=1&after={after}")).await;
+    assert_eq!(next.as_array().unwrap().len(), 1);
+    assert_ne!(next[0]["id"], all[0]["id"]);
+
+    // Patching only the region keeps the tags.
+    let (_, g) = app
+        .patch(&format!("/v1/groups/{g1}"), json!({"region": "north"}))
+        .await;
+    assert_eq!(g["segment_tags"], json!(["farmer", "layer"]));
+
+    for (body, field) in [
+        (json!({"segment_tags": ["ok", " "]}), "segment_tags[1]"),
+        (json!({"region": "x".repeat(101)}), "region"),
+    ] {
+        let (s, e) = app.patch(&format!("/v1/groups/{g1}"), body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e["field"], field);
+    }
+    let (s, _) = app.get("/v1/groups?limit=0").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = app.get("/v1/groups?color=red").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = app
+        .patch(&format!("/v1/groups/{}", uuid::Uuid::new_v4()), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn seed_routes_speak_camel_case() {
+    let app = App::spawn().await;
+    let (s, a) = app
+        .post(
+            "/whatsapp/accounts",
+            json!({"accountName": "Legacy", "phoneNumber": "919876543210"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(a["accountName"], "Legacy");
+    assert_eq!(a["healthScore"], 100);
+    assert!(a.get("account_name").is_none());
+    let g = seed_group(&app.db, "120363000000000003@g.us", "Legacy group").await;
+    let (s, g) = app
+        .send(
+            app.req(reqwest::Method::PUT, &format!("/whatsapp/groups/{g}"))
+                .json(&json!({"segmentTags": ["broiler"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    assert_eq!(g["segmentTags"], json!(["broiler"]));
+    let (_, stats) = app.get("/whatsapp/stats").await;
+    assert_eq!(stats["accountsTotal"], 1);
+    assert_eq!(stats["groups"], 1);
+}
+
+#[tokio::test]
+async fn stats_count_by_status() {
+    let app = App::spawn().await;
+    for name in ["a", "b"] {
+        app.post("/v1/accounts", json!({"account_name": name}))
+            .await;
+    }
+    let (s, st) = app.get("/v1/stats").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(st["accounts"]["inactive"], 2);
+    assert_eq!(st["accounts_total"], 2);
+    assert_eq!(st["messages_total"], 0);
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route_and_its_errors() {
+    let app = App::spawn().await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v1/accounts",
+        "/v1/accounts/{id}",
+        "/v1/groups",
+        "/v1/groups/{id}",
+        "/v1/stats",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    assert!(doc["paths"]["/v1/accounts"]["post"]["responses"]["422"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_json() {
+    let app = App::spawn().await;
+    let (s, e) = app.get("/v1/nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(e["error"], "not_found");
+}
