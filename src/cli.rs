@@ -96,11 +96,16 @@ async fn serve_api(settings: &Settings, db: &Database) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    let state = crate::api::AppState {
-        pool: db.pool.clone(),
-        token: token.expose().into(),
-    };
-    crate::api::serve(listener, state, shutdown_signal()).await?;
+    let mut state = crate::api::AppState::new(db.pool.clone(), token.expose());
+    state.metrics_public = settings.api.metrics_public;
+    let sampler = tokio::spawn(crate::metrics::sample_forever(
+        db.pool.clone(),
+        crate::metrics::SampleOptions { per_account: true },
+        std::time::Duration::from_secs(15),
+    ));
+    let served = crate::api::serve(listener, state, shutdown_signal()).await;
+    sampler.abort();
+    served?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod metrics;
 pub mod telemetry;
 pub mod testing;
 

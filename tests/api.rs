@@ -19,10 +19,7 @@ impl App {
         let db = fresh_database().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState {
-            pool: db.pool.clone(),
-            token: TOKEN.into(),
-        };
+        let state = AppState::new(db.pool.clone(), TOKEN);
         tokio::spawn(api::serve(listener, state, std::future::pending()));
         App {
             base,
@@ -326,4 +323,39 @@ async fn unknown_routes_are_404_json() {
     let (s, e) = app.get("/v1/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(e["error"], "not_found");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_not_by_id() {
+    let app = App::spawn().await;
+    let id = uuid::Uuid::new_v4();
+    app.get(&format!("/v1/accounts/{id}")).await;
+    courier::metrics::sample_database(
+        &app.db.pool,
+        courier::metrics::SampleOptions { per_account: true },
+    )
+    .await
+    .unwrap();
+    let resp = app
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"courier_http_requests_total{route="/v1/accounts/{id}",method="GET",status="404"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&id.to_string()),
+        "raw ids must not become labels"
+    );
+    assert!(
+        text.contains(r#"courier_messages{status="queued"} 0"#),
+        "{text}"
+    );
+    assert!(text.contains(TOKEN) == false);
 }

@@ -38,6 +38,22 @@ pub struct AppState {
     pub pool: PgPool,
     /// The bearer token (never logged).
     pub token: Arc<str>,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+}
+
+impl AppState {
+    /// State over `pool` with `token`, metrics behind the token.
+    pub fn new(pool: PgPool, token: &str) -> Self {
+        Self {
+            pool,
+            token: token.into(),
+            metrics: crate::metrics::install(),
+            metrics_public: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -95,9 +111,24 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ));
+    let metrics_route = Router::new().route("/metrics", get(render_metrics));
+    let (protected, open) = if state.metrics_public {
+        (protected, metrics_route)
+    } else {
+        (
+            protected.merge(
+                metrics_route.route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::require_token,
+                )),
+            ),
+            Router::new(),
+        )
+    };
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(protected)
+        .merge(open)
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -109,10 +140,37 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { error::ApiError::NotFound("route") })
         .with_state(state)
+        .layer(axum::middleware::from_fn(record_http))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn render_metrics(State(state): State<AppState>) -> String {
+    state.metrics.render()
+}
+
+/// Counts requests by matched route (not raw path: ids would explode the
+/// label set), method and status.
+async fn record_http(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!(crate::metrics::HTTP_REQUEST_SECONDS, "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    resp
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {

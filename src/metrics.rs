@@ -1,0 +1,208 @@
+//! Every metric Courier exports, named once.
+//!
+//! Names follow Prometheus conventions: prefix `courier_`, counters end in
+//! `_total`, durations are `_seconds` histograms with explicit buckets. Modules
+//! record through the helpers here (or the `metrics` macros with these
+//! constants), never with string literals of their own. Gauges that describe
+//! database state (messages by status, account health) are sampled by
+//! [`sample_database`] on an interval in every process that serves `/metrics`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+
+/// Jobs accepted into the queue. Labels: `kind`.
+pub const JOBS_ENQUEUED: &str = "courier_jobs_enqueued_total";
+/// Jobs that finished an attempt. Labels: `kind`, `outcome` (completed, retried, discarded, cancelled, rescued).
+pub const JOBS_FINISHED: &str = "courier_jobs_finished_total";
+/// Jobs held back and snoozed to a later instant. Labels: `kind`, `reason` (budget_minute, budget_hour, budget_day, pacing, quiet_hours, paused, …).
+pub const JOBS_SNOOZED: &str = "courier_jobs_snoozed_total";
+/// Time from a job being runnable to its start. Labels: `kind`.
+pub const JOB_WAIT_SECONDS: &str = "courier_job_wait_seconds";
+/// Time a job's handler ran. Labels: `kind`.
+pub const JOB_RUN_SECONDS: &str = "courier_job_run_seconds";
+/// Jobs in the queue. Labels: `kind`, `state`.
+pub const QUEUE_DEPTH: &str = "courier_queue_depth";
+/// Sends counted in an account's budget window. Labels: `account`, `window` (minute, hour, day).
+pub const BUDGET_USED: &str = "courier_account_budget_used";
+/// An account's limit for a window. Labels: `account`, `window`.
+pub const BUDGET_LIMIT: &str = "courier_account_budget_limit";
+/// An account's health score, 0–100. Labels: `account`.
+pub const ACCOUNT_HEALTH: &str = "courier_account_health_score";
+/// 1 for an account's current status. Labels: `account`, `status`.
+pub const ACCOUNT_STATUS: &str = "courier_account_status";
+/// Accounts by status. Labels: `status`.
+pub const ACCOUNTS: &str = "courier_accounts";
+/// 1 while this process holds an account's lease. Labels: `account`.
+pub const LEASE_HELD: &str = "courier_account_lease_held";
+/// Messages by status. Labels: `status`.
+pub const MESSAGES: &str = "courier_messages";
+/// Ack latency. Labels: `stage` (sent_to_delivered, delivered_to_read).
+pub const ACK_LATENCY_SECONDS: &str = "courier_ack_latency_seconds";
+/// Browser sessions by state. Labels: `state`.
+pub const BROWSER_SESSIONS: &str = "courier_browser_sessions";
+/// WebDriver command latency. Labels: `command`.
+pub const BROWSER_COMMAND_SECONDS: &str = "courier_browser_command_seconds";
+/// Chromium or chromedriver restarts. Labels: `component`.
+pub const BROWSER_RESTARTS: &str = "courier_browser_restarts_total";
+/// Login state machine transitions. Labels: `from`, `to`.
+pub const LOGIN_TRANSITIONS: &str = "courier_login_transitions_total";
+/// Age of the oldest due schedule not yet expanded.
+pub const SCHEDULER_LAG_SECONDS: &str = "courier_scheduler_lag_seconds";
+/// Schedule occurrences expanded. Labels: `outcome` (queued, failed, skipped).
+pub const SCHEDULER_EXPANSIONS: &str = "courier_scheduler_expansions_total";
+/// HTTP requests served. Labels: `route`, `method`, `status`.
+pub const HTTP_REQUESTS: &str = "courier_http_requests_total";
+/// HTTP request latency. Labels: `route`, `method`.
+pub const HTTP_REQUEST_SECONDS: &str = "courier_http_request_duration_seconds";
+
+/// Buckets for fast things (HTTP, WebDriver commands, job wait): 1 ms … 30 s.
+const FAST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets for slow things (job runs, queue waits under budgets, acks): 10 ms … 24 h.
+const SLOW_BUCKETS: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global Prometheus recorder (once per process) and returns the
+/// handle that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), FAST_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(JOB_WAIT_SECONDS.into()), SLOW_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(JOB_RUN_SECONDS.into()), SLOW_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ACK_LATENCY_SECONDS.into()),
+                        SLOW_BUCKETS,
+                    )
+                })
+                .expect("bucket lists are non-empty constants");
+            let handle = match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (tests): render from a private one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(JOBS_ENQUEUED, "Jobs accepted into the queue");
+    describe_counter!(JOBS_FINISHED, "Jobs that finished an attempt, by outcome");
+    describe_counter!(
+        JOBS_SNOOZED,
+        "Jobs snoozed by a budget, pacing or pause, by reason"
+    );
+    describe_histogram!(JOB_WAIT_SECONDS, Unit::Seconds, "Runnable-to-start wait");
+    describe_histogram!(JOB_RUN_SECONDS, Unit::Seconds, "Handler run time");
+    describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by kind and state");
+    describe_gauge!(BUDGET_USED, "Sends in the account's current window");
+    describe_gauge!(BUDGET_LIMIT, "The account's limit for the window");
+    describe_gauge!(ACCOUNT_HEALTH, "Account health score (0-100)");
+    describe_gauge!(ACCOUNT_STATUS, "1 for the account's current status");
+    describe_gauge!(ACCOUNTS, "Accounts by status");
+    describe_gauge!(LEASE_HELD, "1 while this process holds the account's lease");
+    describe_gauge!(MESSAGES, "Messages by status");
+    describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Ack latency by stage");
+    describe_gauge!(BROWSER_SESSIONS, "Browser sessions by state");
+    describe_histogram!(
+        BROWSER_COMMAND_SECONDS,
+        Unit::Seconds,
+        "WebDriver command latency"
+    );
+    describe_counter!(BROWSER_RESTARTS, "Chromium/chromedriver restarts");
+    describe_counter!(LOGIN_TRANSITIONS, "Login state transitions");
+    describe_gauge!(
+        SCHEDULER_LAG_SECONDS,
+        "Age of the oldest due, unexpanded schedule"
+    );
+    describe_counter!(SCHEDULER_EXPANSIONS, "Schedule occurrences expanded");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
+    describe_histogram!(HTTP_REQUEST_SECONDS, Unit::Seconds, "HTTP request latency");
+}
+
+/// Whether gauges carry per-account labels (off for very large fleets).
+#[derive(Debug, Clone, Copy)]
+pub struct SampleOptions {
+    /// Emit `account`-labelled series.
+    pub per_account: bool,
+}
+
+/// Samples the gauges that describe database state.
+pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), sqlx::Error> {
+    const MESSAGE_STATUSES: [&str; 7] = [
+        "pending",
+        "queued",
+        "sending",
+        "sent",
+        "delivered",
+        "read",
+        "failed",
+    ];
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM mkt_wap_messages GROUP BY status")
+            .fetch_all(pool)
+            .await?;
+    for status in MESSAGE_STATUSES {
+        let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
+        gauge!(MESSAGES, "status" => status).set(n as f64);
+    }
+    let accounts: Vec<(uuid::Uuid, String, i32)> =
+        sqlx::query_as("SELECT id, status, health_score FROM mkt_wap_accounts")
+            .fetch_all(pool)
+            .await?;
+    const ACCOUNT_STATUSES: [&str; 11] = [
+        "inactive",
+        "starting",
+        "qr_pending",
+        "authenticating",
+        "warming",
+        "active",
+        "standby",
+        "paused",
+        "logged_out",
+        "banned",
+        "failed",
+    ];
+    for status in ACCOUNT_STATUSES {
+        let n = accounts.iter().filter(|a| a.1 == status).count();
+        gauge!(ACCOUNTS, "status" => status).set(n as f64);
+    }
+    if opts.per_account {
+        for (id, status, health) in &accounts {
+            let account = id.to_string();
+            gauge!(ACCOUNT_HEALTH, "account" => account.clone()).set(f64::from(*health));
+            for s in ACCOUNT_STATUSES {
+                gauge!(ACCOUNT_STATUS, "account" => account.clone(), "status" => s)
+                    .set(if s == status { 1.0 } else { 0.0 });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`sample_database`] every `every` until the task is dropped.
+pub async fn sample_forever(pool: PgPool, opts: SampleOptions, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sample_database(&pool, opts).await {
+            tracing::warn!(error = %e, "metrics sampling failed");
+        }
+    }
+}
