@@ -357,5 +357,5 @@ async fn metrics_count_requests_by_route_not_by_id() {
         text.contains(r#"courier_messages{status="queued"} 0"#),
         "{text}"
     );
-    assert!(text.contains(TOKEN) == false);
+    assert!(!text.contains(TOKEN));
 }
