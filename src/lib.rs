@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod metrics;
+pub mod scheduler;
 pub mod telemetry;
 pub mod testing;
 
