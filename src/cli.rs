@@ -27,6 +27,15 @@ pub enum Command {
     Run,
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Run a queue worker: lease accounts and run their jobs until Ctrl-C / SIGTERM.
+    Worker {
+        /// Override `queue.handler` (`noop-record` records each job and succeeds).
+        #[arg(long)]
+        handler: Option<String>,
+        /// Override `queue.capacity` (accounts driven at once).
+        #[arg(long)]
+        capacity: Option<usize>,
+    },
 }
 
 /// A boxed error for the binary's edge.
@@ -63,6 +72,23 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Demo => demo(&settings).await,
+        Command::Worker { handler, capacity } => {
+            let mut settings = settings;
+            if let Some(h) = handler {
+                settings.queue.handler = h;
+            }
+            if let Some(c) = capacity {
+                settings.queue.capacity = c;
+            }
+            settings.validate()?;
+            let (db, report) = Database::open(&settings).await?;
+            print_open_report(&db, &report);
+            let handlers = handlers_for(&settings, &db.pool)?;
+            let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), &settings, handlers);
+            runtime.run_until(shutdown_signal()).await?;
+            db.close().await?;
+            Ok(())
+        }
         Command::Run => {
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);
@@ -74,6 +100,27 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             db.close().await?;
             Ok(())
         }
+    }
+}
+
+/// The handler registry `queue.handler` names.
+pub fn handlers_for(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+) -> Result<crate::queue::handler::Handlers, BoxError> {
+    use crate::queue::handler::{Handlers, NoopHandler, RecordingHandler};
+    use std::sync::Arc;
+    match settings.queue.handler.as_str() {
+        "noop-record" => Ok(Handlers::new().register_all(Arc::new(RecordingHandler::new(
+            pool.clone(),
+            settings.queue.handler_delay,
+        )))),
+        "noop" => Ok(Handlers::new().register_all(Arc::new(NoopHandler))),
+        other => Err(format!(
+            "queue.handler `{other}`: the browser handlers are not part of this build yet; \
+             use `--handler noop-record`"
+        )
+        .into()),
     }
 }
 

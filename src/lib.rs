@@ -10,9 +10,12 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod health;
+pub mod queue;
 pub mod telemetry;
 pub mod testing;
 
