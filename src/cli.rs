@@ -29,6 +29,15 @@ pub enum Command {
     Config,
     /// Serve the HTTP API until Ctrl-C / SIGTERM.
     Api,
+    /// Run a queue worker: lease accounts and run their jobs until Ctrl-C / SIGTERM.
+    Worker {
+        /// Override `queue.handler` (`noop-record` records each job and succeeds).
+        #[arg(long)]
+        handler: Option<String>,
+        /// Override `queue.capacity` (accounts driven at once).
+        #[arg(long)]
+        capacity: Option<usize>,
+    },
 }
 
 /// A boxed error for the binary's edge.
@@ -72,15 +81,38 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             db.close().await?;
             result
         }
+        Command::Worker { handler, capacity } => {
+            let mut settings = settings;
+            if let Some(h) = handler {
+                settings.queue.handler = h;
+            }
+            if let Some(c) = capacity {
+                settings.queue.capacity = c;
+            }
+            settings.validate()?;
+            let (db, report) = Database::open(&settings).await?;
+            print_open_report(&db, &report);
+            let handlers = handlers_for(&settings, &db.pool)?;
+            let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), &settings, handlers);
+            runtime.run_until(shutdown_signal()).await?;
+            db.close().await?;
+            Ok(())
+        }
         Command::Run => {
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);
-            tracing::info!(
-                "courier running; no roles are enabled in this build yet; Ctrl-C to stop"
+            // All roles in one process: the API and a worker share the pool and
+            // stop together on Ctrl-C / SIGTERM.
+            let handlers = handlers_for(&settings, &db.pool)?;
+            let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), &settings, handlers);
+            let (api, worker) = tokio::join!(
+                serve_api(&settings, &db),
+                runtime.run_until(shutdown_signal())
             );
-            shutdown_signal().await;
             tracing::info!("shutting down");
             db.close().await?;
+            api?;
+            worker?;
             Ok(())
         }
     }
@@ -107,6 +139,27 @@ async fn serve_api(settings: &Settings, db: &Database) -> Result<(), BoxError> {
     sampler.abort();
     served?;
     Ok(())
+}
+
+/// The handler registry `queue.handler` names.
+pub fn handlers_for(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+) -> Result<crate::queue::handler::Handlers, BoxError> {
+    use crate::queue::handler::{Handlers, NoopHandler, RecordingHandler};
+    use std::sync::Arc;
+    match settings.queue.handler.as_str() {
+        "noop-record" => Ok(Handlers::new().register_all(Arc::new(RecordingHandler::new(
+            pool.clone(),
+            settings.queue.handler_delay,
+        )))),
+        "noop" => Ok(Handlers::new().register_all(Arc::new(NoopHandler))),
+        other => Err(format!(
+            "queue.handler `{other}`: the browser handlers are not part of this build yet; \
+             use `--handler noop-record`"
+        )
+        .into()),
+    }
 }
 
 async fn demo(settings: &Settings) -> Result<(), BoxError> {

@@ -79,6 +79,99 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The queue engine: leases, claiming, retries, retention.
+    pub queue: QueueSettings,
+    /// Default per-account send budgets (an account's `rate_limit_config` overrides).
+    pub budget: BudgetSettings,
+    /// Health score thresholds.
+    pub health: HealthSettings,
+}
+
+/// The queue engine.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Accounts one worker process drives at once (browser sessions).
+    pub capacity: usize,
+    /// How long a lease lives without a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often held leases are extended.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Fallback poll when no notification arrives.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Keep an idle account's lease when its next job is due within this.
+    #[serde(with = "humantime_serde")]
+    pub lease_hold: Duration,
+    /// Hand an account to another slot after this long when others wait.
+    #[serde(with = "humantime_serde")]
+    pub lease_rotate: Duration,
+    /// Longest a handler may run before it is failed.
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
+    /// On shutdown, how long in-flight jobs may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// A job returned by crashes/lost leases this many times is discarded.
+    pub max_rescues: i32,
+    /// First retry delay; doubles per attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Completed/discarded/cancelled jobs are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often the cleaner runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Which handlers run jobs: `browser` (the real driver, when built) or
+    /// `noop-record` (records each job; tests and benchmarks).
+    pub handler: String,
+    /// How long the `noop-record` handler takes per job (tests that need jobs
+    /// in flight when a worker is killed).
+    #[serde(with = "humantime_serde", default)]
+    pub handler_delay: Duration,
+}
+
+/// Default per-account budgets.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// Sends in any 60 s window.
+    pub per_minute: u32,
+    /// Sends in any 3600 s window.
+    pub per_hour: u32,
+    /// Sends in any 86 400 s window (the seeds' 200 a day).
+    pub per_day: u32,
+    /// Least time between two sends.
+    #[serde(with = "humantime_serde")]
+    pub min_gap: Duration,
+    /// Random extra gap, uniformly 0..=jitter.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// Quiet hours `"HH:MM-HH:MM"` in each account's time zone; empty for none.
+    #[serde(default)]
+    pub quiet_hours: String,
+    /// Daily caps for an account's first days (day 0, 1, …); empty disables.
+    #[serde(default)]
+    pub warmup: Vec<u32>,
+}
+
+/// Health score thresholds (see `health.rs` for the rules).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// At or below this score the caps are halved.
+    pub caution: i32,
+    /// Below this score the account is paused.
+    pub pause_below: i32,
+    /// How long an automatic health pause lasts.
+    #[serde(with = "humantime_serde")]
+    pub pause_for: Duration,
 }
 
 /// Database connection.
@@ -241,6 +334,36 @@ impl Settings {
                 return invalid("api.token", "must be at least 16 characters");
             }
         }
+        if self.queue.capacity == 0 {
+            return invalid("queue.capacity", "must be at least 1");
+        }
+        if self.queue.heartbeat_interval * 2 > self.queue.lease_ttl {
+            return invalid(
+                "queue.heartbeat_interval",
+                "must be at most half of queue.lease_ttl",
+            );
+        }
+        if self.queue.max_rescues < 1 {
+            return invalid("queue.max_rescues", "must be at least 1");
+        }
+        if !matches!(
+            self.queue.handler.as_str(),
+            "browser" | "noop-record" | "noop"
+        ) {
+            return invalid("queue.handler", "must be one of browser, noop-record, noop");
+        }
+        if let Err(e) = self.budget.quiet_hours() {
+            return invalid("budget.quiet_hours", &e);
+        }
+        if !(0..=100).contains(&self.health.caution)
+            || !(0..=100).contains(&self.health.pause_below)
+            || self.health.pause_below > self.health.caution
+        {
+            return invalid(
+                "health.pause_below",
+                "thresholds must be 0..=100 with pause_below <= caution",
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "is not a valid tracing filter directive");
         }
@@ -258,6 +381,39 @@ impl Settings {
             self.embedded.data_dir.clone()
         } else {
             base.join(&self.embedded.data_dir)
+        }
+    }
+}
+
+impl BudgetSettings {
+    /// The parsed quiet hours, if any.
+    pub fn quiet_hours(&self) -> Result<Option<crate::budget::QuietHours>, String> {
+        let q = self.quiet_hours.trim();
+        if q.is_empty() {
+            return Ok(None);
+        }
+        let (a, b) = q
+            .split_once('-')
+            .ok_or_else(|| format!("`{q}` is not HH:MM-HH:MM"))?;
+        let t = |s: &str| {
+            chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
+                .map_err(|_| format!("`{s}` is not a HH:MM time"))
+        };
+        Ok(Some(crate::budget::QuietHours {
+            start: t(a)?,
+            end: t(b)?,
+        }))
+    }
+
+    /// The defaults as budget limits.
+    pub fn limits(&self) -> crate::budget::Limits {
+        crate::budget::Limits {
+            per_minute: self.per_minute,
+            per_hour: self.per_hour,
+            per_day: self.per_day,
+            min_gap: self.min_gap,
+            jitter: self.jitter,
+            quiet_hours: self.quiet_hours().ok().flatten(),
         }
     }
 }

@@ -11,10 +11,13 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod health;
 pub mod metrics;
+pub mod queue;
 pub mod scheduler;
 pub mod telemetry;
 pub mod testing;

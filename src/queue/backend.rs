@@ -1,0 +1,617 @@
+//! The apalis backend: one [`AccountSlot`] per apalis worker, each driving one
+//! leased account at a time, plus the [`AckLayer`] that records outcomes.
+//!
+//! A slot's `poll_next` runs this loop:
+//!
+//! 1. wait until the previous job's outcome is recorded (one running job per
+//!    account; the database enforces it too);
+//! 2. without a lease: lease an account that has due work, or sleep until a
+//!    NOTIFY, the earliest due job, or the fallback poll;
+//! 3. with a lease: ask the budget; if sends must wait, snooze the account's
+//!    due sends to the exact instant and claim only other kinds;
+//! 4. claim the next job (fenced); for a send, reserve the slot in the send log
+//!    (fenced, windows re-checked in SQL) and hand the job to the worker;
+//! 5. nothing due: keep the lease if the next job is due within `lease_hold`,
+//!    else release it and go back to 2.
+//!
+//! The [`AckLayer`] is the backend's middleware: it sees every job's result
+//! after the user layers (tracing, catch-panic, timeout) and writes completed /
+//! retryable / discarded / snoozed, fenced by the epoch.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::error::BoxDynError;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::Task;
+use apalis_core::worker::context::WorkerContext;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rand::Rng;
+use sqlx::PgPool;
+use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::handler::{ClaimedJob, HandlerError, Handlers, Outcome};
+use super::lease::{HeldLease, LeaseKeeper};
+use super::store::{self, Reservation};
+use super::{QueueError, BUDGET_KINDS};
+use crate::budget::{self, AccountClock, Decision, Limits};
+use crate::config::{BudgetSettings, HealthSettings, QueueSettings};
+
+/// What every slot of a worker process shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The pool.
+    pub pool: PgPool,
+    /// This process's lease owner id.
+    pub owner: Arc<str>,
+    /// Heartbeats the leases.
+    pub keeper: LeaseKeeper,
+    /// `[queue]`.
+    pub queue: QueueSettings,
+    /// `[budget]`.
+    pub budget: BudgetSettings,
+    /// `[health]`.
+    pub health: HealthSettings,
+    /// Idle slots wait here; one is woken per notification, and a slot that
+    /// leased an account wakes the next (a baton, not a thundering herd).
+    pub idle: Notify,
+    /// Slots holding a lease while waiting for a near job wait here.
+    pub wakeup: Notify,
+    /// Cancelled on shutdown: slots stop leasing and claiming.
+    pub stop: CancellationToken,
+}
+
+/// The budget view of a held account, kept in memory while the lease lasts
+/// (only the lease holder appends to the account's send log).
+#[derive(Debug)]
+struct BudgetView {
+    base: Limits,
+    limits: Limits,
+    tz: chrono_tz::Tz,
+    paused_until: Option<DateTime<Utc>>,
+    sends: Vec<DateTime<Utc>>,
+    jitter: Duration,
+    loaded: Instant,
+    /// Database clock minus local clock.
+    offset: chrono::Duration,
+    /// Due sends were snoozed up to this instant already.
+    snoozed_to: Option<DateTime<Utc>>,
+}
+
+impl BudgetView {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+
+    fn decide(&self) -> Decision {
+        budget::decide(
+            &self.limits,
+            &AccountClock {
+                sends: &self.sends,
+                jitter: self.jitter,
+                tz: self.tz,
+                paused_until: self.paused_until,
+            },
+            self.now(),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    lease: HeldLease,
+    offset: chrono::Duration,
+    budget: Option<BudgetView>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    held: Option<Held>,
+}
+
+fn draw_jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_micros(rand::rng().random_range(0..=max.as_micros() as u64))
+}
+
+async fn load_budget(shared: &Shared, held: &Held) -> Result<Option<BudgetView>, QueueError> {
+    let Some(row) = store::load_budget(&shared.pool, held.lease.lease.account_id).await? else {
+        return Ok(None);
+    };
+    let base = match shared.budget.limits().resolve(&row.rate_limit_config) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(account_id = %held.lease.lease.account_id, error = %e,
+                "ignoring the account's rate_limit_config");
+            shared.budget.limits()
+        }
+    };
+    let now = Utc::now() + held.offset;
+    let age_days = (now - row.created_at).num_days();
+    let limits = base.effective(
+        age_days,
+        &shared.budget.warmup,
+        row.health_score,
+        shared.health.caution,
+    );
+    let tz = row.timezone.parse().unwrap_or(chrono_tz::UTC);
+    Ok(Some(BudgetView {
+        jitter: draw_jitter(base.jitter),
+        base,
+        limits,
+        tz,
+        paused_until: row.paused_until,
+        sends: row.sends,
+        loaded: Instant::now(),
+        offset: held.offset,
+        snoozed_to: None,
+    }))
+}
+
+/// How long an account's budget facts are trusted before reloading (pauses
+/// and limit changes made elsewhere are seen within this).
+const BUDGET_REFRESH: Duration = Duration::from_secs(5);
+
+async fn release(shared: &Shared, state: &mut SlotState) {
+    if let Some(h) = state.held.take() {
+        shared.keeper.forget(h.lease.lease.account_id);
+        if !h.lease.is_lost() {
+            if let Err(e) = store::release_lease(&shared.pool, &h.lease.lease).await {
+                tracing::warn!(error = %crate::cli::error_chain(&e), "releasing a lease failed; it expires by itself");
+            }
+        }
+    }
+}
+
+async fn sleep_until_db(
+    shared: &Shared,
+    until: DateTime<Utc>,
+    db_now: DateTime<Utc>,
+    notify: &Notify,
+) {
+    let wait = (until - db_now).to_std().unwrap_or(Duration::ZERO);
+    let wait = wait.min(shared.queue.poll_interval);
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = notify.notified() => {}
+        _ = shared.stop.cancelled() => {}
+    }
+}
+
+/// The slot's loop (see the module docs). Returns the next job to run.
+async fn next_job(
+    shared: Arc<Shared>,
+    state: Arc<Mutex<SlotState>>,
+    in_flight: Arc<Semaphore>,
+) -> ClaimedJob {
+    let mut state = state.lock().await;
+    loop {
+        if shared.stop.is_cancelled() {
+            release(&shared, &mut state).await;
+            std::future::pending::<()>().await;
+        }
+        match step(&shared, &mut state, &in_flight).await {
+            Ok(Some(job)) => return job,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %crate::cli::error_chain(&e), "queue slot error; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shared.stop.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+async fn step(
+    shared: &Shared,
+    state: &mut SlotState,
+    in_flight: &Arc<Semaphore>,
+) -> Result<Option<ClaimedJob>, QueueError> {
+    // 1. One job at a time: the permit comes back when the ack is written.
+    let permit = in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore never closed");
+
+    if state.held.as_ref().is_some_and(|h| h.lease.is_lost()) {
+        let h = state.held.take().expect("checked");
+        shared.keeper.forget(h.lease.lease.account_id);
+    }
+
+    // 2. Lease an account, or sleep.
+    let Some(held) = state.held.as_mut() else {
+        let notified = shared.idle.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match store::acquire_lease(
+            &shared.pool,
+            &shared.owner,
+            shared.queue.lease_ttl,
+            shared.queue.max_rescues,
+        )
+        .await?
+        {
+            Some((lease, db_now)) => {
+                tracing::debug!(account_id = %lease.account_id, epoch = lease.epoch, "leased account");
+                state.held = Some(Held {
+                    lease: shared.keeper.hold(lease),
+                    offset: db_now - Utc::now(),
+                    budget: None,
+                });
+                // Pass the baton: another idle slot may find another account.
+                shared.idle.notify_one();
+            }
+            None => {
+                drop(permit);
+                let (due, db_now) = store::next_free_due(&shared.pool).await?;
+                let until = due.unwrap_or(db_now + chrono::Duration::days(1));
+                let wait = (until - db_now)
+                    .to_std()
+                    .unwrap_or(Duration::from_millis(5))
+                    .max(Duration::from_millis(5))
+                    .min(shared.queue.poll_interval);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = &mut notified => {}
+                    _ = shared.stop.cancelled() => {}
+                }
+            }
+        }
+        return Ok(None);
+    };
+
+    // 3. The budget for sends.
+    if held
+        .budget
+        .as_ref()
+        .is_none_or(|b| b.loaded.elapsed() > BUDGET_REFRESH)
+    {
+        let keep_snooze = held.budget.as_ref().and_then(|b| b.snoozed_to);
+        held.budget = load_budget(shared, held).await?;
+        if let Some(b) = held.budget.as_mut() {
+            b.snoozed_to = keep_snooze;
+        }
+    }
+    let lease = held.lease.lease.clone();
+    let mut sends_allowed = true;
+    if let Some(b) = held.budget.as_mut() {
+        if let Decision::NotBefore(until, why) = b.decide() {
+            sends_allowed = false;
+            if b.snoozed_to.is_none_or(|t| t < until) {
+                let n = store::snooze_sends(&shared.pool, &lease, until, &why.to_string()).await?;
+                if n > 0 {
+                    tracing::debug!(account_id = %lease.account_id, %until, jobs = n, reason = %why, "snoozed sends");
+                }
+                b.snoozed_to = Some(until);
+            }
+        }
+    }
+
+    // 4. Claim.
+    if let Some(job) = store::claim(&shared.pool, &lease, sends_allowed).await? {
+        let mut slot_at = None;
+        if BUDGET_KINDS.contains(&job.kind.as_str()) {
+            let limits = held
+                .budget
+                .as_ref()
+                .map(|b| b.limits.clone())
+                .unwrap_or_else(|| shared.budget.limits());
+            match store::reserve_send(&shared.pool, &lease, job.id, &limits).await? {
+                Reservation::Granted(at) => {
+                    if let Some(b) = held.budget.as_mut() {
+                        b.sends.push(at);
+                        b.jitter = draw_jitter(b.base.jitter);
+                    }
+                    slot_at = Some(at);
+                }
+                Reservation::WindowFull => {
+                    // Our view was stale: reload and put the job back unspent.
+                    held.budget = load_budget(shared, held).await?;
+                    let until = match held.budget.as_ref().map(BudgetView::decide) {
+                        Some(Decision::NotBefore(t, _)) => t,
+                        _ => Utc::now() + held.offset + chrono::Duration::milliseconds(100),
+                    };
+                    store::snooze(&shared.pool, &lease, job.id, until, "budget: window full")
+                        .await?;
+                    return Ok(None);
+                }
+                Reservation::Fenced => {
+                    held.lease.mark_lost();
+                    return Ok(None);
+                }
+            }
+        }
+        permit.forget();
+        return Ok(Some(ClaimedJob {
+            job,
+            lease: held.lease.clone(),
+            slot_at,
+        }));
+    }
+    drop(permit);
+
+    // 5. Nothing due now.
+    let work = store::account_work(&shared.pool, lease.account_id).await?;
+    let next = if sends_allowed {
+        work.next_any
+    } else {
+        work.next_other.min(work.next_any)
+    };
+    let hold_until =
+        work.now + chrono::Duration::from_std(shared.queue.lease_hold).unwrap_or_default();
+    match next {
+        Some(at) if !work.paused && at <= hold_until && !held.lease.is_lost() => {
+            sleep_until_db(shared, at, work.now, &shared.wakeup).await;
+        }
+        _ => release(shared, state).await,
+    }
+    Ok(None)
+}
+
+/// One apalis worker's backend: drives one leased account at a time.
+pub struct AccountSlot {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<SlotState>>,
+    in_flight: Arc<Semaphore>,
+    next: Option<BoxFuture<'static, ClaimedJob>>,
+    closing: Option<BoxFuture<'static, ()>>,
+}
+
+impl std::fmt::Debug for AccountSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountSlot").finish_non_exhaustive()
+    }
+}
+
+impl AccountSlot {
+    /// A slot of the process described by `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            state: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(1)),
+            next: None,
+            closing: None,
+        }
+    }
+}
+
+impl Backend for AccountSlot {
+    type Task = Task<ClaimedJob>;
+    type Error = QueueError;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        let fut = self.next.get_or_insert_with(|| {
+            next_job(
+                self.shared.clone(),
+                self.state.clone(),
+                self.in_flight.clone(),
+            )
+            .boxed()
+        });
+        match fut.poll_unpin(cx) {
+            Poll::Ready(job) => {
+                self.next = None;
+                let id = apalis_core::task::task_id::TaskId::String(job.job.id.to_string());
+                let attempt = job.job.attempt.max(0) as usize;
+                Poll::Ready(Some(Ok(TaskBuilder::new(job)
+                    .task_id(id)
+                    .attempt(attempt)
+                    .build())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        // Dropping the pending loop frees the state; then release the lease.
+        self.next = None;
+        let closing = self.closing.get_or_insert_with(|| {
+            let shared = self.shared.clone();
+            let state = self.state.clone();
+            let in_flight = self.in_flight.clone();
+            async move {
+                // Wait for the in-flight job's ack (bounded by the monitor's grace).
+                let _permit = in_flight.acquire().await;
+                let mut state = state.lock().await;
+                release(&shared, &mut state).await;
+            }
+            .boxed()
+        });
+        closing.poll_unpin(cx).map(Ok)
+    }
+}
+
+impl BackendConfig for AccountSlot {
+    type Args = ClaimedJob;
+    type Id = apalis_core::task::task_id::RandomId;
+    type Kind = apalis_core::backend::finalize::Ephemeral;
+    type Config = ();
+    type Layer = AckLayer;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        AckLayer {
+            shared: self.shared.clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+}
+
+/// Records each job's outcome (fenced) and frees the slot for the next claim.
+#[derive(Debug, Clone)]
+pub struct AckLayer {
+    shared: Arc<Shared>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl<S> Layer<S> for AckLayer {
+    type Service = AckService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AckService {
+            inner,
+            shared: self.shared.clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+}
+
+/// See [`AckLayer`].
+#[derive(Debug, Clone)]
+pub struct AckService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl<S> Service<Task<ClaimedJob>> for AckService<S>
+where
+    S: Service<Task<ClaimedJob>, Response = Outcome>,
+    S::Error: Into<BoxDynError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<(), BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<ClaimedJob>) -> Self::Future {
+        let job = task.args.clone();
+        let fut = self.inner.call(task);
+        let shared = self.shared.clone();
+        let in_flight = self.in_flight.clone();
+        async move {
+            let result = fut.await.map_err(Into::into);
+            record(&shared, &job, result).await;
+            in_flight.add_permits(1);
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+async fn record(shared: &Shared, claimed: &ClaimedJob, result: Result<Outcome, BoxDynError>) {
+    let lease = &claimed.lease.lease;
+    let job = &claimed.job;
+    let written = match result {
+        Ok(Outcome::Completed) => store::complete(&shared.pool, lease, job.id).await,
+        Ok(Outcome::Snooze { until, reason }) => {
+            store::snooze(&shared.pool, lease, job.id, until, &reason).await
+        }
+        Err(e) => {
+            let permanent = matches!(
+                e.downcast_ref::<HandlerError>(),
+                Some(HandlerError::Permanent(_))
+            );
+            let message = crate::cli::error_chain(&*e);
+            let retry_at = if permanent || job.attempt >= job.max_attempts {
+                None
+            } else {
+                let delay = budget::backoff(
+                    job.attempt as u32,
+                    shared.queue.backoff_base,
+                    shared.queue.backoff_max,
+                    rand::rng().random_range(0.0..=0.25),
+                );
+                Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
+            };
+            tracing::warn!(job_id = %job.id, account_id = %job.account_id, kind = %job.kind,
+                attempt = job.attempt, retry_at = ?retry_at, error = %message, "job failed");
+            store::fail(&shared.pool, lease, job.id, &message, retry_at).await
+        }
+    };
+    match written {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(job_id = %job.id, account_id = %job.account_id, epoch = lease.epoch,
+                "outcome refused: the lease was lost (fenced); the new holder reruns the job");
+            claimed.lease.mark_lost();
+        }
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %crate::cli::error_chain(&e),
+                "recording the outcome failed; the lease is given up so the job is rescued");
+            claimed.lease.mark_lost();
+            shared.keeper.forget(lease.account_id);
+        }
+    }
+}
+
+/// The service at the bottom of the stack: finds the kind's handler and runs it.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    handlers: Arc<Handlers>,
+}
+
+impl Dispatch {
+    /// Dispatches to `handlers`.
+    pub fn new(handlers: Arc<Handlers>) -> Self {
+        Self { handlers }
+    }
+}
+
+impl Service<Task<ClaimedJob>> for Dispatch {
+    type Response = Outcome;
+    type Error = BoxDynError;
+    type Future = Pin<Box<dyn Future<Output = Result<Outcome, BoxDynError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: Task<ClaimedJob>) -> Self::Future {
+        let handlers = self.handlers.clone();
+        let job = task.args;
+        let span = tracing::info_span!("job", job_id = %job.job.id, account_id = %job.job.account_id,
+            kind = %job.job.kind, attempt = job.job.attempt);
+        Box::pin(
+            async move {
+                match handlers.get(&job.job.kind) {
+                    None => Err(HandlerError::Permanent(format!(
+                        "no handler for job kind `{}` in this worker",
+                        job.job.kind
+                    ))
+                    .into()),
+                    Some(h) => h.handle(&job).await.map_err(Into::into),
+                }
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,631 @@
+//! Every SQL statement of the queue engine.
+//!
+//! Writes a worker makes for an account take the account's lease row `FOR
+//! SHARE` and check `epoch = $epoch AND owner = $owner` in the same statement:
+//! a takeover (which updates that row) waits for them, and after a takeover
+//! they match nothing. A fenced write returns `false` / `None`; the caller must
+//! stop driving the account.
+//!
+//! Times come from the database clock (`now()`, `clock_timestamp()`), so
+//! several machines with drifting clocks agree.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres};
+use uuid::Uuid;
+
+use super::{Enqueued, Job, JobState, Lease, NewJob, QueueError};
+use crate::budget::Limits;
+
+/// States the claim considers (with `run_at <= now()`).
+const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
+
+fn interval(d: Duration) -> sqlx::postgres::types::PgInterval {
+    sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: d.as_micros().min(i64::MAX as u128) as i64,
+    }
+}
+
+/// Enqueues one job; a repeated idempotency key returns the existing job.
+pub async fn enqueue(pool: &PgPool, job: &NewJob) -> Result<Enqueued, QueueError> {
+    let mut out = enqueue_batch(pool, std::slice::from_ref(job)).await?;
+    Ok(out.pop().expect("one result per job"))
+}
+
+/// Enqueues many jobs in one statement (`INSERT … SELECT unnest(…)`).
+/// Results are in input order; a key seen before (or earlier in the same
+/// batch) returns that job with `created: false`.
+pub async fn enqueue_batch(pool: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueued>, QueueError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = jobs.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut accounts = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut keys: Vec<Option<String>> = Vec::with_capacity(n);
+    for j in jobs {
+        ids.push(Uuid::now_v7());
+        kinds.push(j.kind.as_str());
+        accounts.push(j.account_id);
+        payloads.push(j.payload.to_string());
+        priorities.push(j.priority);
+        run_ats.push(j.run_at);
+        max_attempts.push(j.max_attempts);
+        keys.push(j.idempotency_key.clone());
+    }
+    // A concurrent insert of the same key can hide from this statement's
+    // snapshot (ON CONFLICT waited for it); one retry sees it.
+    for _ in 0..3 {
+        let rows: Vec<(i64, Option<Uuid>, bool)> = sqlx::query_as(
+            "WITH input AS ( \
+                SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], \
+                                     $5::int2[], $6::timestamptz[], $7::int4[], $8::text[]) \
+                    WITH ORDINALITY AS t(id, kind, account_id, payload, priority, run_at, \
+                                         max_attempts, idempotency_key, ord) \
+             ), ins AS ( \
+                INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, \
+                                        state, max_attempts, idempotency_key) \
+                SELECT id, kind, account_id, payload::jsonb, priority, coalesce(run_at, now()), \
+                       CASE WHEN run_at > now() THEN 'scheduled' ELSE 'available' END, \
+                       max_attempts, idempotency_key \
+                FROM input ORDER BY ord \
+                ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                RETURNING id, idempotency_key \
+             ) \
+             SELECT i.ord, coalesce(mine.id, same_batch.id, existing.id), mine.id IS NOT NULL \
+             FROM input i \
+             LEFT JOIN ins mine ON mine.id = i.id \
+             LEFT JOIN ins same_batch ON mine.id IS NULL AND same_batch.idempotency_key = i.idempotency_key \
+             LEFT JOIN queue_jobs existing ON mine.id IS NULL AND existing.idempotency_key = i.idempotency_key \
+             ORDER BY i.ord",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&accounts)
+        .bind(&payloads)
+        .bind(&priorities)
+        .bind(&run_ats)
+        .bind(&max_attempts)
+        .bind(&keys)
+        .fetch_all(pool)
+        .await?;
+        if rows.iter().all(|(_, id, _)| id.is_some()) {
+            return Ok(rows
+                .into_iter()
+                .map(|(_, id, created)| Enqueued {
+                    id: id.expect("checked"),
+                    created,
+                })
+                .collect());
+        }
+        // Some rows lost a race with a concurrent enqueue of the same key; the
+        // rows inserted now are kept and found by key on the next pass.
+        for (i, (_, id, created)) in rows.iter().enumerate() {
+            if *created {
+                ids[i] = id.expect("created rows have ids");
+            }
+        }
+    }
+    Err(QueueError::Db(sqlx::Error::Protocol(
+        "idempotent enqueue raced three times".into(),
+    )))
+}
+
+/// Reads a job.
+pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<Job>, QueueError> {
+    Ok(sqlx::query_as("SELECT * FROM queue_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Cancels a job that has not started. A running or finished job is refused
+/// with its state.
+pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<Job, QueueError> {
+    let job: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE queue_jobs SET state = 'cancelled', finished_at = now(), waiting_reason = NULL \
+         WHERE id = $1 AND state IN {RUNNABLE} RETURNING *"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(job) = job {
+        return Ok(job);
+    }
+    match get_job(pool, id).await? {
+        None => Err(QueueError::NotFound(id)),
+        Some(j) => Err(QueueError::NotCancellable {
+            id,
+            state: j.state(),
+        }),
+    }
+}
+
+/// Deletes finished jobs older than `retention`, at most `limit` per call.
+pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64, QueueError> {
+    Ok(sqlx::query(
+        "DELETE FROM queue_jobs WHERE id IN ( \
+            SELECT id FROM queue_jobs WHERE finished_at IS NOT NULL \
+              AND finished_at < now() - $1 LIMIT $2)",
+    )
+    .bind(interval(retention))
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Deletes send-log rows older than every window (they can no longer count).
+pub async fn prune_send_log(pool: &PgPool) -> Result<u64, QueueError> {
+    Ok(
+        sqlx::query("DELETE FROM account_sends WHERE sent_at < now() - interval '2 days'")
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Leases.
+// ---------------------------------------------------------------------------
+
+/// Leases one account that has work and no live lease, taking over an
+/// expired one (epoch + 1). Jobs left running under an older epoch (their
+/// worker crashed or lost the lease) are returned to the queue in the same
+/// transaction, without counting the attempt; after `max_rescues` returns a job
+/// is discarded (a crash loop). Returns the lease and the database clock.
+pub async fn acquire_lease(
+    pool: &PgPool,
+    owner: &str,
+    ttl: Duration,
+    max_rescues: i32,
+) -> Result<Option<(Lease, DateTime<Utc>)>, QueueError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH cand AS ( \
+            SELECT a.id FROM mkt_wap_accounts a \
+            LEFT JOIN account_leases l ON l.account_id = a.id \
+            WHERE (l.account_id IS NULL OR l.owner IS NULL OR l.expires_at < now()) \
+              AND NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+              AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id \
+                          AND ((j.state IN {RUNNABLE} AND j.run_at <= now()) OR j.state = 'running')) \
+            ORDER BY l.heartbeat_at NULLS FIRST \
+            LIMIT 1 \
+            FOR UPDATE OF a SKIP LOCKED \
+         ) \
+         INSERT INTO account_leases AS l (account_id, owner, epoch, expires_at, heartbeat_at, acquired_at) \
+         SELECT id, $1, 1, now() + $2, now(), now() FROM cand \
+         ON CONFLICT (account_id) DO UPDATE SET owner = EXCLUDED.owner, epoch = l.epoch + 1, \
+             expires_at = EXCLUDED.expires_at, heartbeat_at = now(), acquired_at = now() \
+           WHERE l.owner IS NULL OR l.expires_at < now() \
+         RETURNING l.account_id, l.epoch, now()"
+    )))
+    .bind(owner)
+    .bind(interval(ttl))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((account_id, epoch, db_now)) = row else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    rescue_in(&mut tx, account_id, epoch, max_rescues).await?;
+    tx.commit().await?;
+    Ok(Some((
+        Lease {
+            account_id,
+            epoch,
+            owner: owner.into(),
+        },
+        db_now,
+    )))
+}
+
+/// Leases a specific account (tests, and a worker that must drive one account).
+pub async fn acquire_account(
+    pool: &PgPool,
+    account_id: Uuid,
+    owner: &str,
+    ttl: Duration,
+    max_rescues: i32,
+) -> Result<Option<Lease>, QueueError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO account_leases AS l (account_id, owner, epoch, expires_at) \
+         VALUES ($1, $2, 1, now() + $3) \
+         ON CONFLICT (account_id) DO UPDATE SET owner = EXCLUDED.owner, epoch = l.epoch + 1, \
+             expires_at = EXCLUDED.expires_at, heartbeat_at = now(), acquired_at = now() \
+           WHERE l.owner IS NULL OR l.expires_at < now() \
+         RETURNING l.epoch",
+    )
+    .bind(account_id)
+    .bind(owner)
+    .bind(interval(ttl))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((epoch,)) = row else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    rescue_in(&mut tx, account_id, epoch, max_rescues).await?;
+    tx.commit().await?;
+    Ok(Some(Lease {
+        account_id,
+        epoch,
+        owner: owner.into(),
+    }))
+}
+
+async fn rescue_in(
+    conn: &mut sqlx::PgConnection,
+    account_id: Uuid,
+    epoch: i64,
+    max_rescues: i32,
+) -> Result<u64, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE queue_jobs SET \
+            state = CASE WHEN rescues + 1 >= $3 THEN 'discarded' ELSE 'available' END, \
+            finished_at = CASE WHEN rescues + 1 >= $3 THEN now() END, \
+            attempt = greatest(attempt - 1, 0), rescues = rescues + 1, \
+            lease_epoch = NULL, run_at = now(), \
+            last_error = CASE WHEN rescues + 1 >= $3 \
+                THEN 'discarded: returned ' || (rescues + 1) || ' times by crashes or lost leases' \
+                ELSE last_error END, \
+            errors = errors || jsonb_build_array(jsonb_build_object( \
+                'at', now(), 'attempt', attempt, \
+                'error', 'rescued: its worker lost the lease (epoch ' || lease_epoch || ') while running')) \
+         WHERE account_id = $1 AND state = 'running' AND lease_epoch < $2",
+    )
+    .bind(account_id)
+    .bind(epoch)
+    .bind(max_rescues)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        tracing::warn!(%account_id, epoch, jobs = n, "returned jobs left running by a lost lease");
+    }
+    Ok(n)
+}
+
+/// Extends the leases this owner still holds; returns the accounts kept.
+pub async fn extend_leases(
+    pool: &PgPool,
+    owner: &str,
+    leases: &[(Uuid, i64)],
+    ttl: Duration,
+) -> Result<Vec<Uuid>, QueueError> {
+    let (accounts, epochs): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
+    Ok(sqlx::query_scalar(
+        "UPDATE account_leases l SET expires_at = now() + $4, heartbeat_at = now() \
+         FROM unnest($1::uuid[], $2::int8[]) AS h(account_id, epoch) \
+         WHERE l.account_id = h.account_id AND l.epoch = h.epoch AND l.owner = $3 \
+         RETURNING l.account_id",
+    )
+    .bind(&accounts)
+    .bind(&epochs)
+    .bind(owner)
+    .bind(interval(ttl))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Releases a lease (keeps the row so the epoch only grows) and wakes other
+/// workers when the account still has due work.
+pub async fn release_lease(pool: &PgPool, lease: &Lease) -> Result<bool, QueueError> {
+    let row: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH r AS ( \
+            UPDATE account_leases SET owner = NULL, expires_at = now() \
+            WHERE account_id = $1 AND epoch = $2 AND owner = $3 RETURNING account_id \
+         ) \
+         SELECT (SELECT count(*) FROM (SELECT pg_notify('courier_jobs', '') \
+                 WHERE EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = r.account_id \
+                               AND j.state IN {RUNNABLE} AND j.run_at <= now())) n) \
+         FROM r"
+    )))
+    .bind(lease.account_id)
+    .bind(lease.epoch)
+    .bind(&*lease.owner)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Releases every lease `owner` holds (shutdown's safety net).
+pub async fn release_all(pool: &PgPool, owner: &str) -> Result<u64, QueueError> {
+    Ok(
+        sqlx::query("UPDATE account_leases SET owner = NULL, expires_at = now() WHERE owner = $1")
+            .bind(owner)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Claiming and finishing (all fenced).
+// ---------------------------------------------------------------------------
+
+/// The lease check shared by fenced writes: a CTE named `lease`.
+const LEASE_CTE: &str = "lease AS (SELECT 1 FROM account_leases \
+     WHERE account_id = $1 AND epoch = $2 AND owner = $3 FOR SHARE)";
+
+/// Claims the account's next runnable job. `sends_allowed = false` skips
+/// budget-spending kinds (their budget is exhausted until a later instant).
+/// Returns `None` when nothing is runnable, the account is paused, or the lease
+/// is gone.
+pub async fn claim(
+    pool: &PgPool,
+    lease: &Lease,
+    sends_allowed: bool,
+) -> Result<Option<Job>, QueueError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH {LEASE_CTE}, next AS ( \
+            SELECT id FROM queue_jobs \
+            WHERE account_id = $1 AND state IN {RUNNABLE} AND run_at <= now() \
+              AND ($4 OR kind <> ALL($5)) \
+              AND EXISTS (SELECT 1 FROM lease) \
+              AND NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = $1 \
+                  AND a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+            ORDER BY priority, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED \
+         ) \
+         UPDATE queue_jobs j SET state = 'running', attempt = j.attempt + 1, \
+             attempted_at = now(), lease_epoch = $2, attempted_by = $3, waiting_reason = NULL \
+         FROM next WHERE j.id = next.id \
+         RETURNING j.*"
+    )))
+    .bind(lease.account_id)
+    .bind(lease.epoch)
+    .bind(&*lease.owner)
+    .bind(sends_allowed)
+    .bind(&super::BUDGET_KINDS[..])
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The outcome of asking for a send slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Granted at this instant (database clock); recorded in the send log.
+    Granted(DateTime<Utc>),
+    /// A window is full (another view of the log was stale); re-check.
+    WindowFull,
+    /// The lease is gone: stop driving the account.
+    Fenced,
+}
+
+/// Grants a send slot for `job_id`: appends to the send log only if the lease
+/// is still ours and every window has room, in one statement.
+pub async fn reserve_send(
+    pool: &PgPool,
+    lease: &Lease,
+    job_id: Uuid,
+    limits: &Limits,
+) -> Result<Reservation, QueueError> {
+    let (leased, at): (bool, Option<DateTime<Utc>>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH {LEASE_CTE}, t AS (SELECT clock_timestamp() AS ts), \
+         ins AS ( \
+            INSERT INTO account_sends (account_id, job_id, epoch, sent_at) \
+            SELECT $1, $4, $2, t.ts FROM t \
+            WHERE EXISTS (SELECT 1 FROM lease) \
+              AND (SELECT count(*) FROM account_sends s WHERE s.account_id = $1 \
+                   AND s.sent_at > t.ts - interval '60 seconds') < $5 \
+              AND (SELECT count(*) FROM account_sends s WHERE s.account_id = $1 \
+                   AND s.sent_at > t.ts - interval '3600 seconds') < $6 \
+              AND (SELECT count(*) FROM account_sends s WHERE s.account_id = $1 \
+                   AND s.sent_at > t.ts - interval '86400 seconds') < $7 \
+            RETURNING sent_at \
+         ) \
+         SELECT EXISTS (SELECT 1 FROM lease), (SELECT sent_at FROM ins)"
+    )))
+    .bind(lease.account_id)
+    .bind(lease.epoch)
+    .bind(&*lease.owner)
+    .bind(job_id)
+    .bind(i64::from(limits.per_minute))
+    .bind(i64::from(limits.per_hour))
+    .bind(i64::from(limits.per_day))
+    .fetch_one(pool)
+    .await?;
+    Ok(match (leased, at) {
+        (_, Some(at)) => Reservation::Granted(at),
+        (true, None) => Reservation::WindowFull,
+        (false, None) => Reservation::Fenced,
+    })
+}
+
+async fn fenced_update(
+    pool: &PgPool,
+    lease: &Lease,
+    job_id: Uuid,
+    set: &str,
+    extra: impl FnOnce(
+        sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+) -> Result<bool, QueueError> {
+    let sql = format!(
+        "WITH {LEASE_CTE} UPDATE queue_jobs SET {set}, lease_epoch = NULL \
+         WHERE id = $4 AND account_id = $1 AND state = 'running' AND lease_epoch = $2 \
+           AND EXISTS (SELECT 1 FROM lease)"
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(lease.account_id)
+        .bind(lease.epoch)
+        .bind(&*lease.owner)
+        .bind(job_id);
+    Ok(extra(q).execute(pool).await?.rows_affected() == 1)
+}
+
+/// Marks a running job completed. `false`: fenced (the lease is gone).
+pub async fn complete(pool: &PgPool, lease: &Lease, job_id: Uuid) -> Result<bool, QueueError> {
+    fenced_update(
+        pool,
+        lease,
+        job_id,
+        "state = 'completed', finished_at = now()",
+        |q| q,
+    )
+    .await
+}
+
+/// Records a failed attempt: retryable at `retry_at`, or discarded when
+/// `retry_at` is `None`. The error is kept in `last_error` and `errors`.
+pub async fn fail(
+    pool: &PgPool,
+    lease: &Lease,
+    job_id: Uuid,
+    error: &str,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<bool, QueueError> {
+    fenced_update(
+        pool,
+        lease,
+        job_id,
+        "state = CASE WHEN $6 THEN 'retryable' ELSE 'discarded' END, \
+         run_at = coalesce($7, run_at), \
+         finished_at = CASE WHEN $6 THEN NULL ELSE now() END, \
+         last_error = $5, \
+         errors = errors || jsonb_build_array(jsonb_build_object('at', now(), 'attempt', attempt, 'error', $5::text))",
+        |q| q.bind(error).bind(retry_at.is_some()).bind(retry_at),
+    )
+    .await
+}
+
+/// Puts a running job back to wait until `until` without spending an attempt.
+pub async fn snooze(
+    pool: &PgPool,
+    lease: &Lease,
+    job_id: Uuid,
+    until: DateTime<Utc>,
+    reason: &str,
+) -> Result<bool, QueueError> {
+    fenced_update(
+        pool,
+        lease,
+        job_id,
+        "state = 'scheduled', run_at = $5, attempt = greatest(attempt - 1, 0), waiting_reason = $6",
+        |q| q.bind(until).bind(reason),
+    )
+    .await
+}
+
+/// Snoozes every due budget-spending job of the account to `until` (their
+/// budget frees then). They were never claimed, so no attempt is spent.
+pub async fn snooze_sends(
+    pool: &PgPool,
+    lease: &Lease,
+    until: DateTime<Utc>,
+    reason: &str,
+) -> Result<u64, QueueError> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH {LEASE_CTE} UPDATE queue_jobs SET state = 'scheduled', run_at = $4, waiting_reason = $5 \
+         WHERE account_id = $1 AND state IN {RUNNABLE} AND run_at < $4 AND kind = ANY($6) \
+           AND EXISTS (SELECT 1 FROM lease)"
+    )))
+    .bind(lease.account_id)
+    .bind(lease.epoch)
+    .bind(&*lease.owner)
+    .bind(until)
+    .bind(reason)
+    .bind(&super::BUDGET_KINDS[..])
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// What an account holder needs to know when it found nothing to claim.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct AccountWork {
+    /// Earliest `run_at` among the account's runnable jobs (any kind).
+    pub next_any: Option<DateTime<Utc>>,
+    /// Earliest among non-budget kinds.
+    pub next_other: Option<DateTime<Utc>>,
+    /// The account is paused.
+    pub paused: bool,
+    /// Database clock.
+    pub now: DateTime<Utc>,
+}
+
+/// The account's next work.
+pub async fn account_work(pool: &PgPool, account_id: Uuid) -> Result<AccountWork, QueueError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT min(run_at) FROM queue_jobs WHERE account_id = $1 AND state IN {RUNNABLE}) AS next_any, \
+                (SELECT min(run_at) FROM queue_jobs WHERE account_id = $1 AND state IN {RUNNABLE} \
+                   AND kind <> ALL($2)) AS next_other, \
+                EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = $1 AND a.status = 'paused' \
+                   AND (a.paused_until IS NULL OR a.paused_until > now())) AS paused, \
+                now() AS now"
+    )))
+    .bind(account_id)
+    .bind(&super::BUDGET_KINDS[..])
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The earliest `run_at` among runnable jobs of accounts nobody holds, and
+/// the database clock.
+pub async fn next_free_due(
+    pool: &PgPool,
+) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>), QueueError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT min(j.run_at) FROM queue_jobs j \
+            WHERE j.state IN {RUNNABLE} \
+              AND NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = j.account_id \
+                              AND l.owner IS NOT NULL AND l.expires_at > now())), now()"
+    )))
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The account facts the budget needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountBudgetRow {
+    /// Per-account overrides.
+    pub rate_limit_config: serde_json::Value,
+    /// IANA time zone name.
+    pub timezone: String,
+    /// For the warm-up ladder.
+    pub created_at: DateTime<Utc>,
+    /// 0..=100.
+    pub health_score: i32,
+    /// Automatic pause end.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Send slots of the last 24 h, ascending.
+    pub sends: Vec<DateTime<Utc>>,
+}
+
+/// Loads the account's budget facts and its send log of the last day.
+pub async fn load_budget(
+    pool: &PgPool,
+    account_id: Uuid,
+) -> Result<Option<AccountBudgetRow>, QueueError> {
+    Ok(sqlx::query_as(
+        "SELECT a.rate_limit_config, a.timezone, a.created_at, a.health_score, \
+                CASE WHEN a.status = 'paused' THEN a.paused_until END AS paused_until, \
+                coalesce(array(SELECT s.sent_at FROM account_sends s WHERE s.account_id = a.id \
+                   AND s.sent_at > now() - interval '86400 seconds' ORDER BY s.sent_at), '{}') AS sends \
+         FROM mkt_wap_accounts a WHERE a.id = $1",
+    )
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Counts jobs by state (tests, stats).
+pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(JobState, i64)>, QueueError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM queue_jobs GROUP BY state ORDER BY state")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(s, n)| JobState::parse(&s).map(|s| (s, n)))
+        .collect())
+}

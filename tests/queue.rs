@@ -1,0 +1,626 @@
+//! The queue engine against a real Postgres: enqueue, idempotency, claiming,
+//! fencing, retries, snoozes, budgets, pauses and shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use courier::config::{Settings, Sources};
+use courier::jobs::send::SendJob;
+use courier::jobs::JobKind;
+use courier::queue::handler::{ClaimedJob, HandlerError, Handlers, Outcome, RecordingHandler};
+use courier::queue::runtime::Runtime;
+use courier::queue::store::{self, Reservation};
+use courier::queue::{JobState, NewJob, QueueError};
+use courier::testing::{fresh_database, TestDb};
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn settings(vars: &[(&str, &str)]) -> Settings {
+    let mut all: Vec<(String, String)> = [
+        ("COURIER__QUEUE__HANDLER", "noop-record"),
+        ("COURIER__QUEUE__POLL_INTERVAL", "200ms"),
+        ("COURIER__QUEUE__LEASE_HOLD", "2s"),
+        ("COURIER__BUDGET__MIN_GAP", "0s"),
+        ("COURIER__BUDGET__JITTER", "0s"),
+        ("COURIER__BUDGET__PER_MINUTE", "1000"),
+        ("COURIER__BUDGET__PER_HOUR", "10000"),
+        ("COURIER__BUDGET__PER_DAY", "100000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Settings::load_from(Sources {
+        dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")),
+        vars: Some(all),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// An active account, 30 days old (past the warm-up ladder).
+async fn account(pool: &PgPool, rate_limit_config: serde_json::Value) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO mkt_wap_accounts (account_name, status, rate_limit_config, created_at) \
+         VALUES ('test', 'active', $1, now() - interval '30 days') RETURNING id",
+    )
+    .bind(rate_limit_config)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+fn send(account: Uuid) -> NewJob {
+    NewJob::new(
+        account,
+        &SendJob {
+            message_id: Uuid::new_v4(),
+        },
+    )
+    .unwrap()
+}
+
+fn discover(account: Uuid) -> NewJob {
+    NewJob {
+        kind: JobKind::Discover,
+        account_id: account,
+        payload: serde_json::json!({}),
+        priority: 100,
+        run_at: None,
+        max_attempts: 5,
+        idempotency_key: None,
+    }
+}
+
+async fn state(pool: &PgPool, id: Uuid) -> courier::queue::Job {
+    store::get_job(pool, id).await.unwrap().unwrap()
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check().await
+}
+
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(t: &TestDb, settings: &Settings, handlers: Handlers) -> Running {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let rt = Runtime::new(t.pool.clone(), settings, handlers);
+    let task = tokio::spawn(async move {
+        rt.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Running { stop: tx, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("worker stops within its grace period")
+            .unwrap();
+    }
+}
+
+fn recorder(t: &TestDb) -> Handlers {
+    Handlers::new().register_all(Arc::new(RecordingHandler::new(
+        t.pool.clone(),
+        Duration::ZERO,
+    )))
+}
+
+const TTL: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn enqueue_with_the_same_idempotency_key_returns_the_existing_job() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let job = send(a);
+    let first = courier::queue::enqueue(&t.pool, &job).await.unwrap();
+    let again = courier::queue::enqueue(&t.pool, &job).await.unwrap();
+    assert!(first.created);
+    assert!(!again.created);
+    assert_eq!(first.id, again.id);
+
+    // In a batch: a key seen before, a key repeated inside the batch, and new work.
+    let fresh = send(a);
+    let batch = vec![job.clone(), fresh.clone(), fresh.clone(), discover(a)];
+    let out = courier::queue::enqueue_batch(&t.pool, &batch)
+        .await
+        .unwrap();
+    assert_eq!(out[0].id, first.id);
+    assert!(!out[0].created);
+    assert!(out[1].created);
+    assert_eq!(out[2].id, out[1].id);
+    assert!(!out[2].created);
+    assert!(out[3].created);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_jobs")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+}
+
+#[tokio::test]
+async fn batch_enqueue_writes_thousands_of_jobs_in_one_statement() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let jobs: Vec<NewJob> = (0..5000).map(|_| send(a)).collect();
+    let out = courier::queue::enqueue_batch(&t.pool, &jobs).await.unwrap();
+    assert_eq!(out.len(), 5000);
+    assert!(out.iter().all(|e| e.created));
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_jobs WHERE state = 'available'")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 5000);
+    // Future jobs are scheduled, with microsecond run_at.
+    let at = Utc::now() + chrono::Duration::milliseconds(123_456);
+    let e = courier::queue::enqueue(&t.pool, &discover(a).run_at(at))
+        .await
+        .unwrap();
+    let j = state(&t.pool, e.id).await;
+    assert_eq!(j.state(), JobState::Scheduled);
+    assert_eq!(j.run_at.timestamp_micros(), at.timestamp_micros());
+}
+
+#[tokio::test]
+async fn cancel_works_until_the_job_starts() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let waiting = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    let c = courier::queue::cancel(&t.pool, waiting.id).await.unwrap();
+    assert_eq!(c.state(), JobState::Cancelled);
+
+    let started = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    let lease = store::acquire_account(&t.pool, a, "w1", TTL, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    let claimed = store::claim(&t.pool, &lease, true).await.unwrap().unwrap();
+    assert_eq!(claimed.id, started.id);
+    match courier::queue::cancel(&t.pool, started.id).await {
+        Err(QueueError::NotCancellable { state, .. }) => assert_eq!(state, JobState::Running),
+        other => panic!("expected NotCancellable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn at_most_one_job_runs_per_account() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    courier::queue::enqueue_batch(&t.pool, &[discover(a), discover(a)])
+        .await
+        .unwrap();
+    let lease = store::acquire_account(&t.pool, a, "w1", TTL, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = store::claim(&t.pool, &lease, true).await.unwrap();
+    assert!(first.is_some());
+    // The database refuses a second running job for the account.
+    let second = store::claim(&t.pool, &lease, true).await;
+    assert!(
+        matches!(&second, Err(QueueError::Db(sqlx::Error::Database(e))) if e.code().as_deref() == Some("23505")),
+        "{second:?}"
+    );
+    // A second worker cannot even lease the account while the lease lives.
+    assert!(store::acquire_account(&t.pool, a, "w2", TTL, 5)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_cannot_write_anything_for_the_account() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let e = courier::queue::enqueue(&t.pool, &send(a)).await.unwrap();
+    let old = store::acquire_account(&t.pool, a, "old", TTL, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    let job = store::claim(&t.pool, &old, true).await.unwrap().unwrap();
+    assert_eq!(job.attempt, 1);
+
+    // The old worker stalls; its lease expires and another worker takes over.
+    sqlx::query("UPDATE account_leases SET expires_at = now() - interval '1 second'")
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    let new = store::acquire_account(&t.pool, a, "new", TTL, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(new.epoch, old.epoch + 1);
+
+    // The takeover returned the running job without counting the attempt.
+    let j = state(&t.pool, e.id).await;
+    assert_eq!(j.state(), JobState::Available);
+    assert_eq!(j.attempt, 0);
+    assert_eq!(j.rescues, 1);
+
+    // Every write of the old holder is fenced.
+    assert!(!store::complete(&t.pool, &old, e.id).await.unwrap());
+    assert!(!store::fail(&t.pool, &old, e.id, "x", None).await.unwrap());
+    assert!(!store::snooze(&t.pool, &old, e.id, Utc::now(), "x")
+        .await
+        .unwrap());
+    assert!(store::claim(&t.pool, &old, true).await.unwrap().is_none());
+    let limits = settings(&[]).budget.limits();
+    assert_eq!(
+        store::reserve_send(&t.pool, &old, e.id, &limits)
+            .await
+            .unwrap(),
+        Reservation::Fenced
+    );
+    assert!(!store::release_lease(&t.pool, &old).await.unwrap());
+
+    // The new holder runs it.
+    let job = store::claim(&t.pool, &new, true).await.unwrap().unwrap();
+    assert!(matches!(
+        store::reserve_send(&t.pool, &new, job.id, &limits)
+            .await
+            .unwrap(),
+        Reservation::Granted(_)
+    ));
+    assert!(store::complete(&t.pool, &new, e.id).await.unwrap());
+    assert_eq!(state(&t.pool, e.id).await.state(), JobState::Completed);
+}
+
+#[tokio::test]
+async fn a_crash_loop_is_discarded_after_max_rescues() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let e = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    for round in 1..=3 {
+        let lease = store::acquire_account(&t.pool, a, &format!("w{round}"), TTL, 3)
+            .await
+            .unwrap()
+            .unwrap();
+        let j = state(&t.pool, e.id).await;
+        if round == 1 {
+            assert_eq!(j.state(), JobState::Available);
+        }
+        if j.state() == JobState::Discarded {
+            break;
+        }
+        store::claim(&t.pool, &lease, true).await.unwrap().unwrap();
+        sqlx::query("UPDATE account_leases SET expires_at = now() - interval '1 second'")
+            .execute(&t.pool)
+            .await
+            .unwrap();
+    }
+    store::acquire_account(&t.pool, a, "last", TTL, 3)
+        .await
+        .unwrap()
+        .unwrap();
+    let j = state(&t.pool, e.id).await;
+    assert_eq!(j.state(), JobState::Discarded);
+    assert_eq!(j.rescues, 3);
+    assert!(j.last_error.unwrap().contains("3 times"));
+}
+
+#[tokio::test]
+async fn snooze_gives_the_attempt_back() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let e = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    let lease = store::acquire_account(&t.pool, a, "w", TTL, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..5 {
+        store::claim(&t.pool, &lease, true).await.unwrap().unwrap();
+        let until = Utc::now() - chrono::Duration::milliseconds(1);
+        assert!(store::snooze(&t.pool, &lease, e.id, until, "later")
+            .await
+            .unwrap());
+    }
+    let j = state(&t.pool, e.id).await;
+    assert_eq!(j.attempt, 0);
+    assert_eq!(j.state(), JobState::Scheduled);
+    assert_eq!(j.waiting_reason.as_deref(), Some("later"));
+}
+
+/// Fails every attempt.
+struct Failing;
+impl courier::queue::handler::JobHandler for Failing {
+    fn handle<'a>(&'a self, _: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(async { Err(HandlerError::Retryable("refused by the page".into())) })
+    }
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially_then_discard_with_the_error_kept() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let e = courier::queue::enqueue(&t.pool, &send(a)).await.unwrap();
+    let s = settings(&[
+        ("COURIER__QUEUE__BACKOFF_BASE", "1s"),
+        ("COURIER__QUEUE__BACKOFF_MAX", "10s"),
+    ]);
+    let w = start(&t, &s, Handlers::new().register_all(Arc::new(Failing)));
+
+    // Attempt 1 fails: retryable, run_at = attempted_at + 1 s (+ up to 25 %).
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            state(&t.pool, e.id).await.state() == JobState::Retryable
+        })
+        .await
+    );
+    let j = state(&t.pool, e.id).await;
+    assert_eq!(j.attempt, 1);
+    let delay = (j.run_at - j.attempted_at.unwrap()).num_milliseconds();
+    assert!((900..=1_400).contains(&delay), "first backoff {delay} ms");
+
+    // Attempt 3 (the seeds' max for sends) discards it, error kept.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            state(&t.pool, e.id).await.state() == JobState::Discarded
+        })
+        .await
+    );
+    let j = state(&t.pool, e.id).await;
+    assert_eq!(j.attempt, 3);
+    assert!(j.last_error.unwrap().contains("refused by the page"));
+    assert_eq!(j.errors.as_array().unwrap().len(), 3);
+    // The attempts were spaced by growing delays.
+    let times: Vec<DateTime<Utc>> = j
+        .errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let gap1 = (times[1] - times[0]).num_milliseconds();
+    let gap2 = (times[2] - times[1]).num_milliseconds();
+    assert!(gap1 >= 900, "gap1 {gap1}");
+    assert!(gap2 >= 1_900, "gap2 {gap2}");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_back_send_is_snoozed_to_the_exact_instant_the_window_frees() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({"per_minute": 2})).await;
+    let jobs: Vec<NewJob> = (0..3).map(|_| send(a)).collect();
+    let ids: Vec<Uuid> = courier::queue::enqueue_batch(&t.pool, &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let w = start(&t, &settings(&[]), recorder(&t));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_handler_records")
+                .fetch_one(&t.pool)
+                .await
+                .unwrap();
+            n == 2
+        })
+        .await
+    );
+    // Give the third job time to be (wrongly) sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slots: Vec<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT slot_at FROM queue_handler_records ORDER BY slot_at")
+            .fetch_all(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(slots.len(), 2);
+    let third = state(&t.pool, ids[2]).await;
+    assert_eq!(third.state(), JobState::Scheduled);
+    assert_eq!(third.attempt, 0, "a snooze spends no attempt");
+    assert_eq!(
+        third.run_at,
+        slots[0] + chrono::Duration::seconds(60),
+        "snoozed to the instant the oldest send leaves the minute window"
+    );
+    assert!(third.waiting_reason.unwrap().contains("minute"));
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let until = Utc::now() + chrono::Duration::seconds(2);
+    courier::health::pause(&t.pool, a, "health score 10 below 20", Some(until))
+        .await
+        .unwrap();
+    let e = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    let w = start(&t, &settings(&[]), recorder(&t));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(state(&t.pool, e.id).await.state(), JobState::Available);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            state(&t.pool, e.id).await.state() == JobState::Completed
+        })
+        .await
+    );
+    let done = state(&t.pool, e.id).await;
+    assert!(done.attempted_at.unwrap() >= until);
+    let (status, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT status, status_reason FROM mkt_wap_accounts WHERE id = $1")
+            .bind(a)
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "active");
+    assert!(reason.unwrap().contains("pause expired"));
+
+    // A manual pause has no deadline: nothing runs until resumed by hand.
+    courier::health::pause(&t.pool, a, "by hand", None)
+        .await
+        .unwrap();
+    let e2 = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(state(&t.pool, e2.id).await.state(), JobState::Available);
+    assert!(courier::health::resume(&t.pool, a).await.unwrap());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            state(&t.pool, e2.id).await.state() == JobState::Completed
+        })
+        .await
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn health_below_the_threshold_pauses_the_account_with_a_reason() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let s = settings(&[]);
+    sqlx::query("UPDATE mkt_wap_accounts SET health_score = 22 WHERE id = $1")
+        .bind(a)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    let score = courier::health::record(
+        &t.pool,
+        a,
+        courier::health::HealthEvent::SendFailed,
+        &s.health,
+    )
+    .await
+    .unwrap();
+    assert_eq!(score, 17);
+    let (status, reason, until): (String, String, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT status, pause_reason, paused_until FROM mkt_wap_accounts WHERE id = $1",
+    )
+    .bind(a)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "paused");
+    assert!(reason.contains("health score 17"));
+    assert!(until.unwrap() > Utc::now() + chrono::Duration::hours(5));
+}
+
+#[tokio::test]
+async fn many_accounts_all_jobs_complete_exactly_once_and_shutdown_releases_leases() {
+    let t = fresh_database().await.unwrap();
+    let mut jobs = Vec::new();
+    for _ in 0..12 {
+        let a = account(&t.pool, serde_json::json!({})).await;
+        jobs.extend((0..20).map(|_| discover(a)));
+    }
+    courier::queue::enqueue_batch(&t.pool, &jobs).await.unwrap();
+    let w = start(
+        &t,
+        &settings(&[("COURIER__QUEUE__CAPACITY", "4")]),
+        recorder(&t),
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM queue_jobs WHERE state = 'completed'")
+                    .fetch_one(&t.pool)
+                    .await
+                    .unwrap();
+            n == 240
+        })
+        .await
+    );
+    let (records, max_runs): (i64, i32) =
+        sqlx::query_as("SELECT count(*), max(runs) FROM queue_handler_records")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!((records, max_runs), (240, 1));
+    w.stop().await;
+    let held: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM account_leases WHERE owner IS NOT NULL")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(held, 0, "leases released on shutdown");
+}
+
+#[tokio::test]
+async fn pickup_is_pushed_not_polled() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    // A fallback poll of a minute: only NOTIFY can explain a fast pickup.
+    let w = start(
+        &t,
+        &settings(&[("COURIER__QUEUE__POLL_INTERVAL", "60s")]),
+        recorder(&t),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            state(&t.pool, e.id).await.state() == JobState::Completed
+        })
+        .await,
+        "picked up within 5 s although the poll interval is 60 s"
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn finished_jobs_are_pruned_after_retention() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let old = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    let recent = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    let pending = courier::queue::enqueue(&t.pool, &discover(a))
+        .await
+        .unwrap();
+    courier::queue::cancel(&t.pool, old.id).await.unwrap();
+    courier::queue::cancel(&t.pool, recent.id).await.unwrap();
+    sqlx::query("UPDATE queue_jobs SET finished_at = now() - interval '8 days' WHERE id = $1")
+        .bind(old.id)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    let n = store::prune(&t.pool, Duration::from_secs(7 * 86_400), 1000)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(store::get_job(&t.pool, old.id).await.unwrap().is_none());
+    assert!(store::get_job(&t.pool, recent.id).await.unwrap().is_some());
+    assert!(store::get_job(&t.pool, pending.id).await.unwrap().is_some());
+}
