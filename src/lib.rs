@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod messages;
 pub mod metrics;
 pub mod queue;
 pub mod scheduler;

@@ -42,6 +42,19 @@ pub async fn enqueue_batch(pool: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueue
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    let mut conn = pool.acquire().await?;
+    enqueue_batch_in(&mut conn, jobs).await
+}
+
+/// [`enqueue_batch`] on a connection or inside a transaction, so producers can
+/// commit their own rows (messages, schedule status) and the jobs together.
+pub async fn enqueue_batch_in(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>, QueueError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
     let n = jobs.len();
     let mut ids = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
@@ -95,7 +108,7 @@ pub async fn enqueue_batch(pool: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueue
         .bind(&run_ats)
         .bind(&max_attempts)
         .bind(&keys)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         if rows.iter().all(|(_, id, _)| id.is_some()) {
             return Ok(rows

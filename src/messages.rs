@@ -1,0 +1,320 @@
+//! Messages: the rows of `mkt_wap_messages` and the send jobs that deliver them.
+//!
+//! Every producer (the API, the scheduler, retries) creates messages through
+//! [`create_batch`]: the message rows, their first event, and their send jobs
+//! commit in one transaction, so a message that exists has a job (or, when no
+//! account can take it yet, is `pending` with the reason), and a job that exists
+//! has its message. Idempotency keys make a repeated request return the
+//! existing messages.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::jobs::send::{Content, MediaSource, SendJob};
+use crate::jobs::ChatId;
+use crate::queue::{store, NewJob, QueueError};
+
+/// Who caused a message event (the event log's `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// An HTTP request.
+    Api,
+    /// A schedule expansion.
+    Scheduler,
+    /// A worker acting on the account's session.
+    Worker,
+    /// The in-page ack watcher.
+    AckWatcher,
+    /// Reading a chat after the session came back.
+    CatchUp,
+    /// A retry request.
+    Retry,
+    /// The periodic sweeper.
+    Sweeper,
+    /// Reassignment to another account.
+    Reassign,
+}
+
+impl Source {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Scheduler => "scheduler",
+            Source::Worker => "worker",
+            Source::AckWatcher => "ack_watcher",
+            Source::CatchUp => "catch_up",
+            Source::Retry => "retry",
+            Source::Sweeper => "sweeper",
+            Source::Reassign => "reassign",
+        }
+    }
+}
+
+/// One message to create.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The sending account; `None` leaves the message `pending` with
+    /// `waiting_reason` until an account is assigned.
+    pub account_id: Option<Uuid>,
+    /// Campaign link.
+    pub campaign_id: Option<Uuid>,
+    /// Content link.
+    pub content_id: Option<Uuid>,
+    /// Schedule that produced it.
+    pub schedule_id: Option<Uuid>,
+    /// `group`, `individual` or `broadcast` (the seed's channel_type).
+    pub channel_type: &'static str,
+    /// Where it goes.
+    pub chat_id: ChatId,
+    /// The group row, for group messages.
+    pub target_group_id: Option<Uuid>,
+    /// The contact row, for individual messages.
+    pub target_contact_id: Option<Uuid>,
+    /// What it says.
+    pub content: Content,
+    /// Makes a repeated create return the existing message.
+    pub idempotency_key: Option<String>,
+    /// Not before.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Job priority (lower first).
+    pub priority: i16,
+    /// Why it waits, when `account_id` is `None`.
+    pub waiting_reason: Option<String>,
+}
+
+/// The outcome for one [`NewMessage`], in input order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CreatedMessage {
+    /// The message row.
+    pub message_id: Uuid,
+    /// Its send job (none while pending).
+    pub job_id: Option<Uuid>,
+    /// False when the idempotency key matched an existing message.
+    pub created: bool,
+}
+
+/// Creates messages, their `queued`/`pending` events and their send jobs in one
+/// transaction.
+pub async fn create_batch(
+    pool: &PgPool,
+    msgs: &[NewMessage],
+    source: Source,
+) -> Result<Vec<CreatedMessage>, QueueError> {
+    let mut tx = pool.begin().await?;
+    let out = create_batch_in(&mut tx, msgs, source).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`create_batch`] inside the caller's transaction (the scheduler commits the
+/// schedule's status change with it).
+pub async fn create_batch_in(
+    conn: &mut PgConnection,
+    msgs: &[NewMessage],
+    source: Source,
+) -> Result<Vec<CreatedMessage>, QueueError> {
+    if msgs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = msgs.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut accounts = Vec::with_capacity(n);
+    let mut campaigns = Vec::with_capacity(n);
+    let mut contents = Vec::with_capacity(n);
+    let mut schedules = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut chats = Vec::with_capacity(n);
+    let mut groups = Vec::with_capacity(n);
+    let mut contacts = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut texts: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut media_urls: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut media_paths: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut captions: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut links: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
+    for m in msgs {
+        ids.push(Uuid::now_v7());
+        accounts.push(m.account_id);
+        campaigns.push(m.campaign_id);
+        contents.push(m.content_id);
+        schedules.push(m.schedule_id);
+        channels.push(m.channel_type);
+        chats.push(m.chat_id.to_string());
+        groups.push(m.target_group_id);
+        contacts.push(m.target_contact_id);
+        types.push(m.content.message_type());
+        let (text, url, path, caption, link) = columns(&m.content);
+        texts.push(text);
+        media_urls.push(url);
+        media_paths.push(path);
+        captions.push(caption);
+        links.push(link);
+        keys.push(m.idempotency_key.clone());
+        reasons.push(if m.account_id.is_none() {
+            Some(
+                m.waiting_reason
+                    .clone()
+                    .unwrap_or_else(|| "no eligible account".into()),
+            )
+        } else {
+            None
+        });
+    }
+    // Insert new rows; rows whose key exists come back as the existing row.
+    let rows: Vec<(i64, Uuid, bool, Option<Uuid>)> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[],
+                                 $6::text[], $7::text[], $8::uuid[], $9::uuid[], $10::text[],
+                                 $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                                 $16::text[], $17::text[])
+              WITH ORDINALITY AS t(id, account_id, campaign_id, content_id, schedule_id,
+                                   channel_type, target_chat_id, target_group_id,
+                                   target_contact_id, message_type, message_text, media_url,
+                                   media_path, media_caption, link_url, idempotency_key,
+                                   waiting_reason, ord)
+         ), ins AS (
+            INSERT INTO mkt_wap_messages (id, account_id, campaign_id, content_id, schedule_id,
+                channel_type, target_chat_id, target_group_id, target_contact_id, message_type,
+                message_text, media_url, media_path, media_caption, link_url, idempotency_key,
+                waiting_reason, status, queued_at)
+            SELECT id, account_id, campaign_id, content_id, schedule_id, channel_type,
+                   target_chat_id, target_group_id, target_contact_id, message_type,
+                   message_text, media_url, media_path, media_caption, link_url,
+                   idempotency_key, waiting_reason,
+                   CASE WHEN account_id IS NULL THEN 'pending' ELSE 'queued' END,
+                   CASE WHEN account_id IS NULL THEN NULL ELSE now() END
+            FROM input ORDER BY ord
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING id, idempotency_key
+         )
+         SELECT i.ord, coalesce(mine.id, existing.id, i.id), mine.id IS NOT NULL, existing.job_id
+         FROM input i
+         LEFT JOIN ins mine ON mine.id = i.id
+         LEFT JOIN mkt_wap_messages existing
+                ON mine.id IS NULL AND existing.idempotency_key = i.idempotency_key
+         ORDER BY i.ord",
+    )
+    .bind(&ids)
+    .bind(&accounts)
+    .bind(&campaigns)
+    .bind(&contents)
+    .bind(&schedules)
+    .bind(&channels)
+    .bind(&chats)
+    .bind(&groups)
+    .bind(&contacts)
+    .bind(&types)
+    .bind(&texts)
+    .bind(&media_urls)
+    .bind(&media_paths)
+    .bind(&captions)
+    .bind(&links)
+    .bind(&keys)
+    .bind(&reasons)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let created: Vec<(usize, Uuid)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.2)
+        .map(|(i, r)| (i, r.1))
+        .collect();
+    let new_ids: Vec<Uuid> = created.iter().map(|(_, id)| *id).collect();
+    let new_statuses: Vec<&str> = created
+        .iter()
+        .map(|(i, _)| {
+            if msgs[*i].account_id.is_some() {
+                "queued"
+            } else {
+                "pending"
+            }
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO mkt_wap_message_events (message_id, status, source)
+         SELECT * FROM unnest($1::uuid[], $2::text[], array_fill($3::text, ARRAY[cardinality($1)]))",
+    )
+    .bind(&new_ids)
+    .bind(&new_statuses)
+    .bind(source.as_str())
+    .execute(&mut *conn)
+    .await?;
+
+    // Send jobs for the new, assigned messages.
+    let jobs: Vec<(usize, NewJob)> = created
+        .iter()
+        .filter_map(|(i, id)| {
+            let m = &msgs[*i];
+            let account = m.account_id?;
+            let mut job = NewJob::new(account, &SendJob { message_id: *id })
+                .ok()?
+                .priority(m.priority);
+            if let Some(at) = m.run_at {
+                job = job.run_at(at);
+            }
+            Some((*i, job))
+        })
+        .collect();
+    let job_list: Vec<NewJob> = jobs.iter().map(|(_, j)| j.clone()).collect();
+    let enqueued = store::enqueue_batch_in(conn, &job_list).await?;
+    let mut job_ids: Vec<Option<Uuid>> = rows.iter().map(|r| r.3).collect();
+    let (msg_ids, jids): (Vec<Uuid>, Vec<Uuid>) = jobs
+        .iter()
+        .zip(&enqueued)
+        .map(|((i, _), e)| {
+            job_ids[*i] = Some(e.id);
+            (rows[*i].1, e.id)
+        })
+        .unzip();
+    sqlx::query(
+        "UPDATE mkt_wap_messages m SET job_id = u.job_id
+         FROM unnest($1::uuid[], $2::uuid[]) AS u(id, job_id) WHERE m.id = u.id",
+    )
+    .bind(&msg_ids)
+    .bind(&jids)
+    .execute(&mut *conn)
+    .await?;
+
+    Ok(rows
+        .iter()
+        .zip(job_ids)
+        .map(|(r, job_id)| CreatedMessage {
+            message_id: r.1,
+            job_id,
+            created: r.2,
+        })
+        .collect())
+}
+
+/// The content columns: (message_text, media_url, media_path, media_caption, link_url).
+#[allow(clippy::type_complexity)]
+fn columns(
+    c: &Content,
+) -> (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+) {
+    match c {
+        Content::Text { body } => (Some(body.as_str().to_string()), None, None, None, None),
+        Content::Media {
+            source, caption, ..
+        } => {
+            let caption = caption.as_ref().map(|c| c.as_str().to_string());
+            match source {
+                MediaSource::Url(u) => (None, Some(u.to_string()), None, caption, None),
+                MediaSource::Path(p) => (None, None, Some(p.clone()), caption, None),
+            }
+        }
+        Content::Link { url, .. } => (c.typed_text(), None, None, None, Some(url.to_string())),
+    }
+}
