@@ -128,8 +128,8 @@ async fn serve_api(settings: &Settings, db: &Database) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    let mut state = crate::api::AppState::new(db.pool.clone(), token.expose());
-    state.metrics_public = settings.api.metrics_public;
+    let state =
+        crate::api::AppState::new(db.pool.clone(), token.expose()).with_settings(settings.clone());
     let sampler = tokio::spawn(crate::metrics::sample_forever(
         db.pool.clone(),
         crate::metrics::SampleOptions { per_account: true },

@@ -262,6 +262,18 @@ impl Settings {
         })
     }
 
+    /// The built-in defaults alone (no files, no environment).
+    pub fn defaults() -> Self {
+        config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("the built-in default.toml is valid")
+    }
+
     /// Loads from explicit sources, then validates.
     pub fn load_from(sources: Sources) -> Result<Self, ConfigError> {
         let dir = sources.dir.unwrap_or_else(|| PathBuf::from("config"));
@@ -499,5 +511,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("database.url"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    #[test]
+    fn builtin_defaults_validate() {
+        super::Settings::defaults().validate().unwrap();
     }
 }

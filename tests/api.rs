@@ -359,3 +359,346 @@ async fn metrics_count_requests_by_route_not_by_id() {
     );
     assert!(!text.contains(TOKEN));
 }
+
+async fn account(app: &App, name: &str) -> String {
+    let (s, a) = app
+        .post("/v1/accounts", json!({"account_name": name}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    a["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn jobs_enqueue_idempotently_list_and_cancel() {
+    let app = App::spawn().await;
+    let acc = account(&app, "jobs").await;
+    let body = json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "idempotency_key": "d-1"});
+    let (s, j) = app.post("/v1/jobs", body.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+    assert_eq!(j["state"], "available");
+    let (s, again) = app.post("/v1/jobs", body).await;
+    assert_eq!(s, StatusCode::OK, "a repeated key returns the existing job");
+    assert_eq!(again["id"], j["id"]);
+    // The key may come in a header too.
+    let hdr = app
+        .send(
+            app.req(reqwest::Method::POST, "/v1/jobs")
+                .header("Idempotency-Key", "d-2")
+                .json(&json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "run_at": "2099-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(hdr.0, StatusCode::ACCEPTED);
+    assert_eq!(hdr.1["idempotency_key"], "d-2");
+    assert_eq!(hdr.1["state"], "scheduled");
+
+    let (s, page) = app.get("/v1/jobs?kind=discover&limit=1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    let next = page["next"].as_str().unwrap();
+    let (_, page2) = app
+        .get(&format!("/v1/jobs?kind=discover&limit=1&after={next}"))
+        .await;
+    assert_eq!(page2["jobs"].as_array().unwrap().len(), 1);
+    assert!(page2["next"].is_null());
+
+    let id = j["id"].as_str().unwrap();
+    let (s, c) = app.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["state"], "cancelled");
+    let (s, e) = app.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let (s, _) = app.get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    for (body, field) in [
+        (
+            json!({"kind": "explode", "account_id": acc, "payload": {}}),
+            "kind",
+        ),
+        (
+            json!({"kind": "discover", "account_id": uuid::Uuid::new_v4(), "payload": {"account_id": acc}}),
+            "account_id",
+        ),
+        (
+            json!({"kind": "scrape", "account_id": acc, "payload": {"account_id": acc}}),
+            "payload",
+        ),
+        (
+            json!({"kind": "retry", "account_id": acc, "payload": {"message_id": uuid::Uuid::new_v4(), "retry_number": 0}}),
+            "payload.retry_number",
+        ),
+        (
+            json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "priority": 5000}),
+            "priority",
+        ),
+    ] {
+        let (s, e) = app.post("/v1/jobs", body.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {e}");
+        assert_eq!(e["field"], field, "{body} -> {e}");
+    }
+    let (s, _) = app.get("/v1/jobs?state=exploded").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn job_batches_are_all_or_nothing() {
+    let app = App::spawn().await;
+    let acc = account(&app, "batch").await;
+    let good = |i: usize| json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "idempotency_key": format!("b-{i}")});
+    let mut jobs: Vec<Value> = (0..500).map(good).collect();
+    jobs.push(json!({"kind": "discover", "account_id": acc, "payload": {}}));
+    let (s, e) = app.post("/v1/jobs/batch", json!({"jobs": jobs})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["field"], "jobs[500].payload");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_jobs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing is queued when one job is bad");
+
+    let jobs: Vec<Value> = (0..500).map(good).collect();
+    let (s, out) = app.post("/v1/jobs/batch", json!({"jobs": jobs})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(out.as_array().unwrap().len(), 500);
+    assert!(out.as_array().unwrap().iter().all(|i| i["created"] == true));
+    let (_, again) = app
+        .post(
+            "/v1/jobs/batch",
+            json!({"jobs": (0..3).map(good).collect::<Vec<_>>()}),
+        )
+        .await;
+    assert!(again
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["created"] == false));
+    assert_eq!(again[0]["id"], out[0]["id"]);
+
+    let too_many: Vec<Value> = (0..10_001).map(good).collect();
+    let (s, e) = app.post("/v1/jobs/batch", json!({"jobs": too_many})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(e["field"], "jobs");
+    let (s, _) = app.post("/v1/jobs/batch", json!({"jobs": []})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn messages_are_validated_queued_listed_and_retried() {
+    let app = App::spawn().await;
+    let acc = account(&app, "sender").await;
+    let other = account(&app, "other").await;
+    let gid = seed_group(&app.db, "120363000000000009@g.us", "Farmers").await;
+    sqlx::query("INSERT INTO mkt_wap_account_groups (account_id, group_id) VALUES ($1::uuid, $2)")
+        .bind(&acc)
+        .bind(gid)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+
+    let (s, r) = app
+        .post("/v1/messages", json!({"account_id": acc, "channel_type": "group", "target_group_id": gid, "message_text": "Hello farmers", "idempotency_key": "m-1"}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+    let m = &r["messages"][0];
+    assert_eq!(m["status"], "queued");
+    assert_eq!(m["target_chat_id"], "120363000000000009@g.us");
+    assert!(m["job_id"].is_string());
+    let (s, again) = app
+        .post("/v1/messages", json!({"account_id": acc, "channel_type": "group", "target_group_id": gid, "message_text": "Hello farmers", "idempotency_key": "m-1"}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["messages"][0]["id"], m["id"]);
+
+    let (s, b) = app
+        .post("/v1/messages", json!({"account_id": acc, "channel_type": "broadcast", "recipients": ["+44 7700 900001", "447700900002@c.us", "+447700900001"], "message_type": "link", "link_url": "https://example.com/offer", "message_text": "See"}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(
+        b["messages"].as_array().unwrap().len(),
+        2,
+        "duplicates collapse"
+    );
+    assert_eq!(
+        b["messages"][0]["message_text"],
+        "See https://example.com/offer"
+    );
+
+    let id = m["id"].as_str().unwrap();
+    let (s, d) = app.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(d["events"][0]["status"], "queued");
+    assert_eq!(d["events"][0]["source"], "api");
+    let (_, queued) = app.get("/v1/messages?status=queued").await;
+    assert_eq!(queued.as_array().unwrap().len(), 3);
+
+    // Retry only failed messages, at most max_retries times.
+    let (s, e) = app
+        .post(&format!("/v1/messages/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    sqlx::query("UPDATE mkt_wap_messages SET status = 'failed', error_message = 'quota' WHERE id = $1::uuid")
+        .bind(id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (s, r) = app
+        .post(&format!("/v1/messages/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+    assert_eq!(r["status"], "queued");
+    assert_eq!(r["retry_count"], 1);
+    let kind: String = sqlx::query_scalar("SELECT kind FROM queue_jobs WHERE id = $1::uuid")
+        .bind(r["job_id"].as_str().unwrap())
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kind, "retry");
+    sqlx::query(
+        "UPDATE mkt_wap_messages SET status = 'failed', retry_count = 3 WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let (s, e) = app
+        .post(&format!("/v1/messages/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+
+    let long = "x".repeat(65_537);
+    for (body, field) in [
+        (
+            json!({"account_id": acc, "channel_type": "individual", "target_phone": "12ab", "message_text": "hi"}),
+            "target_phone",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "individual", "target_chat_id": "nonsense", "message_text": "hi"}),
+            "target_chat_id",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900001", "message_text": "  "}),
+            "message_text",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900001", "message_text": long}),
+            "message_text",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900001", "message_type": "image", "media_url": "ftp://x/y"}),
+            "media_url",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900001", "message_type": "image", "media_path": "../../etc/passwd"}),
+            "media_path",
+        ),
+        (
+            json!({"account_id": other, "channel_type": "group", "target_group_id": gid, "message_text": "hi"}),
+            "target_group_id",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "group", "target_chat_id": "120363999999999999@g.us", "message_text": "hi"}),
+            "target_chat_id",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "megaphone", "message_text": "hi"}),
+            "channel_type",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "broadcast", "recipients": ["+447700900001", "120363000000000009@g.us"], "message_text": "hi"}),
+            "recipients[1]",
+        ),
+    ] {
+        let (s, e) = app.post("/v1/messages", body.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["field"], field, "{e}");
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM mkt_wap_messages")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(total, 3, "rejected requests queue nothing");
+}
+
+#[tokio::test]
+async fn accounts_pause_resume_limits_and_show_their_budget() {
+    let app = App::spawn().await;
+    let acc = account(&app, "budgeted").await;
+    let (s, a) = app
+        .patch(&format!("/v1/accounts/{acc}/limits"), json!({"rate_limit_config": {"per_minute": 2, "per_hour": 30, "per_day": 100, "quiet_hours": {"start": "22:00", "end": "07:00"}}}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(a["daily_usage_limit"], 100);
+    for (cfg, field) in [
+        (json!({"per_minute": -1}), "rate_limit_config.per_minute"),
+        (json!({"per_mintue": 3}), "rate_limit_config.per_mintue"),
+        (
+            json!({"quiet_hours": {"start": "25:00", "end": "07:00"}}),
+            "rate_limit_config.quiet_hours",
+        ),
+        (
+            json!({"per_minute": 50, "per_hour": 10}),
+            "rate_limit_config",
+        ),
+        (json!([1, 2]), "rate_limit_config"),
+    ] {
+        let (s, e) = app
+            .patch(
+                &format!("/v1/accounts/{acc}/limits"),
+                json!({"rate_limit_config": cfg}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{cfg} -> {e}");
+        assert_eq!(e["field"], field, "{cfg} -> {e}");
+    }
+    // Two sends in the last minute fill the per-minute window.
+    sqlx::query("INSERT INTO account_sends (account_id, job_id, epoch, sent_at) SELECT $1::uuid, gen_random_uuid(), 1, now() - interval '10 seconds' FROM generate_series(1, 2)")
+        .bind(&acc)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (s, d) = app.get(&format!("/v1/accounts/{acc}")).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let minute = d["budget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["window"] == "minute")
+        .unwrap()
+        .clone();
+    assert_eq!(minute["limit"], 2);
+    assert_eq!(minute["used"], 2);
+    assert_eq!(minute["remaining"], 0);
+    assert!(d["next_send_reason"].is_string(), "{d}");
+    assert!(d["lease"].is_null());
+
+    let (s, p) = app
+        .post(
+            &format!("/v1/accounts/{acc}/pause"),
+            json!({"reason": "campaign review"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["status"], "paused");
+    assert_eq!(p["pause_reason"], "campaign review");
+    assert!(p["paused_until"].is_null());
+    let (s, r) = app
+        .post(&format!("/v1/accounts/{acc}/resume"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["status"], "active");
+    let (s, _) = app
+        .post(&format!("/v1/accounts/{acc}/resume"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, e) = app
+        .post(&format!("/v1/accounts/{acc}/pause"), json!({"reason": ""}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, _) = app
+        .post(
+            &format!("/v1/accounts/{acc}/pause"),
+            json!({"reason": "x", "until": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}

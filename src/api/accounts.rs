@@ -133,16 +133,263 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Account>>, A
     Ok(Json(rows))
 }
 
-/// Get one account.
+/// Who drives the account now.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct LeaseView {
+    /// The worker holding the lease.
+    pub owner: String,
+    /// The fencing token.
+    pub epoch: i64,
+    /// When the lease lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One budget window of an account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WindowBudget {
+    /// minute, hour or day.
+    pub window: &'static str,
+    /// The effective cap (after warm-up and health scaling).
+    pub limit: u32,
+    /// Sends in the last window length.
+    pub used: u32,
+    /// limit - used.
+    pub remaining: u32,
+}
+
+/// An account with its live state: lease holder and budget.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountDetail {
+    /// The account.
+    #[serde(flatten)]
+    pub account: Account,
+    /// The current lease, if a worker holds it.
+    pub lease: Option<LeaseView>,
+    /// Budget per window.
+    pub budget: Vec<WindowBudget>,
+    /// The earliest instant the next send is allowed.
+    pub next_send_at: DateTime<Utc>,
+    /// Why it is not now, when it is not.
+    pub next_send_reason: Option<String>,
+}
+
+/// Get one account with its lease holder and live budget.
 #[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
     params(("id" = Uuid, Path, description = "account id")),
-    responses((status = 200, body = Account), (status = 400, body = ErrorBody),
+    responses((status = 200, body = AccountDetail), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
+) -> Result<Json<AccountDetail>, ApiError> {
+    use crate::budget::{self, Window};
+    let account = fetch(&state, id).await?;
+    let lease: Option<LeaseView> = sqlx::query_as(
+        "SELECT owner, epoch, expires_at FROM account_leases \
+         WHERE account_id = $1 AND owner IS NOT NULL AND expires_at > now()",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let row = crate::queue::store::load_budget(&state.pool, id)
+        .await
+        .map_err(|e| match e {
+            crate::queue::QueueError::Db(d) => ApiError::Database(d),
+            other => ApiError::Conflict(other.to_string()),
+        })?
+        .ok_or(ApiError::NotFound("account"))?;
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&state.pool)
+        .await?;
+    let s = &state.settings;
+    let limits = s
+        .budget
+        .limits()
+        .resolve(&row.rate_limit_config)
+        .unwrap_or_else(|_| s.budget.limits())
+        .effective(
+            (now - row.created_at).num_days(),
+            &s.budget.warmup,
+            row.health_score,
+            s.health.caution,
+        );
+    let budget = [Window::Minute, Window::Hour, Window::Day]
+        .into_iter()
+        .map(|w| {
+            let since = now - w.length();
+            let used = row
+                .sends
+                .iter()
+                .filter(|t| **t > since && **t <= now)
+                .count() as u32;
+            let limit = limits.cap(w);
+            WindowBudget {
+                window: w.name(),
+                limit,
+                used,
+                remaining: limit.saturating_sub(used),
+            }
+        })
+        .collect();
+    let tz = account.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let clock = budget::AccountClock {
+        sends: &row.sends,
+        jitter: std::time::Duration::ZERO,
+        tz,
+        paused_until: row.paused_until,
+    };
+    let (next_send_at, next_send_reason) = match budget::decide(&limits, &clock, now) {
+        budget::Decision::Allowed => (now, None),
+        budget::Decision::NotBefore(at, why) => (at, Some(why.to_string())),
+    };
+    let (next_send_at, next_send_reason) =
+        if account.status == "paused" && account.paused_until.is_none() {
+            (next_send_at, Some("account paused by hand".to_string()))
+        } else {
+            (next_send_at, next_send_reason)
+        };
+    Ok(Json(AccountDetail {
+        account,
+        lease,
+        budget,
+        next_send_at,
+        next_send_reason,
+    }))
+}
+
+/// Body of `POST /v1/accounts/{id}/pause`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseAccount {
+    /// Why (shown by the API), 1–500 characters.
+    pub reason: String,
+    /// Resume by itself at this instant; absent: until resumed by hand.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Pause an account: no job of it is claimed until it resumes.
+#[utoipa::path(post, path = "/v1/accounts/{id}/pause", tag = "accounts",
+    params(("id" = Uuid, Path)), request_body = PauseAccount,
+    responses((status = 200, body = Account), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<PauseAccount>,
 ) -> Result<Json<Account>, ApiError> {
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::invalid("reason", "must be 1 to 500 characters"));
+    }
+    let now = Utc::now();
+    if body.until.is_some_and(|u| u <= now) {
+        return Err(ApiError::invalid("until", "must be in the future"));
+    }
+    let account = fetch(&state, id).await?;
+    if account.status == "banned" {
+        return Err(ApiError::Conflict("the account is banned".into()));
+    }
+    crate::health::pause(&state.pool, id, reason, body.until)
+        .await
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
     fetch(&state, id).await.map(Json)
+}
+
+/// Resume a paused account.
+#[utoipa::path(post, path = "/v1/accounts/{id}/resume", tag = "accounts",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Account), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Account>, ApiError> {
+    fetch(&state, id).await?;
+    let resumed = crate::health::resume(&state.pool, id)
+        .await
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    if !resumed {
+        return Err(ApiError::Conflict("the account is not paused".into()));
+    }
+    fetch(&state, id).await.map(Json)
+}
+
+/// Body of `PATCH /v1/accounts/{id}/limits`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLimits {
+    /// Replaces `rate_limit_config`: per_minute, per_hour, per_day (or daily_limit),
+    /// min_gap_seconds, jitter_seconds, quiet_hours {start, end} (HH:MM) or null.
+    #[schema(value_type = Object)]
+    pub rate_limit_config: serde_json::Value,
+}
+
+const LIMIT_KEYS: [&str; 7] = [
+    "per_minute",
+    "per_hour",
+    "per_day",
+    "daily_limit",
+    "min_gap_seconds",
+    "jitter_seconds",
+    "quiet_hours",
+];
+
+/// Set an account's limits (validated).
+#[utoipa::path(patch, path = "/v1/accounts/{id}/limits", tag = "accounts",
+    params(("id" = Uuid, Path)), request_body = UpdateLimits,
+    responses((status = 200, body = Account), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_limits(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateLimits>,
+) -> Result<Json<Account>, ApiError> {
+    let obj = body
+        .rate_limit_config
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("rate_limit_config", "must be a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| !LIMIT_KEYS.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            format!("rate_limit_config.{k}"),
+            format!("unknown key; expected one of {}", LIMIT_KEYS.join(", ")),
+        ));
+    }
+    let resolved = state
+        .settings
+        .budget
+        .limits()
+        .resolve(&body.rate_limit_config)
+        .map_err(|crate::budget::BudgetError::Config { key, problem }| {
+            ApiError::invalid(format!("rate_limit_config.{key}"), problem)
+        })?;
+    for (key, v) in [
+        ("per_minute", resolved.per_minute),
+        ("per_hour", resolved.per_hour),
+        ("per_day", resolved.per_day),
+    ] {
+        if v > 100_000 {
+            return Err(ApiError::invalid(
+                format!("rate_limit_config.{key}"),
+                "must be at most 100000",
+            ));
+        }
+    }
+    if resolved.per_minute > resolved.per_hour || resolved.per_hour > resolved.per_day {
+        return Err(ApiError::invalid(
+            "rate_limit_config",
+            "limits must satisfy per_minute <= per_hour <= per_day",
+        ));
+    }
+    let updated: Option<Account> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE mkt_wap_accounts SET rate_limit_config = $2, daily_usage_limit = $3 \
+         WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}"
+    )))
+    .bind(id)
+    .bind(&body.rate_limit_config)
+    .bind(resolved.per_day as i32)
+    .fetch_optional(&state.pool)
+    .await?;
+    updated.map(Json).ok_or(ApiError::NotFound("account"))
 }
 
 pub(crate) async fn fetch(state: &AppState, id: Uuid) -> Result<Account, ApiError> {

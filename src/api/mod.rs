@@ -12,6 +12,8 @@ pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod groups;
+pub mod jobs;
+pub mod messages;
 pub mod stats;
 
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Serve `/metrics` without the token.
     pub metrics_public: bool,
+    /// The effective configuration (budget defaults, health thresholds, …).
+    pub settings: Arc<crate::config::Settings>,
 }
 
 impl AppState {
@@ -52,7 +56,15 @@ impl AppState {
             token: token.into(),
             metrics: crate::metrics::install(),
             metrics_public: false,
+            settings: Arc::new(crate::config::Settings::defaults()),
         }
+    }
+
+    /// Uses `settings` (and its `api.metrics_public`).
+    pub fn with_settings(mut self, settings: crate::config::Settings) -> Self {
+        self.metrics_public = settings.api.metrics_public;
+        self.settings = Arc::new(settings);
+        self
     }
 }
 
@@ -67,7 +79,7 @@ impl std::fmt::Debug for AppState {
     info(title = "Courier API", description = "Durable, budget-aware WhatsApp campaign sending."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "accounts"), (name = "groups"), (name = "stats"))
+    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"))
 )]
 struct ApiDoc;
 
@@ -91,6 +103,16 @@ fn v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::create, accounts::list))
         .routes(routes!(accounts::get))
+        .routes(routes!(accounts::pause))
+        .routes(routes!(accounts::resume))
+        .routes(routes!(accounts::update_limits))
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::create_batch))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(messages::create, messages::list))
+        .routes(routes!(messages::get))
+        .routes(routes!(messages::retry))
         .routes(routes!(groups::list))
         .routes(routes!(groups::get, groups::update))
         .routes(routes!(stats::get))

@@ -1,0 +1,381 @@
+//! `/v1/jobs`: enqueue any kind of job (single or an all-or-nothing batch),
+//! inspect, list with cursor pagination, and cancel before start.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use courier_jobs::{JobKind, JobPayload, ValidationError};
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Json, Path, Query};
+use super::AppState;
+use crate::queue::{self, Job, NewJob, QueueError};
+
+/// Most jobs in one batch.
+pub const MAX_BATCH: usize = 10_000;
+/// Longest idempotency key.
+pub const MAX_KEY_LEN: usize = 200;
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    /// Id (time-ordered).
+    pub id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// The account whose session runs it.
+    pub account_id: Uuid,
+    /// Payload.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// available, scheduled, running, retryable, completed, discarded, cancelled.
+    pub state: String,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Not before.
+    pub run_at: DateTime<Utc>,
+    /// Attempts so far.
+    pub attempt: i32,
+    /// Attempt limit.
+    pub max_attempts: i32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Why it waits (budget, pacing, pause…).
+    pub waiting_reason: Option<String>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Enqueued at.
+    pub created_at: DateTime<Utc>,
+    /// Finished at.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<Job> for JobView {
+    fn from(j: Job) -> Self {
+        Self {
+            id: j.id,
+            kind: j.kind,
+            account_id: j.account_id,
+            payload: j.payload,
+            state: j.state_name,
+            priority: j.priority,
+            run_at: j.run_at,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            last_error: j.last_error,
+            waiting_reason: j.waiting_reason,
+            idempotency_key: j.idempotency_key,
+            created_at: j.created_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+/// Body of `POST /v1/jobs` (and each item of a batch).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueJob {
+    /// `send`, `discover`, `scrape`, `retry`, `health_check`, `login`.
+    pub kind: String,
+    /// The account whose session runs it.
+    pub account_id: Uuid,
+    /// The kind's payload (see the job-definitions crate).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// Not before (RFC 3339).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Lower runs first (-1000..=1000, default 100).
+    pub priority: Option<i16>,
+    /// Makes a repeated enqueue return the existing job (also `Idempotency-Key` header).
+    pub idempotency_key: Option<String>,
+}
+
+fn typed<P: JobPayload>(account: Uuid, payload: &serde_json::Value) -> Result<NewJob, ApiError> {
+    let p: P = serde_json::from_value(payload.clone())
+        .map_err(|e| ApiError::invalid("payload", e.to_string()))?;
+    NewJob::new(account, &p).map_err(|e| match e {
+        QueueError::Invalid(v) => ApiError::Validation(v.within("payload")),
+        other => ApiError::invalid("payload", other.to_string()),
+    })
+}
+
+impl EnqueueJob {
+    /// Validates into a queue job.
+    pub fn parse(self, header_key: Option<&str>) -> Result<NewJob, ApiError> {
+        use courier_jobs::{discover, maintenance, retry, scrape, send};
+        let kind: JobKind = self.kind.parse().map_err(ApiError::Validation)?;
+        let mut job = match kind {
+            JobKind::Send => typed::<send::SendJob>(self.account_id, &self.payload)?,
+            JobKind::Discover => typed::<discover::DiscoverJob>(self.account_id, &self.payload)?,
+            JobKind::Scrape => typed::<scrape::ScrapeJob>(self.account_id, &self.payload)?,
+            JobKind::Retry => typed::<retry::RetryJob>(self.account_id, &self.payload)?,
+            JobKind::HealthCheck => {
+                typed::<maintenance::HealthCheckJob>(self.account_id, &self.payload)?
+            }
+            JobKind::Login => typed::<maintenance::LoginJob>(self.account_id, &self.payload)?,
+        };
+        if let Some(p) = self.priority {
+            if !(-1000..=1000).contains(&p) {
+                return Err(ApiError::invalid(
+                    "priority",
+                    "must be between -1000 and 1000",
+                ));
+            }
+            job = job.priority(p);
+        }
+        if let Some(at) = self.run_at {
+            job = job.run_at(at);
+        }
+        let key = self.idempotency_key.as_deref().or(header_key);
+        if let Some(k) = key {
+            if k.is_empty() || k.len() > MAX_KEY_LEN || k.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "idempotency_key",
+                    format!("must be 1 to {MAX_KEY_LEN} printable characters"),
+                ));
+            }
+            job = job.idempotency_key(Some(k.to_string()));
+        }
+        Ok(job)
+    }
+}
+
+fn header_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be printable ASCII"))
+        })
+        .transpose()
+}
+
+async fn account_exists(state: &AppState, ids: &[Uuid]) -> Result<(), ApiError> {
+    let missing: Option<Uuid> = sqlx::query_scalar(
+        "SELECT u FROM unnest($1::uuid[]) u WHERE NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = u) LIMIT 1",
+    )
+    .bind(ids)
+    .fetch_optional(&state.pool)
+    .await?;
+    match missing {
+        Some(id) => Err(ApiError::invalid("account_id", format!("no account {id}"))),
+        None => Ok(()),
+    }
+}
+
+fn queue_err(e: QueueError) -> ApiError {
+    match e {
+        QueueError::Invalid(v) => ApiError::Validation(v),
+        QueueError::NotFound(_) => ApiError::NotFound("job"),
+        QueueError::NotCancellable { state, .. } => ApiError::Conflict(format!(
+            "the job is {state}; only jobs that have not started can be cancelled"
+        )),
+        QueueError::Db(e) => ApiError::Database(e),
+        QueueError::Payload(e) => ApiError::invalid("payload", e.to_string()),
+    }
+}
+
+/// Enqueue one job: 202 with the new job, or 200 with the existing job for a
+/// repeated idempotency key.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueJob,
+    params(("Idempotency-Key" = Option<String>, Header, description = "idempotency key")),
+    responses((status = 202, body = JobView), (status = 200, body = JobView, description = "existing job for the key"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<EnqueueJob>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let job = body.parse(header_key(&headers)?)?;
+    account_exists(&state, &[job.account_id]).await?;
+    let out = queue::enqueue(&state.pool, &job).await.map_err(queue_err)?;
+    metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => job.kind.as_str())
+        .increment(u64::from(out.created));
+    let row = queue::get_job(&state.pool, out.id)
+        .await
+        .map_err(queue_err)?
+        .ok_or(ApiError::NotFound("job"))?;
+    let status = if out.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(row.into())))
+}
+
+/// Body of `POST /v1/jobs/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueBatch {
+    /// Up to 10,000 jobs; all are enqueued or none.
+    pub jobs: Vec<EnqueueJob>,
+}
+
+/// One result of a batch, in input order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItem {
+    /// The job id.
+    pub id: Uuid,
+    /// False when an existing job was returned for the key.
+    pub created: bool,
+}
+
+/// Enqueue up to 10,000 jobs in one statement, all or nothing.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = EnqueueBatch,
+    responses((status = 202, body = [BatchItem]), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    Json(body): Json<EnqueueBatch>,
+) -> Result<(StatusCode, Json<Vec<BatchItem>>), ApiError> {
+    if body.jobs.is_empty() {
+        return Err(ApiError::invalid("jobs", "is empty"));
+    }
+    if body.jobs.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "jobs",
+            format!("has {} jobs; at most {MAX_BATCH}", body.jobs.len()),
+        ));
+    }
+    let jobs: Vec<NewJob> = body
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, j)| {
+            j.parse(None).map_err(|e| match e {
+                ApiError::Validation(v) => ApiError::Validation(v.within(&format!("jobs[{i}]"))),
+                other => other,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut accounts: Vec<Uuid> = jobs.iter().map(|j| j.account_id).collect();
+    accounts.sort();
+    accounts.dedup();
+    account_exists(&state, &accounts).await?;
+    let out = queue::enqueue_batch(&state.pool, &jobs)
+        .await
+        .map_err(queue_err)?;
+    for (j, e) in jobs.iter().zip(&out) {
+        if e.created {
+            metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => j.kind.as_str())
+                .increment(1);
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            out.into_iter()
+                .map(|e| BatchItem {
+                    id: e.id,
+                    created: e.created,
+                })
+                .collect(),
+        ),
+    ))
+}
+
+/// Get a job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<JobView>, ApiError> {
+    queue::get_job(&state.pool, id)
+        .await
+        .map_err(queue_err)?
+        .map(|j| Json(j.into()))
+        .ok_or(ApiError::NotFound("job"))
+}
+
+/// Filters and cursor for `GET /v1/jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobFilter {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this account.
+    pub account_id: Option<Uuid>,
+    /// Page size (1–500, default 100).
+    pub limit: Option<i64>,
+    /// Cursor: jobs after this id (ids are time-ordered).
+    pub after: Option<Uuid>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    /// The jobs, oldest first.
+    pub jobs: Vec<JobView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<Uuid>,
+}
+
+/// List jobs, filtered, oldest first, with a cursor.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobFilter),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(f): Query<JobFilter>,
+) -> Result<Json<JobPage>, ApiError> {
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
+    }
+    if let Some(s) = &f.state {
+        if queue::JobState::parse(s).is_none() {
+            return Err(ApiError::invalid(
+                "state",
+                format!("unknown state `{s}`; expected available, scheduled, running, retryable, completed, discarded or cancelled"),
+            ));
+        }
+    }
+    if let Some(k) = &f.kind {
+        k.parse::<JobKind>()
+            .map_err(|e: ValidationError| ApiError::Validation(e))?;
+    }
+    let rows: Vec<Job> = sqlx::query_as(
+        "SELECT * FROM queue_jobs
+         WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2)
+           AND ($3::uuid IS NULL OR account_id = $3) AND ($4::uuid IS NULL OR id > $4)
+         ORDER BY id LIMIT $5",
+    )
+    .bind(f.state)
+    .bind(f.kind)
+    .bind(f.account_id)
+    .bind(f.after)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let jobs: Vec<JobView> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(Into::into)
+        .collect();
+    let next = if more {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(Json(JobPage { jobs, next }))
+}
+
+/// Cancel a job that has not started: 409 once it runs or finished.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = queue::cancel(&state.pool, id).await.map_err(queue_err)?;
+    Ok(Json(job.into()))
+}

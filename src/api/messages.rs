@@ -1,0 +1,591 @@
+//! `/v1/messages`: send (enqueue) with the seed's fields, list, detail with the
+//! event history, and retry of failed messages.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use courier_jobs::send::{Content, MediaKind, MediaSource, MAX_BROADCAST};
+use courier_jobs::{ChatId, MessageBody, PhoneNumber, ValidationError};
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Json, Path, Query};
+use super::AppState;
+use crate::messages::{create_batch, NewMessage, Source};
+
+/// A message as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct MessageView {
+    /// Id.
+    pub id: Uuid,
+    /// Sending account (none while pending assignment).
+    pub account_id: Option<Uuid>,
+    /// Campaign link.
+    pub campaign_id: Option<Uuid>,
+    /// Content link.
+    pub content_id: Option<Uuid>,
+    /// Schedule that produced it.
+    pub schedule_id: Option<Uuid>,
+    /// text, image, video, document, link.
+    pub message_type: String,
+    /// group, individual, broadcast.
+    pub channel_type: String,
+    /// WhatsApp chat id.
+    pub target_chat_id: String,
+    /// Group row.
+    pub target_group_id: Option<Uuid>,
+    /// Contact row.
+    pub target_contact_id: Option<Uuid>,
+    /// Text (or link text).
+    pub message_text: Option<String>,
+    /// Media URL.
+    pub media_url: Option<String>,
+    /// Media path under the media directory.
+    pub media_path: Option<String>,
+    /// Media caption.
+    pub media_caption: Option<String>,
+    /// Link.
+    pub link_url: Option<String>,
+    /// pending, queued, sending, sent, delivered, read, failed.
+    pub status: String,
+    /// WhatsApp's id once sent.
+    pub wa_message_id: Option<String>,
+    /// Highest ack seen (-1..4).
+    pub ack: Option<i16>,
+    /// Last error.
+    pub error_message: Option<String>,
+    /// Retries so far.
+    pub retry_count: i32,
+    /// Retry limit.
+    pub max_retries: i32,
+    /// The job responsible now.
+    pub job_id: Option<Uuid>,
+    /// Why it waits.
+    pub waiting_reason: Option<String>,
+    /// Timestamps.
+    pub queued_at: Option<DateTime<Utc>>,
+    /// Timestamps.
+    pub sending_at: Option<DateTime<Utc>>,
+    /// Timestamps.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Timestamps.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Timestamps.
+    pub read_at: Option<DateTime<Utc>>,
+    /// Timestamps.
+    pub failed_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, account_id, campaign_id, content_id, schedule_id, message_type, \
+    channel_type, target_chat_id, target_group_id, target_contact_id, message_text, media_url, \
+    media_path, media_caption, link_url, status, wa_message_id, ack, error_message, retry_count, \
+    max_retries, job_id, waiting_reason, queued_at, sending_at, sent_at, delivered_at, read_at, \
+    failed_at, created_at";
+
+/// Body of `POST /v1/messages` (the seed's fields).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// Sending account (required: the account must be a member of a target group).
+    pub account_id: Uuid,
+    /// Campaign link.
+    pub campaign_id: Option<Uuid>,
+    /// Content link.
+    pub content_id: Option<Uuid>,
+    /// text (default), image, video, document, link.
+    pub message_type: Option<String>,
+    /// Text, or text around a link.
+    pub message_text: Option<String>,
+    /// Media from an http(s) URL.
+    pub media_url: Option<String>,
+    /// Media from a path under the media directory.
+    pub media_path: Option<String>,
+    /// Media caption.
+    pub caption: Option<String>,
+    /// The link of a link message.
+    pub link_url: Option<String>,
+    /// group, individual, broadcast.
+    pub channel_type: String,
+    /// Group row id (group channel).
+    pub target_group_id: Option<Uuid>,
+    /// Chat id (`…@g.us`, `…@c.us`, `…@lid`).
+    pub target_chat_id: Option<String>,
+    /// Phone number (individual channel).
+    pub target_phone: Option<String>,
+    /// Recipients (broadcast): phone numbers or chat ids.
+    pub recipients: Option<Vec<String>>,
+    /// Makes a repeated request return the existing messages.
+    pub idempotency_key: Option<String>,
+}
+
+fn opt_body(field: &str, v: &Option<String>) -> Result<Option<MessageBody>, ApiError> {
+    v.as_deref()
+        .map(|s| {
+            MessageBody::parse(s)
+                .map_err(|e| ApiError::Validation(ValidationError::new(field, e.detail)))
+        })
+        .transpose()
+}
+
+impl SendMessage {
+    fn content(&self) -> Result<Content, ApiError> {
+        let kind = self.message_type.as_deref().unwrap_or("text");
+        let media = |k: MediaKind| -> Result<Content, ApiError> {
+            let source = match (&self.media_url, &self.media_path) {
+                (Some(u), None) => MediaSource::parse_url(u)?,
+                (None, Some(p)) => MediaSource::parse_path(p)?,
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::invalid(
+                        "media_url",
+                        "give media_url or media_path, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(ApiError::invalid(
+                        "media_url",
+                        format!("a {kind} message needs media_url or media_path"),
+                    ))
+                }
+            };
+            let caption = opt_body("caption", &self.caption)?
+                .or(opt_body("message_text", &self.message_text)?);
+            Ok(Content::Media {
+                kind: k,
+                source,
+                caption,
+            })
+        };
+        match kind {
+            "text" => {
+                let body = opt_body("message_text", &self.message_text)?.ok_or_else(|| {
+                    ApiError::invalid("message_text", "is required for a text message")
+                })?;
+                Ok(Content::Text { body })
+            }
+            "image" => media(MediaKind::Image),
+            "video" => media(MediaKind::Video),
+            "document" => media(MediaKind::Document),
+            "link" => {
+                let raw = self.link_url.as_deref().ok_or_else(|| {
+                    ApiError::invalid("link_url", "is required for a link message")
+                })?;
+                let url = match MediaSource::parse_url(raw) {
+                    Ok(MediaSource::Url(u)) => u,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "link_url",
+                            format!("`{raw}` is not an http(s) URL"),
+                        ))
+                    }
+                };
+                Ok(Content::Link {
+                    url,
+                    body: opt_body("message_text", &self.message_text)?,
+                })
+            }
+            other => Err(ApiError::invalid(
+                "message_type",
+                format!("unknown type `{other}`; expected text, image, video, document or link"),
+            )),
+        }
+    }
+}
+
+fn recipient(field: &str, s: &str) -> Result<ChatId, ApiError> {
+    let parsed = if s.contains('@') {
+        ChatId::parse(s)
+    } else {
+        PhoneNumber::parse(s).map(|p| p.chat_id())
+    };
+    parsed.map_err(|e| ApiError::Validation(ValidationError::new(field, e.detail)))
+}
+
+/// The result of a send request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendResult {
+    /// One message per recipient (one for group and individual sends).
+    pub messages: Vec<MessageView>,
+}
+
+/// Send a message (enqueue): 202 with the queued message(s); 200 with the
+/// existing ones for a repeated idempotency key.
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessage,
+    responses((status = 202, body = SendResult), (status = 200, body = SendResult),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Json(body): Json<SendMessage>,
+) -> Result<(StatusCode, Json<SendResult>), ApiError> {
+    let content = body.content()?;
+    if let Some(k) = &body.idempotency_key {
+        if k.is_empty() || k.len() > 200 {
+            return Err(ApiError::invalid(
+                "idempotency_key",
+                "must be 1 to 200 characters",
+            ));
+        }
+    }
+    let account: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM mkt_wap_accounts WHERE id = $1")
+            .bind(body.account_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let Some((account_status,)) = account else {
+        return Err(ApiError::invalid(
+            "account_id",
+            format!("no account {}", body.account_id),
+        ));
+    };
+    if account_status == "banned" {
+        return Err(ApiError::Conflict(
+            "the account is banned; it cannot send".into(),
+        ));
+    }
+    // Resolve the targets: (chat, group row, contact row).
+    let mut targets: Vec<(ChatId, Option<Uuid>)> = Vec::new();
+    match body.channel_type.as_str() {
+        "group" => {
+            let (chat, gid) = match (&body.target_group_id, &body.target_chat_id) {
+                (Some(id), _) => {
+                    let row: Option<(String,)> =
+                        sqlx::query_as("SELECT group_id FROM mkt_wap_groups WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&state.pool)
+                            .await?;
+                    let (g,) = row.ok_or_else(|| {
+                        ApiError::invalid("target_group_id", format!("no group {id}"))
+                    })?;
+                    (recipient("target_group_id", &g)?, *id)
+                }
+                (None, Some(c)) => {
+                    let chat = recipient("target_chat_id", c)?;
+                    if !chat.is_group() {
+                        return Err(ApiError::invalid(
+                            "target_chat_id",
+                            format!("`{chat}` is not a group id (…@g.us)"),
+                        ));
+                    }
+                    let row: Option<(Uuid,)> =
+                        sqlx::query_as("SELECT id FROM mkt_wap_groups WHERE group_id = $1")
+                            .bind(chat.to_string())
+                            .fetch_optional(&state.pool)
+                            .await?;
+                    let (id,) = row.ok_or_else(|| {
+                        ApiError::invalid(
+                            "target_chat_id",
+                            format!("group {chat} is unknown; discover the account's groups first"),
+                        )
+                    })?;
+                    (chat, id)
+                }
+                (None, None) => {
+                    return Err(ApiError::invalid(
+                        "target_group_id",
+                        "a group send needs target_group_id or target_chat_id",
+                    ))
+                }
+            };
+            let member: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM mkt_wap_account_groups WHERE account_id = $1 AND group_id = $2)
+                     OR EXISTS (SELECT 1 FROM mkt_wap_groups WHERE id = $2 AND account_id = $1)",
+            )
+            .bind(body.account_id)
+            .bind(gid)
+            .fetch_one(&state.pool)
+            .await?;
+            if !member {
+                return Err(ApiError::invalid(
+                    "target_group_id",
+                    format!("group {chat} is unknown to account {}", body.account_id),
+                ));
+            }
+            targets.push((chat, Some(gid)));
+        }
+        "individual" => {
+            let chat = match (&body.target_phone, &body.target_chat_id) {
+                (Some(p), _) => recipient("target_phone", p)?,
+                (None, Some(c)) => recipient("target_chat_id", c)?,
+                (None, None) => {
+                    return Err(ApiError::invalid(
+                        "target_phone",
+                        "an individual send needs target_phone or target_chat_id",
+                    ))
+                }
+            };
+            if chat.is_group() {
+                return Err(ApiError::invalid(
+                    "target_chat_id",
+                    "is a group id; use channel_type group",
+                ));
+            }
+            targets.push((chat, None));
+        }
+        "broadcast" => {
+            let list = body.recipients.as_deref().unwrap_or_default();
+            if list.is_empty() {
+                return Err(ApiError::invalid(
+                    "recipients",
+                    "a broadcast needs at least one recipient",
+                ));
+            }
+            if list.len() > MAX_BROADCAST {
+                return Err(ApiError::invalid(
+                    "recipients",
+                    format!("at most {MAX_BROADCAST} recipients"),
+                ));
+            }
+            for (i, r) in list.iter().enumerate() {
+                let chat = recipient(&format!("recipients[{i}]"), r)?;
+                if chat.is_group() {
+                    return Err(ApiError::invalid(
+                        format!("recipients[{i}]"),
+                        "broadcasts go to individuals, not groups",
+                    ));
+                }
+                targets.push((chat, None));
+            }
+            targets.sort_by_key(|(c, _)| c.to_string());
+            targets.dedup_by_key(|(c, _)| c.to_string());
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "channel_type",
+                format!("unknown channel `{other}`; expected group, individual or broadcast"),
+            ))
+        }
+    }
+    let channel: &'static str = match body.channel_type.as_str() {
+        "group" => "group",
+        "individual" => "individual",
+        _ => "broadcast",
+    };
+    let new: Vec<NewMessage> = targets
+        .into_iter()
+        .map(|(chat, gid)| NewMessage {
+            account_id: Some(body.account_id),
+            campaign_id: body.campaign_id,
+            content_id: body.content_id,
+            schedule_id: None,
+            channel_type: channel,
+            idempotency_key: body
+                .idempotency_key
+                .as_ref()
+                .map(|k| format!("api:{k}:{chat}")),
+            chat_id: chat,
+            target_group_id: gid,
+            target_contact_id: None,
+            content: content.clone(),
+            run_at: None,
+            priority: 100,
+            waiting_reason: None,
+        })
+        .collect();
+    let out = create_batch(&state.pool, &new, Source::Api)
+        .await
+        .map_err(|e| match e {
+            crate::queue::QueueError::Db(d) => ApiError::Database(d),
+            other => ApiError::Conflict(other.to_string()),
+        })?;
+    let created = out.iter().any(|c| c.created);
+    if created {
+        metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => "send")
+            .increment(out.iter().filter(|c| c.created).count() as u64);
+    }
+    let ids: Vec<Uuid> = out.iter().map(|c| c.message_id).collect();
+    let messages: Vec<MessageView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM mkt_wap_messages WHERE id = ANY($1) ORDER BY target_chat_id"
+    )))
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await?;
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(SendResult { messages })))
+}
+
+/// Filters for `GET /v1/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MessageFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this account.
+    pub account_id: Option<Uuid>,
+    /// Only this campaign.
+    pub campaign_id: Option<Uuid>,
+    /// Page size (1–500, default 100).
+    pub limit: Option<i64>,
+    /// Cursor: messages after this id (ids are time-ordered).
+    pub after: Option<Uuid>,
+}
+
+const MESSAGE_STATUSES: [&str; 7] = [
+    "pending",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+];
+
+/// List messages, oldest first.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", params(MessageFilter),
+    responses((status = 200, body = [MessageView]), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(f): Query<MessageFilter>,
+) -> Result<Json<Vec<MessageView>>, ApiError> {
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
+    }
+    if let Some(s) = &f.status {
+        if !MESSAGE_STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::invalid(
+                "status",
+                format!(
+                    "unknown status `{s}`; expected one of {}",
+                    MESSAGE_STATUSES.join(", ")
+                ),
+            ));
+        }
+    }
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM mkt_wap_messages
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR account_id = $2)
+           AND ($3::uuid IS NULL OR campaign_id = $3) AND ($4::uuid IS NULL OR id > $4)
+         ORDER BY id LIMIT $5"
+    )))
+    .bind(f.status)
+    .bind(f.account_id)
+    .bind(f.campaign_id)
+    .bind(f.after)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+/// One entry of a message's history.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct MessageEvent {
+    /// The status it moved to.
+    pub status: String,
+    /// The ack level, when an ack caused it.
+    pub ack: Option<i16>,
+    /// Who caused it.
+    pub source: String,
+    /// Extra facts.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A message with its history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDetail {
+    /// The message.
+    #[serde(flatten)]
+    pub message: MessageView,
+    /// Every status change, oldest first.
+    pub events: Vec<MessageEvent>,
+}
+
+/// Get a message with its event history.
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MessageDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<MessageDetail>, ApiError> {
+    let message: MessageView = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM mkt_wap_messages WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound("message"))?;
+    let events = sqlx::query_as(
+        "SELECT status, ack, source, detail, occurred_at FROM mkt_wap_message_events WHERE message_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(MessageDetail { message, events }))
+}
+
+/// Retry a failed message (at most `max_retries` times, with backoff by the queue).
+#[utoipa::path(post, path = "/v1/messages/{id}/retry", tag = "messages", params(("id" = Uuid, Path)),
+    responses((status = 202, body = MessageView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let row: Option<(String, Option<Uuid>, i32, i32)> = sqlx::query_as(
+        "SELECT status, account_id, retry_count, max_retries FROM mkt_wap_messages WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (status, account, retries, max) = row.ok_or(ApiError::NotFound("message"))?;
+    if status != "failed" {
+        return Err(ApiError::Conflict(format!(
+            "the message is {status}; only failed messages can be retried"
+        )));
+    }
+    if retries >= max {
+        return Err(ApiError::Conflict(format!(
+            "the message was retried {retries} times; the limit is {max}"
+        )));
+    }
+    let account = account.ok_or_else(|| ApiError::Conflict("the message has no account".into()))?;
+    let job = crate::queue::NewJob::new(
+        account,
+        &courier_jobs::retry::RetryJob {
+            message_id: id,
+            retry_number: (retries + 1) as u32,
+        },
+    )
+    .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let enq = crate::queue::store::enqueue_batch_in(&mut tx, std::slice::from_ref(&job))
+        .await
+        .map_err(|e| match e {
+            crate::queue::QueueError::Db(d) => ApiError::Database(d),
+            other => ApiError::Conflict(other.to_string()),
+        })?;
+    sqlx::query(
+        "UPDATE mkt_wap_messages SET status = 'queued', retry_count = retry_count + 1, job_id = $2,
+             error_message = NULL, queued_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(enq[0].id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO mkt_wap_message_events (message_id, status, source, detail) VALUES ($1, 'queued', 'retry', $2)")
+        .bind(id)
+        .bind(serde_json::json!({"retry": retries + 1, "job_id": enq[0].id}))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let view = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM mkt_wap_messages WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
