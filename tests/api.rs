@@ -702,3 +702,35 @@ async fn accounts_pause_resume_limits_and_show_their_budget() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn seed_message_routes_take_camel_case_bodies() {
+    let app = App::spawn().await;
+    let acc = account(&app, "legacy-sender").await;
+    let (s, m) = app
+        .post("/whatsapp/messages", json!({"accountId": acc, "messageType": "text", "messageText": "Hello from PoultryCo!", "channelType": "individual", "targetPhone": "+919876543210"}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{m}");
+    assert_eq!(m["status"], "queued");
+    assert_eq!(m["targetChatId"], "919876543210@c.us");
+    let id = m["id"].as_str().unwrap();
+    let (s, d) = app.get(&format!("/whatsapp/messages/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(d["events"][0]["source"], "api");
+    let (_, list) = app
+        .get(&format!("/whatsapp/messages?status=queued&accountId={acc}"))
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (s, e) = app
+        .post(
+            "/whatsapp/messages",
+            json!({"accountId": acc, "channelType": "individual", "bogusField": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["field"], "bogusField");
+    let (s, _) = app
+        .post(&format!("/whatsapp/messages/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}

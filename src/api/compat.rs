@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{Json, Path, Query};
-use super::{accounts, groups, stats, AppState};
+use super::{accounts, groups, messages, stats, AppState};
 
 /// Renames object keys from snake_case to camelCase, recursively.
 pub fn camel(v: Value) -> Value {
@@ -43,6 +43,45 @@ fn to_camel(s: &str) -> String {
     out
 }
 
+/// Renames object keys from camelCase to snake_case (top level: request bodies).
+pub fn snake(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let mut out = String::with_capacity(k.len() + 4);
+                    for c in k.chars() {
+                        if c.is_ascii_uppercase() {
+                            out.push('_');
+                            out.push(c.to_ascii_lowercase());
+                        } else {
+                            out.push(c);
+                        }
+                    }
+                    (out, v)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn from_seed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(snake(v)).map_err(|e| {
+        let detail = e.to_string();
+        let field = detail.split('`').nth(1).map(|f| {
+            // Report the seed's own (camelCase) name.
+            camel(Value::Object(
+                [(f.to_string(), Value::Null)].into_iter().collect(),
+            ))
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+            .unwrap_or_default()
+        });
+        ApiError::BadRequest { field, detail }
+    })
+}
+
 fn json<T: serde::Serialize>(v: T) -> Json<Value> {
     Json(camel(serde_json::to_value(v).unwrap_or(Value::Null)))
 }
@@ -58,6 +97,12 @@ pub fn router() -> Router<AppState> {
         .route("/whatsapp/groups", get(list_groups))
         .route("/whatsapp/groups/{id}", get(get_group).put(update_group))
         .route("/whatsapp/stats", get(get_stats))
+        .route("/whatsapp/messages", get(list_messages).post(send_message))
+        .route("/whatsapp/messages/{id}", get(get_message))
+        .route(
+            "/whatsapp/messages/{id}/retry",
+            axum::routing::post(retry_message),
+        )
 }
 
 async fn list_accounts(state: State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -140,6 +185,57 @@ async fn update_group(
         segment_tags: b.segment_tags,
     };
     Ok(json(groups::update(state, id, Json(body)).await?.0))
+}
+
+/// `POST /whatsapp/messages`: the seed's body (`accountId`, `messageText`,
+/// `channelType`, `targetGroupId`, …); answers with the (first) message.
+async fn send_message(
+    state: State<AppState>,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: messages::SendMessage = from_seed(body)?;
+    let (status, out) = messages::create(state, Json(req)).await?;
+    let mut list = out.0.messages;
+    let first = if list.len() == 1 {
+        serde_json::to_value(list.remove(0)).unwrap_or(Value::Null)
+    } else {
+        serde_json::to_value(list).unwrap_or(Value::Null)
+    };
+    Ok((status, Json(camel(first))))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedMessageFilter {
+    status: Option<String>,
+    account_id: Option<Uuid>,
+    campaign_id: Option<Uuid>,
+}
+
+async fn list_messages(
+    state: State<AppState>,
+    Query(f): Query<SeedMessageFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = messages::MessageFilter {
+        status: f.status,
+        account_id: f.account_id,
+        campaign_id: f.campaign_id,
+        limit: Some(500),
+        after: None,
+    };
+    Ok(json(messages::list(state, Query(filter)).await?.0))
+}
+
+async fn get_message(state: State<AppState>, id: Path<Uuid>) -> Result<Json<Value>, ApiError> {
+    Ok(json(messages::get(state, id).await?.0))
+}
+
+async fn retry_message(
+    state: State<AppState>,
+    id: Path<Uuid>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (status, m) = messages::retry(state, id).await?;
+    Ok((status, json(m.0)))
 }
 
 async fn get_stats(state: State<AppState>) -> Result<Json<Value>, ApiError> {
