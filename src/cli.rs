@@ -27,6 +27,8 @@ pub enum Command {
     Run,
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Serve the WhatsApp Web simulator (page + control API) on loopback.
+    Sim(crate::sim::cli::SimArgs),
 }
 
 /// A boxed error for the binary's edge.
@@ -63,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Demo => demo(&settings).await,
+        Command::Sim(args) => crate::sim::cli::run(args).await,
         Command::Run => {
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);

@@ -10,9 +10,11 @@
 
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod sim;
 pub mod telemetry;
 pub mod testing;
 
