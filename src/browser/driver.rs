@@ -136,8 +136,19 @@ pub fn capabilities(chromium: &Path, args: Vec<String>) -> Map<String, Value> {
     caps
 }
 
+/// Installs ring as the process's rustls provider unless one is set: both
+/// backends are compiled in (via fantoccini and reqwest), so rustls cannot
+/// choose by itself and would panic.
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another thread installing one is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// Opens a session at any WebDriver endpoint.
 pub async fn connect(webdriver: &str, caps: Map<String, Value>) -> Result<Client, DriverError> {
+    ensure_crypto_provider();
     let mut builder = ClientBuilder::rustls().map_err(DriverError::Connector)?;
     builder.capabilities(caps);
     builder

@@ -45,7 +45,12 @@
       signal: signal
     });
     var j = null;
-    try { j = await r.json(); } catch (e) { j = null; }
+    try {
+      j = await r.json();
+    } catch (e) {
+      if (e && e.name === 'AbortError') throw e;
+      j = null;
+    }
     return { ok: r.ok, status: r.status, body: j };
   }
 
@@ -66,13 +71,20 @@
         continue;
       }
       if (stopped) return;
-      if (!res.ok) {
+      if (!res.ok || !res.body) {
         renderError(res);
         await sleep(1000);
         continue;
       }
       etag = res.body.etag;
-      render(res.body.view);
+      try {
+        render(res.body.view);
+      } catch (e) {
+        // Keep polling whatever happens; a broken render shows on the next view.
+        etag = null;
+        if (window.console) console.error(e);
+        await sleep(200);
+      }
     }
   }
 
