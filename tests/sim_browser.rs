@@ -623,6 +623,32 @@ async fn chats_send_acks_media_link_preview_and_group_info() {
         Some(sel.group_info.admin_text.as_str())
     );
     assert_eq!(badge("447700700003@c.us").await, None);
+
+    // `/send?phone=` opens a chat with a number not in the list, as on the real site.
+    c.goto(&format!(
+        "{}/send?account=a1&phone=447700900300",
+        w.sim.url()
+    ))
+    .await
+    .unwrap();
+    let title = wait(&c, &sel.conversation.header_title, 10).await;
+    assert_eq!(title.text().await.unwrap(), "+447700900300");
+    wait(&c, &sel.conversation.compose, 1)
+        .await
+        .send_keys("hello stranger")
+        .await
+        .unwrap();
+    wait(&c, &sel.conversation.send_button, 1)
+        .await
+        .click()
+        .await
+        .unwrap();
+    eventually("the message to the new chat", 5, || async {
+        w.ok("GET", "/_control/accounts/a1/messages", None).await["count"] == 5
+    })
+    .await;
+    let back = w.ok("GET", "/_control/accounts/a1/messages", None).await;
+    assert_eq!(back["messages"][4]["chat"], "447700900300@c.us");
     c.close().await.unwrap();
 }
 

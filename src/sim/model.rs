@@ -432,7 +432,8 @@ struct Account {
     name: Option<String>,
     devices_linked: u32,
     session: Option<Session>,
-    pairing: Option<Pairing>,
+    /// One QR pairing per page showing the login screen, oldest first.
+    pairings: Vec<Pairing>,
     /// When each page (client id) with a valid session finishes loading.
     ready_at: HashMap<String, Instant>,
     faults: Faults,
@@ -532,6 +533,9 @@ pub struct World {
     contacts: BTreeMap<PhoneNumber, Option<String>>,
     next_group: u64,
 }
+
+/// QR pages remembered per account; the oldest is forgotten beyond this.
+const MAX_PAIRINGS: usize = 16;
 
 fn random_b64(n: usize) -> String {
     let mut bytes = vec![0u8; n];
@@ -711,7 +715,7 @@ impl World {
                 name,
                 devices_linked: 0,
                 session: None,
-                pairing: None,
+                pairings: Vec::new(),
                 ready_at: HashMap::new(),
                 faults: Faults::default(),
                 timing: self.config.ack,
@@ -737,10 +741,10 @@ impl World {
             id: id.to_string(),
             phone: a.phone.as_ref().map(PhoneNumber::e164),
             name: a.name.clone(),
-            link: match (&a.session, &a.pairing) {
+            link: match (&a.session, a.pairings.is_empty()) {
                 (Some(_), _) => "paired",
-                (None, Some(_)) => "pairing",
-                (None, None) => "unpaired",
+                (None, false) => "pairing",
+                (None, true) => "unpaired",
             },
             wid: a.session.as_ref().map(Session::wid_md),
             faults: a.faults.clone(),
@@ -753,16 +757,19 @@ impl World {
     /// The QR token on screen now, with how long it has left.
     pub fn current_qr(&self, id: &str, now: Instant) -> Result<(String, u32, Duration), SimError> {
         let a = self.account(id)?;
-        let p = a.pairing.as_ref().ok_or(SimError::StaleToken(
-            "no QR code is on screen for this account",
-        ))?;
-        let c = &self.config;
-        let elapsed = now.saturating_duration_since(p.started);
-        let idx = ref_index(elapsed, c.first_ref, c.next_ref, c.max_refs).ok_or(
-            SimError::StaleToken("the QR refs ran out; the page shows a reload button"),
-        )?;
-        let left = ref_deadline(idx, c.first_ref, c.next_ref).saturating_sub(elapsed);
-        Ok((p.refs[idx as usize].clone(), idx, left))
+        if a.pairings.is_empty() {
+            return Err(SimError::StaleToken(
+                "no QR code is on screen for this account",
+            ));
+        }
+        // The newest page showing a live QR.
+        a.pairings
+            .iter()
+            .rev()
+            .find_map(|p| p.current(&self.config, now))
+            .ok_or(SimError::StaleToken(
+                "the QR refs ran out; the page shows a reload button",
+            ))
     }
 
     /// Plays the phone's scan of `token`.
@@ -774,23 +781,25 @@ impl World {
         now: Instant,
     ) -> Result<AccountView, SimError> {
         let phone = parse_phone("phone", phone)?;
-        let (current, _, _) = self.current_qr(id, now)?;
-        let loading = self.config.loading;
+        self.current_qr(id, now)?;
+        let cfg = self.config;
+        let loading = cfg.loading;
         let a = self.account_mut(id)?;
         if a.faults.blocked {
             return Err(SimError::Blocked);
         }
-        if token != current {
-            let known = a
-                .pairing
-                .as_ref()
-                .is_some_and(|p| p.refs.iter().any(|r| r == token));
+        let Some(at) = a
+            .pairings
+            .iter()
+            .position(|p| p.current(&cfg, now).is_some_and(|(t, _, _)| t == token))
+        else {
+            let known = a.pairings.iter().any(|p| p.refs.iter().any(|r| r == token));
             return Err(SimError::StaleToken(if known {
                 "that token was rotated out; scan the one on screen now"
             } else {
                 "that token was never shown for this account"
             }));
-        }
+        };
         if let Some(own) = &a.phone {
             if *own != phone {
                 return Err(invalid(
@@ -799,7 +808,7 @@ impl World {
                 ));
             }
         }
-        let pairing = a.pairing.take().expect("current_qr found a pairing");
+        let pairing = a.pairings.remove(at);
         a.devices_linked += 1;
         a.phone = Some(phone.clone());
         a.ready_at.clear();
@@ -817,7 +826,7 @@ impl World {
     pub fn logout(&mut self, id: &str) -> Result<AccountView, SimError> {
         let a = self.account_mut(id)?;
         a.session = None;
-        a.pairing = None;
+        a.pairings.clear();
         a.ready_at.clear();
         self.account_view(id)
     }
@@ -1150,7 +1159,8 @@ impl World {
         let max = self.config.max_refs;
         let a = self.account_mut(id)?;
         if a.session.is_none() {
-            a.pairing = Some(new_pairing(client, now, max));
+            a.pairings.retain(|p| p.client != client);
+            a.pairings.push(new_pairing(client, now, max));
         }
         Ok(())
     }
@@ -1177,14 +1187,18 @@ impl World {
         };
         let Some(session) = session else {
             // Not logged in: the QR screen, rotating.
-            let fresh = match &a.pairing {
-                Some(p) => p.client != client,
-                None => true,
-            };
-            if fresh {
-                a.pairing = Some(new_pairing(client, now, cfg.max_refs));
+            if !a.pairings.iter().any(|p| p.client == client) {
+                // Bound the pages remembered (closed tabs never say goodbye).
+                if a.pairings.len() >= MAX_PAIRINGS {
+                    a.pairings.remove(0);
+                }
+                a.pairings.push(new_pairing(client, now, cfg.max_refs));
             }
-            let p = a.pairing.as_ref().expect("just ensured");
+            let p = a
+                .pairings
+                .iter()
+                .find(|p| p.client == client)
+                .expect("just ensured");
             let elapsed = now.saturating_duration_since(p.started);
             return Ok(
                 match ref_index(elapsed, cfg.first_ref, cfg.next_ref, cfg.max_refs) {
@@ -1288,6 +1302,16 @@ impl World {
     }
 }
 
+impl Pairing {
+    /// The token on screen now, its index and how long it has left.
+    fn current(&self, c: &SimConfig, now: Instant) -> Option<(String, u32, Duration)> {
+        let elapsed = now.saturating_duration_since(self.started);
+        let idx = ref_index(elapsed, c.first_ref, c.next_ref, c.max_refs)?;
+        let left = ref_deadline(idx, c.first_ref, c.next_ref).saturating_sub(elapsed);
+        Some((self.refs.get(idx as usize)?.clone(), idx, left))
+    }
+}
+
 fn new_pairing(client: &str, now: Instant, max_refs: u32) -> Pairing {
     Pairing {
         client: client.to_string(),
@@ -1379,6 +1403,121 @@ mod tests {
         assert_eq!(t.split(',').count(), 5);
         let m = qr_modules(&t);
         assert!(m.len() > 21 && m.iter().all(|r| r.len() == m.len()));
+    }
+
+    fn cfg() -> SimConfig {
+        SimConfig {
+            first_ref: Duration::from_secs(60),
+            next_ref: Duration::from_secs(20),
+            max_refs: 3,
+            loading: Duration::from_secs(1),
+            ..SimConfig::default()
+        }
+    }
+
+    fn qr_of(v: &PageView) -> String {
+        match v {
+            PageView::Qr { token: Some(t), .. } => t.clone(),
+            other => panic!("not a QR: {other:?}"),
+        }
+    }
+
+    const PHONE: &str = "+447700900123";
+
+    fn paired(now: Instant) -> World {
+        let mut w = World::new(cfg());
+        w.create_account(Some("a".into()), None, None).unwrap();
+        let t = qr_of(&w.page_view("a", "c1", None, None, now).unwrap().0);
+        w.scan("a", &t, PHONE, now).unwrap();
+        w
+    }
+
+    #[test]
+    fn each_page_gets_its_own_qr_and_the_scanned_one_logs_in() {
+        let now = Instant::now();
+        let mut w = World::new(cfg());
+        w.create_account(Some("a".into()), None, None).unwrap();
+        let t1 = qr_of(&w.page_view("a", "c1", None, None, now).unwrap().0);
+        let t2 = qr_of(&w.page_view("a", "c2", None, None, now).unwrap().0);
+        assert_ne!(t1, t2);
+        // Polling again does not rotate anyone's ref.
+        assert_eq!(
+            qr_of(&w.page_view("a", "c1", None, None, now).unwrap().0),
+            t1
+        );
+        assert_eq!(w.current_qr("a", now).unwrap().0, t2);
+        w.scan("a", &t1, PHONE, now).unwrap();
+        match w.page_view("a", "c1", None, None, now).unwrap().0 {
+            PageView::Loading {
+                session: Some(s), ..
+            } => {
+                assert_eq!(s.last_wid_md, "447700900123:1@c.us")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            qr_of(&w.page_view("a", "c2", None, None, now).unwrap().0),
+            t2
+        );
+        let later = now + Duration::from_secs(2);
+        assert!(matches!(
+            w.page_view("a", "c1", None, None, later).unwrap().0,
+            PageView::Main { .. }
+        ));
+    }
+
+    #[test]
+    fn logout_sends_pages_holding_the_old_token_to_post_logout() {
+        let now = Instant::now();
+        let mut w = paired(now);
+        let token = w.accounts["a"].session.as_ref().unwrap().token.clone();
+        w.logout("a").unwrap();
+        assert_eq!(
+            w.page_view("a", "c9", Some(&token), None, now).unwrap().0,
+            PageView::LoggedOut
+        );
+        assert!(w.current_qr("a", now).is_err());
+    }
+
+    #[test]
+    fn a_blocked_account_cannot_scan() {
+        let now = Instant::now();
+        let mut w = World::new(cfg());
+        w.create_account(Some("a".into()), None, None).unwrap();
+        let t = qr_of(&w.page_view("a", "c1", None, None, now).unwrap().0);
+        w.set_faults(
+            "a",
+            FaultsPatch {
+                blocked: Some(true),
+                ..FaultsPatch::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(w.scan("a", &t, PHONE, now).unwrap_err(), SimError::Blocked);
+    }
+
+    #[test]
+    fn a_lowered_stop_never_takes_back_an_ack() {
+        let now = Instant::now();
+        let mut w = paired(now);
+        let ready = now + Duration::from_secs(2);
+        let out = Outgoing {
+            id: "3EB0000000000001".into(),
+            chat: "447700900200@c.us".into(),
+            body: Some("hi".into()),
+            media: None,
+            link_preview: None,
+        };
+        w.send("a", "c1", None, out, ready).unwrap();
+        let later = ready + Duration::from_secs(10);
+        let m = w
+            .set_message_stop("a", "3EB0000000000001", AckLevel::Server, later)
+            .unwrap();
+        assert_eq!(m.ack, AckLevel::Read);
+        let (msgs, _) = w
+            .messages(Some("a"), later + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(msgs[0].1.ack, AckLevel::Read);
     }
 
     proptest! {
