@@ -415,8 +415,31 @@ async fn read_back_counts_every_message_exactly_once() {
     }
     let to_group = msgs.iter().filter(|m| m["chat"] == gid.as_str()).count();
     assert_eq!(to_group, 30);
+    // A second account's sends are its own.
+    let other = h.logged_in("a2", "+447700900124").await;
+    for i in 0..5 {
+        let (s, v) = other
+            .send(&format!("3EB1{i:016X}"), "447700900200@c.us", "from a2")
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(
+        h.ok("GET", "/_control/accounts/a2/messages", None).await["count"],
+        5
+    );
+    assert_eq!(
+        h.ok("GET", "/_control/accounts/a1/messages", None).await["count"],
+        60
+    );
     let all = h.ok("GET", "/_control/messages", None).await;
-    assert_eq!(all["count"], 60);
+    assert_eq!(all["count"], 65);
+    let from_a2 = all["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["account"] == "a2")
+        .count();
+    assert_eq!(from_a2, 5);
 
     // Reset forgets everything.
     h.ok("POST", "/_control/reset", None).await;

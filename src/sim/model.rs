@@ -1521,6 +1521,30 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the input, the world answers with a result, never a panic.
+        #[test]
+        fn arbitrary_calls_never_panic(
+            ops in proptest::collection::vec((0u8..9, "\\PC{0,24}", "\\PC{0,24}", 0u64..200_000), 1..40)
+        ) {
+            let start = Instant::now();
+            let mut w = World::new(cfg());
+            let _ = w.create_account(Some("a".into()), None, None);
+            for (op, x, y, ms) in ops {
+                let now = start + Duration::from_millis(ms);
+                let _ = match op {
+                    0 => w.create_account(Some(x), Some(&y), None).map(|_| ()),
+                    1 => w.scan("a", &x, &y, now).map(|_| ()),
+                    2 => w.page_view("a", &x, Some(y.as_str()).filter(|y| !y.is_empty()), Some(x.as_str()), now).map(|_| ()),
+                    3 => w.add_chat("a", &x).map(|_| ()),
+                    4 => w.create_group(Some(&x), y, vec![]).map(|_| ()),
+                    5 => w.send("a", &x, None, Outgoing { id: y.clone(), chat: x.clone(), body: Some(y), media: None, link_preview: None }, now).map(|_| ()),
+                    6 => w.participants(&x, ms as usize, 50).map(|_| ()),
+                    7 => w.restart_pairing("a", &x, now),
+                    _ => w.current_qr("a", now).map(|_| ()),
+                };
+            }
+        }
+
         #[test]
         fn acks_never_go_backwards(
             s in 0u64..500, d in 0u64..500, r in 0u64..500,
