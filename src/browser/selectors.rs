@@ -290,6 +290,16 @@ impl Selectors {
         }
     }
 
+    /// The contract Courier runs with: `<COURIER_CONFIG_DIR or config>/selectors.toml`
+    /// when that file exists (so a DOM change needs no rebuild), else the built-in copy.
+    pub fn load_default() -> Result<Self, SelectorsError> {
+        let dir = std::env::var_os("COURIER_CONFIG_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from("config"));
+        let file = dir.join("selectors.toml");
+        Self::load(file.is_file().then_some(file.as_path()))
+    }
+
     /// The built-in contract.
     pub fn builtin() -> Self {
         // The embedded file is checked by a unit test, so this cannot fail at run time.
@@ -387,6 +397,16 @@ mod tests {
         let s = Selectors::load(None).unwrap();
         assert_eq!(s.login.qr_container, "div[data-ref]");
         assert_eq!(s.storage.last_wid_md_key, "last-wid-md");
+    }
+
+    #[test]
+    fn the_file_on_disk_is_the_builtin_copy() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/selectors.toml");
+        assert_eq!(Selectors::load(Some(&path)).unwrap(), Selectors::builtin());
+        assert!(matches!(
+            Selectors::load(Some(Path::new("/nonexistent/selectors.toml"))),
+            Err(SelectorsError::Read { .. })
+        ));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct SimArgs {
     /// Default delay from two ticks to read.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub ack_read: Duration,
-    /// The DOM contract (default: the built-in config/selectors.toml).
+    /// The DOM contract (default: config/selectors.toml if present, else the built-in copy).
     #[arg(long)]
     pub selectors: Option<PathBuf>,
 }
@@ -60,7 +60,10 @@ impl SimArgs {
 
 /// Runs the simulator until Ctrl-C / SIGTERM.
 pub async fn run(args: SimArgs) -> Result<(), crate::cli::BoxError> {
-    let selectors = Selectors::load(args.selectors.as_deref())?;
+    let selectors = match &args.selectors {
+        Some(path) => Selectors::load(Some(path))?,
+        None => Selectors::load_default()?,
+    };
     let sim = Simulator::start_with(args.listen, args.config(), selectors).await?;
     println!("WhatsApp Web simulator at {}", sim.url());
     println!("  page:    {}/?account=<account id>", sim.url());
