@@ -584,3 +584,42 @@ async fn group_participants_come_in_pages() {
     assert_eq!(seen.len(), 250);
     assert!(seen.contains("900000000@lid") && seen.contains("447700900001@c.us"));
 }
+
+#[tokio::test]
+async fn the_typed_control_client_logs_in_and_reads_back() {
+    let h = Harness::start(fast()).await;
+    let ctl = h.sim.control();
+    ctl.create_account("a1", Some("+447700900123"))
+        .await
+        .unwrap();
+    let err = ctl.qr("a1").await.unwrap_err().to_string();
+    assert!(err.contains("stale_token"), "{err}");
+    let mut page = h.page("a1", "c1");
+    page.state(None).await;
+    let wrong = ctl
+        .scan_when_shown("a1", "+447700900999", Duration::from_secs(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("phone"), "{wrong}");
+    ctl.scan_when_shown("a1", "+447700900123", Duration::from_secs(2))
+        .await
+        .unwrap();
+    page.until_screen("main").await;
+    let chat = ctl
+        .add_contact("+447700900200", Some("Bob"), &["a1"])
+        .await
+        .unwrap();
+    assert_eq!(page.send("3EB0000000000001", &chat, "hi").await.0, 200);
+    ctl.faults("a1", json!({ "refuse_sends": true }))
+        .await
+        .unwrap();
+    assert_eq!(page.send("3EB0000000000002", &chat, "no").await.0, 429);
+    let back = ctl.messages("a1").await.unwrap();
+    assert_eq!(back.messages.len(), 1);
+    assert_eq!(back.messages[0].account, "a1");
+    assert_eq!(back.messages[0].message.body.as_deref(), Some("hi"));
+    assert_eq!(back.refused.len(), 1);
+    let err = ctl.messages("nobody").await.unwrap_err().to_string();
+    assert!(err.contains("unknown_account"), "{err}");
+}

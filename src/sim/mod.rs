@@ -20,6 +20,7 @@
 //! ```
 
 pub mod cli;
+pub mod control;
 mod http;
 pub mod model;
 
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::browser::selectors::Selectors;
+pub use control::SimControl;
 pub use model::{AckTiming, Faults, SimError};
 
 /// Timing of the simulated page.
@@ -162,6 +164,11 @@ impl Simulator {
     /// The page for one account: `http://<addr>/?account=<id>`.
     pub fn page_url(&self, account: &str) -> String {
         format!("http://{}/?account={}", self.addr, account)
+    }
+
+    /// A client for this simulator's control API.
+    pub fn control(&self) -> SimControl {
+        SimControl::new(self.url())
     }
 
     /// Stops serving (open long-polls are dropped).
