@@ -38,6 +38,8 @@ pub enum Command {
         #[arg(long)]
         capacity: Option<usize>,
     },
+    /// Serve the WhatsApp Web simulator (page + control API) on loopback.
+    Sim(crate::sim::cli::SimArgs),
 }
 
 /// A boxed error for the binary's edge.
@@ -74,6 +76,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Demo => demo(&settings).await,
+        Command::Sim(args) => crate::sim::cli::run(args).await,
         Command::Api => {
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);

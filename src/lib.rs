@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod browser;
 pub mod budget;
 pub mod cli;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod messages;
 pub mod metrics;
 pub mod queue;
 pub mod scheduler;
+pub mod sim;
 pub mod telemetry;
 pub mod testing;
 

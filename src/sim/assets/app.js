@@ -1,0 +1,488 @@
+// The simulated WhatsApp Web page. It long-polls /_page/api/state for what to
+// show and renders it with the markup of config/selectors.toml (injected as
+// window.SIM.selectors). Updates are made in place, keyed by chat and message
+// id, so element references a WebDriver client holds stay valid.
+(function () {
+  'use strict';
+  var S = window.SIM.selectors;
+  var params = new URLSearchParams(location.search);
+  var ACCOUNT = params.get('account');
+  var CLIENT = randomHex(16);
+  var app = document.getElementById('app');
+  var screen = null;
+  var refs = {};
+  var etag = null;
+  var pollAbort = null;
+  var stopped = false;
+  var openChat = null;
+  var chats = [];
+  var rows = new Map();
+  var chatItems = new Map();
+  var pendingPhone = location.pathname === '/send' ? params.get('phone') : null;
+  var ORDER = { pending: 0, server: 1, device: 2, read: 3 };
+  var LABEL = { pending: ' Pending ', server: ' Sent ', device: ' Delivered ', read: S.ack.read_label, error: ' Failed ' };
+
+  function randomHex(n) {
+    var b = new Uint8Array(n);
+    crypto.getRandomValues(b);
+    return Array.prototype.map.call(b, function (x) { return ('0' + x.toString(16)).slice(-2); }).join('').toUpperCase();
+  }
+  function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    if (text !== undefined && text !== null) e.textContent = text;
+    return e;
+  }
+  function session() { return localStorage.getItem(S.storage.session_key); }
+  function auth() { return { account: ACCOUNT, client: CLIENT, session: session() }; }
+
+  async function api(path, body, signal) {
+    var r = await fetch('/_page/api/' + path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(Object.assign(auth(), body || {})),
+      signal: signal
+    });
+    var j = null;
+    try {
+      j = await r.json();
+    } catch (e) {
+      if (e && e.name === 'AbortError') throw e;
+      j = null;
+    }
+    return { ok: r.ok, status: r.status, body: j };
+  }
+
+  function repoll() {
+    etag = null;
+    if (pollAbort) pollAbort.abort();
+  }
+
+  async function pollLoop() {
+    while (!stopped) {
+      pollAbort = new AbortController();
+      var res;
+      try {
+        res = await api('state', { chat: openChat ? openChat.id : null, etag: etag }, pollAbort.signal);
+      } catch (e) {
+        if (e && e.name === 'AbortError') continue;
+        await sleep(500);
+        continue;
+      }
+      if (stopped) return;
+      if (!res.ok || !res.body) {
+        renderError(res);
+        await sleep(1000);
+        continue;
+      }
+      etag = res.body.etag;
+      try {
+        render(res.body.view);
+      } catch (e) {
+        // Keep polling whatever happens; a broken render shows on the next view.
+        etag = null;
+        if (window.console) console.error(e);
+        await sleep(200);
+      }
+    }
+  }
+
+  function setScreen(name, build) {
+    if (screen === name) return false;
+    screen = name;
+    refs = {};
+    openChat = null;
+    rows = new Map();
+    chatItems = new Map();
+    app.textContent = '';
+    var root = el('div', { class: 'root' });
+    app.appendChild(root);
+    refs.root = root;
+    build(root);
+    return true;
+  }
+
+  function render(v) {
+    switch (v.screen) {
+      case 'qr': renderQr(v); break;
+      case 'loading': storeSession(v.session); renderLoading(v); break;
+      case 'main': storeSession(v.session); renderMain(v); break;
+      case 'conflict': renderConflict(); break;
+      case 'banned': renderBanned(); break;
+      case 'logged_out': loggedOut(); break;
+    }
+  }
+
+  function renderError(res) {
+    var msg = (res.body && res.body.message) || ('error ' + res.status);
+    setScreen('error', function (root) { refs.msg = el('div', { class: 'error-screen' }); root.append(refs.msg); });
+    refs.msg.textContent = 'Simulator: ' + msg;
+  }
+
+  // ------------------------------------------------------------ login
+
+  function renderQr(v) {
+    setScreen('qr', function (root) {
+      var landing = el('div', { class: 'landing' });
+      var box = el('div', { 'data-ref': '' });
+      landing.append(el('div', { class: 'logo' }, 'Use WhatsApp on your computer'), box,
+        el('div', { class: 'hint' }, 'Scan the QR code with your phone'));
+      root.append(landing);
+      refs.box = box;
+    });
+    var box = refs.box;
+    if (v.token) {
+      var canvas = box.querySelector('canvas');
+      if (box.getAttribute('data-ref') !== v.token || !canvas) {
+        if (!canvas) {
+          box.textContent = '';
+          canvas = el('canvas', { 'aria-label': 'Scan me!', role: 'img' });
+          box.append(canvas);
+        }
+        box.setAttribute('data-ref', v.token);
+        drawQr(canvas, v.modules);
+      }
+    } else if (!box.querySelector('button')) {
+      box.textContent = '';
+      var span = el('span');
+      var b = el('button', {}, 'Click to reload QR code');
+      b.addEventListener('click', async function () {
+        b.disabled = true;
+        await api('qr/reload');
+        repoll();
+      });
+      span.append(b);
+      box.append(span);
+    }
+  }
+
+  function drawQr(canvas, modules) {
+    var n = modules.length, quiet = 4, scale = Math.max(2, Math.floor(256 / (n + 2 * quiet)));
+    var size = (n + 2 * quiet) * scale;
+    canvas.width = size;
+    canvas.height = size;
+    var ctx = canvas.getContext('2d');
+    ctx.fillStyle = '#fff';
+    ctx.fillRect(0, 0, size, size);
+    ctx.fillStyle = '#122e31';
+    for (var y = 0; y < n; y++) {
+      for (var x = 0; x < n; x++) {
+        if (modules[y][x] === '1') ctx.fillRect((x + quiet) * scale, (y + quiet) * scale, scale, scale);
+      }
+    }
+  }
+
+  function renderLoading(v) {
+    setScreen('loading', function (root) {
+      var landing = el('div', { class: 'landing' });
+      var bar = el('div');
+      refs.progress = el('progress', { max: '100', value: '0' });
+      bar.append(refs.progress);
+      landing.append(el('div', { class: 'logo' }, 'WhatsApp'), bar, el('div', {}, 'Loading your chats'));
+      root.append(landing);
+    });
+    refs.progress.value = v.progress;
+  }
+
+  function storeSession(s) {
+    if (!s) return;
+    var put = function (k, v) { if (localStorage.getItem(k) !== v) localStorage.setItem(k, v); };
+    put(S.storage.session_key, s.token);
+    put(S.storage.last_wid_md_key, JSON.stringify(s.last_wid_md));
+    put(S.storage.last_wid_key, JSON.stringify(s.last_wid));
+  }
+
+  function loggedOut() {
+    stopped = true;
+    [S.storage.session_key, S.storage.last_wid_md_key, S.storage.last_wid_key].forEach(function (k) {
+      localStorage.removeItem(k);
+    });
+    location.replace('/?account=' + encodeURIComponent(ACCOUNT) + '&' + S.loading.post_logout_param + '=1');
+  }
+
+  function renderConflict() {
+    setScreen('conflict', function (root) {
+      var box = el('div', { 'data-testid': 'conflict' });
+      box.append(el('div', {}, 'WhatsApp is open in another window. Click "' + S.faults.use_here_text + '" to use WhatsApp in this window.'));
+      var b = el('button', {}, S.faults.use_here_text);
+      b.addEventListener('click', async function () {
+        b.disabled = true;
+        await api('takeover');
+        repoll();
+      });
+      box.append(b);
+      root.append(box);
+    });
+  }
+
+  function renderBanned() {
+    setScreen('banned', function (root) {
+      root.append(el('div', { 'data-testid': 'banned' },
+        'This account is not allowed to use WhatsApp due to spam.'));
+    });
+  }
+
+  // ------------------------------------------------------------ main screen
+
+  function renderMain(v) {
+    var first = setScreen('main', buildMain);
+    chats = v.chats;
+    updateChatList(v.chats);
+    if (openChat) updateMessages(v.messages);
+    if (first && pendingPhone) {
+      var id = pendingPhone.replace(/\D/g, '') + '@c.us';
+      pendingPhone = null;
+      openChatById(id);
+    }
+  }
+
+  function buildMain(root) {
+    root.classList.add('main-layout');
+    var side = el('div', { id: 'side' });
+    side.append(el('header', {}, 'Chats'));
+    var pane = el('div', { id: 'pane-side', 'aria-label': 'Chat list' });
+    refs.list = el('div', { role: 'list' });
+    pane.append(refs.list);
+    side.append(pane);
+    refs.container = el('div', { id: 'main-container' });
+    refs.intro = el('div', { class: 'intro', 'data-asset-intro-image-light': 'true' }, 'Select a chat to start messaging');
+    refs.container.append(refs.intro);
+    root.append(side, refs.container);
+  }
+
+  function updateChatList(list) {
+    list.forEach(function (c) {
+      var item = chatItems.get(c.id);
+      if (!item) {
+        item = el('div', { role: 'listitem', tabindex: '-1' });
+        item.setAttribute(S.chat_list.chat_id_attr, c.id);
+        item.append(el('span', { dir: 'auto', title: c.name }, c.name),
+          el('span', { class: 'chat-sub' }, c.group ? c.members + ' members' : ''));
+        item.addEventListener('click', function () { openChatById(c.id); });
+        refs.list.append(item);
+        chatItems.set(c.id, item);
+      }
+    });
+  }
+
+  async function openChatById(id) {
+    var chat = chats.find(function (c) { return c.id === id; });
+    if (!chat) {
+      var res = await api('chat', { chat: id });
+      if (!res.ok) { toast((res.body && res.body.message) || 'Phone number shared via url is invalid.'); return; }
+      chat = res.body;
+    }
+    openChatView(chat);
+  }
+
+  function openChatView(chat) {
+    openChat = chat;
+    rows = new Map();
+    chatItems.forEach(function (item, id) { item.classList.toggle('selected', id === chat.id); });
+    closeGroupInfo();
+    if (refs.intro) { refs.intro.remove(); refs.intro = null; }
+    if (refs.main) refs.main.remove();
+    var main = el('div', { id: 'main' });
+    var header = el('header');
+    header.append(el('span', { dir: 'auto', title: chat.name }, chat.name));
+    if (chat.group) header.append(el('span', { class: 'chat-sub' }, 'click here for group info'));
+    header.addEventListener('click', function () { if (openChat && openChat.group) openGroupInfo(openChat); });
+    refs.msgs = el('div', { class: 'messages', role: 'application' });
+    var footer = el('footer');
+    var attach = el('div', { title: 'Attach', role: 'button', tabindex: '0' });
+    attach.append(el('span', { 'data-icon': 'plus' }));
+    attach.addEventListener('click', function () { footer.classList.toggle('attach-open'); });
+    var mediaInput = el('input', { type: 'file', accept: 'image/*,video/mp4,video/3gpp,video/quicktime', class: 'file-input' });
+    var docInput = el('input', { type: 'file', accept: '*', class: 'file-input' });
+    mediaInput.addEventListener('change', function () { chooseFile(mediaInput, false); });
+    docInput.addEventListener('change', function () { chooseFile(docInput, true); });
+    var compose = el('div', { contenteditable: 'true', 'data-tab': '10', role: 'textbox', 'aria-label': 'Type a message', title: 'Type a message' });
+    var send = el('button', { 'aria-label': 'Send' });
+    send.append(el('span', { 'data-icon': 'send' }));
+    compose.addEventListener('input', updateComposePreview);
+    compose.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); sendComposed(); }
+    });
+    send.addEventListener('click', sendComposed);
+    footer.append(attach, mediaInput, docInput, compose, send);
+    main.append(header, refs.msgs, footer);
+    refs.main = main;
+    refs.footer = footer;
+    refs.compose = compose;
+    refs.container.append(main);
+    repoll();
+  }
+
+  function findUrl(text) {
+    var m = text.match(/https?:\/\/[^\s<>"]+/);
+    return m ? m[0] : null;
+  }
+
+  function previewBox(url) {
+    var host = url;
+    try { host = new URL(url).host; } catch (e) { /* keep the raw text */ }
+    var box = el('div', { 'data-testid': 'link-preview' });
+    box.append(el('div', { class: 'title' }, host), el('div', { class: 'url' }, url));
+    return box;
+  }
+
+  function updateComposePreview() {
+    var url = findUrl(refs.compose.innerText || '');
+    if (url && (!refs.preview || refs.preview.dataset.url !== url)) {
+      if (refs.preview) refs.preview.remove();
+      refs.preview = previewBox(url);
+      refs.preview.dataset.url = url;
+      refs.footer.prepend(refs.preview);
+    } else if (!url && refs.preview) {
+      refs.preview.remove();
+      refs.preview = null;
+    }
+  }
+
+  function sendComposed() {
+    var text = (refs.compose.innerText || '').replace(/\u00a0/g, ' ').trim();
+    if (!text) return;
+    var url = findUrl(text);
+    refs.compose.textContent = '';
+    if (refs.preview) { refs.preview.remove(); refs.preview = null; }
+    sendMessage({ body: text, media: null, link_preview: url });
+  }
+
+  function chooseFile(input, asDocument) {
+    var file = input.files && input.files[0];
+    if (!file || !openChat) return;
+    var mime = file.type || 'application/octet-stream';
+    var kind = asDocument ? 'document' : mime.indexOf('image/') === 0 ? 'image' : mime.indexOf('video/') === 0 ? 'video' : 'document';
+    var editor = el('div', { 'data-testid': 'media-editor' });
+    var caption = el('div', { contenteditable: 'true', 'aria-label': 'Add a caption', role: 'textbox' });
+    var send = el('div', { role: 'button', 'aria-label': 'Send', tabindex: '0' });
+    send.append(el('span', { 'data-icon': 'send' }));
+    editor.append(el('div', {}, kind + ': ' + file.name), caption, send);
+    send.addEventListener('click', function () {
+      var body = (caption.innerText || '').trim() || null;
+      editor.remove();
+      input.value = '';
+      sendMessage({ body: body, media: { kind: kind, name: file.name, mime: mime, size: file.size }, link_preview: null });
+    });
+    refs.root.append(editor);
+  }
+
+  async function sendMessage(m) {
+    var id = '3EB0' + randomHex(8);
+    var chat = openChat.id;
+    var dataId = 'true_' + chat + '_' + id;
+    addRow({ data_id: dataId, body: m.body, media: m.media, link_preview: m.link_preview, ack: 'pending', received_at: null });
+    var res;
+    try {
+      res = await api('send', { message: { id: id, chat: chat, body: m.body, media: m.media, link_preview: m.link_preview } });
+    } catch (e) {
+      res = { ok: false, status: 0, body: { message: 'network error' } };
+    }
+    if (res.ok) {
+      if (res.body.reload) { stopped = true; location.reload(); }
+      return;
+    }
+    var r = rows.get(dataId);
+    if (r) setAck(r, 'error');
+    toast(res.status === 429 ? 'Message not sent: you have reached your messaging limit. Try again later.'
+      : 'Message not sent: ' + ((res.body && res.body.message) || 'error'));
+  }
+
+  function addRow(m) {
+    var wrap = el('div', { role: 'row' });
+    var row = el('div', { 'data-id': m.data_id, class: 'message-out' });
+    if (m.media) row.append(el('div', { 'data-testid': 'media' }, m.media.kind + ': ' + m.media.name));
+    if (m.link_preview) row.append(previewBox(m.link_preview));
+    if (m.body) {
+      var t = el('span', { class: 'selectable-text copyable-text', dir: 'ltr' });
+      t.append(el('span', {}, m.body));
+      row.append(t);
+    }
+    var meta = el('div', { class: 'meta' });
+    var when = m.received_at ? new Date(m.received_at) : new Date();
+    meta.append(el('span', { class: 'time' }, when.toTimeString().slice(0, 5)));
+    var icon = el('span');
+    meta.append(icon);
+    row.append(meta);
+    wrap.append(row);
+    refs.msgs.append(wrap);
+    var r = { icon: icon, ack: null };
+    rows.set(m.data_id, r);
+    setAck(r, m.ack);
+    refs.msgs.scrollTop = refs.msgs.scrollHeight;
+  }
+
+  // Acks only move forward; a failure is final.
+  function setAck(r, ack) {
+    if (r.ack === 'error' || r.ack === ack) return;
+    if (ack !== 'error' && r.ack !== null && ORDER[ack] <= ORDER[r.ack]) return;
+    r.ack = ack;
+    var icon = { error: S.ack.error_icon, pending: S.ack.pending_icon, server: S.ack.server_icon, device: S.ack.device_icon, read: S.ack.read_icon }[ack];
+    r.icon.setAttribute(S.ack.icon_attr, icon);
+    r.icon.setAttribute('aria-label', LABEL[ack]);
+  }
+
+  function updateMessages(list) {
+    list.forEach(function (m) {
+      var r = rows.get(m.data_id);
+      if (r) setAck(r, m.ack); else addRow(m);
+    });
+  }
+
+  function toast(text) {
+    var t = el('div', { role: 'alert', 'data-testid': 'toast' }, text);
+    document.body.append(t);
+    setTimeout(function () { t.remove(); }, 6000);
+  }
+
+  // ------------------------------------------------------------ group info
+
+  function closeGroupInfo() {
+    if (refs.drawer) { refs.drawer.remove(); refs.drawer = null; }
+  }
+
+  function openGroupInfo(chat) {
+    if (refs.drawer) return;
+    var drawer = el('div', { 'data-testid': 'group-info-drawer' });
+    var head = el('div', { class: 'head' });
+    var close = el('div', { role: 'button', 'aria-label': 'Close', tabindex: '0' }, '×');
+    close.addEventListener('click', closeGroupInfo);
+    head.append(close, el('span', { dir: 'auto', title: chat.name }, chat.name));
+    var count = el('span', { 'data-testid': 'member-count' }, 'Group · ' + chat.members + ' members');
+    var list = el('div', { role: 'list', 'aria-label': 'Participants' });
+    drawer.append(head, count, list);
+    refs.root.append(drawer);
+    refs.drawer = drawer;
+    var state = { loaded: 0, total: null, busy: false };
+    async function more() {
+      if (state.busy || (state.total !== null && state.loaded >= state.total) || refs.drawer !== drawer) return;
+      state.busy = true;
+      var res = await api('participants', { chat: chat.id, offset: state.loaded, limit: 20 });
+      state.busy = false;
+      if (!res.ok) return;
+      state.total = res.body.total;
+      count.textContent = 'Group · ' + state.total + ' members';
+      res.body.participants.forEach(function (p) {
+        var item = el('div', { role: 'listitem' });
+        item.setAttribute(S.group_info.participant_id_attr, p.id);
+        item.append(el('span', { 'data-testid': 'participant-name', dir: 'auto' }, p.name || p.phone || p.id));
+        if (p.phone) item.append(el('span', { 'data-testid': 'participant-phone' }, p.phone));
+        if (p.admin) item.append(el('div', { 'data-testid': 'admin-badge' }, p.super_admin ? S.group_info.super_admin_text : S.group_info.admin_text));
+        list.append(item);
+      });
+      state.loaded += res.body.participants.length;
+      if (list.scrollHeight <= list.clientHeight + 80) more();
+    }
+    list.addEventListener('scroll', function () {
+      if (list.scrollTop + list.clientHeight >= list.scrollHeight - 80) more();
+    });
+    more();
+  }
+
+  if (!ACCOUNT) {
+    app.textContent = 'Simulator: open this page as /?account=<account id>';
+    return;
+  }
+  pollLoop();
+})();
