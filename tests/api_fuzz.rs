@@ -163,6 +163,12 @@ async fn no_generated_input_produces_a_server_error() {
         ("POST", "/whatsapp/accounts"),
         ("POST", "/whatsapp/messages"),
         ("PUT", "/whatsapp/groups/{id}"),
+        ("POST", "/v1/accounts/{id}/login"),
+        ("POST", "/v1/accounts/{id}/logout"),
+        ("GET", "/v1/accounts/{id}/qr"),
+        ("POST", "/v1/accounts/{id}/groups/discover"),
+        ("POST", "/v1/groups/{id}/scrape"),
+        ("GET", "/ui/accounts/{id}/login?{q}"),
     ];
     // Mostly flat objects of known keys (they parse, and reach validation),
     // sometimes anything at all.
