@@ -402,12 +402,17 @@ async fn chats_send_acks_media_link_preview_and_group_info() {
     // Text with a URL: a preview while composing, acks advancing in order.
     open_chat(&c, sel, contact).await;
     w.assert_contract(&c, "chat").await;
+    assert!(
+        !exists(&c, &sel.conversation.send_button).await,
+        "the send button shows only once there is text"
+    );
     let compose = wait(&c, &sel.conversation.compose, 1).await;
     compose
         .send_keys("Sale today https://example.com/offer")
         .await
         .unwrap();
     wait(&c, &sel.conversation.compose_link_preview, 3).await;
+    w.assert_contract(&c, "chat_typing").await;
     wait(&c, &sel.conversation.send_button, 1)
         .await
         .click()
