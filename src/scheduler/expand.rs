@@ -56,6 +56,9 @@ pub struct Expansion {
     pub pending: usize,
     /// Messages that already existed (idempotency key seen before).
     pub existing: usize,
+    /// Contacts without a preferred account, and the account they got: stored
+    /// as their `preferred_account_id` right after the commit.
+    pub sticky: Vec<(Uuid, Uuid)>,
 }
 
 const DUE_SQL: &str =
@@ -90,6 +93,9 @@ pub async fn expand_next(
         Ok(schedule) => expand_in(&mut tx, &schedule, row.now, settings).await?,
     };
     tx.commit().await?;
+    if !out.sticky.is_empty() {
+        remember_accounts(pool, &out.sticky).await?;
+    }
     match &out.outcome {
         Outcome::Failed(reason) => {
             counter!(SCHEDULER_EXPANSIONS, "outcome" => "failed").increment(1);
@@ -126,6 +132,7 @@ impl Expansion {
             queued: 0,
             pending: 0,
             existing: 0,
+            sticky: Vec::new(),
         }
     }
 }
@@ -174,6 +181,7 @@ pub async fn expand_in(
         queued: 0,
         pending: 0,
         existing: 0,
+        sticky: Vec::new(),
     };
     let last = occurrences.iter().chain(&skipped).max().copied();
     let mut notes: Vec<String> = Vec::new();
@@ -262,8 +270,9 @@ pub async fn expand_in(
         ));
     }
 
-    // Keep each contact with the account it got, when it had none.
-    let (contacts, accounts): (Vec<Uuid>, Vec<Uuid>) = resolved
+    // Keep each contact with the account it got, when it had none (written
+    // after the commit: a preference, not part of the exactly-once write).
+    out.sticky = resolved
         .recipients
         .iter()
         .zip(&choices)
@@ -271,18 +280,7 @@ pub async fn expand_in(
             (Some(contact), None, Choice::Account(a)) => Some((contact, *a)),
             _ => None,
         })
-        .unzip();
-    if !contacts.is_empty() {
-        sqlx::query(
-            "UPDATE mkt_wap_contacts c SET preferred_account_id = u.account_id \
-             FROM unnest($1::uuid[], $2::uuid[]) AS u(id, account_id) \
-             WHERE c.id = u.id AND c.preferred_account_id IS NULL",
-        )
-        .bind(&contacts)
-        .bind(&accounts)
-        .execute(&mut *conn)
-        .await?;
-    }
+        .collect();
 
     move_on(conn, schedule.id, recurring, last, next, &notes, true).await?;
     Ok(out)
@@ -366,6 +364,22 @@ async fn move_on(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Stores each contact's first sending account as its `preferred_account_id`
+/// (only where it has none), so later messages keep the same sender.
+pub async fn remember_accounts(pool: &PgPool, pairs: &[(Uuid, Uuid)]) -> Result<u64, sqlx::Error> {
+    let (contacts, accounts): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
+    Ok(sqlx::query(
+        "UPDATE mkt_wap_contacts c SET preferred_account_id = u.account_id \
+         FROM unnest($1::uuid[], $2::uuid[]) AS u(id, account_id) \
+         WHERE c.id = u.id AND c.preferred_account_id IS NULL",
+    )
+    .bind(&contacts)
+    .bind(&accounts)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// The scheduler's lag: the age in seconds of the oldest due schedule not yet
