@@ -216,8 +216,10 @@ pub async fn load(
                 (SELECT count(*) FROM account_sends s WHERE s.account_id = a.id \
                    AND s.sent_at > now() - interval '86400 seconds') AS sent, \
                 (SELECT count(*) FROM queue_jobs j WHERE j.account_id = a.id \
-                   AND j.state IN ('available', 'scheduled', 'retryable', 'running') \
-                   AND j.kind IN ('send', 'retry')) AS queued, \
+                   AND j.state IN ('available', 'scheduled', 'retryable') \
+                   AND j.kind IN ('send', 'retry')) \
+                + (SELECT count(*) FROM queue_jobs j WHERE j.account_id = a.id \
+                   AND j.state = 'running' AND j.kind IN ('send', 'retry')) AS queued, \
                 now() AS now \
          FROM mkt_wap_accounts a ORDER BY a.id",
     )
