@@ -193,6 +193,9 @@ pub async fn expand_in(
         // Recurring, nothing due now: remember the next occurrence (and any
         // occurrences skipped on the way).
         out.outcome = Outcome::Rescheduled;
+        if next.is_none() {
+            notes.push("the cron expression has no further occurrence".into());
+        }
         move_on(conn, schedule.id, recurring, last, next, &notes, false).await?;
         return Ok(out);
     }
