@@ -29,6 +29,8 @@ pub enum Command {
     Config,
     /// Serve the HTTP API until Ctrl-C / SIGTERM.
     Api,
+    /// Run the scheduler (one leader per cluster) until Ctrl-C / SIGTERM.
+    Scheduler,
     /// Run a queue worker: lease accounts and run their jobs until Ctrl-C / SIGTERM.
     Worker {
         /// Override `queue.handler` (`noop-record` records each job and succeeds).
@@ -101,6 +103,14 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             db.close().await?;
             Ok(())
         }
+        Command::Scheduler => {
+            let (db, report) = Database::open(&settings).await?;
+            print_open_report(&db, &report);
+            let scheduler = crate::scheduler::Scheduler::new(db.pool.clone(), &settings);
+            let result = scheduler.run_until(shutdown_signal()).await;
+            db.close().await?;
+            Ok(result?)
+        }
         Command::Run => {
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);
@@ -108,14 +118,25 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             // stop together on Ctrl-C / SIGTERM.
             let handlers = handlers_for(&settings, &db.pool)?;
             let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), &settings, handlers);
-            let (api, worker) = tokio::join!(
+            let scheduler = async {
+                if settings.scheduler.enabled {
+                    crate::scheduler::Scheduler::new(db.pool.clone(), &settings)
+                        .run_until(shutdown_signal())
+                        .await
+                } else {
+                    Ok(())
+                }
+            };
+            let (api, worker, scheduler) = tokio::join!(
                 serve_api(&settings, &db),
-                runtime.run_until(shutdown_signal())
+                runtime.run_until(shutdown_signal()),
+                scheduler
             );
             tracing::info!("shutting down");
             db.close().await?;
             api?;
             worker?;
+            scheduler?;
             Ok(())
         }
     }

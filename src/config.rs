@@ -85,6 +85,49 @@ pub struct Settings {
     pub budget: BudgetSettings,
     /// Health score thresholds.
     pub health: HealthSettings,
+    /// The scheduler: schedule expansion, assignment and periodic maintenance.
+    pub scheduler: SchedulerSettings,
+}
+
+/// The scheduler role (see `docs/scheduler.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// Run the scheduler inside `courier run`.
+    pub enabled: bool,
+    /// How often the leader looks for due schedules.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// How often a follower tries to become the leader.
+    #[serde(with = "humantime_serde")]
+    pub leader_retry: Duration,
+    /// Messages written per statement batch inside an expansion.
+    pub batch_size: usize,
+    /// Health-check jobs for every account, this often.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// Group rediscovery (`discover` jobs) for every active account, this often.
+    #[serde(with = "humantime_serde")]
+    pub discover_interval: Duration,
+    /// The sweeper of failed messages that are still retryable, this often.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Failed messages older than this are left alone by the sweeper.
+    #[serde(with = "humantime_serde")]
+    pub sweep_window: Duration,
+    /// Stuck-state reaping (accounts past their status deadline), this often.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    /// Job retention pruning, this often (the age is `queue.retention`).
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Reassignment of queued jobs and assignment of pending messages, this often.
+    #[serde(with = "humantime_serde")]
+    pub reassign_interval: Duration,
+    /// A pause longer than this (remaining, or held by hand for this long)
+    /// moves the account's queued sends to other accounts.
+    #[serde(with = "humantime_serde")]
+    pub reassign_after: Duration,
 }
 
 /// The queue engine.
@@ -375,6 +418,36 @@ impl Settings {
                 "health.pause_below",
                 "thresholds must be 0..=100 with pause_below <= caution",
             );
+        }
+        if self.scheduler.tick.is_zero() || self.scheduler.leader_retry.is_zero() {
+            return invalid(
+                "scheduler.tick",
+                "scheduler.tick and scheduler.leader_retry must be longer than 0s",
+            );
+        }
+        if self.scheduler.batch_size == 0 {
+            return invalid("scheduler.batch_size", "must be at least 1");
+        }
+        for (key, d) in [
+            (
+                "scheduler.health_check_interval",
+                self.scheduler.health_check_interval,
+            ),
+            (
+                "scheduler.discover_interval",
+                self.scheduler.discover_interval,
+            ),
+            ("scheduler.sweep_interval", self.scheduler.sweep_interval),
+            ("scheduler.reap_interval", self.scheduler.reap_interval),
+            ("scheduler.prune_interval", self.scheduler.prune_interval),
+            (
+                "scheduler.reassign_interval",
+                self.scheduler.reassign_interval,
+            ),
+        ] {
+            if d < Duration::from_secs(1) {
+                return invalid(key, "must be at least 1s");
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "is not a valid tracing filter directive");

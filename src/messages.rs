@@ -112,6 +112,13 @@ pub async fn create_batch(
 
 /// [`create_batch`] inside the caller's transaction (the scheduler commits the
 /// schedule's status change with it).
+///
+/// Fast path for large batches (a 100k-target schedule): message and job ids
+/// are chosen here, so each message row is written once, already linked to
+/// its job (no second `UPDATE` pass), and the jobs — whose keys
+/// (`send:<message id>`) are new by construction — are inserted with those ids
+/// in one statement. Existing messages (idempotency key seen before) are looked
+/// up only when the insert skipped some.
 pub async fn create_batch_in(
     conn: &mut PgConnection,
     msgs: &[NewMessage],
@@ -122,6 +129,7 @@ pub async fn create_batch_in(
     }
     let n = msgs.len();
     let mut ids = Vec::with_capacity(n);
+    let mut job_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
     let mut accounts = Vec::with_capacity(n);
     let mut campaigns = Vec::with_capacity(n);
     let mut contents = Vec::with_capacity(n);
@@ -140,6 +148,7 @@ pub async fn create_batch_in(
     let mut reasons = Vec::with_capacity(n);
     for m in msgs {
         ids.push(Uuid::now_v7());
+        job_ids.push(m.account_id.map(|_| Uuid::now_v7()));
         accounts.push(m.account_id);
         campaigns.push(m.campaign_id);
         contents.push(m.content_id);
@@ -166,41 +175,34 @@ pub async fn create_batch_in(
             None
         });
     }
-    // Insert new rows; rows whose key exists come back as the existing row.
-    let rows: Vec<(i64, Uuid, bool, Option<Uuid>)> = sqlx::query_as(
-        "WITH input AS (
-            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[],
-                                 $6::text[], $7::text[], $8::uuid[], $9::uuid[], $10::text[],
-                                 $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                                 $16::text[], $17::text[])
-              WITH ORDINALITY AS t(id, account_id, campaign_id, content_id, schedule_id,
-                                   channel_type, target_chat_id, target_group_id,
-                                   target_contact_id, message_type, message_text, media_url,
-                                   media_path, media_caption, link_url, idempotency_key,
-                                   waiting_reason, ord)
-         ), ins AS (
-            INSERT INTO mkt_wap_messages (id, account_id, campaign_id, content_id, schedule_id,
-                channel_type, target_chat_id, target_group_id, target_contact_id, message_type,
-                message_text, media_url, media_path, media_caption, link_url, idempotency_key,
-                waiting_reason, status, queued_at)
-            SELECT id, account_id, campaign_id, content_id, schedule_id, channel_type,
-                   target_chat_id, target_group_id, target_contact_id, message_type,
-                   message_text, media_url, media_path, media_caption, link_url,
-                   idempotency_key, waiting_reason,
-                   CASE WHEN account_id IS NULL THEN 'pending' ELSE 'queued' END,
-                   CASE WHEN account_id IS NULL THEN NULL ELSE now() END
-            FROM input ORDER BY ord
-            ON CONFLICT (idempotency_key) DO NOTHING
-            RETURNING id, idempotency_key
-         )
-         SELECT i.ord, coalesce(mine.id, existing.id, i.id), mine.id IS NOT NULL, existing.job_id
-         FROM input i
-         LEFT JOIN ins mine ON mine.id = i.id
-         LEFT JOIN mkt_wap_messages existing
-                ON mine.id IS NULL AND existing.idempotency_key = i.idempotency_key
-         ORDER BY i.ord",
+    // Insert, with each new row's first event in the same statement; a row
+    // whose key exists (or repeats within the batch) is skipped.
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "WITH ins AS ( \
+         INSERT INTO mkt_wap_messages (id, job_id, account_id, campaign_id, content_id, \
+            schedule_id, channel_type, target_chat_id, target_group_id, target_contact_id, \
+            message_type, message_text, media_url, media_path, media_caption, link_url, \
+            idempotency_key, waiting_reason, status, queued_at) \
+         SELECT id, job_id, account_id, campaign_id, content_id, schedule_id, channel_type, \
+                target_chat_id, target_group_id, target_contact_id, message_type, message_text, \
+                media_url, media_path, media_caption, link_url, idempotency_key, waiting_reason, \
+                CASE WHEN account_id IS NULL THEN 'pending' ELSE 'queued' END, \
+                CASE WHEN account_id IS NULL THEN NULL ELSE now() END \
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], \
+                     $7::text[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::text[], \
+                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[]) \
+              AS t(id, job_id, account_id, campaign_id, content_id, schedule_id, channel_type, \
+                   target_chat_id, target_group_id, target_contact_id, message_type, \
+                   message_text, media_url, media_path, media_caption, link_url, \
+                   idempotency_key, waiting_reason) \
+         ON CONFLICT (idempotency_key) DO NOTHING \
+         RETURNING id, status), \
+         ev AS (INSERT INTO mkt_wap_message_events (message_id, status, source) \
+                SELECT id, status, $19 FROM ins) \
+         SELECT id FROM ins",
     )
     .bind(&ids)
+    .bind(&job_ids)
     .bind(&accounts)
     .bind(&campaigns)
     .bind(&contents)
@@ -217,80 +219,81 @@ pub async fn create_batch_in(
     .bind(&links)
     .bind(&keys)
     .bind(&reasons)
+    .bind(source.as_str())
     .fetch_all(&mut *conn)
     .await?;
 
-    let created: Vec<(usize, Uuid)> = rows
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.2)
-        .map(|(i, r)| (i, r.1))
-        .collect();
-    let new_ids: Vec<Uuid> = created.iter().map(|(_, id)| *id).collect();
-    let new_statuses: Vec<&str> = created
-        .iter()
-        .map(|(i, _)| {
-            if msgs[*i].account_id.is_some() {
-                "queued"
-            } else {
-                "pending"
+    let mut out: Vec<CreatedMessage> = Vec::with_capacity(n);
+    if inserted.len() == n {
+        out.extend(ids.iter().zip(&job_ids).map(|(id, job)| CreatedMessage {
+            message_id: *id,
+            job_id: *job,
+            created: true,
+        }));
+    } else {
+        // Some keys existed: return those rows (and their jobs) instead.
+        let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+        let missing: Vec<&str> = (0..n)
+            .filter(|&i| !inserted.contains(&ids[i]))
+            .filter_map(|i| keys[i].as_deref())
+            .collect();
+        let existing: Vec<(String, Uuid, Option<Uuid>)> = sqlx::query_as(
+            "SELECT idempotency_key, id, job_id FROM mkt_wap_messages \
+             WHERE idempotency_key = ANY($1)",
+        )
+        .bind(&missing)
+        .fetch_all(&mut *conn)
+        .await?;
+        let existing: std::collections::HashMap<&str, (Uuid, Option<Uuid>)> = existing
+            .iter()
+            .map(|(k, id, job)| (k.as_str(), (*id, *job)))
+            .collect();
+        for i in 0..n {
+            if inserted.contains(&ids[i]) {
+                out.push(CreatedMessage {
+                    message_id: ids[i],
+                    job_id: job_ids[i],
+                    created: true,
+                });
+                continue;
             }
-        })
-        .collect();
-    sqlx::query(
-        "INSERT INTO mkt_wap_message_events (message_id, status, source)
-         SELECT * FROM unnest($1::uuid[], $2::text[], array_fill($3::text, ARRAY[cardinality($1)]))",
-    )
-    .bind(&new_ids)
-    .bind(&new_statuses)
-    .bind(source.as_str())
-    .execute(&mut *conn)
-    .await?;
+            let found = keys[i].as_deref().and_then(|k| existing.get(k)).copied();
+            let (message_id, job_id) = found.ok_or_else(|| {
+                QueueError::Db(sqlx::Error::Protocol(format!(
+                    "message with idempotency key {:?} was neither inserted nor found",
+                    keys[i]
+                )))
+            })?;
+            out.push(CreatedMessage {
+                message_id,
+                job_id,
+                created: false,
+            });
+        }
+    }
 
-    // Send jobs for the new, assigned messages.
-    let jobs: Vec<(usize, NewJob)> = created
-        .iter()
-        .filter_map(|(i, id)| {
-            let m = &msgs[*i];
-            let account = m.account_id?;
-            let mut job = NewJob::new(account, &SendJob { message_id: *id })
-                .ok()?
-                .priority(m.priority);
-            if let Some(at) = m.run_at {
-                job = job.run_at(at);
-            }
-            Some((*i, job))
-        })
-        .collect();
-    let job_list: Vec<NewJob> = jobs.iter().map(|(_, j)| j.clone()).collect();
-    let enqueued = store::enqueue_batch_in(conn, &job_list).await?;
-    let mut job_ids: Vec<Option<Uuid>> = rows.iter().map(|r| r.3).collect();
-    let (msg_ids, jids): (Vec<Uuid>, Vec<Uuid>) = jobs
-        .iter()
-        .zip(&enqueued)
-        .map(|((i, _), e)| {
-            job_ids[*i] = Some(e.id);
-            (rows[*i].1, e.id)
-        })
-        .unzip();
-    sqlx::query(
-        "UPDATE mkt_wap_messages m SET job_id = u.job_id
-         FROM unnest($1::uuid[], $2::uuid[]) AS u(id, job_id) WHERE m.id = u.id",
-    )
-    .bind(&msg_ids)
-    .bind(&jids)
-    .execute(&mut *conn)
-    .await?;
-
-    Ok(rows
-        .iter()
-        .zip(job_ids)
-        .map(|(r, job_id)| CreatedMessage {
-            message_id: r.1,
-            job_id,
-            created: r.2,
-        })
-        .collect())
+    // Send jobs for the new, assigned messages, with the ids already linked.
+    let mut jobs: Vec<NewJob> = Vec::with_capacity(n);
+    let mut jids: Vec<Uuid> = Vec::with_capacity(n);
+    for (m, c) in msgs.iter().zip(&out) {
+        let (Some(account), Some(job_id), true) = (m.account_id, c.job_id, c.created) else {
+            continue;
+        };
+        let mut job = NewJob::new(
+            account,
+            &SendJob {
+                message_id: c.message_id,
+            },
+        )?
+        .priority(m.priority);
+        if let Some(at) = m.run_at {
+            job = job.run_at(at);
+        }
+        jobs.push(job);
+        jids.push(job_id);
+    }
+    store::insert_new_jobs_in(conn, &jobs, &jids).await?;
+    Ok(out)
 }
 
 /// The content columns: (message_text, media_url, media_path, media_caption, link_url).

@@ -54,6 +54,10 @@ pub const LOGIN_TRANSITIONS: &str = "courier_login_transitions_total";
 pub const SCHEDULER_LAG_SECONDS: &str = "courier_scheduler_lag_seconds";
 /// Schedule occurrences expanded. Labels: `outcome` (queued, failed, skipped).
 pub const SCHEDULER_EXPANSIONS: &str = "courier_scheduler_expansions_total";
+/// Messages waiting for an eligible account (status pending, no job).
+pub const MESSAGES_WAITING_ACCOUNT: &str = "courier_messages_waiting_account";
+/// 1 while this process is the scheduler leader.
+pub const SCHEDULER_LEADER: &str = "courier_scheduler_leader";
 /// HTTP requests served. Labels: `route`, `method`, `status`.
 pub const HTTP_REQUESTS: &str = "courier_http_requests_total";
 /// HTTP request latency. Labels: `route`, `method`.
@@ -132,6 +136,14 @@ fn describe() {
         "Age of the oldest due, unexpanded schedule"
     );
     describe_counter!(SCHEDULER_EXPANSIONS, "Schedule occurrences expanded");
+    describe_gauge!(
+        MESSAGES_WAITING_ACCOUNT,
+        "Messages waiting for an eligible account"
+    );
+    describe_gauge!(
+        SCHEDULER_LEADER,
+        "1 while this process is the scheduler leader"
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
     describe_histogram!(HTTP_REQUEST_SECONDS, Unit::Seconds, "HTTP request latency");
 }

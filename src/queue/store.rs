@@ -132,6 +132,61 @@ pub async fn enqueue_batch_in(
     )))
 }
 
+/// Inserts jobs whose ids the caller chose (to link its own rows to them
+/// before they exist) and whose idempotency keys are new by construction (e.g.
+/// `send:<new message id>`). One statement; a key that nevertheless exists is an
+/// error rather than a silent duplicate.
+pub async fn insert_new_jobs_in(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[NewJob],
+    ids: &[Uuid],
+) -> Result<(), QueueError> {
+    assert_eq!(jobs.len(), ids.len(), "one id per job");
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let n = jobs.len();
+    let mut kinds = Vec::with_capacity(n);
+    let mut accounts = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut keys: Vec<Option<String>> = Vec::with_capacity(n);
+    for j in jobs {
+        kinds.push(j.kind.as_str());
+        accounts.push(j.account_id);
+        payloads.push(j.payload.to_string());
+        priorities.push(j.priority);
+        run_ats.push(j.run_at);
+        max_attempts.push(j.max_attempts);
+        keys.push(j.idempotency_key.clone());
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, state, \
+                                 max_attempts, idempotency_key) \
+         SELECT id, kind, account_id, payload::jsonb, priority, coalesce(run_at, now()), \
+                CASE WHEN run_at > now() THEN 'scheduled' ELSE 'available' END, \
+                max_attempts, idempotency_key \
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int2[], \
+                     $6::timestamptz[], $7::int4[], $8::text[]) \
+              AS t(id, kind, account_id, payload, priority, run_at, max_attempts, idempotency_key)",
+    )
+    .bind(ids)
+    .bind(&kinds)
+    .bind(&accounts)
+    .bind(&payloads)
+    .bind(&priorities)
+    .bind(&run_ats)
+    .bind(&max_attempts)
+    .bind(&keys)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    debug_assert_eq!(inserted as usize, n);
+    Ok(())
+}
+
 /// Reads a job.
 pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<Job>, QueueError> {
     Ok(sqlx::query_as("SELECT * FROM queue_jobs WHERE id = $1")

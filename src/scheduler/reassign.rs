@@ -1,0 +1,342 @@
+//! Moving work between accounts, and withdrawing it.
+//!
+//! - [`reassign`]: send jobs that have not started, on an account that became
+//!   unavailable (banned, logged out, failed, paused beyond
+//!   `scheduler.reassign_after`), move to another eligible account by the
+//!   assignment rules. The job keeps its id and idempotency key; only its
+//!   `account_id` changes, in one statement guarded by `state IN (runnable)`
+//!   under the row lock, so a worker can never be running it (the queue claims
+//!   with `FOR UPDATE SKIP LOCKED` and only the account's own jobs). The message
+//!   row follows and gets a `reassign` event. With no eligible account the job
+//!   is cancelled (its key cleared) and the message goes back to `pending`
+//!   with the reason: never dropped.
+//! - [`assign_pending`]: pending messages get an account and a send job once
+//!   one is eligible.
+//! - [`withdraw_cancelled`]: a cancelled schedule's messages that have not
+//!   started are withdrawn (jobs cancelled, messages `failed` with the reason).
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::assign::{self, Choice, Need};
+use super::SchedulerError;
+use crate::config::Settings;
+use crate::jobs::send::SendJob;
+use crate::queue::{store, NewJob};
+
+/// Most rows one pass handles (the next pass takes the rest).
+const PASS_LIMIT: i64 = 10_000;
+
+/// What a reassignment pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reassigned {
+    /// Jobs moved to another account.
+    pub moved: usize,
+    /// Messages sent back to `pending` (no eligible account).
+    pub waiting: usize,
+}
+
+fn interval(d: Duration) -> sqlx::postgres::types::PgInterval {
+    sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: d.as_micros().min(i64::MAX as u128) as i64,
+    }
+}
+
+/// Moves not-started send jobs off unavailable accounts.
+pub async fn reassign(pool: &PgPool, settings: &Settings) -> Result<Reassigned, SchedulerError> {
+    let mut tx = pool.begin().await?;
+    // Jobs never attempted (attempt 0, no send started): moving them cannot
+    // duplicate a send. A job whose outcome is unknown stays with its account,
+    // whose chat is the only place to check it.
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(Uuid, Uuid, Uuid, Option<Uuid>, Option<Uuid>, Option<Uuid>)> =
+        sqlx::query_as(
+            "SELECT j.id, j.account_id, m.id, m.target_group_id, c.preferred_account_id, \
+                    s.account_id \
+             FROM queue_jobs j \
+             JOIN mkt_wap_accounts a ON a.id = j.account_id \
+             JOIN mkt_wap_messages m ON m.id = (j.payload->>'message_id')::uuid AND m.job_id = j.id \
+             LEFT JOIN mkt_wap_contacts c ON c.id = m.target_contact_id \
+             LEFT JOIN mkt_con_schedule s ON s.id = m.schedule_id \
+             WHERE j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable') \
+               AND j.attempt = 0 AND m.status = 'queued' AND m.attempt_started_at IS NULL \
+               AND (a.status IN ('banned', 'logged_out', 'failed') \
+                    OR (a.status = 'paused' AND ( \
+                        (a.paused_until IS NULL AND a.status_changed_at < now() - $1) \
+                        OR a.paused_until > now() + $1))) \
+             ORDER BY j.id LIMIT $2 \
+             FOR UPDATE OF j, m SKIP LOCKED",
+        )
+        .bind(interval(settings.scheduler.reassign_after))
+        .bind(PASS_LIMIT)
+        .fetch_all(&mut *tx)
+        .await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(Reassigned::default());
+    }
+    let mut groups: Vec<Uuid> = rows.iter().filter_map(|r| r.3).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut assigner = assign::load(&mut tx, settings, &groups).await?;
+
+    let mut moved: (Vec<Uuid>, Vec<Uuid>, Vec<Uuid>, Vec<String>) = Default::default();
+    let mut waiting: (Vec<Uuid>, Vec<Uuid>, Vec<String>) = Default::default();
+    for (job, from, message, group, preferred, pinned) in rows {
+        let why_moving = assigner
+            .account(from)
+            .and_then(|a| a.unavailable.clone())
+            .unwrap_or_else(|| "is unavailable".into());
+        match assigner.choose(&Need {
+            pinned,
+            group,
+            preferred,
+        }) {
+            Choice::Account(to) if to != from => {
+                moved.0.push(job);
+                moved.1.push(message);
+                moved.2.push(to);
+                moved.3.push(format!("account {from} {why_moving}"));
+            }
+            Choice::Account(_) => {
+                // Pinned to the account itself: it is not unavailable by the
+                // assigner's rules (e.g. the pause ends soon). Leave it.
+            }
+            Choice::Wait(w) => {
+                waiting.0.push(job);
+                waiting.1.push(message);
+                waiting.2.push(format!(
+                    "{w} (moved off account {from}, which {why_moving})"
+                ));
+            }
+        }
+    }
+    if !moved.0.is_empty() {
+        sqlx::query(
+            "UPDATE queue_jobs j SET account_id = u.to_account, waiting_reason = NULL, \
+                run_at = CASE WHEN j.waiting_reason IS NOT NULL THEN now() ELSE j.run_at END, \
+                state = CASE WHEN j.waiting_reason IS NOT NULL OR j.run_at <= now() \
+                             THEN 'available' ELSE j.state END \
+             FROM unnest($1::uuid[], $2::uuid[]) AS u(id, to_account) \
+             WHERE j.id = u.id AND j.state IN ('available', 'scheduled', 'retryable')",
+        )
+        .bind(&moved.0)
+        .bind(&moved.2)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) \
+                        AS u(id, to_account, reason)), \
+             m AS (UPDATE mkt_wap_messages m SET account_id = u.to_account, waiting_reason = NULL \
+                   FROM u WHERE m.id = u.id RETURNING m.id, u.to_account, u.reason) \
+             INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+             SELECT id, 'queued', 'reassign', jsonb_build_object('to_account', to_account, 'reason', reason) \
+             FROM m",
+        )
+        .bind(&moved.1)
+        .bind(&moved.2)
+        .bind(&moved.3)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !waiting.0.is_empty() {
+        withdraw_to_pending(&mut tx, &waiting.0, &waiting.1, &waiting.2).await?;
+    }
+    tx.commit().await?;
+    let out = Reassigned {
+        moved: moved.0.len(),
+        waiting: waiting.0.len(),
+    };
+    tracing::info!(
+        moved = out.moved,
+        waiting = out.waiting,
+        "reassigned queued sends"
+    );
+    Ok(out)
+}
+
+/// Cancels the jobs (clearing their keys so a later job can take them) and
+/// puts their messages back to `pending` with the reason.
+async fn withdraw_to_pending(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[Uuid],
+    messages: &[Uuid],
+    reasons: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE queue_jobs SET state = 'cancelled', finished_at = now(), idempotency_key = NULL, \
+            last_error = 'withdrawn: no eligible account; the message waits as pending' \
+         WHERE id = ANY($1) AND state IN ('available', 'scheduled', 'retryable')",
+    )
+    .bind(jobs)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS u(id, reason)), \
+         m AS (UPDATE mkt_wap_messages m SET status = 'pending', job_id = NULL, account_id = NULL, \
+                   queued_at = NULL, waiting_reason = u.reason \
+               FROM u WHERE m.id = u.id RETURNING m.id, u.reason) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'pending', 'reassign', jsonb_build_object('reason', reason) FROM m",
+    )
+    .bind(messages)
+    .bind(reasons)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives pending messages (no account yet) an account and a send job when one
+/// is eligible; otherwise refreshes their waiting reason. Returns how many got
+/// an account.
+pub async fn assign_pending(pool: &PgPool, settings: &Settings) -> Result<usize, SchedulerError> {
+    let mut tx = pool.begin().await?;
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        Uuid,
+        Option<Uuid>,
+        Option<Uuid>,
+        Option<Uuid>,
+        Option<String>,
+    )> = sqlx::query_as(
+        "SELECT m.id, m.target_group_id, c.preferred_account_id, s.account_id, m.waiting_reason \
+             FROM mkt_wap_messages m \
+             LEFT JOIN mkt_wap_contacts c ON c.id = m.target_contact_id \
+             LEFT JOIN mkt_con_schedule s ON s.id = m.schedule_id \
+             WHERE m.status = 'pending' AND m.job_id IS NULL \
+               AND (s.id IS NULL OR s.status NOT IN ('cancelled', 'paused')) \
+             ORDER BY m.created_at LIMIT $1 \
+             FOR UPDATE OF m SKIP LOCKED",
+    )
+    .bind(PASS_LIMIT)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let mut groups: Vec<Uuid> = rows.iter().filter_map(|r| r.1).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut assigner = assign::load(&mut tx, settings, &groups).await?;
+    let mut assigned: Vec<(Uuid, Uuid)> = Vec::new();
+    let mut reasons: (Vec<Uuid>, Vec<String>) = Default::default();
+    for (message, group, preferred, pinned, old_reason) in rows {
+        match assigner.choose(&Need {
+            pinned,
+            group,
+            preferred,
+        }) {
+            Choice::Account(a) => assigned.push((message, a)),
+            Choice::Wait(w) => {
+                // Keep a reason that says more (where the message came from).
+                if !old_reason
+                    .as_deref()
+                    .is_some_and(|o| o.starts_with(w.as_str()))
+                {
+                    reasons.0.push(message);
+                    reasons.1.push(w);
+                }
+            }
+        }
+    }
+    if !reasons.0.is_empty() {
+        sqlx::query(
+            "UPDATE mkt_wap_messages m SET waiting_reason = u.reason \
+             FROM unnest($1::uuid[], $2::text[]) AS u(id, reason) WHERE m.id = u.id",
+        )
+        .bind(&reasons.0)
+        .bind(&reasons.1)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !assigned.is_empty() {
+        let jobs: Vec<NewJob> = assigned
+            .iter()
+            .map(|(m, a)| NewJob::new(*a, &SendJob { message_id: *m }))
+            .collect::<Result<_, _>>()?;
+        let enqueued = store::enqueue_batch_in(&mut tx, &jobs).await?;
+        let ids: Vec<Uuid> = assigned.iter().map(|x| x.0).collect();
+        let accounts: Vec<Uuid> = assigned.iter().map(|x| x.1).collect();
+        let job_ids: Vec<Uuid> = enqueued.iter().map(|e| e.id).collect();
+        sqlx::query(
+            "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) \
+                        AS u(id, account_id, job_id)), \
+             m AS (UPDATE mkt_wap_messages m SET status = 'queued', account_id = u.account_id, \
+                       job_id = u.job_id, queued_at = now(), waiting_reason = NULL \
+                   FROM u WHERE m.id = u.id RETURNING m.id, u.account_id) \
+             INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+             SELECT id, 'queued', 'scheduler', jsonb_build_object('account', account_id) FROM m",
+        )
+        .bind(&ids)
+        .bind(&accounts)
+        .bind(&job_ids)
+        .execute(&mut *tx)
+        .await?;
+        metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => "send")
+            .increment(enqueued.iter().filter(|e| e.created).count() as u64);
+    }
+    tx.commit().await?;
+    if !assigned.is_empty() {
+        tracing::info!(assigned = assigned.len(), "pending messages got an account");
+    }
+    Ok(assigned.len())
+}
+
+/// Withdraws the not-yet-started messages of cancelled schedules. Returns how
+/// many were withdrawn.
+pub async fn withdraw_cancelled(pool: &PgPool) -> Result<usize, SchedulerError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
+        "SELECT m.id, m.job_id FROM mkt_con_schedule s \
+         JOIN mkt_wap_messages m ON m.schedule_id = s.id \
+         WHERE s.status = 'cancelled' AND m.status IN ('pending', 'queued') \
+           AND m.attempt_started_at IS NULL \
+         LIMIT $1 FOR UPDATE OF m SKIP LOCKED",
+    )
+    .bind(PASS_LIMIT)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let job_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.1).collect();
+    // Only jobs that have not started; a running one finishes on its own.
+    let cancelled: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE queue_jobs SET state = 'cancelled', finished_at = now(), \
+            last_error = 'withdrawn: its schedule was cancelled' \
+         WHERE id = ANY($1) AND state IN ('available', 'scheduled', 'retryable') RETURNING id",
+    )
+    .bind(&job_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let cancelled: std::collections::HashSet<Uuid> = cancelled.into_iter().collect();
+    let withdraw: Vec<Uuid> = rows
+        .iter()
+        .filter(|(_, job)| job.is_none_or(|j| cancelled.contains(&j)))
+        .map(|r| r.0)
+        .collect();
+    sqlx::query(
+        "WITH m AS (UPDATE mkt_wap_messages SET status = 'failed', failed_at = now(), \
+                       waiting_reason = NULL, error_message = 'withdrawn: its schedule was cancelled' \
+                   WHERE id = ANY($1) RETURNING id) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'failed', 'scheduler', '{\"reason\": \"schedule cancelled\"}'::jsonb FROM m",
+    )
+    .bind(&withdraw)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    if !withdraw.is_empty() {
+        tracing::info!(
+            messages = withdraw.len(),
+            "withdrew messages of cancelled schedules"
+        );
+    }
+    Ok(withdraw.len())
+}

@@ -1,0 +1,204 @@
+//! Resolving a schedule's target spec into recipients: one per chat.
+//!
+//! A chat reachable several ways (a contact listed by id and also matching the
+//! segment; a phone number that is a known contact) is one recipient, so it
+//! gets one message. Opted-out contacts are left out and counted.
+
+use std::collections::HashSet;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::schedule::TargetSpec;
+use crate::jobs::ChatId;
+
+/// One chat a schedule sends to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// Where the message goes.
+    pub chat_id: ChatId,
+    /// The group row, for a group.
+    pub group_id: Option<Uuid>,
+    /// The contact row, when known.
+    pub contact_id: Option<Uuid>,
+    /// The contact's preferred sending account.
+    pub preferred: Option<Uuid>,
+}
+
+impl Recipient {
+    /// The seed's `channel_type`.
+    pub fn channel_type(&self) -> &'static str {
+        if self.group_id.is_some() {
+            "group"
+        } else {
+            "individual"
+        }
+    }
+}
+
+/// The recipients and what was left out (reported in `status_reason`).
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// One per chat, groups first, in a stable order.
+    pub recipients: Vec<Recipient>,
+    /// Things worth telling the campaign system (missing ids, opt-outs).
+    pub notes: Vec<String>,
+}
+
+/// Reads the rows behind `spec`.
+pub async fn resolve(conn: &mut PgConnection, spec: &TargetSpec) -> Result<Resolved, sqlx::Error> {
+    let mut out = Resolved::default();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut push = |out: &mut Resolved, r: Recipient| {
+        if seen.insert(r.chat_id.to_string()) {
+            out.recipients.push(r);
+        }
+    };
+    let mut bad_chat_ids = 0usize;
+
+    // Groups: by id, then by filter.
+    if !spec.groups.is_empty() {
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, group_id FROM mkt_wap_groups WHERE id = ANY($1) ORDER BY group_id",
+        )
+        .bind(&spec.groups)
+        .fetch_all(&mut *conn)
+        .await?;
+        let missing = spec.groups.len() - rows.len().min(spec.groups.len());
+        if missing > 0 {
+            out.notes
+                .push(format!("{missing} target group id(s) not found"));
+        }
+        for (id, chat) in rows {
+            match ChatId::parse(&chat) {
+                Ok(chat_id) => push(
+                    &mut out,
+                    Recipient {
+                        chat_id,
+                        group_id: Some(id),
+                        contact_id: None,
+                        preferred: None,
+                    },
+                ),
+                Err(_) => bad_chat_ids += 1,
+            }
+        }
+    }
+    if let Some(f) = &spec.group_filter {
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, group_id FROM mkt_wap_groups \
+             WHERE is_active \
+               AND ($1::text IS NULL OR region = $1) \
+               AND ($2::text IS NULL OR state = $2) \
+               AND ($3::text IS NULL OR district = $3) \
+               AND segment_tags @> $4::text[] \
+             ORDER BY group_id",
+        )
+        .bind(&f.region)
+        .bind(&f.state)
+        .bind(&f.district)
+        .bind(&f.segment_tags)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id, chat) in rows {
+            match ChatId::parse(&chat) {
+                Ok(chat_id) => push(
+                    &mut out,
+                    Recipient {
+                        chat_id,
+                        group_id: Some(id),
+                        contact_id: None,
+                        preferred: None,
+                    },
+                ),
+                Err(_) => bad_chat_ids += 1,
+            }
+        }
+    }
+
+    // Contacts: by id, by segment, and numbers that are known contacts.
+    type ContactRow = (Uuid, Option<String>, Option<Uuid>, bool);
+    let mut opted_out = 0usize;
+    let mut contact_rows: Vec<ContactRow> = Vec::new();
+    if !spec.contacts.is_empty() {
+        let rows: Vec<ContactRow> = sqlx::query_as(
+            "SELECT id, coalesce(wa_id, phone_number || '@c.us'), preferred_account_id, opted_out \
+             FROM mkt_wap_contacts WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(&spec.contacts)
+        .fetch_all(&mut *conn)
+        .await?;
+        let missing = spec.contacts.len() - rows.len().min(spec.contacts.len());
+        if missing > 0 {
+            out.notes
+                .push(format!("{missing} target contact id(s) not found"));
+        }
+        contact_rows.extend(rows);
+    }
+    if !spec.segment_tags.is_empty() {
+        let rows: Vec<ContactRow> = sqlx::query_as(
+            "SELECT id, coalesce(wa_id, phone_number || '@c.us'), preferred_account_id, opted_out \
+             FROM mkt_wap_contacts WHERE segment_tags @> $1::text[] ORDER BY id",
+        )
+        .bind(&spec.segment_tags)
+        .fetch_all(&mut *conn)
+        .await?;
+        contact_rows.extend(rows);
+    }
+    for (id, chat, preferred, out_opted) in contact_rows {
+        if out_opted {
+            opted_out += 1;
+            continue;
+        }
+        match chat.as_deref().map(ChatId::parse) {
+            Some(Ok(chat_id)) => push(
+                &mut out,
+                Recipient {
+                    chat_id,
+                    group_id: None,
+                    contact_id: Some(id),
+                    preferred,
+                },
+            ),
+            _ => bad_chat_ids += 1,
+        }
+    }
+    if !spec.phones.is_empty() {
+        let digits: Vec<&str> = spec.phones.iter().map(|p| p.digits()).collect();
+        let known: Vec<(String, Uuid, Option<Uuid>, bool)> = sqlx::query_as(
+            "SELECT phone_number, id, preferred_account_id, opted_out \
+             FROM mkt_wap_contacts WHERE phone_number = ANY($1)",
+        )
+        .bind(&digits)
+        .fetch_all(&mut *conn)
+        .await?;
+        let known: std::collections::HashMap<String, (String, Uuid, Option<Uuid>, bool)> =
+            known.into_iter().map(|k| (k.0.clone(), k)).collect();
+        for p in &spec.phones {
+            let contact = known.get(p.digits());
+            if contact.is_some_and(|k| k.3) {
+                opted_out += 1;
+                continue;
+            }
+            push(
+                &mut out,
+                Recipient {
+                    chat_id: p.chat_id(),
+                    group_id: None,
+                    contact_id: contact.map(|k| k.1),
+                    preferred: contact.and_then(|k| k.2),
+                },
+            );
+        }
+    }
+    if opted_out > 0 {
+        out.notes
+            .push(format!("{opted_out} opted-out contact(s) left out"));
+    }
+    if bad_chat_ids > 0 {
+        out.notes.push(format!(
+            "{bad_chat_ids} target(s) with an invalid chat id left out"
+        ));
+    }
+    Ok(out)
+}
