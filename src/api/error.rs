@@ -114,16 +114,29 @@ impl IntoResponse for ApiError {
                             )
                                 .into_response()
                         }
-                        Some("23503") | Some("23514") => {
+                        Some(code @ ("23503" | "23514")) => {
+                            let table = d
+                                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                                .and_then(|p| p.table())
+                                .unwrap_or_default();
+                            let field = d.constraint().map(|c| constraint_field(c, table));
+                            let detail = if code == "23503" {
+                                format!(
+                                    "{} refers to a record that does not exist",
+                                    field.as_deref().unwrap_or("a field")
+                                )
+                            } else {
+                                "a value breaks a database rule".into()
+                            };
                             return (
                                 StatusCode::UNPROCESSABLE_ENTITY,
                                 axum::Json(ErrorBody {
                                     error: "validation",
-                                    field: d.constraint().map(str::to_string),
-                                    detail: "a value breaks a database rule".into(),
+                                    field,
+                                    detail,
                                 }),
                             )
-                                .into_response()
+                                .into_response();
                         }
                         _ => {}
                     }
@@ -155,6 +168,19 @@ impl From<JsonRejection> for ApiError {
             _ => ApiError::BadRequest { field, detail },
         }
     }
+}
+
+/// The column a constraint guards: `queue_jobs_account_id_fkey` on table
+/// `queue_jobs` → `account_id`.
+fn constraint_field(constraint: &str, table: &str) -> String {
+    let c = constraint
+        .strip_suffix("_fkey")
+        .or_else(|| constraint.strip_suffix("_check"))
+        .unwrap_or(constraint);
+    c.strip_prefix(table)
+        .and_then(|c| c.strip_prefix('_'))
+        .unwrap_or(c)
+        .to_string()
 }
 
 /// The field a serde/axum JSON error names: a leading `path.to[0].field: `
