@@ -222,6 +222,8 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     /// Lease epoch of the running attempt.
     pub lease_epoch: Option<i64>,
+    /// The worker (lease owner) that claimed the last attempt.
+    pub attempted_by: Option<String>,
     /// Enqueued at.
     pub created_at: DateTime<Utc>,
     /// Last attempt started at.
