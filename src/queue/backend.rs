@@ -165,7 +165,7 @@ const BUDGET_REFRESH: Duration = Duration::from_secs(5);
 
 async fn release(shared: &Shared, state: &mut SlotState) {
     if let Some(h) = state.held.take() {
-        shared.keeper.forget(h.lease.lease.account_id);
+        shared.keeper.forget(&h.lease.lease);
         if !h.lease.is_lost() {
             if let Err(e) = store::release_lease(&shared.pool, &h.lease.lease).await {
                 tracing::warn!(error = %crate::cli::error_chain(&e), "releasing a lease failed; it expires by itself");
@@ -205,7 +205,17 @@ async fn next_job(
             Ok(Some(job)) => return job,
             Ok(None) => {}
             Err(e) => {
-                tracing::error!(error = %crate::cli::error_chain(&e), "queue slot error; retrying");
+                tracing::error!(error = %crate::cli::error_chain(&e), "queue slot error; giving up the account and retrying");
+                // Whatever the slot was doing with its account (it may have
+                // claimed a job it could not hand out), the lease is given up:
+                // the next holder rescues anything left running.
+                if let Some(h) = state.held.as_ref() {
+                    h.lease.mark_lost();
+                }
+                if let Some(h) = state.held.take() {
+                    shared.keeper.forget(&h.lease.lease);
+                    let _ = store::release_lease(&shared.pool, &h.lease.lease).await;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = shared.stop.cancelled() => {}
@@ -229,7 +239,7 @@ async fn step(
 
     if state.held.as_ref().is_some_and(|h| h.lease.is_lost()) {
         let h = state.held.take().expect("checked");
-        shared.keeper.forget(h.lease.lease.account_id);
+        shared.keeper.forget(&h.lease.lease);
     }
 
     // 2. Lease an account, or sleep.
@@ -346,11 +356,9 @@ async fn step(
 
     // 5. Nothing due now.
     let work = store::account_work(&shared.pool, lease.account_id).await?;
-    let next = if sends_allowed {
-        work.next_any
-    } else {
-        work.next_other.min(work.next_any)
-    };
+    // Sends that must wait were snoozed to their instant, so the earliest
+    // run_at of any kind is the next thing this account can do.
+    let next = work.next_any;
     let hold_until =
         work.now + chrono::Duration::from_std(shared.queue.lease_hold).unwrap_or_default();
     match next {
@@ -568,7 +576,7 @@ async fn record(shared: &Shared, claimed: &ClaimedJob, result: Result<Outcome, B
             tracing::error!(job_id = %job.id, error = %crate::cli::error_chain(&e),
                 "recording the outcome failed; the lease is given up so the job is rescued");
             claimed.lease.mark_lost();
-            shared.keeper.forget(lease.account_id);
+            shared.keeper.forget(lease);
         }
     }
 }
