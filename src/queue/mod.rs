@@ -54,6 +54,9 @@ pub enum QueueError {
     /// A query failed.
     #[error("queue query: {0}")]
     Db(#[from] sqlx::Error),
+    /// A batched statement serving several slots failed.
+    #[error("batched queue statement: {0}")]
+    Batch(String),
 }
 
 /// A job's state (the `state` column, guarded by a CHECK constraint).
