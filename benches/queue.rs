@@ -233,6 +233,7 @@ async fn engine(rows: &mut Vec<Row>, jobs: usize, n_accounts: usize, samples: us
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut lat = Vec::new();
     for i in 0..samples {
+        while rx.try_recv().is_ok() {}
         let job = &sends(&accts[i % accts.len()..][..1], 1)[0];
         let t0 = Instant::now();
         courier::queue::enqueue(&pool, job).await.unwrap();
@@ -340,6 +341,8 @@ async fn stock_apalis(rows: &mut Vec<Row>, jobs: usize, samples: usize) {
                 .with_config(ApalisConfig::default().queue("latency"));
             let mut lat = Vec::new();
             for i in 0..samples {
+                // Drop anything stale so each sample times its own job.
+                while rx.try_recv().is_ok() {}
                 let t0 = Instant::now();
                 sink.push(i as u32).await.unwrap();
                 match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {

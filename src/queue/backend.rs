@@ -113,7 +113,15 @@ pub async fn run_claimer(
             }
         }
         let asks: Vec<store::ClaimAsk> = batch.iter().map(|r| r.ask.clone()).collect();
-        match store::claim_batch(&shared.pool, &shared.owner, &asks).await {
+        let started = Instant::now();
+        let result = store::claim_batch(&shared.pool, &shared.owner, &asks).await;
+        tracing::trace!(
+            asks = asks.len(),
+            claimed = result.as_ref().map(Vec::len).unwrap_or(0),
+            took_us = started.elapsed().as_micros() as u64,
+            "claim round"
+        );
+        match result {
             Ok(rows) => {
                 let mut by_account: std::collections::HashMap<uuid::Uuid, store::ClaimedRow> =
                     rows.into_iter().map(|r| (r.job.account_id, r)).collect();
@@ -166,7 +174,14 @@ pub async fn run_completer(
                     )
                 })
                 .collect();
-            match store::complete_batch(&shared.pool, &shared.owner, &keys).await {
+            let started = Instant::now();
+            let result = store::complete_batch(&shared.pool, &shared.owner, &keys).await;
+            tracing::trace!(
+                jobs = keys.len(),
+                took_us = started.elapsed().as_micros() as u64,
+                "completion round"
+            );
+            match result {
                 Ok(ids) => {
                     for a in done {
                         if !ids.contains(&a.claimed.job.id) {
@@ -396,7 +411,11 @@ async fn step(
                     offset: db_now - Utc::now(),
                     budget: None,
                 });
-                // Pass the baton: another idle slot may find another account.
+                // Pass the baton to two idle slots: other accounts may have
+                // work too. Doubling ramps up to N accounts in log2(N) rounds
+                // of acquisitions; a slot that finds nothing passes nothing,
+                // so an idle system is not stampeded.
+                shared.idle.notify_one();
                 shared.idle.notify_one();
             }
             None => {

@@ -619,15 +619,16 @@ pub async fn claim_batch(
             SELECT r.* FROM account_leases l \
             JOIN req r ON r.account_id = l.account_id AND r.epoch = l.epoch \
             WHERE l.owner = $7 ORDER BY l.account_id FOR SHARE OF l \
+         ), clock AS MATERIALIZED (SELECT clock_timestamp() AS ts \
          ), budget AS ( \
             SELECT lease.account_id, lease.epoch, \
                    lease.sends_ok \
                    AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > clock_timestamp() - interval '60 seconds') < lease.per_minute \
+                        AND s.sent_at > (SELECT ts FROM clock) - interval '60 seconds') < lease.per_minute \
                    AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > clock_timestamp() - interval '3600 seconds') < lease.per_hour \
+                        AND s.sent_at > (SELECT ts FROM clock) - interval '3600 seconds') < lease.per_hour \
                    AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > clock_timestamp() - interval '86400 seconds') < lease.per_day \
+                        AND s.sent_at > (SELECT ts FROM clock) - interval '86400 seconds') < lease.per_day \
                    AS may_send \
             FROM lease \
             WHERE NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = lease.account_id \
@@ -665,6 +666,10 @@ pub async fn claim_batch(
 
 /// Completes many running jobs in one statement, each fenced by its lease.
 /// Returns the ids completed; any other was fenced.
+///
+/// Unlike claims, completions need no share lock on the lease row: a
+/// takeover rescues the running job (an update of the same job row), so the
+/// two serialise on that row and whichever comes second matches nothing.
 pub async fn complete_batch(
     pool: &PgPool,
     owner: &str,
@@ -679,7 +684,7 @@ pub async fn complete_batch(
          ), lease AS ( \
             SELECT r.* FROM account_leases l \
             JOIN req r ON r.account_id = l.account_id AND r.epoch = l.epoch \
-            WHERE l.owner = $4 ORDER BY l.account_id FOR SHARE OF l \
+            WHERE l.owner = $4 \
          ) \
          UPDATE queue_jobs q SET state = 'completed', finished_at = now(), lease_epoch = NULL \
          FROM lease WHERE q.id = lease.id AND q.state = 'running' AND q.lease_epoch = lease.epoch \
