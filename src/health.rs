@@ -76,11 +76,12 @@ pub async fn record(
     settings: &HealthSettings,
 ) -> Result<i32, HealthError> {
     let mut tx = pool.begin().await?;
-    let score: Option<i32> =
-        sqlx::query_scalar("SELECT health_score FROM mkt_wap_accounts WHERE id = $1 FOR UPDATE")
-            .bind(account)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let score: Option<i32> = sqlx::query_scalar(
+        "SELECT health_score FROM mkt_wap_accounts WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(account)
+    .fetch_optional(&mut *tx)
+    .await?;
     let score = score.ok_or(HealthError::NoSuchAccount(account))?;
     let next = apply(score, event);
     sqlx::query("UPDATE mkt_wap_accounts SET health_score = $2 WHERE id = $1")

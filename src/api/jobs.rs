@@ -176,6 +176,7 @@ fn queue_err(e: QueueError) -> ApiError {
         )),
         QueueError::Db(e) => ApiError::Database(e),
         QueueError::Payload(e) => ApiError::invalid("payload", e.to_string()),
+        QueueError::Batch(detail) => ApiError::Conflict(detail),
     }
 }
 

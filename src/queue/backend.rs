@@ -34,15 +34,15 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::handler::{ClaimedJob, HandlerError, Handlers, Outcome};
 use super::lease::{HeldLease, LeaseKeeper};
-use super::store::{self, Reservation};
-use super::{QueueError, BUDGET_KINDS};
+use super::store;
+use super::QueueError;
 use crate::budget::{self, AccountClock, Decision, Limits};
 use crate::config::{BudgetSettings, HealthSettings, QueueSettings};
 
@@ -68,6 +68,155 @@ pub struct Shared {
     pub wakeup: Notify,
     /// Cancelled on shutdown: slots stop leasing and claiming.
     pub stop: CancellationToken,
+    /// Slots ask the claimer here (batched claims across accounts).
+    pub claims: mpsc::UnboundedSender<ClaimRequest>,
+    /// The ack layer hands outcomes to the completer here (batched writes).
+    pub acks: mpsc::UnboundedSender<AckRequest>,
+}
+
+/// A slot's request for its account's next job.
+#[derive(Debug)]
+pub struct ClaimRequest {
+    ask: store::ClaimAsk,
+    reply: oneshot::Sender<Result<Option<store::ClaimedRow>, String>>,
+}
+
+/// A finished job's outcome, to be written.
+#[derive(Debug)]
+pub struct AckRequest {
+    claimed: ClaimedJob,
+    result: Result<Outcome, String>,
+    permanent: bool,
+    reply: oneshot::Sender<()>,
+}
+
+/// Most requests one batched statement serves.
+const BATCH_MAX: usize = 512;
+
+/// Claims for every waiting slot in one statement per round: requests that
+/// arrive while a round runs form the next round (natural batching).
+pub async fn run_claimer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<ClaimRequest>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rx.recv() => match r { Some(r) => r, None => return },
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let asks: Vec<store::ClaimAsk> = batch.iter().map(|r| r.ask.clone()).collect();
+        let started = Instant::now();
+        let result = store::claim_batch(&shared.pool, &shared.owner, &asks).await;
+        tracing::trace!(
+            asks = asks.len(),
+            claimed = result.as_ref().map(Vec::len).unwrap_or(0),
+            took_us = started.elapsed().as_micros() as u64,
+            "claim round"
+        );
+        match result {
+            Ok(rows) => {
+                let mut by_account: std::collections::HashMap<uuid::Uuid, store::ClaimedRow> =
+                    rows.into_iter().map(|r| (r.job.account_id, r)).collect();
+                for r in batch {
+                    let row = by_account.remove(&r.ask.lease.account_id);
+                    let _ = r.reply.send(Ok(row));
+                }
+            }
+            Err(e) => {
+                let msg = crate::cli::error_chain(&e);
+                for r in batch {
+                    let _ = r.reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes outcomes: completions of every finished job in one statement per
+/// round; failures and snoozes one by one (they are rare).
+pub async fn run_completer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<AckRequest>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            // On shutdown, keep writing until every slot is gone.
+            r = rx.recv() => match r { Some(r) => r, None => return },
+            _ = stop.cancelled(), if rx.is_empty() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let (done, other): (Vec<AckRequest>, Vec<AckRequest>) = batch
+            .into_iter()
+            .partition(|a| matches!(a.result, Ok(Outcome::Completed)));
+        if !done.is_empty() {
+            let keys: Vec<(uuid::Uuid, uuid::Uuid, i64)> = done
+                .iter()
+                .map(|a| {
+                    (
+                        a.claimed.job.id,
+                        a.claimed.job.account_id,
+                        a.claimed.lease.lease.epoch,
+                    )
+                })
+                .collect();
+            let started = Instant::now();
+            let result = store::complete_batch(&shared.pool, &shared.owner, &keys).await;
+            tracing::trace!(
+                jobs = keys.len(),
+                took_us = started.elapsed().as_micros() as u64,
+                "completion round"
+            );
+            match result {
+                Ok(ids) => {
+                    for a in done {
+                        if !ids.contains(&a.claimed.job.id) {
+                            fenced(&a.claimed);
+                        }
+                        let _ = a.reply.send(());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::cli::error_chain(&e), "batched completion failed; writing one by one");
+                    for a in done {
+                        record(&shared, &a.claimed, Ok(Outcome::Completed), false).await;
+                        let _ = a.reply.send(());
+                    }
+                }
+            }
+        }
+        for a in other {
+            let AckRequest {
+                claimed,
+                result,
+                permanent,
+                reply,
+            } = a;
+            record(&shared, &claimed, result, permanent).await;
+            let _ = reply.send(());
+        }
+    }
+}
+
+fn fenced(claimed: &ClaimedJob) {
+    tracing::warn!(job_id = %claimed.job.id, account_id = %claimed.job.account_id,
+        epoch = claimed.lease.lease.epoch,
+        "outcome refused: the lease was lost (fenced); the new holder reruns the job");
+    claimed.lease.mark_lost();
 }
 
 /// The budget view of a held account, kept in memory while the lease lasts
@@ -165,7 +314,7 @@ const BUDGET_REFRESH: Duration = Duration::from_secs(5);
 
 async fn release(shared: &Shared, state: &mut SlotState) {
     if let Some(h) = state.held.take() {
-        shared.keeper.forget(h.lease.lease.account_id);
+        shared.keeper.forget(&h.lease.lease);
         if !h.lease.is_lost() {
             if let Err(e) = store::release_lease(&shared.pool, &h.lease.lease).await {
                 tracing::warn!(error = %crate::cli::error_chain(&e), "releasing a lease failed; it expires by itself");
@@ -205,7 +354,17 @@ async fn next_job(
             Ok(Some(job)) => return job,
             Ok(None) => {}
             Err(e) => {
-                tracing::error!(error = %crate::cli::error_chain(&e), "queue slot error; retrying");
+                tracing::error!(error = %crate::cli::error_chain(&e), "queue slot error; giving up the account and retrying");
+                // Whatever the slot was doing with its account (it may have
+                // claimed a job it could not hand out), the lease is given up:
+                // the next holder rescues anything left running.
+                if let Some(h) = state.held.as_ref() {
+                    h.lease.mark_lost();
+                }
+                if let Some(h) = state.held.take() {
+                    shared.keeper.forget(&h.lease.lease);
+                    let _ = store::release_lease(&shared.pool, &h.lease.lease).await;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = shared.stop.cancelled() => {}
@@ -229,7 +388,7 @@ async fn step(
 
     if state.held.as_ref().is_some_and(|h| h.lease.is_lost()) {
         let h = state.held.take().expect("checked");
-        shared.keeper.forget(h.lease.lease.account_id);
+        shared.keeper.forget(&h.lease.lease);
     }
 
     // 2. Lease an account, or sleep.
@@ -252,7 +411,11 @@ async fn step(
                     offset: db_now - Utc::now(),
                     budget: None,
                 });
-                // Pass the baton: another idle slot may find another account.
+                // Pass the baton to two idle slots: other accounts may have
+                // work too. Doubling ramps up to N accounts in log2(N) rounds
+                // of acquisitions; a slot that finds nothing passes nothing,
+                // so an idle system is not stampeded.
+                shared.idle.notify_one();
                 shared.idle.notify_one();
             }
             None => {
@@ -301,56 +464,55 @@ async fn step(
         }
     }
 
-    // 4. Claim.
-    if let Some(job) = store::claim(&shared.pool, &lease, sends_allowed).await? {
-        let mut slot_at = None;
-        if BUDGET_KINDS.contains(&job.kind.as_str()) {
-            let limits = held
-                .budget
-                .as_ref()
-                .map(|b| b.limits.clone())
-                .unwrap_or_else(|| shared.budget.limits());
-            match store::reserve_send(&shared.pool, &lease, job.id, &limits).await? {
-                Reservation::Granted(at) => {
-                    if let Some(b) = held.budget.as_mut() {
-                        b.sends.push(at);
-                        b.jitter = draw_jitter(b.base.jitter);
-                    }
-                    slot_at = Some(at);
-                }
-                Reservation::WindowFull => {
-                    // Our view was stale: reload and put the job back unspent.
-                    held.budget = load_budget(shared, held).await?;
-                    let until = match held.budget.as_ref().map(BudgetView::decide) {
-                        Some(Decision::NotBefore(t, _)) => t,
-                        _ => Utc::now() + held.offset + chrono::Duration::milliseconds(100),
-                    };
-                    store::snooze(&shared.pool, &lease, job.id, until, "budget: window full")
-                        .await?;
-                    return Ok(None);
-                }
-                Reservation::Fenced => {
-                    held.lease.mark_lost();
-                    return Ok(None);
-                }
-            }
+    // 4. Claim, batched with the other slots of this process; a send's slot
+    //    is reserved in the same statement.
+    let limits = held
+        .budget
+        .as_ref()
+        .map(|b| b.limits.clone())
+        .unwrap_or_else(|| shared.budget.limits());
+    let (reply, answer) = oneshot::channel();
+    shared
+        .claims
+        .send(ClaimRequest {
+            ask: store::ClaimAsk {
+                lease: lease.clone(),
+                sends_allowed,
+                limits,
+            },
+            reply,
+        })
+        .map_err(|_| QueueError::Batch("the claimer has stopped".into()))?;
+    let claimed = answer
+        .await
+        .map_err(|_| QueueError::Batch("the claimer has stopped".into()))?
+        .map_err(QueueError::Batch)?;
+    if let Some(row) = claimed {
+        if let (Some(at), Some(b)) = (row.slot_at, held.budget.as_mut()) {
+            b.sends.push(at);
+            b.jitter = draw_jitter(b.base.jitter);
         }
         permit.forget();
         return Ok(Some(ClaimedJob {
-            job,
+            job: row.job,
             lease: held.lease.clone(),
-            slot_at,
+            slot_at: row.slot_at,
         }));
     }
     drop(permit);
+    if sends_allowed {
+        // The database may have refused a send our view allowed (a stale view
+        // or a clock estimate behind the database's): look again next time.
+        if let Some(b) = held.budget.as_mut() {
+            b.loaded = Instant::now() - BUDGET_REFRESH - Duration::from_millis(1);
+        }
+    }
 
     // 5. Nothing due now.
     let work = store::account_work(&shared.pool, lease.account_id).await?;
-    let next = if sends_allowed {
-        work.next_any
-    } else {
-        work.next_other.min(work.next_any)
-    };
+    // Sends that must wait were snoozed to their instant, so the earliest
+    // run_at of any kind is the next thing this account can do.
+    let next = work.next_any;
     let hold_until =
         work.now + chrono::Duration::from_std(shared.queue.lease_hold).unwrap_or_default();
     match next {
@@ -518,8 +680,30 @@ where
         let shared = self.shared.clone();
         let in_flight = self.in_flight.clone();
         async move {
-            let result = fut.await.map_err(Into::into);
-            record(&shared, &job, result).await;
+            let result: Result<Outcome, BoxDynError> = fut.await.map_err(Into::into);
+            let permanent = matches!(
+                result
+                    .as_ref()
+                    .err()
+                    .and_then(|e| e.downcast_ref::<HandlerError>()),
+                Some(HandlerError::Permanent(_))
+            );
+            let result = result.map_err(|e| crate::cli::error_chain(&*e));
+            let (reply, written) = oneshot::channel();
+            let ack = AckRequest {
+                claimed: job,
+                result,
+                permanent,
+                reply,
+            };
+            match shared.acks.send(ack) {
+                Ok(()) => {
+                    let _ = written.await;
+                }
+                Err(mpsc::error::SendError(ack)) => {
+                    record(&shared, &ack.claimed, ack.result, ack.permanent).await;
+                }
+            }
             in_flight.add_permits(1);
             Ok(())
         }
@@ -527,7 +711,12 @@ where
     }
 }
 
-async fn record(shared: &Shared, claimed: &ClaimedJob, result: Result<Outcome, BoxDynError>) {
+async fn record(
+    shared: &Shared,
+    claimed: &ClaimedJob,
+    result: Result<Outcome, String>,
+    permanent: bool,
+) {
     let lease = &claimed.lease.lease;
     let job = &claimed.job;
     let written = match result {
@@ -535,12 +724,7 @@ async fn record(shared: &Shared, claimed: &ClaimedJob, result: Result<Outcome, B
         Ok(Outcome::Snooze { until, reason }) => {
             store::snooze(&shared.pool, lease, job.id, until, &reason).await
         }
-        Err(e) => {
-            let permanent = matches!(
-                e.downcast_ref::<HandlerError>(),
-                Some(HandlerError::Permanent(_))
-            );
-            let message = crate::cli::error_chain(&*e);
+        Err(message) => {
             let retry_at = if permanent || job.attempt >= job.max_attempts {
                 None
             } else {
@@ -559,16 +743,12 @@ async fn record(shared: &Shared, claimed: &ClaimedJob, result: Result<Outcome, B
     };
     match written {
         Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(job_id = %job.id, account_id = %job.account_id, epoch = lease.epoch,
-                "outcome refused: the lease was lost (fenced); the new holder reruns the job");
-            claimed.lease.mark_lost();
-        }
+        Ok(false) => fenced(claimed),
         Err(e) => {
             tracing::error!(job_id = %job.id, error = %crate::cli::error_chain(&e),
                 "recording the outcome failed; the lease is given up so the job is rescued");
             claimed.lease.mark_lost();
-            shared.keeper.forget(lease.account_id);
+            shared.keeper.forget(lease);
         }
     }
 }

@@ -83,12 +83,16 @@ impl LeaseKeeper {
         held
     }
 
-    /// Stops keeping the account's lease (released or lost).
-    pub fn forget(&self, account_id: Uuid) {
-        self.held
-            .lock()
-            .expect("lease registry poisoned")
-            .remove(&account_id);
+    /// Stops keeping `lease` (released or lost). A newer lease on the same
+    /// account (another slot took it over) is kept.
+    pub fn forget(&self, lease: &Lease) {
+        let mut held = self.held.lock().expect("lease registry poisoned");
+        if held
+            .get(&lease.account_id)
+            .is_some_and(|h| h.lease.epoch == lease.epoch)
+        {
+            held.remove(&lease.account_id);
+        }
     }
 
     /// Number of leases held.
@@ -123,7 +127,7 @@ impl LeaseKeeper {
                 tracing::warn!(account_id = %h.lease.account_id, epoch = h.lease.epoch,
                     "lease lost (expired and taken over); stopping work on the account");
                 h.mark_lost();
-                self.forget(h.lease.account_id);
+                self.forget(&h.lease);
             }
         }
         Ok(())

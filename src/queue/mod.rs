@@ -54,6 +54,9 @@ pub enum QueueError {
     /// A query failed.
     #[error("queue query: {0}")]
     Db(#[from] sqlx::Error),
+    /// A batched statement serving several slots failed.
+    #[error("batched queue statement: {0}")]
+    Batch(String),
 }
 
 /// A job's state (the `state` column, guarded by a CHECK constraint).
@@ -222,6 +225,8 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     /// Lease epoch of the running attempt.
     pub lease_epoch: Option<i64>,
+    /// The worker (lease owner) that claimed the last attempt.
+    pub attempted_by: Option<String>,
     /// Enqueued at.
     pub created_at: DateTime<Utc>,
     /// Last attempt started at.

@@ -17,7 +17,7 @@ use apalis_core::monitor::Monitor;
 use apalis_core::worker::builder::WorkerBuilder;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{AccountSlot, Dispatch, Shared};
@@ -31,6 +31,8 @@ use crate::config::Settings;
 pub struct Runtime {
     shared: Arc<Shared>,
     handlers: Arc<Handlers>,
+    claims: mpsc::UnboundedReceiver<super::backend::ClaimRequest>,
+    acks: mpsc::UnboundedReceiver<super::backend::AckRequest>,
 }
 
 /// Errors running the worker.
@@ -58,7 +60,11 @@ impl Runtime {
         )
         .into();
         let keeper = LeaseKeeper::new(pool.clone(), owner.clone(), settings.queue.lease_ttl);
+        let (claims_tx, claims) = mpsc::unbounded_channel();
+        let (acks_tx, acks) = mpsc::unbounded_channel();
         Self {
+            claims,
+            acks,
             shared: Arc::new(Shared {
                 pool,
                 owner,
@@ -69,6 +75,8 @@ impl Runtime {
                 idle: Notify::new(),
                 wakeup: Notify::new(),
                 stop: CancellationToken::new(),
+                claims: claims_tx,
+                acks: acks_tx,
             }),
             handlers: Arc::new(handlers),
         }
@@ -95,6 +103,16 @@ impl Runtime {
                     .run(shared.queue.heartbeat_interval, background.clone()),
             ),
             tokio::spawn(maintain(shared.clone(), background.clone())),
+            tokio::spawn(super::backend::run_claimer(
+                shared.clone(),
+                self.claims,
+                background.clone(),
+            )),
+            tokio::spawn(super::backend::run_completer(
+                shared.clone(),
+                self.acks,
+                background.clone(),
+            )),
         ];
         tracing::info!(owner = %shared.owner, capacity = shared.queue.capacity, "queue worker started");
 

@@ -56,7 +56,7 @@ pub async fn enqueue_batch_in(
         return Ok(Vec::new());
     }
     let n = jobs.len();
-    let mut ids = Vec::with_capacity(n);
+    let mut ids: Vec<Uuid> = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
     let mut accounts = Vec::with_capacity(n);
     let mut payloads = Vec::with_capacity(n);
@@ -74,62 +74,75 @@ pub async fn enqueue_batch_in(
         max_attempts.push(j.max_attempts);
         keys.push(j.idempotency_key.clone());
     }
-    // A concurrent insert of the same key can hide from this statement's
-    // snapshot (ON CONFLICT waited for it); one retry sees it.
-    for _ in 0..3 {
-        let rows: Vec<(i64, Option<Uuid>, bool)> = sqlx::query_as(
-            "WITH input AS ( \
-                SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], \
-                                     $5::int2[], $6::timestamptz[], $7::int4[], $8::text[]) \
-                    WITH ORDINALITY AS t(id, kind, account_id, payload, priority, run_at, \
-                                         max_attempts, idempotency_key, ord) \
-             ), ins AS ( \
-                INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, \
-                                        state, max_attempts, idempotency_key) \
-                SELECT id, kind, account_id, payload::jsonb, priority, coalesce(run_at, now()), \
-                       CASE WHEN run_at > now() THEN 'scheduled' ELSE 'available' END, \
-                       max_attempts, idempotency_key \
-                FROM input ORDER BY ord \
-                ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                RETURNING id, idempotency_key \
-             ) \
-             SELECT i.ord, coalesce(mine.id, same_batch.id, existing.id), mine.id IS NOT NULL \
-             FROM input i \
-             LEFT JOIN ins mine ON mine.id = i.id \
-             LEFT JOIN ins same_batch ON mine.id IS NULL AND same_batch.idempotency_key = i.idempotency_key \
-             LEFT JOIN queue_jobs existing ON mine.id IS NULL AND existing.idempotency_key = i.idempotency_key \
-             ORDER BY i.ord",
-        )
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&accounts)
-        .bind(&payloads)
-        .bind(&priorities)
-        .bind(&run_ats)
-        .bind(&max_attempts)
-        .bind(&keys)
-        .fetch_all(&mut *conn)
-        .await?;
-        if rows.iter().all(|(_, id, _)| id.is_some()) {
-            return Ok(rows
-                .into_iter()
-                .map(|(_, id, created)| Enqueued {
-                    id: id.expect("checked"),
-                    created,
-                })
-                .collect());
-        }
-        // Some rows lost a race with a concurrent enqueue of the same key; the
-        // rows inserted now are kept and found by key on the next pass.
-        for (i, (_, id, created)) in rows.iter().enumerate() {
-            if *created {
-                ids[i] = id.expect("created rows have ids");
-            }
-        }
+    // Fast path: one INSERT; only rows whose key already existed (or repeated
+    // inside the batch) need a second look-up.
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, state, \
+                                max_attempts, idempotency_key) \
+         SELECT id, kind, account_id, payload::jsonb, priority, coalesce(run_at, now()), \
+                CASE WHEN run_at > now() THEN 'scheduled' ELSE 'available' END, \
+                max_attempts, idempotency_key \
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int2[], \
+                     $6::timestamptz[], $7::int4[], $8::text[]) \
+              AS t(id, kind, account_id, payload, priority, run_at, max_attempts, idempotency_key) \
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&accounts)
+    .bind(&payloads)
+    .bind(&priorities)
+    .bind(&run_ats)
+    .bind(&max_attempts)
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    if inserted.len() == n {
+        return Ok(ids
+            .into_iter()
+            .map(|id| Enqueued { id, created: true })
+            .collect());
     }
-    Err(QueueError::Db(sqlx::Error::Protocol(
-        "idempotent enqueue raced three times".into(),
-    )))
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+    let missing: Vec<String> = ids
+        .iter()
+        .zip(&keys)
+        .filter(|(id, _)| !inserted.contains(id))
+        .filter_map(|(_, k)| k.clone())
+        .collect();
+    let existing: std::collections::HashMap<String, Uuid> = sqlx::query_as::<_, (String, Uuid)>(
+        "SELECT idempotency_key, id FROM queue_jobs WHERE idempotency_key = ANY($1)",
+    )
+    .bind(&missing)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    ids.iter()
+        .zip(&keys)
+        .map(|(id, key)| {
+            if inserted.contains(id) {
+                return Ok(Enqueued {
+                    id: *id,
+                    created: true,
+                });
+            }
+            key.as_ref()
+                .and_then(|k| existing.get(k))
+                .map(|id| Enqueued {
+                    id: *id,
+                    created: false,
+                })
+                // Conflicted with a concurrent enqueue whose transaction
+                // then rolled back: the caller may simply retry.
+                .ok_or_else(|| {
+                    QueueError::Db(sqlx::Error::Protocol(
+                        "idempotency key conflicted with a vanished job; retry".into(),
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Inserts jobs whose ids the caller chose (to link its own rows to them
@@ -256,8 +269,14 @@ pub async fn acquire_lease(
     ttl: Duration,
     max_rescues: i32,
 ) -> Result<Option<(Lease, DateTime<Utc>)>, QueueError> {
-    let mut tx = pool.begin().await?;
-    let row: Option<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    // The candidate account is locked FOR NO KEY UPDATE: the foreign keys of
+    // jobs and the send log take KEY SHARE locks on the account, and a
+    // stronger lock here deadlocks with them.
+    // Two statements, no transaction: once the lease row carries the new
+    // epoch, no older holder can claim or write (fenced), so the rescue that
+    // follows sees every job they left running; if this process dies between
+    // the two, the next holder's rescue does the same.
+    let row: Option<(Uuid, i64, DateTime<Utc>, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH cand AS ( \
             SELECT a.id FROM mkt_wap_accounts a \
             LEFT JOIN account_leases l ON l.account_id = a.id \
@@ -267,25 +286,30 @@ pub async fn acquire_lease(
                           AND ((j.state IN {RUNNABLE} AND j.run_at <= now()) OR j.state = 'running')) \
             ORDER BY l.heartbeat_at NULLS FIRST \
             LIMIT 1 \
-            FOR UPDATE OF a SKIP LOCKED \
+            FOR NO KEY UPDATE OF a SKIP LOCKED \
          ) \
          INSERT INTO account_leases AS l (account_id, owner, epoch, expires_at, heartbeat_at, acquired_at) \
          SELECT id, $1, 1, now() + $2, now(), now() FROM cand \
          ON CONFLICT (account_id) DO UPDATE SET owner = EXCLUDED.owner, epoch = l.epoch + 1, \
              expires_at = EXCLUDED.expires_at, heartbeat_at = now(), acquired_at = now() \
            WHERE l.owner IS NULL OR l.expires_at < now() \
-         RETURNING l.account_id, l.epoch, now()"
+         RETURNING l.account_id, l.epoch, now(), \
+             EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = l.account_id AND j.state = 'running')"
     )))
     .bind(owner)
     .bind(interval(ttl))
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
-    let Some((account_id, epoch, db_now)) = row else {
-        tx.rollback().await?;
+    let Some((account_id, epoch, db_now, left_running)) = row else {
         return Ok(None);
     };
-    rescue_in(&mut tx, account_id, epoch, max_rescues).await?;
-    tx.commit().await?;
+    // A job claimed by the old holder at the very moment of the takeover can
+    // escape this look; the one-running index then refuses our claim, the
+    // slot gives the account up, and the next holder rescues it.
+    if left_running {
+        let mut conn = pool.acquire().await?;
+        rescue_in(&mut conn, account_id, epoch, max_rescues).await?;
+    }
     Ok(Some((
         Lease {
             account_id,
@@ -372,9 +396,16 @@ pub async fn extend_leases(
 ) -> Result<Vec<Uuid>, QueueError> {
     let (accounts, epochs): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
     Ok(sqlx::query_scalar(
-        "UPDATE account_leases l SET expires_at = now() + $4, heartbeat_at = now() \
-         FROM unnest($1::uuid[], $2::int8[]) AS h(account_id, epoch) \
-         WHERE l.account_id = h.account_id AND l.epoch = h.epoch AND l.owner = $3 \
+        // Rows are locked in account order, like the batched claim and
+        // complete, so the heartbeat never deadlocks with them.
+        "WITH mine AS ( \
+            SELECT l.account_id FROM account_leases l \
+            JOIN unnest($1::uuid[], $2::int8[]) AS h(account_id, epoch) \
+              ON l.account_id = h.account_id AND l.epoch = h.epoch \
+            WHERE l.owner = $3 ORDER BY l.account_id FOR NO KEY UPDATE OF l \
+         ) \
+         UPDATE account_leases l SET expires_at = now() + $4, heartbeat_at = now() \
+         FROM mine WHERE l.account_id = mine.account_id \
          RETURNING l.account_id",
     )
     .bind(&accounts)
@@ -606,6 +637,133 @@ pub async fn snooze_sends(
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// One account's request in a [`claim_batch`].
+#[derive(Debug, Clone)]
+pub struct ClaimAsk {
+    /// The lease to claim under.
+    pub lease: Lease,
+    /// Whether budget-spending kinds may be claimed (the Rust budget said yes).
+    pub sends_allowed: bool,
+    /// Window caps re-checked in SQL before a send is claimed.
+    pub limits: Limits,
+}
+
+/// A job claimed by [`claim_batch`], with its send slot when it spends budget.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedRow {
+    /// The job, now running.
+    #[sqlx(flatten)]
+    pub job: Job,
+    /// The send slot granted (database clock) for budget-spending kinds.
+    pub slot_at: Option<DateTime<Utc>>,
+}
+
+/// Claims the next runnable job of many leased accounts in one statement,
+/// and for budget-spending kinds reserves the send slot in the same
+/// statement: a send is only picked when every window has room (counted in
+/// SQL under the lease's share lock, so nobody else can add to that account's
+/// log meanwhile). Accounts whose lease is gone or that are paused get nothing.
+pub async fn claim_batch(
+    pool: &PgPool,
+    owner: &str,
+    asks: &[ClaimAsk],
+) -> Result<Vec<ClaimedRow>, QueueError> {
+    let accounts: Vec<Uuid> = asks.iter().map(|a| a.lease.account_id).collect();
+    let epochs: Vec<i64> = asks.iter().map(|a| a.lease.epoch).collect();
+    let sends_ok: Vec<bool> = asks.iter().map(|a| a.sends_allowed).collect();
+    let pm: Vec<i64> = asks
+        .iter()
+        .map(|a| i64::from(a.limits.per_minute))
+        .collect();
+    let ph: Vec<i64> = asks.iter().map(|a| i64::from(a.limits.per_hour)).collect();
+    let pd: Vec<i64> = asks.iter().map(|a| i64::from(a.limits.per_day)).collect();
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH req AS ( \
+            SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::int8[], $5::int8[], $6::int8[]) \
+                AS r(account_id, epoch, sends_ok, per_minute, per_hour, per_day) \
+         ), lease AS ( \
+            SELECT r.* FROM account_leases l \
+            JOIN req r ON r.account_id = l.account_id AND r.epoch = l.epoch \
+            WHERE l.owner = $7 ORDER BY l.account_id FOR SHARE OF l \
+         ), clock AS MATERIALIZED (SELECT clock_timestamp() AS ts \
+         ), budget AS ( \
+            SELECT lease.account_id, lease.epoch, \
+                   lease.sends_ok \
+                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
+                        AND s.sent_at > (SELECT ts FROM clock) - interval '60 seconds') < lease.per_minute \
+                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
+                        AND s.sent_at > (SELECT ts FROM clock) - interval '3600 seconds') < lease.per_hour \
+                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
+                        AND s.sent_at > (SELECT ts FROM clock) - interval '86400 seconds') < lease.per_day \
+                   AS may_send \
+            FROM lease \
+            WHERE NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = lease.account_id \
+                  AND a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+         ), pick AS ( \
+            SELECT j.id, budget.epoch FROM budget CROSS JOIN LATERAL ( \
+                SELECT q.id FROM queue_jobs q \
+                WHERE q.account_id = budget.account_id AND q.state IN {RUNNABLE} AND q.run_at <= now() \
+                  AND (budget.may_send OR q.kind <> ALL($8)) \
+                ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED \
+            ) j \
+         ), claimed AS ( \
+            UPDATE queue_jobs q SET state = 'running', attempt = q.attempt + 1, attempted_at = now(), \
+                lease_epoch = pick.epoch, attempted_by = $7, waiting_reason = NULL \
+            FROM pick WHERE q.id = pick.id \
+            RETURNING q.* \
+         ), sent AS ( \
+            INSERT INTO account_sends (account_id, job_id, epoch, sent_at) \
+            SELECT account_id, id, lease_epoch, clock_timestamp() FROM claimed WHERE kind = ANY($8) \
+            RETURNING job_id, sent_at \
+         ) \
+         SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id"
+    )))
+    .bind(&accounts)
+    .bind(&epochs)
+    .bind(&sends_ok)
+    .bind(&pm)
+    .bind(&ph)
+    .bind(&pd)
+    .bind(owner)
+    .bind(&super::BUDGET_KINDS[..])
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Completes many running jobs in one statement, each fenced by its lease.
+/// Returns the ids completed; any other was fenced.
+///
+/// Unlike claims, completions need no share lock on the lease row: a
+/// takeover rescues the running job (an update of the same job row), so the
+/// two serialise on that row and whichever comes second matches nothing.
+pub async fn complete_batch(
+    pool: &PgPool,
+    owner: &str,
+    done: &[(Uuid, Uuid, i64)],
+) -> Result<Vec<Uuid>, QueueError> {
+    let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
+    let accounts: Vec<Uuid> = done.iter().map(|d| d.1).collect();
+    let epochs: Vec<i64> = done.iter().map(|d| d.2).collect();
+    Ok(sqlx::query_scalar(
+        "WITH req AS ( \
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int8[]) AS r(id, account_id, epoch) \
+         ), lease AS ( \
+            SELECT r.* FROM account_leases l \
+            JOIN req r ON r.account_id = l.account_id AND r.epoch = l.epoch \
+            WHERE l.owner = $4 \
+         ) \
+         UPDATE queue_jobs q SET state = 'completed', finished_at = now(), lease_epoch = NULL \
+         FROM lease WHERE q.id = lease.id AND q.state = 'running' AND q.lease_epoch = lease.epoch \
+         RETURNING q.id",
+    )
+    .bind(&ids)
+    .bind(&accounts)
+    .bind(&epochs)
+    .bind(owner)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// What an account holder needs to know when it found nothing to claim.
