@@ -540,3 +540,161 @@ async fn logout_and_block_faults_set_their_statuses_and_keep_queued_jobs() {
     );
     w.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_participants_and_history()
+{
+    use courier::browser::{AckLevel, MediaSource, PageError, Selectors};
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let settings = env.settings(&env.machine("m1"), |s| {
+        s.browser.media_max_bytes = 1000;
+    });
+    let w = env.worker(&settings).await;
+    env.login(id).await;
+    env.wait_jobs_done(id, "login", 1, 15).await;
+    w.stop().await;
+
+    let sid = id.to_string();
+    let contact = env
+        .ctl
+        .add_contact("+447700800001", Some("Asha"), &[&sid])
+        .await
+        .unwrap();
+    let participants: Vec<_> = (0..45)
+        .map(|i| json!({ "phone": format!("+4477008100{i:02}"), "name": format!("P{i}"), "admin": i == 0 }))
+        .collect();
+    let group = env
+        .ctl
+        .create_group("Farmers", participants, &[&sid])
+        .await
+        .unwrap();
+    env.ctl
+        .ack_timing(
+            &sid,
+            json!({ "server_ms": 30, "device_ms": 30, "read_ms": 30 }),
+        )
+        .await
+        .unwrap();
+    // Media served over HTTP: one small file, one over the cap.
+    let app = axum::Router::new()
+        .route(
+            "/small.png",
+            axum::routing::get(|| async { vec![7u8; 100] }),
+        )
+        .route("/big.png", axum::routing::get(|| async { vec![7u8; 5000] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let media_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // Drive the page directly, as a send handler would, under a lease.
+    let lease = courier::queue::store::acquire_account(
+        &env.db.pool,
+        id,
+        "page-object-test",
+        Duration::from_secs(120),
+        5,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let pool = BrowserPool::start(env.db.pool.clone(), &settings.browser, Selectors::builtin())
+        .await
+        .unwrap();
+    let page = pool.session(&lease).await.unwrap();
+    let v = page.wait_ready(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(v.phone.as_deref(), Some(DIGITS));
+    assert_eq!(page.own_number().await.unwrap().as_deref(), Some(DIGITS));
+    assert_eq!(page.qr_token().await.unwrap(), None);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let chats = loop {
+        let chats = page.chat_list().await.unwrap();
+        if chats.len() >= 2 || Instant::now() > deadline {
+            break chats;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        chats.iter().any(|c| c.id == contact && c.name == "Asha"),
+        "{chats:?}"
+    );
+    assert!(chats.iter().any(|c| c.id == group), "{chats:?}");
+
+    let text = page
+        .send_text(&contact, "Hello from Courier")
+        .await
+        .unwrap();
+    assert!(text.data_id.starts_with(&format!("true_{contact}_")));
+    let started = Instant::now();
+    while page.ack(&text.data_id).await.unwrap() != Some(AckLevel::Read) {
+        assert!(started.elapsed() < Duration::from_secs(5), "no read ack");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let link = page
+        .send_link(&contact, "Prices https://example.com/feed")
+        .await
+        .unwrap();
+    assert!(link.link_preview);
+    let png = env.dirs.path().join("promo.png");
+    std::fs::write(&png, b"\x89PNG\r\n\x1a\nsmall").unwrap();
+    let image = page
+        .send_media(&contact, &MediaSource::Path(png), Some("Look"), false)
+        .await
+        .unwrap();
+    assert!(image.media);
+    let fetched = page
+        .send_media(
+            &contact,
+            &MediaSource::Url(format!("{media_url}/small.png")),
+            None,
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(fetched.media);
+    let too_big = page
+        .send_media(
+            &contact,
+            &MediaSource::Url(format!("{media_url}/big.png")),
+            None,
+            false,
+        )
+        .await;
+    assert!(matches!(too_big, Err(PageError::Media(_))), "{too_big:?}");
+
+    // The retry path's lookup: what already reached the chat.
+    let recent = page.recent_outgoing(&contact, 10).await.unwrap();
+    let ids: Vec<_> = recent.iter().map(|m| m.data_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            &text.data_id,
+            &link.data_id,
+            &image.data_id,
+            &fetched.data_id
+        ]
+    );
+    assert_eq!(recent[0].text.as_deref(), Some("Hello from Courier"));
+
+    // A lazily rendered participant list is read to the end.
+    let members = page.participants(&group).await.unwrap();
+    assert_eq!(members.len(), 45);
+    assert!(members.iter().filter(|p| p.admin).count() == 1);
+
+    // A refused send is a typed error, not a silent success.
+    env.ctl
+        .faults(&sid, json!({ "refuse_sends": true }))
+        .await
+        .unwrap();
+    let refused = page.send_text(&contact, "over quota").await;
+    assert!(
+        matches!(refused, Err(PageError::QuotaRefused(_))),
+        "{refused:?}"
+    );
+
+    let back = env.ctl.messages(&sid).await.unwrap();
+    assert_eq!(back.messages.len(), 4, "each send reached WhatsApp once");
+    drop(page);
+    pool.shutdown().await;
+}
