@@ -40,6 +40,20 @@ pub enum Command {
     },
     /// Serve the WhatsApp Web simulator (page + control API) on loopback.
     Sim(crate::sim::cli::SimArgs),
+    /// Measure a part of Courier on this machine; prints Markdown for docs/benchmarks.md.
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+/// `courier bench` targets.
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// Chromium sessions: start (cold, restored, from snapshot), round trips,
+    /// sends, memory per session and per flag set.
+    Browser(crate::browser::bench::BrowserBenchArgs),
 }
 
 /// A boxed error for the binary's edge.
@@ -77,6 +91,12 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
         }
         Command::Demo => demo(&settings).await,
         Command::Sim(args) => crate::sim::cli::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Browser(args),
+        } => {
+            print!("{}", crate::browser::bench::run(args).await?);
+            Ok(())
+        }
         Command::Api => {
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);

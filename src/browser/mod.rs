@@ -13,6 +13,7 @@
 //!
 //! See `docs/browser.md`.
 
+pub mod bench;
 pub mod driver;
 pub mod handlers;
 pub mod login;
