@@ -500,6 +500,18 @@ async fn logout_and_block_faults_set_their_statuses_and_keep_queued_jobs() {
     let before = env.login(id).await;
     env.wait_jobs_done(id, "login", 1, 15).await;
 
+    // "Open in another window": one "Use here" click takes the session back.
+    env.ctl
+        .faults(&id.to_string(), json!({ "conflict": true }))
+        .await
+        .unwrap();
+    env.health_check_now(id).await;
+    env.wait_jobs_done(id, "health_check", 1, 30).await;
+    let r = env.row(id).await;
+    assert_eq!(r.status, "active");
+    let faults = env.ctl.account(&id.to_string()).await.unwrap()["faults"].clone();
+    assert_eq!(faults["conflict"], false, "Use here was clicked: {faults}");
+
     // Logged out from the phone: the health check sees it.
     env.ctl.logout(&id.to_string()).await.unwrap();
     env.health_check_now(id).await;
@@ -697,4 +709,41 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     assert_eq!(back.messages.len(), 4, "each send reached WhatsApp once");
     drop(page);
     pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_login_status_whose_worker_died_moves_on_by_itself_after_its_deadline() {
+    let db = fresh_database().await.unwrap();
+    let mut ids = Vec::new();
+    for status in ["starting", "qr_pending", "authenticating", "active"] {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO mkt_wap_accounts (account_name, status, status_deadline, qr_token) \
+             VALUES ('t', $1, now() - interval '1 minute', 'tok') RETURNING id",
+        )
+        .bind(status)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let moved = courier::browser::login::reap_expired(&db.pool, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(moved, 3);
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT status, status_reason, qr_token FROM mkt_wap_accounts WHERE id = ANY($1) \
+         ORDER BY array_position($1, id)",
+    )
+    .bind(&ids)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let statuses: Vec<_> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(statuses, ["failed", "inactive", "failed", "active"]);
+    assert!(rows[1]
+        .1
+        .as_deref()
+        .unwrap()
+        .contains("before its deadline"));
+    assert!(rows[1].2.is_none(), "the stale QR is cleared");
 }
