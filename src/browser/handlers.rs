@@ -36,6 +36,8 @@ pub enum Mode {
 pub struct BrowserHandlers {
     pool: Arc<BrowserPool>,
     health: HealthSettings,
+    /// A page drive ends before the queue's job timeout would cut it off.
+    run_cap: Duration,
 }
 
 fn retry(e: impl std::fmt::Display) -> HandlerError {
@@ -44,8 +46,12 @@ fn retry(e: impl std::fmt::Display) -> HandlerError {
 
 impl BrowserHandlers {
     /// Handlers over `pool`.
-    pub fn new(pool: Arc<BrowserPool>, health: HealthSettings) -> Self {
-        Self { pool, health }
+    pub fn new(pool: Arc<BrowserPool>, health: HealthSettings, job_timeout: Duration) -> Self {
+        Self {
+            pool,
+            health,
+            run_cap: job_timeout.saturating_sub(Duration::from_secs(5)),
+        }
     }
 
     /// The registry: `login` and `health_check` on the browser. Kinds whose
@@ -137,9 +143,30 @@ impl BrowserHandlers {
         // logout is already recorded, and the reload shows what is true now
         // (a QR, or a ban screen).
         let mut reloaded = session.is_fresh();
+        let run_started = Instant::now();
         loop {
             if job.lease.is_lost() {
                 return Err(HandlerError::Retryable("lease lost".into()));
+            }
+            if run_started.elapsed() >= self.run_cap {
+                // The queue would cut the job off here: end with a reason
+                // instead of leaving the status to the reaper.
+                let to = if machine.state() == LoginState::QrPending {
+                    LoginState::Inactive
+                } else {
+                    LoginState::Failed
+                };
+                let t = Transition {
+                    from: machine.state(),
+                    to,
+                    reason: format!(
+                        "the login run reached queue.job_timeout ({:?}) in {}; start it again",
+                        self.run_cap + Duration::from_secs(5),
+                        machine.state()
+                    ),
+                };
+                self.apply(lease, &t, mode).await?;
+                return Ok(to);
             }
             let view = match session.view().await {
                 Ok(v) => v,
@@ -325,7 +352,12 @@ pub async fn browser_registry(
         super::Selectors::builtin()
     });
     let pool = BrowserPool::start(db.clone(), &settings.browser, selectors).await?;
-    let handlers = BrowserHandlers::new(pool.clone(), settings.health.clone()).registry();
+    let handlers = BrowserHandlers::new(
+        pool.clone(),
+        settings.health.clone(),
+        settings.queue.job_timeout,
+    )
+    .registry();
     Ok((handlers, pool))
 }
 

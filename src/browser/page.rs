@@ -846,7 +846,12 @@ pub async fn fetch_capped(
     let path = dir.join(format!("{}-{name}", uuid::Uuid::new_v4().simple()));
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
+    let started = Instant::now();
+    while let Some(chunk) =
+        tokio::time::timeout(timeout.saturating_sub(started.elapsed()), stream.next())
+            .await
+            .map_err(|_| PageError::Media(format!("{url}: download timed out after {timeout:?}")))?
+    {
         let chunk = chunk.map_err(|e| PageError::Media(format!("{url}: {e}")))?;
         if body.len() as u64 + chunk.len() as u64 > max {
             return Err(PageError::Media(format!("{url}: over the {max}-byte cap")));
