@@ -42,6 +42,20 @@ pub enum Command {
     },
     /// Serve the WhatsApp Web simulator (page + control API) on loopback.
     Sim(crate::sim::cli::SimArgs),
+    /// Measure a part of Courier on this machine; prints Markdown for docs/benchmarks.md.
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+/// `courier bench` targets.
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// Chromium sessions: start (cold, restored, from snapshot), round trips,
+    /// sends, memory per session and per flag set.
+    Browser(crate::browser::bench::BrowserBenchArgs),
 }
 
 /// A boxed error for the binary's edge.
@@ -79,6 +93,12 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
         }
         Command::Demo => demo(&settings).await,
         Command::Sim(args) => crate::sim::cli::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Browser(args),
+        } => {
+            print!("{}", crate::browser::bench::run(args).await?);
+            Ok(())
+        }
         Command::Api => {
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);
@@ -97,9 +117,13 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             settings.validate()?;
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);
-            let handlers = handlers_for(&settings, &db.pool)?;
+            let (handlers, browser) = worker_handlers(&settings, &db.pool).await?;
             let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), &settings, handlers);
-            runtime.run_until(shutdown_signal()).await?;
+            let result = runtime.run_until(shutdown_signal()).await;
+            if let Some(b) = browser {
+                b.shutdown().await;
+            }
+            result?;
             db.close().await?;
             Ok(())
         }
@@ -116,7 +140,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             print_open_report(&db, &report);
             // All roles in one process: the API and a worker share the pool and
             // stop together on Ctrl-C / SIGTERM.
-            let handlers = handlers_for(&settings, &db.pool)?;
+            let (handlers, browser) = worker_handlers(&settings, &db.pool).await?;
             let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), &settings, handlers);
             let scheduler = async {
                 if settings.scheduler.enabled {
@@ -133,6 +157,9 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
                 scheduler
             );
             tracing::info!("shutting down");
+            if let Some(b) = browser {
+                b.shutdown().await;
+            }
             db.close().await?;
             api?;
             worker?;
@@ -165,7 +192,28 @@ async fn serve_api(settings: &Settings, db: &Database) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The handler registry `queue.handler` names.
+/// The handler registry `queue.handler` names, plus the browser pool when
+/// it is `browser` (the caller shuts it down after the runtime stops, so
+/// every profile is flushed).
+pub async fn worker_handlers(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+) -> Result<
+    (
+        crate::queue::handler::Handlers,
+        Option<std::sync::Arc<crate::browser::BrowserPool>>,
+    ),
+    BoxError,
+> {
+    if settings.queue.handler == "browser" {
+        let (handlers, browser) = crate::browser::browser_registry(settings, pool).await?;
+        return Ok((handlers, Some(browser)));
+    }
+    Ok((handlers_for(settings, pool)?, None))
+}
+
+/// The handler registry `queue.handler` names (the non-browser ones; see
+/// [`worker_handlers`] for `browser`).
 pub fn handlers_for(
     settings: &Settings,
     pool: &sqlx::PgPool,
@@ -179,8 +227,7 @@ pub fn handlers_for(
         )))),
         "noop" => Ok(Handlers::new().register_all(Arc::new(NoopHandler))),
         other => Err(format!(
-            "queue.handler `{other}`: the browser handlers are not part of this build yet; \
-             use `--handler noop-record`"
+            "queue.handler `{other}` needs the browser pool: use `worker_handlers`"
         )
         .into()),
     }

@@ -87,6 +87,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// The scheduler: schedule expansion, assignment and periodic maintenance.
     pub scheduler: SchedulerSettings,
+    /// Chromium sessions on WhatsApp Web: WebDriver, profiles, login deadlines.
+    pub browser: BrowserSettings,
 }
 
 /// The scheduler role (see `docs/scheduler.md`).
@@ -128,6 +130,66 @@ pub struct SchedulerSettings {
     /// moves the account's queued sends to other accounts.
     #[serde(with = "humantime_serde")]
     pub reassign_after: Duration,
+}
+
+/// The browser layer (see `docs/browser.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserSettings {
+    /// A WebDriver endpoint to use instead of a local chromedriver (e.g. a
+    /// Selenium Grid). Unset: Courier starts and supervises chromedriver.
+    #[serde(default)]
+    pub webdriver_url: Option<String>,
+    /// The chromedriver binary (local mode).
+    pub chromedriver: PathBuf,
+    /// The Chromium binary; searched for when unset.
+    #[serde(default)]
+    pub chromium: Option<PathBuf>,
+    /// Run Chromium headless.
+    pub headless: bool,
+    /// Extra Chromium arguments (e.g. `--renderer-process-limit=1`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// One Chromium profile per account lives under here (mode 0700).
+    pub profiles_dir: PathBuf,
+    /// The WhatsApp Web URL; `{account}` is replaced by the account id (the
+    /// simulator routes by it; the real site ignores it).
+    pub page_url: String,
+    /// Longest time from opening the page to a recognisable screen.
+    #[serde(with = "humantime_serde")]
+    pub starting_deadline: Duration,
+    /// Longest time a QR may wait for a scan.
+    #[serde(with = "humantime_serde")]
+    pub qr_deadline: Duration,
+    /// Longest time from the scan (or a restored session) to ready.
+    #[serde(with = "humantime_serde")]
+    pub authenticating_deadline: Duration,
+    /// How long the first QR ref lives (for `qr_expires_at`).
+    #[serde(with = "humantime_serde")]
+    pub qr_first_ref_ttl: Duration,
+    /// How long each later QR ref lives.
+    #[serde(with = "humantime_serde")]
+    pub qr_next_ref_ttl: Duration,
+    /// Every WebDriver command (and each page-object step) times out after this.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// How often a health check runs per active account.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// A session whose account lease is no longer held is closed after this idle time.
+    #[serde(with = "humantime_serde")]
+    pub idle_close: Duration,
+    /// First delay before restarting a crashed chromedriver; doubles, capped at 10 s.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff: Duration,
+    /// Key of the session snapshots: 32 bytes as 64 hex characters. Unset:
+    /// no snapshots are written or restored.
+    #[serde(default)]
+    pub session_key: Option<Secret>,
+    /// Where media fetched from URLs are staged.
+    pub media_dir: PathBuf,
+    /// Largest media file accepted (path or URL).
+    pub media_max_bytes: u64,
 }
 
 /// The queue engine.
@@ -406,6 +468,22 @@ impl Settings {
             "browser" | "noop-record" | "noop"
         ) {
             return invalid("queue.handler", "must be one of browser, noop-record, noop");
+        }
+        if let Some(key) = &self.browser.session_key {
+            if crate::browser::snapshot::SnapshotKey::parse(key.expose()).is_err() {
+                return invalid(
+                    "browser.session_key",
+                    "must be 32 bytes written as 64 hex characters",
+                );
+            }
+        }
+        if !self.browser.page_url.starts_with("http://")
+            && !self.browser.page_url.starts_with("https://")
+        {
+            return invalid("browser.page_url", "must be an http(s) URL");
+        }
+        if self.browser.command_timeout.is_zero() {
+            return invalid("browser.command_timeout", "must be longer than 0s");
         }
         if let Err(e) = self.budget.quiet_hours() {
             return invalid("budget.quiet_hours", &e);

@@ -231,6 +231,21 @@ impl ChromeDriver {
         }
     }
 
+    /// The chromedriver process id (also its process group id).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether chromedriver has exited.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The Chromium binary sessions use.
+    pub fn chromium(&self) -> &Path {
+        &self.chromium
+    }
+
     /// The WebDriver endpoint, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

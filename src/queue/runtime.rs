@@ -199,6 +199,12 @@ async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
             }
             Err(e) => tracing::warn!(error = %e, "resuming expired pauses failed"),
         }
+        // Login statuses whose run died with its worker move on by themselves.
+        match crate::browser::login::reap_expired(&shared.pool, Duration::from_secs(5)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(accounts = n, "moved login statuses past their deadline"),
+            Err(e) => tracing::warn!(error = %e, "reaping login deadlines failed"),
+        }
         if last_prune.elapsed() >= shared.queue.prune_interval {
             last_prune = tokio::time::Instant::now();
             match store::prune(&shared.pool, shared.queue.retention, 10_000).await {

@@ -21,6 +21,20 @@ use crate::budget::Limits;
 /// States the claim considers (with `run_at <= now()`).
 const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
 
+/// Only maintenance kinds run for a logged-out or banned account: its other
+/// jobs stay queued (never claimed, never failed) until it logs in again or
+/// the scheduler re-assigns them. `{a}` is the account id expression.
+macro_rules! session_gate {
+    ($a:literal) => {
+        concat!(
+            "(kind IN ('login', 'health_check') OR NOT EXISTS (SELECT 1 FROM mkt_wap_accounts g \
+             WHERE g.id = ",
+            $a,
+            " AND g.status IN ('logged_out', 'banned')))"
+        )
+    };
+}
+
 fn interval(d: Duration) -> sqlx::postgres::types::PgInterval {
     sqlx::postgres::types::PgInterval {
         months: 0,
@@ -283,7 +297,8 @@ pub async fn acquire_lease(
             WHERE (l.account_id IS NULL OR l.owner IS NULL OR l.expires_at < now()) \
               AND NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
               AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id \
-                          AND ((j.state IN {RUNNABLE} AND j.run_at <= now()) OR j.state = 'running')) \
+                          AND ((j.state IN {RUNNABLE} AND j.run_at <= now()) OR j.state = 'running') \
+                          AND {gate}) \
             ORDER BY l.heartbeat_at NULLS FIRST \
             LIMIT 1 \
             FOR NO KEY UPDATE OF a SKIP LOCKED \
@@ -294,7 +309,8 @@ pub async fn acquire_lease(
              expires_at = EXCLUDED.expires_at, heartbeat_at = now(), acquired_at = now() \
            WHERE l.owner IS NULL OR l.expires_at < now() \
          RETURNING l.account_id, l.epoch, now(), \
-             EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = l.account_id AND j.state = 'running')"
+             EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = l.account_id AND j.state = 'running')",
+        gate = session_gate!("a.id")
     )))
     .bind(owner)
     .bind(interval(ttl))
@@ -469,7 +485,7 @@ pub async fn claim(
         "WITH {LEASE_CTE}, next AS ( \
             SELECT id FROM queue_jobs \
             WHERE account_id = $1 AND state IN {RUNNABLE} AND run_at <= now() \
-              AND ($4 OR kind <> ALL($5)) \
+              AND ($4 OR kind <> ALL($5)) AND {gate} \
               AND EXISTS (SELECT 1 FROM lease) \
               AND NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = $1 \
                   AND a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
@@ -478,7 +494,8 @@ pub async fn claim(
          UPDATE queue_jobs j SET state = 'running', attempt = j.attempt + 1, \
              attempted_at = now(), lease_epoch = $2, attempted_by = $3, waiting_reason = NULL \
          FROM next WHERE j.id = next.id \
-         RETURNING j.*"
+         RETURNING j.*",
+        gate = session_gate!("$1")
     )))
     .bind(lease.account_id)
     .bind(lease.epoch)
@@ -705,7 +722,7 @@ pub async fn claim_batch(
             SELECT j.id, budget.epoch FROM budget CROSS JOIN LATERAL ( \
                 SELECT q.id FROM queue_jobs q \
                 WHERE q.account_id = budget.account_id AND q.state IN {RUNNABLE} AND q.run_at <= now() \
-                  AND (budget.may_send OR q.kind <> ALL($8)) \
+                  AND (budget.may_send OR q.kind <> ALL($8)) AND {gate} \
                 ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED \
             ) j \
          ), claimed AS ( \
@@ -718,7 +735,8 @@ pub async fn claim_batch(
             SELECT account_id, id, lease_epoch, clock_timestamp() FROM claimed WHERE kind = ANY($8) \
             RETURNING job_id, sent_at \
          ) \
-         SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id"
+         SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id",
+        gate = session_gate!("budget.account_id")
     )))
     .bind(&accounts)
     .bind(&epochs)
@@ -782,12 +800,14 @@ pub struct AccountWork {
 /// The account's next work.
 pub async fn account_work(pool: &PgPool, account_id: Uuid) -> Result<AccountWork, QueueError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT (SELECT min(run_at) FROM queue_jobs WHERE account_id = $1 AND state IN {RUNNABLE}) AS next_any, \
+        "SELECT (SELECT min(run_at) FROM queue_jobs WHERE account_id = $1 AND state IN {RUNNABLE} \
+                   AND {gate}) AS next_any, \
                 (SELECT min(run_at) FROM queue_jobs WHERE account_id = $1 AND state IN {RUNNABLE} \
-                   AND kind <> ALL($2)) AS next_other, \
+                   AND kind <> ALL($2) AND {gate}) AS next_other, \
                 EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = $1 AND a.status = 'paused' \
                    AND (a.paused_until IS NULL OR a.paused_until > now())) AS paused, \
-                now() AS now"
+                now() AS now",
+        gate = session_gate!("$1")
     )))
     .bind(account_id)
     .bind(&super::BUDGET_KINDS[..])
@@ -802,9 +822,10 @@ pub async fn next_free_due(
 ) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>), QueueError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT (SELECT min(j.run_at) FROM queue_jobs j \
-            WHERE j.state IN {RUNNABLE} \
+            WHERE j.state IN {RUNNABLE} AND {gate} \
               AND NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = j.account_id \
-                              AND l.owner IS NOT NULL AND l.expires_at > now())), now()"
+                              AND l.owner IS NOT NULL AND l.expires_at > now())), now()",
+        gate = session_gate!("j.account_id")
     )))
     .fetch_one(pool)
     .await?)

@@ -1,0 +1,749 @@
+//! The browser layer end to end: real Chromium and chromedriver, the
+//! WhatsApp Web simulator, a real Postgres, and the queue worker running the
+//! `login` and `health_check` handlers exactly as `courier worker` does.
+//!
+//! Each seed failure (file 004) has a test that makes it impossible: the
+//! phone is read from the page state, not an event; no login status outlives
+//! its deadline; a session survives a worker restart, a move to another
+//! machine, and a chromedriver crash.
+//!
+//! Tests take a process-wide lock so only one set of browsers runs at a time
+//! (CI machines have 2 cores).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use courier::browser::{login::start_login, schedule_health_check, BrowserPool, SnapshotKey};
+use courier::config::{Secret, Settings};
+use courier::queue::runtime::Runtime;
+use courier::queue::NewJob;
+use courier::sim::{SimConfig, SimControl, Simulator};
+use courier::testing::{fresh_database, TestDb};
+use serde_json::json;
+use uuid::Uuid;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const PHONE: &str = "+447700900123";
+const DIGITS: &str = "447700900123";
+
+struct Env {
+    db: TestDb,
+    sim: Simulator,
+    ctl: SimControl,
+    key: SnapshotKey,
+    dirs: tempfile::TempDir,
+    _one: tokio::sync::MutexGuard<'static, ()>,
+}
+
+struct Worker {
+    browser: Arc<BrowserPool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    /// Graceful stop: leases released, sessions closed (profiles flushed).
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = (&mut self.task).await;
+        self.browser.shutdown().await;
+    }
+
+    /// A crash of the browser side of a worker: every chromedriver and
+    /// Chromium process is SIGKILLed (nothing closed or flushed), then the
+    /// runtime goes away. (Lease takeover after a process crash is the queue
+    /// engine's and is tested there.)
+    async fn crash(mut self) {
+        self.browser.crash();
+        let _ = self.stop.take().unwrap().send(());
+        let _ = (&mut self.task).await;
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    status: String,
+    status_reason: Option<String>,
+    status_deadline: Option<chrono::DateTime<chrono::Utc>>,
+    phone_number: Option<String>,
+    qr_token: Option<String>,
+    qr_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    health_score: i32,
+    last_ready_at: Option<chrono::DateTime<chrono::Utc>>,
+    has_snapshot: bool,
+}
+
+impl Env {
+    async fn start(sim: SimConfig) -> Self {
+        let one = ONE_AT_A_TIME.lock().await;
+        let db = fresh_database().await.unwrap();
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), sim)
+            .await
+            .unwrap();
+        let ctl = sim.control();
+        Self {
+            db,
+            sim,
+            ctl,
+            key: SnapshotKey::random(),
+            dirs: tempfile::tempdir().unwrap(),
+            _one: one,
+        }
+    }
+
+    /// A "machine": its own profiles directory.
+    fn machine(&self, name: &str) -> PathBuf {
+        self.dirs.path().join(name)
+    }
+
+    fn settings(&self, profiles: &Path, tweak: impl FnOnce(&mut Settings)) -> Settings {
+        let mut s = Settings::defaults();
+        s.queue.handler = "browser".into();
+        s.queue.capacity = 2;
+        s.queue.lease_ttl = Duration::from_secs(3);
+        s.queue.heartbeat_interval = Duration::from_millis(500);
+        s.queue.poll_interval = Duration::from_millis(200);
+        s.queue.lease_hold = Duration::from_millis(500);
+        s.queue.job_timeout = Duration::from_secs(60);
+        s.queue.shutdown_grace = Duration::from_secs(5);
+        let b = &mut s.browser;
+        b.page_url = format!("{}/?account={{account}}", self.sim.url());
+        b.profiles_dir = profiles.to_path_buf();
+        b.media_dir = self.dirs.path().join("media");
+        b.starting_deadline = Duration::from_secs(15);
+        b.qr_deadline = Duration::from_secs(30);
+        b.authenticating_deadline = Duration::from_secs(15);
+        b.command_timeout = Duration::from_secs(5);
+        b.idle_close = Duration::from_secs(30);
+        b.health_check_interval = Duration::from_secs(3600);
+        b.session_key = Some(Secret::new(self.key.to_hex()));
+        tweak(&mut s);
+        s.validate().unwrap();
+        s
+    }
+
+    async fn worker(&self, settings: &Settings) -> Worker {
+        let (handlers, browser) = courier::browser::browser_registry(settings, &self.db.pool)
+            .await
+            .unwrap();
+        let runtime = Runtime::new(self.db.pool.clone(), settings, handlers);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            runtime
+                .run_until(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Worker {
+            browser,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// An account in Courier and in the simulator (same id).
+    async fn account(&self) -> Uuid {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO mkt_wap_accounts (account_name) VALUES ('test') RETURNING id",
+        )
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        self.ctl
+            .create_account(&id.to_string(), None)
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn row(&self, id: Uuid) -> Row {
+        sqlx::query_as(
+            "SELECT status, status_reason, status_deadline, phone_number, qr_token, qr_expires_at, \
+             health_score, last_ready_at, session_snapshot IS NOT NULL AS has_snapshot \
+             FROM mkt_wap_accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn wait_row(&self, id: Uuid, what: &str, secs: u64, f: impl Fn(&Row) -> bool) -> Row {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.row(id).await;
+            if f(&r) {
+                return r;
+            }
+            if Instant::now() >= deadline {
+                let jobs: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
+                    "SELECT kind, state, attempt, last_error FROM queue_jobs WHERE account_id = $1 \
+                     ORDER BY created_at",
+                )
+                .bind(id)
+                .fetch_all(&self.db.pool)
+                .await
+                .unwrap();
+                panic!("timed out waiting for {what}; account is {r:?}; jobs {jobs:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_status(&self, id: Uuid, status: &str, secs: u64) -> Row {
+        self.wait_row(id, &format!("status {status}"), secs, |r| {
+            r.status == status
+        })
+        .await
+    }
+
+    /// Logs the account in through the worker: login job, QR from the DB,
+    /// scan through the simulator's control API.
+    async fn login(&self, id: Uuid) -> Row {
+        start_login(&self.db.pool, id).await.unwrap();
+        let r = self
+            .wait_row(id, "a QR in the DB", 30, |r| r.qr_token.is_some())
+            .await;
+        assert_eq!(r.status, "qr_pending");
+        self.ctl
+            .scan(&id.to_string(), r.qr_token.as_deref().unwrap(), PHONE)
+            .await
+            .unwrap();
+        self.wait_status(id, "active", 30).await
+    }
+
+    async fn jobs_of(&self, id: Uuid, kind: &str) -> Vec<(String, i32)> {
+        sqlx::query_as("SELECT state, attempt FROM queue_jobs WHERE account_id = $1 AND kind = $2 ORDER BY created_at")
+            .bind(id)
+            .bind(kind)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_jobs_done(&self, id: Uuid, kind: &str, n: usize, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let jobs = self.jobs_of(id, kind).await;
+            if jobs.iter().filter(|(s, _)| s == "completed").count() >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{kind} jobs not done: {jobs:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn health_check_now(&self, id: Uuid) {
+        schedule_health_check(&self.db.pool, id, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+
+    /// The simulator's pairing device number (bumped by every new QR pairing).
+    async fn sim_wid(&self, id: Uuid) -> String {
+        self.ctl.account(&id.to_string()).await.unwrap()["wid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn quick_sim() -> SimConfig {
+    SimConfig {
+        first_ref: Duration::from_millis(1500),
+        next_ref: Duration::from_millis(1000),
+        max_refs: 40,
+        loading: Duration::from_millis(300),
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn login_end_to_end_stores_each_qr_then_activates_with_the_phone_from_the_page() {
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let w = env.worker(&env.settings(&env.machine("m1"), |_| {})).await;
+
+    start_login(&env.db.pool, id).await.unwrap();
+    let first = env
+        .wait_row(id, "a QR in the DB", 30, |r| r.qr_token.is_some())
+        .await;
+    assert_eq!(first.status, "qr_pending");
+    assert!(first.status_deadline.is_some(), "qr_pending has a deadline");
+    assert!(first.qr_expires_at.unwrap() > chrono::Utc::now());
+    // The QR rotates in place; every rotation reaches the DB.
+    let t1 = first.qr_token.clone().unwrap();
+    let second = env
+        .wait_row(id, "a rotated QR in the DB", 10, |r| {
+            r.qr_token.as_deref().is_some_and(|t| t != t1)
+        })
+        .await;
+    let t2 = second.qr_token.unwrap();
+    assert_eq!(t2.split(',').count(), 5, "{t2}");
+    env.ctl.scan(&id.to_string(), &t2, PHONE).await.unwrap();
+
+    let r = env.wait_status(id, "active", 30).await;
+    assert_eq!(r.phone_number.as_deref(), Some(DIGITS));
+    assert!(r.qr_token.is_none() && r.qr_expires_at.is_none());
+    assert!(r.status_deadline.is_none());
+    assert!(r.status_reason.unwrap().contains("own number"));
+    assert!(r.last_ready_at.is_some());
+    env.wait_jobs_done(id, "login", 1, 10).await;
+    // The snapshot is stored once the session settled.
+    env.wait_row(id, "a session snapshot", 15, |r| r.has_snapshot)
+        .await;
+    // Transitions were counted, and the profile is private.
+    let mode = std::fs::metadata(env.machine("m1").join(id.to_string()))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    // A health check is queued for later.
+    assert_eq!(env.jobs_of(id, "health_check").await.len(), 1);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn stuck_loading_fails_with_a_reason_at_the_deadline_then_recovers_on_retry() {
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let settings = env.settings(&env.machine("m1"), |s| {
+        s.browser.authenticating_deadline = Duration::from_secs(3)
+    });
+    let w = env.worker(&settings).await;
+    env.ctl
+        .faults(&id.to_string(), json!({ "stuck_loading": true }))
+        .await
+        .unwrap();
+    start_login(&env.db.pool, id).await.unwrap();
+    let r = env
+        .wait_row(id, "a QR in the DB", 30, |r| r.qr_token.is_some())
+        .await;
+    let scanned = Instant::now();
+    env.ctl
+        .scan(&id.to_string(), r.qr_token.as_deref().unwrap(), PHONE)
+        .await
+        .unwrap();
+    env.wait_status(id, "authenticating", 10).await;
+    let r = env.wait_status(id, "failed", 15).await;
+    assert!(scanned.elapsed() >= Duration::from_secs(3));
+    let reason = r.status_reason.unwrap();
+    assert!(reason.contains("not ready within"), "{reason}");
+    assert!(r.status_deadline.is_none() && r.phone_number.is_none());
+
+    // The fault clears; a retry (a new login run) reaches active without a QR.
+    env.ctl
+        .faults(&id.to_string(), json!({ "stuck_loading": false }))
+        .await
+        .unwrap();
+    let wid = env.sim_wid(id).await;
+    start_login(&env.db.pool, id).await.unwrap();
+    let r = env.wait_status(id, "active", 30).await;
+    assert_eq!(r.phone_number.as_deref(), Some(DIGITS));
+    assert_eq!(env.sim_wid(id).await, wid, "no second pairing");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn qr_refs_running_out_lead_back_to_inactive_with_a_reason() {
+    let env = Env::start(SimConfig {
+        first_ref: Duration::from_millis(800),
+        next_ref: Duration::from_millis(400),
+        max_refs: 3,
+        ..quick_sim()
+    })
+    .await;
+    let id = env.account().await;
+    let w = env.worker(&env.settings(&env.machine("m1"), |_| {})).await;
+    start_login(&env.db.pool, id).await.unwrap();
+    env.wait_status(id, "qr_pending", 30).await;
+    let r = env.wait_status(id, "inactive", 20).await;
+    assert!(r.status_reason.unwrap().contains("ran out"));
+    assert!(r.qr_token.is_none() && r.status_deadline.is_none());
+    env.wait_jobs_done(id, "login", 1, 10).await;
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_worker_crash_a_new_worker_brings_the_account_back_active_without_a_qr() {
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let settings = env.settings(&env.machine("m1"), |_| {});
+    let w = env.worker(&settings).await;
+    let before = env.login(id).await;
+    env.wait_row(id, "a session snapshot", 15, |r| r.has_snapshot)
+        .await;
+    let wid = env.sim_wid(id).await;
+    w.crash().await;
+
+    // A new worker process on the same machine (same profiles directory).
+    let w2 = env.worker(&settings).await;
+    env.health_check_now(id).await;
+    let r = env
+        .wait_row(id, "a fresh ready from the new worker", 30, |r| {
+            r.last_ready_at > before.last_ready_at
+        })
+        .await;
+    assert_eq!(r.status, "active");
+    assert_eq!(r.phone_number.as_deref(), Some(DIGITS));
+    assert!(r.qr_token.is_none());
+    assert_eq!(env.sim_wid(id).await, wid, "no new QR pairing");
+    assert_eq!(r.health_score, before.health_score);
+    w2.stop().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_restored_into_an_empty_profile_on_another_machine_is_active_without_a_qr() {
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let w = env.worker(&env.settings(&env.machine("m1"), |_| {})).await;
+    let before = env.login(id).await;
+    env.wait_row(id, "a session snapshot", 15, |r| r.has_snapshot)
+        .await;
+    let wid = env.sim_wid(id).await;
+    w.stop().await;
+
+    // Another machine: an empty profiles directory, the same Postgres.
+    let m2 = env.machine("m2");
+    assert!(!m2.exists());
+    let w2 = env.worker(&env.settings(&m2, |_| {})).await;
+    env.health_check_now(id).await;
+    let r = env
+        .wait_row(id, "ready on the second machine", 30, |r| {
+            r.last_ready_at > before.last_ready_at
+        })
+        .await;
+    assert_eq!(r.status, "active");
+    assert!(r.qr_token.is_none());
+    assert_eq!(env.sim_wid(id).await, wid, "no new QR pairing");
+    assert!(m2
+        .join(id.to_string())
+        .join("Default/Local Storage")
+        .exists());
+    w2.stop().await;
+
+    // The wrong key is a clear, permanent error, not a QR.
+    let m3 = env.machine("m3");
+    let wrong = env.settings(&m3, |s| {
+        s.browser.session_key = Some(Secret::new(SnapshotKey::random().to_hex()))
+    });
+    let w3 = env.worker(&wrong).await;
+    env.health_check_now(id).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let err: String = loop {
+        let e: Option<String> = sqlx::query_scalar(
+            "SELECT last_error FROM queue_jobs WHERE account_id = $1 AND kind = 'health_check' \
+             AND state = 'discarded' LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&env.db.pool)
+        .await
+        .unwrap()
+        .flatten();
+        if let Some(e) = e {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "wrong key not reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(err.contains("wrong browser.session_key"), "{err}");
+    w3.stop().await;
+}
+
+#[tokio::test]
+async fn killing_chromedriver_mid_session_brings_the_session_back_with_health_unchanged() {
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let w = env.worker(&env.settings(&env.machine("m1"), |_| {})).await;
+    let before = env.login(id).await;
+    env.wait_row(id, "a session snapshot", 15, |r| r.has_snapshot)
+        .await;
+    assert!(w.browser.open_accounts().contains(&id), "session is open");
+    let pid = w.browser.hub().driver_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The supervisor restarts chromedriver on a new port.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while w.browser.hub().driver_pid().is_none_or(|p| p == pid) {
+        assert!(Instant::now() < deadline, "chromedriver not restarted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.health_check_now(id).await;
+    let r = env
+        .wait_row(id, "the session back", 30, |r| {
+            r.last_ready_at > before.last_ready_at
+        })
+        .await;
+    assert_eq!(r.status, "active");
+    assert_eq!(
+        r.health_score, before.health_score,
+        "infra faults cost no health"
+    );
+    assert!(r.qr_token.is_none());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn logout_and_block_faults_set_their_statuses_and_keep_queued_jobs() {
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let w = env.worker(&env.settings(&env.machine("m1"), |_| {})).await;
+    let before = env.login(id).await;
+    env.wait_jobs_done(id, "login", 1, 15).await;
+
+    // "Open in another window": one "Use here" click takes the session back.
+    env.ctl
+        .faults(&id.to_string(), json!({ "conflict": true }))
+        .await
+        .unwrap();
+    env.health_check_now(id).await;
+    env.wait_jobs_done(id, "health_check", 1, 30).await;
+    let r = env.row(id).await;
+    assert_eq!(r.status, "active");
+    let faults = env.ctl.account(&id.to_string()).await.unwrap()["faults"].clone();
+    assert_eq!(faults["conflict"], false, "Use here was clicked: {faults}");
+
+    // Logged out from the phone: the health check sees it.
+    env.ctl.logout(&id.to_string()).await.unwrap();
+    env.health_check_now(id).await;
+    let r = env.wait_status(id, "logged_out", 30).await;
+    assert!(r.status_reason.unwrap().contains("logged out"));
+    assert!(r.health_score < before.health_score);
+
+    // A send queued now is neither run nor lost.
+    let send = NewJob::new(
+        id,
+        &courier::jobs::send::SendJob {
+            message_id: Uuid::new_v4(),
+        },
+    )
+    .unwrap();
+    let job = courier::queue::enqueue(&env.db.pool, &send).await.unwrap();
+
+    // Blocked: status banned, health to zero.
+    env.ctl
+        .faults(&id.to_string(), json!({ "blocked": true }))
+        .await
+        .unwrap();
+    env.health_check_now(id).await;
+    let r = env.wait_status(id, "banned", 30).await;
+    assert!(r.status_reason.unwrap().contains("blocked"));
+    assert_eq!(r.health_score, 0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (state, attempt): (String, i32) =
+        sqlx::query_as("SELECT state, attempt FROM queue_jobs WHERE id = $1")
+            .bind(job.id)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt),
+        ("available", 0),
+        "the send waits, untouched"
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_participants_and_history()
+{
+    use courier::browser::{AckLevel, MediaSource, PageError, Selectors};
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let settings = env.settings(&env.machine("m1"), |s| {
+        s.browser.media_max_bytes = 1000;
+    });
+    let w = env.worker(&settings).await;
+    env.login(id).await;
+    env.wait_jobs_done(id, "login", 1, 15).await;
+    w.stop().await;
+
+    let sid = id.to_string();
+    let contact = env
+        .ctl
+        .add_contact("+447700800001", Some("Asha"), &[&sid])
+        .await
+        .unwrap();
+    let participants: Vec<_> = (0..45)
+        .map(|i| json!({ "phone": format!("+4477008100{i:02}"), "name": format!("P{i}"), "admin": i == 0 }))
+        .collect();
+    let group = env
+        .ctl
+        .create_group("Farmers", participants, &[&sid])
+        .await
+        .unwrap();
+    env.ctl
+        .ack_timing(
+            &sid,
+            json!({ "server_ms": 30, "device_ms": 30, "read_ms": 30 }),
+        )
+        .await
+        .unwrap();
+    // Media served over HTTP: one small file, one over the cap.
+    let app = axum::Router::new()
+        .route(
+            "/small.png",
+            axum::routing::get(|| async { vec![7u8; 100] }),
+        )
+        .route("/big.png", axum::routing::get(|| async { vec![7u8; 5000] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let media_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // Drive the page directly, as a send handler would, under a lease.
+    let lease = courier::queue::store::acquire_account(
+        &env.db.pool,
+        id,
+        "page-object-test",
+        Duration::from_secs(120),
+        5,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let pool = BrowserPool::start(env.db.pool.clone(), &settings.browser, Selectors::builtin())
+        .await
+        .unwrap();
+    let page = pool.session(&lease).await.unwrap();
+    let v = page.wait_ready(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(v.phone.as_deref(), Some(DIGITS));
+    assert_eq!(page.own_number().await.unwrap().as_deref(), Some(DIGITS));
+    assert_eq!(page.qr_token().await.unwrap(), None);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let chats = loop {
+        let chats = page.chat_list().await.unwrap();
+        if chats.len() >= 2 || Instant::now() > deadline {
+            break chats;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        chats.iter().any(|c| c.id == contact && c.name == "Asha"),
+        "{chats:?}"
+    );
+    assert!(chats.iter().any(|c| c.id == group), "{chats:?}");
+
+    let text = page
+        .send_text(&contact, "Hello from Courier")
+        .await
+        .unwrap();
+    assert!(text.data_id.starts_with(&format!("true_{contact}_")));
+    let started = Instant::now();
+    while page.ack(&text.data_id).await.unwrap() != Some(AckLevel::Read) {
+        assert!(started.elapsed() < Duration::from_secs(5), "no read ack");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let link = page
+        .send_link(&contact, "Prices https://example.com/feed")
+        .await
+        .unwrap();
+    assert!(link.link_preview);
+    let png = env.dirs.path().join("promo.png");
+    std::fs::write(&png, b"\x89PNG\r\n\x1a\nsmall").unwrap();
+    let image = page
+        .send_media(&contact, &MediaSource::Path(png), Some("Look"), false)
+        .await
+        .unwrap();
+    assert!(image.media);
+    let fetched = page
+        .send_media(
+            &contact,
+            &MediaSource::Url(format!("{media_url}/small.png")),
+            None,
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(fetched.media);
+    let too_big = page
+        .send_media(
+            &contact,
+            &MediaSource::Url(format!("{media_url}/big.png")),
+            None,
+            false,
+        )
+        .await;
+    assert!(matches!(too_big, Err(PageError::Media(_))), "{too_big:?}");
+
+    // The retry path's lookup: what already reached the chat.
+    let recent = page.recent_outgoing(&contact, 10).await.unwrap();
+    let ids: Vec<_> = recent.iter().map(|m| m.data_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            &text.data_id,
+            &link.data_id,
+            &image.data_id,
+            &fetched.data_id
+        ]
+    );
+    assert_eq!(recent[0].text.as_deref(), Some("Hello from Courier"));
+
+    // A lazily rendered participant list is read to the end.
+    let members = page.participants(&group).await.unwrap();
+    assert_eq!(members.len(), 45);
+    assert!(members.iter().filter(|p| p.admin).count() == 1);
+
+    // A refused send is a typed error, not a silent success.
+    env.ctl
+        .faults(&sid, json!({ "refuse_sends": true }))
+        .await
+        .unwrap();
+    let refused = page.send_text(&contact, "over quota").await;
+    assert!(
+        matches!(refused, Err(PageError::QuotaRefused(_))),
+        "{refused:?}"
+    );
+
+    let back = env.ctl.messages(&sid).await.unwrap();
+    assert_eq!(back.messages.len(), 4, "each send reached WhatsApp once");
+    drop(page);
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_login_status_whose_worker_died_moves_on_by_itself_after_its_deadline() {
+    let db = fresh_database().await.unwrap();
+    let mut ids = Vec::new();
+    for status in ["starting", "qr_pending", "authenticating", "active"] {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO mkt_wap_accounts (account_name, status, status_deadline, qr_token) \
+             VALUES ('t', $1, now() - interval '1 minute', 'tok') RETURNING id",
+        )
+        .bind(status)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let moved = courier::browser::login::reap_expired(&db.pool, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(moved, 3);
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT status, status_reason, qr_token FROM mkt_wap_accounts WHERE id = ANY($1) \
+         ORDER BY array_position($1, id)",
+    )
+    .bind(&ids)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let statuses: Vec<_> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(statuses, ["failed", "inactive", "failed", "active"]);
+    assert!(rows[1]
+        .1
+        .as_deref()
+        .unwrap()
+        .contains("before its deadline"));
+    assert!(rows[1].2.is_none(), "the stale QR is cleared");
+}
