@@ -1,7 +1,5 @@
 //! The command line: one binary, one subcommand per role or task.
 
-use std::time::Instant;
-
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
@@ -21,8 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Run the end-to-end demo on the embedded stack.
-    Demo,
+    /// Run the end-to-end demo on the embedded stack (simulator, Chromium, all roles).
+    Demo(crate::demo::DemoArgs),
     /// Run every role in one process until Ctrl-C / SIGTERM.
     Run,
     /// Print the effective configuration, secrets redacted.
@@ -91,7 +89,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             db.close().await?;
             Ok(())
         }
-        Command::Demo => demo(&settings).await,
+        Command::Demo(args) => crate::demo::run(&settings, args).await,
         Command::Sim(args) => crate::sim::cli::run(args).await,
         Command::Bench {
             target: BenchTarget::Browser(args),
@@ -233,13 +231,9 @@ pub fn handlers_for(
     }
 }
 
-async fn demo(settings: &Settings) -> Result<(), BoxError> {
-    let started = Instant::now();
-    println!("courier demo");
-    println!("  [1/2] database …");
-    let (db, report) = Database::open(settings).await?;
-    match &db.embedded {
-        Some(pg) => println!(
+fn print_open_report(db: &Database, report: &OpenReport) {
+    if let Some(pg) = &db.embedded {
+        println!(
             "        embedded PostgreSQL at {} ({}; binaries {})",
             pg.data_dir().display(),
             match (pg.initialised_here(), pg.started_here()) {
@@ -248,34 +242,8 @@ async fn demo(settings: &Settings) -> Result<(), BoxError> {
                 (false, false) => "existing cluster already running, joined",
             },
             pg.bin_dir().display()
-        ),
-        None => println!("        server at {}", redact_url(db.url())),
+        );
     }
-    println!("  [2/2] schema …");
-    print_open_report(&db, &report);
-    let tables: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT c.relname::text, c.reltuples::bigint FROM pg_class c \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'mkt\\_%' \
-         ORDER BY 1",
-    )
-    .fetch_all(&db.pool)
-    .await?;
-    println!(
-        "        {} tables: {}",
-        tables.len(),
-        tables
-            .iter()
-            .map(|(t, _)| t.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    db.close().await?;
-    println!("done in {:.1}s", started.elapsed().as_secs_f64());
-    Ok(())
-}
-
-fn print_open_report(db: &Database, report: &OpenReport) {
     if report.applied.is_empty() {
         println!(
             "        schema up to date ({} migrations) at {}",
