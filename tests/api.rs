@@ -734,3 +734,177 @@ async fn seed_message_routes_take_camel_case_bodies() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
+    let app = App::spawn().await;
+    let acc = account(&app, "qr").await;
+    let (s, j) = app
+        .post(&format!("/v1/accounts/{acc}/login"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+    assert_eq!(j["kind"], "login");
+    let (s, again) = app
+        .post(&format!("/v1/accounts/{acc}/login"), json!({}))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a login under way is returned, not duplicated"
+    );
+    assert_eq!(again["id"], j["id"]);
+
+    // No QR yet: JSON says so, images are 404.
+    let (s, q) = app.get(&format!("/v1/accounts/{acc}/qr")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(q["qr_token"].is_null());
+    let r = app
+        .req(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
+        .header("accept", "image/svg+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // The browser layer stores the QR it sees.
+    sqlx::query("UPDATE mkt_wap_accounts SET status = 'qr_pending', qr_token = '2@abc,def,ghi,jkl,1', qr_expires_at = now() + interval '20 seconds' WHERE id = $1::uuid")
+        .bind(&acc)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (_, q) = app.get(&format!("/v1/accounts/{acc}/qr")).await;
+    assert_eq!(q["qr_token"], "2@abc,def,ghi,jkl,1");
+    assert!(q["qr_expires_at"].is_string());
+    let r = app
+        .req(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
+        .header("accept", "image/svg+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    assert!(r.text().await.unwrap().starts_with("<?xml"));
+    let r = app
+        .req(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
+        .header("accept", "image/png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(&r.bytes().await.unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    let (_, seed) = app.get(&format!("/whatsapp/accounts/{acc}/qr")).await;
+    assert!(seed["qrCode"]
+        .as_str()
+        .unwrap()
+        .starts_with("data:image/svg+xml"));
+
+    // An expired token is not served.
+    sqlx::query("UPDATE mkt_wap_accounts SET qr_expires_at = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&acc)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (_, q) = app.get(&format!("/v1/accounts/{acc}/qr")).await;
+    assert!(q["qr_token"].is_null());
+
+    // Logout keeps the jobs and marks the account.
+    let (s, out) = app
+        .post(&format!("/v1/accounts/{acc}/logout"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(out["status"], "logged_out");
+    sqlx::query("UPDATE mkt_wap_accounts SET status = 'banned' WHERE id = $1::uuid")
+        .bind(&acc)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (s, _) = app
+        .post(&format!("/v1/accounts/{acc}/login"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "a banned account cannot log in");
+}
+
+#[tokio::test]
+async fn the_login_page_needs_the_token_and_shows_qr_then_connected() {
+    let app = App::spawn().await;
+    let acc = account(&app, "Page <test>").await;
+    let page = |token: Option<&str>| {
+        let mut url = format!("{}/ui/accounts/{acc}/login", app.base);
+        if let Some(t) = token {
+            url.push_str(&format!("?token={t}"));
+        }
+        app.http.get(url).send()
+    };
+    assert_eq!(page(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        page(Some("wrong-token-0000000000")).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    sqlx::query("UPDATE mkt_wap_accounts SET status = 'qr_pending', qr_token = 'ref-1,a,b,c,1', qr_expires_at = now() + interval '60 seconds' WHERE id = $1::uuid")
+        .bind(&acc)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let html = page(Some(TOKEN)).await.unwrap().text().await.unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("http-equiv=\"refresh\""),
+        "{html}"
+    );
+    assert!(html.contains("Page &lt;test&gt;"), "names are escaped");
+    sqlx::query("UPDATE mkt_wap_accounts SET status = 'active', phone_number = '447700900123', qr_token = NULL WHERE id = $1::uuid")
+        .bind(&acc)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let html = page(Some(TOKEN)).await.unwrap().text().await.unwrap();
+    assert!(html.contains("Connected as +447700900123"), "{html}");
+    assert!(
+        !html.contains("http-equiv=\"refresh\""),
+        "a connected page stops refreshing"
+    );
+}
+
+#[tokio::test]
+async fn discover_and_scrape_enqueue_browser_jobs() {
+    let app = App::spawn().await;
+    let acc = account(&app, "disc").await;
+    let (s, j) = app
+        .post(&format!("/v1/accounts/{acc}/groups/discover"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+    assert_eq!(j["kind"], "discover");
+    let g = seed_group(&app.db, "120363000000000077@g.us", "g").await;
+    let (s, e) = app.post(&format!("/v1/groups/{g}/scrape"), json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "no member account yet: {e}");
+    sqlx::query("INSERT INTO mkt_wap_account_groups (account_id, group_id) VALUES ($1::uuid, $2)")
+        .bind(&acc)
+        .bind(g)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (s, j) = app
+        .send(app.req(reqwest::Method::POST, &format!("/v1/groups/{g}/scrape")))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+    assert_eq!(j["payload"]["group_id"], g.to_string());
+    let (s, e) = app
+        .post(
+            &format!("/v1/groups/{g}/scrape"),
+            json!({"account_id": uuid::Uuid::new_v4()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, _) = app
+        .post(
+            &format!("/v1/groups/{}/scrape", uuid::Uuid::new_v4()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, j) = app
+        .post(
+            &format!("/whatsapp/groups/{g}/scrape-contacts"),
+            json!({"accountId": acc}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "the same scrape is under way: {j}");
+}

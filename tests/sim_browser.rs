@@ -402,12 +402,17 @@ async fn chats_send_acks_media_link_preview_and_group_info() {
     // Text with a URL: a preview while composing, acks advancing in order.
     open_chat(&c, sel, contact).await;
     w.assert_contract(&c, "chat").await;
+    assert!(
+        !exists(&c, &sel.conversation.send_button).await,
+        "the send button shows only once there is text"
+    );
     let compose = wait(&c, &sel.conversation.compose, 1).await;
     compose
         .send_keys("Sale today https://example.com/offer")
         .await
         .unwrap();
     wait(&c, &sel.conversation.compose_link_preview, 3).await;
+    w.assert_contract(&c, "chat_typing").await;
     wait(&c, &sel.conversation.send_button, 1)
         .await
         .click()
@@ -490,6 +495,8 @@ async fn chats_send_acks_media_link_preview_and_group_info() {
     std::fs::write(&png, b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let pdf = dir.path().join("terms.pdf");
     std::fs::write(&pdf, b"%PDF-1.4 tiny").unwrap();
+    let mp4 = dir.path().join("clip.mp4");
+    std::fs::write(&mp4, b"\0\0\0\x18ftypmp42").unwrap();
     wait(&c, &sel.attach.attach_button, 1)
         .await
         .click()
@@ -520,8 +527,18 @@ async fn chats_send_acks_media_link_preview_and_group_info() {
         .click()
         .await
         .unwrap();
-    eventually("both media messages", 5, || async {
-        w.ok("GET", "/_control/accounts/a1/messages", None).await["count"] == 4
+    wait(&c, &sel.attach.media_input, 3)
+        .await
+        .send_keys(mp4.to_str().unwrap())
+        .await
+        .unwrap();
+    wait(&c, &sel.attach.send_button, 3)
+        .await
+        .click()
+        .await
+        .unwrap();
+    eventually("the three media messages", 5, || async {
+        w.ok("GET", "/_control/accounts/a1/messages", None).await["count"] == 5
     })
     .await;
     let back = w.ok("GET", "/_control/accounts/a1/messages", None).await;
@@ -533,6 +550,9 @@ async fn chats_send_acks_media_link_preview_and_group_info() {
     assert_eq!(doc["media"]["kind"], "document");
     assert_eq!(doc["media"]["name"], "terms.pdf");
     assert!(doc["body"].is_null());
+    let video = &back["messages"][4];
+    assert_eq!(video["media"]["kind"], "video");
+    assert_eq!(video["media"]["mime"], "video/mp4");
     assert_eq!(
         c.find_all(Locator::Css(&format!(
             "{} {}",
@@ -541,7 +561,7 @@ async fn chats_send_acks_media_link_preview_and_group_info() {
         .await
         .unwrap()
         .len(),
-        2
+        3
     );
 
     // Group info: 250 members, rendered lazily as the list scrolls.
@@ -644,11 +664,11 @@ async fn chats_send_acks_media_link_preview_and_group_info() {
         .await
         .unwrap();
     eventually("the message to the new chat", 5, || async {
-        w.ok("GET", "/_control/accounts/a1/messages", None).await["count"] == 5
+        w.ok("GET", "/_control/accounts/a1/messages", None).await["count"] == 6
     })
     .await;
     let back = w.ok("GET", "/_control/accounts/a1/messages", None).await;
-    assert_eq!(back["messages"][4]["chat"], "447700900300@c.us");
+    assert_eq!(back["messages"][5]["chat"], "447700900300@c.us");
     c.close().await.unwrap();
 }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{Json, Path, Query};
-use super::{accounts, groups, messages, stats, AppState};
+use super::{accounts, groups, login, messages, stats, AppState};
 
 /// Renames object keys from snake_case to camelCase, recursively.
 pub fn camel(v: Value) -> Value {
@@ -97,6 +97,23 @@ pub fn router() -> Router<AppState> {
         .route("/whatsapp/groups", get(list_groups))
         .route("/whatsapp/groups/{id}", get(get_group).put(update_group))
         .route("/whatsapp/stats", get(get_stats))
+        .route(
+            "/whatsapp/accounts/{id}/initialize",
+            axum::routing::post(initialize),
+        )
+        .route(
+            "/whatsapp/accounts/{id}/disconnect",
+            axum::routing::post(disconnect),
+        )
+        .route("/whatsapp/accounts/{id}/qr", get(get_qr))
+        .route(
+            "/whatsapp/accounts/{id}/groups/discover",
+            axum::routing::post(discover),
+        )
+        .route(
+            "/whatsapp/groups/{id}/scrape-contacts",
+            axum::routing::post(scrape),
+        )
         .route("/whatsapp/messages", get(list_messages).post(send_message))
         .route("/whatsapp/messages/{id}", get(get_message))
         .route(
@@ -236,6 +253,78 @@ async fn retry_message(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (status, m) = messages::retry(state, id).await?;
     Ok((status, json(m.0)))
+}
+
+async fn initialize(
+    state: State<AppState>,
+    id: Path<Uuid>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (status, job) = login::login(state, id).await?;
+    Ok((status, json(job.0)))
+}
+
+async fn disconnect(state: State<AppState>, id: Path<Uuid>) -> Result<Json<Value>, ApiError> {
+    Ok(json(login::logout(state, id).await?.0))
+}
+
+/// The seed's QR endpoint: JSON with the token, its expiry, and the QR as an
+/// SVG data URL (`qrCode`) the old UI can put in an `<img>`.
+async fn get_qr(state: State<AppState>, id: Path<Uuid>) -> Result<Json<Value>, ApiError> {
+    let resp = login::qr(state, id, axum::http::HeaderMap::new()).await?;
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let mut v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let Some(token) = v.get("qr_token").and_then(Value::as_str) {
+        let svg = qrcode::QrCode::new(token.as_bytes())
+            .map(|c| c.render::<qrcode::render::svg::Color<'_>>().build())
+            .unwrap_or_default();
+        let encoded: String = svg
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z'
+                | b'a'..=b'z'
+                | b'0'..=b'9'
+                | b'-'
+                | b'.'
+                | b'_'
+                | b'~'
+                | b' '
+                | b'='
+                | b':'
+                | b'/' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        v["qr_code"] = Value::String(format!("data:image/svg+xml;charset=utf-8,{encoded}"));
+    }
+    Ok(Json(camel(v)))
+}
+
+async fn discover(
+    state: State<AppState>,
+    id: Path<Uuid>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (status, job) = login::discover(state, id).await?;
+    Ok((status, json(job.0)))
+}
+
+async fn scrape(
+    state: State<AppState>,
+    id: Path<Uuid>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        body
+    } else {
+        let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+            field: None,
+            detail: e.to_string(),
+        })?;
+        serde_json::to_vec(&snake(v)).unwrap_or_default().into()
+    };
+    let (status, job) = login::scrape(state, id, body).await?;
+    Ok((status, json(job.0)))
 }
 
 async fn get_stats(state: State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod groups;
 pub mod jobs;
+pub mod login;
 pub mod messages;
 pub mod stats;
 
@@ -106,6 +107,11 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::pause))
         .routes(routes!(accounts::resume))
         .routes(routes!(accounts::update_limits))
+        .routes(routes!(login::login))
+        .routes(routes!(login::logout))
+        .routes(routes!(login::qr))
+        .routes(routes!(login::discover))
+        .routes(routes!(login::scrape))
         .routes(routes!(jobs::create, jobs::list))
         .routes(routes!(jobs::create_batch))
         .routes(routes!(jobs::get))
@@ -151,6 +157,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .merge(open)
+        .route("/ui/accounts/{id}/login", get(login::login_page))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -165,7 +172,9 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(record_http))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 

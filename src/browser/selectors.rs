@@ -325,8 +325,9 @@ impl Selectors {
     }
 
     /// The CSS selectors expected to match on each screen, by screen name
-    /// (`qr`, `qr_expired`, `loading`, `main`, `chat`, `group_info`, `conflict`,
-    /// `banned`), for checking a page against the contract.
+    /// (`qr`, `qr_expired`, `loading`, `main`, `chat`, `chat_typing` (text with
+    /// a URL in the compose box), `group_info`, `conflict`, `banned`), for
+    /// checking a page against the contract.
     pub fn css_by_screen(&self) -> Vec<(&'static str, Vec<(&'static str, &str)>)> {
         vec![
             (
@@ -345,6 +346,16 @@ impl Selectors {
                 vec![("loading.progress", &self.loading.progress)],
             ),
             (
+                "chat_typing",
+                vec![
+                    ("conversation.send_button", &self.conversation.send_button),
+                    (
+                        "conversation.compose_link_preview",
+                        &self.conversation.compose_link_preview,
+                    ),
+                ],
+            ),
+            (
                 "main",
                 vec![
                     ("main.ready", &self.main.ready),
@@ -360,7 +371,6 @@ impl Selectors {
                     ("conversation.header", &self.conversation.header),
                     ("conversation.header_title", &self.conversation.header_title),
                     ("conversation.compose", &self.conversation.compose),
-                    ("conversation.send_button", &self.conversation.send_button),
                     ("attach.attach_button", &self.attach.attach_button),
                     ("attach.media_input", &self.attach.media_input),
                     ("attach.document_input", &self.attach.document_input),

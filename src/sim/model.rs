@@ -7,7 +7,7 @@
 //! [`World::page_view`] also reports the next instant its answer will change,
 //! which the long-poll waits for.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -426,6 +426,14 @@ impl Session {
     }
 }
 
+impl Account {
+    fn join_chat(&mut self, c: ChatId) {
+        if self.chat_set.insert(c.clone()) {
+            self.chats.push(c);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Account {
     phone: Option<PhoneNumber>,
@@ -438,8 +446,17 @@ struct Account {
     ready_at: HashMap<String, Instant>,
     faults: Faults,
     timing: AckTiming,
+    /// The chat list, in the order chats joined it.
     chats: Vec<ChatId>,
+    /// The same, for membership tests.
+    chat_set: HashSet<ChatId>,
     messages: Vec<SentMessage>,
+    /// Index into `messages` by message ID (sends are de-duplicated by it).
+    by_id: HashMap<String, usize>,
+    /// Indexes into `messages` per chat, oldest first (what an open chat shows).
+    by_chat: HashMap<ChatId, Vec<usize>>,
+    /// Refused sends are not counted as delivered.
+    delivered: usize,
 }
 
 /// What the page should show, computed per request.
@@ -533,6 +550,9 @@ pub struct World {
     contacts: BTreeMap<PhoneNumber, Option<String>>,
     next_group: u64,
 }
+
+/// Chats the page's list shows at most.
+pub const MAX_CHAT_LIST: usize = 200;
 
 /// QR pages remembered per account; the oldest is forgotten beyond this.
 const MAX_PAIRINGS: usize = 16;
@@ -720,7 +740,11 @@ impl World {
                 faults: Faults::default(),
                 timing: self.config.ack,
                 chats: Vec::new(),
+                chat_set: HashSet::new(),
                 messages: Vec::new(),
+                by_id: HashMap::new(),
+                by_chat: HashMap::new(),
+                delivered: 0,
             },
         );
         self.account_view(&id)
@@ -750,7 +774,7 @@ impl World {
             faults: a.faults.clone(),
             ack_timing: a.timing,
             chats: a.chats.iter().map(ToString::to_string).collect(),
-            messages: a.messages.iter().filter(|m| !m.refused).count(),
+            messages: a.delivered,
         })
     }
 
@@ -892,9 +916,9 @@ impl World {
         }
         let a = self.account_mut(id)?;
         let m = a
-            .messages
-            .iter_mut()
-            .find(|m| m.id == msg)
+            .by_id
+            .get(msg)
+            .and_then(|i| a.messages.get_mut(*i))
             .ok_or_else(|| SimError::UnknownMessage(msg.to_string()))?;
         m.floor = m.ack(now).max(AckLevel::Pending);
         m.timing.stop = stop;
@@ -975,9 +999,7 @@ impl World {
             _ => {}
         }
         let a = self.account_mut(id)?;
-        if !a.chats.contains(&c) {
-            a.chats.push(c);
-        }
+        a.join_chat(c);
         self.account_view(id)
     }
 
@@ -1085,7 +1107,7 @@ impl World {
         if chat.kind() == ChatKind::Lid {
             return Err(invalid("chat", "send to @c.us or @g.us"));
         }
-        if chat.is_group() && !self.account(id)?.chats.contains(&chat) {
+        if chat.is_group() && !self.account(id)?.chat_set.contains(&chat) {
             return Err(SimError::UnknownChat(chat.to_string()));
         }
         let body = match out.body.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
@@ -1101,7 +1123,7 @@ impl World {
             return Err(invalid("body", "a message needs text or media"));
         }
         let a = self.account_mut(id)?;
-        if let Some(prev) = a.messages.iter().find(|m| m.id == out.id) {
+        if let Some(prev) = a.by_id.get(&out.id).and_then(|i| a.messages.get(*i)) {
             if prev.chat == chat && prev.body == body && prev.media == out.media {
                 return Ok(SendOutcome {
                     message: prev.view(now),
@@ -1125,10 +1147,14 @@ impl World {
             refused,
         };
         let view = m.view(now);
+        let index = a.messages.len();
+        a.by_id.insert(m.id.clone(), index);
+        a.by_chat.entry(chat.clone()).or_default().push(index);
         a.messages.push(m);
-        if !a.chats.contains(&chat) {
-            a.chats.push(chat);
+        if !refused {
+            a.delivered += 1;
         }
+        a.join_chat(chat);
         if refused {
             return Err(SimError::Quota);
         }
@@ -1252,12 +1278,15 @@ impl World {
         if a.faults.conflict {
             return Ok((PageView::Conflict, None));
         }
-        let chat_ids = a.chats.clone();
+        // Like the real (virtualised) list, the page gets a bounded window of chats;
+        // others are reached through `/send?phone=`.
+        let chat_ids: Vec<ChatId> = a.chats.iter().take(MAX_CHAT_LIST).cloned().collect();
         let open = open_chat.and_then(|c| ChatId::parse(c).ok());
         let mut deadline: Option<Instant> = None;
         let mut messages = Vec::new();
         if let Some(open) = &open {
-            for m in a.messages.iter().filter(|m| &m.chat == open) {
+            let indexes = a.by_chat.get(open).map(Vec::as_slice).unwrap_or_default();
+            for m in indexes.iter().filter_map(|i| a.messages.get(*i)) {
                 if !m.refused {
                     let elapsed = now.saturating_duration_since(m.received);
                     if let Some(d) = next_ack_change(elapsed, &m.timing) {

@@ -298,20 +298,35 @@
     mediaInput.addEventListener('change', function () { chooseFile(mediaInput, false); });
     docInput.addEventListener('change', function () { chooseFile(docInput, true); });
     var compose = el('div', { contenteditable: 'true', 'data-tab': '10', role: 'textbox', 'aria-label': 'Type a message', title: 'Type a message' });
+    // As on the real page, the send button replaces the microphone only while
+    // the compose box holds text.
     var send = el('button', { 'aria-label': 'Send' });
     send.append(el('span', { 'data-icon': 'send' }));
-    compose.addEventListener('input', updateComposePreview);
+    var mic = el('button', { 'aria-label': 'Voice message' });
+    mic.append(el('span', { 'data-icon': 'mic-outlined' }));
+    refs.send = send;
+    refs.mic = mic;
+    compose.addEventListener('input', function () {
+      updateComposePreview();
+      updateSendButton();
+    });
     compose.addEventListener('keydown', function (e) {
       if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); sendComposed(); }
     });
     send.addEventListener('click', sendComposed);
-    footer.append(attach, mediaInput, docInput, compose, send);
+    footer.append(attach, mediaInput, docInput, compose, mic);
     main.append(header, refs.msgs, footer);
     refs.main = main;
     refs.footer = footer;
     refs.compose = compose;
     refs.container.append(main);
     repoll();
+  }
+
+  function updateSendButton() {
+    var hasText = (refs.compose.innerText || '').trim() !== '';
+    if (hasText && !refs.send.isConnected) refs.mic.replaceWith(refs.send);
+    if (!hasText && !refs.mic.isConnected) refs.send.replaceWith(refs.mic);
   }
 
   function findUrl(text) {
@@ -345,6 +360,7 @@
     if (!text) return;
     var url = findUrl(text);
     refs.compose.textContent = '';
+    updateSendButton();
     if (refs.preview) { refs.preview.remove(); refs.preview = null; }
     sendMessage({ body: text, media: null, link_preview: url });
   }

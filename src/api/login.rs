@@ -1,0 +1,388 @@
+//! Logging accounts in: start the QR flow, fetch the current QR (SVG, PNG or
+//! JSON), a tiny self-refreshing login page for people, and disconnect. Also
+//! the group discovery and scrape triggers, which enqueue browser jobs.
+//!
+//! The browser layer drives the page and writes `qr_token`/`qr_expires_at` on
+//! every rotation; this module only reads them, so any API replica can serve
+//! the QR of an account driven by any worker.
+
+use axum::extract::State;
+use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use courier_jobs::discover::DiscoverJob;
+use courier_jobs::maintenance::LoginJob;
+use courier_jobs::scrape::ScrapeJob;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Json, Path, Query};
+use super::jobs::JobView;
+use super::AppState;
+use crate::queue::{self, NewJob, QueueError};
+
+/// The account's login state, as the QR endpoint and the login page show it.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct QrState {
+    /// Account status (`qr_pending` while a QR is shown).
+    pub status: String,
+    /// Why it is in that status.
+    pub status_reason: Option<String>,
+    /// The current QR token (the `data-ref` value), while one is valid.
+    pub qr_token: Option<String>,
+    /// When the token stops being valid.
+    pub qr_expires_at: Option<DateTime<Utc>>,
+    /// The number, once logged in.
+    pub phone_number: Option<String>,
+}
+
+async fn qr_state(state: &AppState, id: Uuid) -> Result<QrState, ApiError> {
+    sqlx::query_as(
+        "SELECT status, status_reason, \
+                CASE WHEN qr_expires_at > now() THEN qr_token END AS qr_token, \
+                CASE WHEN qr_expires_at > now() THEN qr_expires_at END AS qr_expires_at, \
+                phone_number FROM mkt_wap_accounts WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound("account"))
+}
+
+fn queue_err(e: QueueError) -> ApiError {
+    match e {
+        QueueError::Db(d) => ApiError::Database(d),
+        QueueError::Invalid(v) => ApiError::Validation(v),
+        other => ApiError::Conflict(other.to_string()),
+    }
+}
+
+/// Enqueues `job` unless an unfinished job of the same kind exists for the
+/// account; returns (job, created).
+async fn enqueue_once(state: &AppState, job: NewJob) -> Result<(queue::Job, bool), ApiError> {
+    let existing: Option<queue::Job> = sqlx::query_as(
+        "SELECT * FROM queue_jobs WHERE account_id = $1 AND kind = $2 AND payload = $3 \
+         AND state IN ('available', 'scheduled', 'running', 'retryable') ORDER BY id LIMIT 1",
+    )
+    .bind(job.account_id)
+    .bind(job.kind.as_str())
+    .bind(&job.payload)
+    .fetch_optional(&state.pool)
+    .await?;
+    if let Some(j) = existing {
+        return Ok((j, false));
+    }
+    let e = queue::enqueue(&state.pool, &job).await.map_err(queue_err)?;
+    metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => job.kind.as_str()).increment(1);
+    let j = queue::get_job(&state.pool, e.id)
+        .await
+        .map_err(queue_err)?
+        .ok_or(ApiError::NotFound("job"))?;
+    Ok((j, true))
+}
+
+async fn account_status(state: &AppState, id: Uuid) -> Result<String, ApiError> {
+    sqlx::query_scalar("SELECT status FROM mkt_wap_accounts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(ApiError::NotFound("account"))
+}
+
+/// Start the QR login flow (enqueues a `login` job; a second call while one is
+/// pending returns it).
+#[utoipa::path(post, path = "/v1/accounts/{id}/login", tag = "accounts", params(("id" = Uuid, Path)),
+    responses((status = 202, body = JobView), (status = 200, body = JobView, description = "a login is already under way"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn login(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    match account_status(&state, id).await?.as_str() {
+        "banned" => {
+            return Err(ApiError::Conflict(
+                "the account is banned by WhatsApp; it cannot log in".into(),
+            ))
+        }
+        "active" => {
+            return Err(ApiError::Conflict(
+                "the account is already logged in".into(),
+            ))
+        }
+        _ => {}
+    }
+    let job = NewJob::new(id, &LoginJob { account_id: id })
+        .map_err(queue_err)?
+        .priority(0);
+    let (j, created) = enqueue_once(&state, job).await?;
+    Ok((
+        if created {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        },
+        Json(j.into()),
+    ))
+}
+
+/// Disconnect: the account stops sending and must log in again; its queued
+/// jobs stay queued (nothing is lost) until it is back or reassigned.
+#[utoipa::path(post, path = "/v1/accounts/{id}/logout", tag = "accounts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = QrState), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<QrState>, ApiError> {
+    account_status(&state, id).await?;
+    sqlx::query(
+        "UPDATE mkt_wap_accounts SET status = CASE WHEN status = 'banned' THEN status ELSE 'logged_out' END, \
+         status_reason = 'disconnected by an admin', status_changed_at = now(), status_deadline = NULL, \
+         qr_token = NULL, qr_expires_at = NULL, session_snapshot = NULL, session_snapshot_at = NULL \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&state.pool)
+    .await?;
+    qr_state(&state, id).await.map(Json)
+}
+
+fn qr_code(token: &str) -> Result<qrcode::QrCode, ApiError> {
+    qrcode::QrCode::new(token.as_bytes())
+        .map_err(|e| ApiError::Conflict(format!("the QR token cannot be drawn: {e}")))
+}
+
+fn svg(token: &str) -> Result<String, ApiError> {
+    Ok(qr_code(token)?
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(264, 264)
+        .quiet_zone(true)
+        .build())
+}
+
+fn png(token: &str) -> Result<Vec<u8>, ApiError> {
+    let img = qr_code(token)?
+        .render::<image::Luma<u8>>()
+        .min_dimensions(264, 264)
+        .build();
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| ApiError::Conflict(format!("cannot encode PNG: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// The current QR: `Accept: image/svg+xml` → SVG, `image/png` → PNG, anything
+/// else → JSON with the token and its expiry. Images are 404 when no QR is
+/// valid right now.
+#[utoipa::path(get, path = "/v1/accounts/{id}/qr", tag = "accounts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = QrState, description = "JSON, SVG or PNG by Accept"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn qr(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let st = qr_state(&state, id).await?;
+    let accept = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let image = accept.contains("image/svg") || accept.contains("image/png");
+    if !image {
+        return Ok(Json(st).into_response());
+    }
+    let token = st.qr_token.ok_or(ApiError::NotFound("current QR code"))?;
+    let no_store = (CACHE_CONTROL, "no-store");
+    if accept.contains("image/svg") {
+        Ok(([(CONTENT_TYPE, "image/svg+xml"), no_store], svg(&token)?).into_response())
+    } else {
+        Ok(([(CONTENT_TYPE, "image/png"), no_store], png(&token)?).into_response())
+    }
+}
+
+/// `?token=` for the login page: a browser cannot send a bearer header from a
+/// link, so the page takes the API token in its query (compared in constant
+/// time, and never logged: the trace layer records paths only).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageAuth {
+    token: Option<String>,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `GET /ui/accounts/{id}/login?token=…`: the live QR and status, refreshing
+/// itself every 3 s, "connected as +<number>" when done.
+pub async fn login_page(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(auth): Query<PageAuth>,
+) -> Result<Response, ApiError> {
+    let ok = auth
+        .token
+        .as_deref()
+        .is_some_and(|t| super::auth::constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    if !ok {
+        return Err(ApiError::Unauthorized);
+    }
+    let st = qr_state(&state, id).await?;
+    let name: String =
+        sqlx::query_scalar("SELECT account_name FROM mkt_wap_accounts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&state.pool)
+            .await?;
+    let (body, refresh) = match (st.status.as_str(), &st.qr_token, &st.phone_number) {
+        ("active" | "warming" | "standby", _, Some(phone)) => (
+            format!(
+                r#"<p class="ok" id="status">Connected as +{}</p>"#,
+                escape(phone)
+            ),
+            false,
+        ),
+        (_, Some(token), _) => (
+            format!(
+                r#"<div id="qr">{}</div><p id="status">Scan this code with WhatsApp on the phone: Settings → Linked devices → Link a device.</p><p class="muted">Code valid until {}</p>"#,
+                svg(token)?,
+                st.qr_expires_at
+                    .map(|t| t.format("%H:%M:%S UTC").to_string())
+                    .unwrap_or_default()
+            ),
+            true,
+        ),
+        (status, None, _) => (
+            format!(
+                r#"<p id="status">Status: {}{}</p><p class="muted">Waiting for a QR code… start a login with POST /v1/accounts/{id}/login if none is under way.</p>"#,
+                escape(status),
+                st.status_reason
+                    .as_deref()
+                    .map(|r| format!(" ({})", escape(r)))
+                    .unwrap_or_default()
+            ),
+            !matches!(status, "banned"),
+        ),
+    };
+    let meta = if refresh {
+        r#"<meta http-equiv="refresh" content="3">"#
+    } else {
+        ""
+    };
+    let html = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8">{meta}<title>Log in {name}</title>
+<style>body{{font-family:sans-serif;max-width:420px;margin:40px auto;text-align:center}}#qr svg{{width:264px;height:264px}}.ok{{color:#128c7e;font-size:1.4em}}.muted{{color:#777}}</style>
+</head><body><h1>{name}</h1>{body}</body></html>"#,
+        name = escape(&name)
+    );
+    Ok(([(CACHE_CONTROL, "no-store")], Html(html)).into_response())
+}
+
+/// Discover the account's groups (enqueues a `discover` job).
+#[utoipa::path(post, path = "/v1/accounts/{id}/groups/discover", tag = "groups", params(("id" = Uuid, Path)),
+    responses((status = 202, body = JobView), (status = 200, body = JobView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn discover(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    if account_status(&state, id).await? == "banned" {
+        return Err(ApiError::Conflict("the account is banned".into()));
+    }
+    let job = NewJob::new(id, &DiscoverJob { account_id: id }).map_err(queue_err)?;
+    let (j, created) = enqueue_once(&state, job).await?;
+    Ok((
+        if created {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        },
+        Json(j.into()),
+    ))
+}
+
+/// Body of `POST /v1/groups/{id}/scrape` (optional).
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeRequest {
+    /// The account that reads the group (default: a member account, preferring an active one).
+    pub account_id: Option<Uuid>,
+}
+
+/// Scrape a group's participants into contacts (enqueues a `scrape` job).
+#[utoipa::path(post, path = "/v1/groups/{id}/scrape", tag = "groups", params(("id" = Uuid, Path)),
+    request_body = ScrapeRequest,
+    responses((status = 202, body = JobView), (status = 200, body = JobView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn scrape(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    // The body is optional: empty means "pick a member account".
+    let req: ScrapeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ScrapeRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+            field: None,
+            detail: e.to_string(),
+        })?
+    };
+    let members: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT a.id, a.status FROM mkt_wap_accounts a \
+         WHERE a.id IN (SELECT account_id FROM mkt_wap_account_groups WHERE group_id = $1 \
+                        UNION SELECT account_id FROM mkt_wap_groups WHERE id = $1 AND account_id IS NOT NULL) \
+         ORDER BY (a.status = 'active') DESC, a.health_score DESC, a.id",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM mkt_wap_groups WHERE id = $1)")
+            .bind(id)
+            .fetch_one(&state.pool)
+            .await?;
+    if !exists {
+        return Err(ApiError::NotFound("group"));
+    }
+    let account = match req.account_id {
+        Some(a) if members.iter().any(|(m, _)| *m == a) => a,
+        Some(a) => {
+            return Err(ApiError::invalid(
+                "account_id",
+                format!("account {a} is not a member of this group"),
+            ))
+        }
+        None => members
+            .iter()
+            .find(|(_, s)| s != "banned")
+            .map(|(a, _)| *a)
+            .ok_or_else(|| {
+                ApiError::Conflict(
+                    "no account that can read this group; discover groups first".into(),
+                )
+            })?,
+    };
+    let job = NewJob::new(
+        account,
+        &ScrapeJob {
+            account_id: account,
+            group_id: id,
+        },
+    )
+    .map_err(queue_err)?;
+    let (j, created) = enqueue_once(&state, job).await?;
+    Ok((
+        if created {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        },
+        Json(j.into()),
+    ))
+}
