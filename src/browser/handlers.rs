@@ -325,7 +325,8 @@ pub async fn browser_registry(
         super::Selectors::builtin()
     });
     let pool = BrowserPool::start(db.clone(), &settings.browser, selectors).await?;
-    let handlers = BrowserHandlers::new(pool.clone(), settings.health.clone()).registry();
+    let browser = BrowserHandlers::new(pool.clone(), settings.health.clone());
+    let handlers = crate::delivery::register(browser.registry(), browser, pool.clone(), settings);
     Ok((handlers, pool))
 }
 
