@@ -767,7 +767,9 @@ struct Child {
 }
 
 impl Child {
-    fn spawn(env: &Env, record_delay: &str) -> Self {
+    /// The real `courier worker` binary; `machine` names its profiles
+    /// directory (sessions move between machines as encrypted snapshots).
+    fn spawn(env: &Env, machine: &str, key: &str, record_delay: &str) -> Self {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_courier"));
         for (k, _) in std::env::vars() {
             if k.starts_with("COURIER") || k == "DATABASE_URL" {
@@ -796,7 +798,8 @@ impl Child {
                 "COURIER__BROWSER__PAGE_URL",
                 format!("{}/?account={{account}}", env.sim.url()),
             )
-            .env("COURIER__BROWSER__PROFILES_DIR", dirs.join("profiles"))
+            .env("COURIER__BROWSER__PROFILES_DIR", dirs.join(machine))
+            .env("COURIER__BROWSER__SESSION_KEY", key)
             .env("COURIER__BROWSER__MEDIA_DIR", dirs.join("media"))
             .env("COURIER__BROWSER__COMMAND_TIMEOUT", "8s")
             .env("COURIER__BROWSER__HEALTH_CHECK_INTERVAL", "1h")
@@ -877,8 +880,9 @@ async fn a_worker_killed_after_whatsapp_took_the_message_never_sends_it_twice() 
     let env = Env::start().await;
     let a = env.account(json!({})).await;
     let acc = a.to_string();
+    let key = courier::browser::SnapshotKey::random().to_hex();
     // The first worker records sends 6 s late: the window the kill aims at.
-    let first = Child::spawn(&env, "6s");
+    let first = Child::spawn(&env, "machine-a", &key, "6s");
     env.login(a, &phone(700)).await;
     let chat = env
         .ctl
@@ -913,8 +917,10 @@ async fn a_worker_killed_after_whatsapp_took_the_message_never_sends_it_twice() 
         "killed inside the window"
     );
 
-    // Recovery: a new worker takes the expired lease and reruns the job.
-    let second = Child::spawn(&env, "0s");
+    // Recovery: a worker on another machine (the killed one's Chromium
+    // profile is gone with it) takes the expired lease, restores the session
+    // snapshot and reruns the job.
+    let second = Child::spawn(&env, "machine-b", &key, "0s");
     env.wait_messages(&ids, 90, |_, s| matches!(s, "sent" | "delivered" | "read"))
         .await;
     let back = env.ctl.messages(&acc).await.unwrap();

@@ -311,7 +311,7 @@ impl Delivery {
     ) -> Result<Outcome, HandlerError> {
         let lease = &job.lease.lease;
         let db = self.pool.db();
-        if !status::mark_sent(db, lease, msg.id, &m.data_id, adopted)
+        if !status::mark_sent(db, lease, job.job.id, msg.id, &m.data_id, adopted)
             .await
             .map_err(retry)?
         {

@@ -98,9 +98,16 @@ pub async fn mark_sending_in(
 /// `sending` → `sent` with WhatsApp's id (fenced by the lease). `adopted`
 /// marks a copy found in the chat rather than sent by this attempt. Returns
 /// false when the lease is gone or the message is no longer `sending`.
+///
+/// In the same transaction the job's budget slot moves forward to now: the
+/// slot was granted before the page acted, and the message reached WhatsApp
+/// somewhere in between, so only "after WhatsApp accepted it" bounds the
+/// instant the recipient's side saw it. Later slots are judged against that,
+/// and the windows hold as WhatsApp counts them, not only as we reserved them.
 pub async fn mark_sent(
     pool: &PgPool,
     lease: &Lease,
+    job_id: Uuid,
     message_id: Uuid,
     wa_message_id: &str,
     adopted: bool,
@@ -110,6 +117,7 @@ pub async fn mark_sent(
     } else {
         Source::Worker
     };
+    let mut tx = pool.begin().await?;
     let n = sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH upd AS (UPDATE mkt_wap_messages SET status = 'sent', wa_message_id = $5, \
             ack = greatest(coalesce(ack, 1), 1), sent_at = now(), error_message = NULL \
@@ -124,10 +132,21 @@ pub async fn mark_sent(
     .bind(wa_message_id)
     .bind(source.as_str())
     .bind(json!({ "wa_message_id": wa_message_id, "adopted": adopted }))
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
-    Ok(n == 1)
+    if n != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE account_sends SET sent_at = greatest(sent_at, clock_timestamp()) \
+         WHERE id = (SELECT id FROM account_sends WHERE job_id = $1 ORDER BY sent_at DESC LIMIT 1)",
+    )
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// A failed attempt that did not reach WhatsApp: back to `queued` (a retry
