@@ -6,8 +6,8 @@
 //! queue runtime (in process, or the real `courier worker` binary where a
 //! process must die). One test at a time (CI has 2 cores).
 //!
-//! `COURIER_E2E_MESSAGES` sets the size of the mixed run (default 60; the
-//! issue's 300 runs by hand with `COURIER_E2E_MESSAGES=300`).
+//! `COURIER_E2E_MESSAGES` sets the size of the mixed run (default 300, about
+//! 2 minutes on 2 cores; lower it on a slower machine).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -306,7 +306,7 @@ async fn mixed_messages_over_three_accounts_arrive_once_and_come_back_read() {
     let n: usize = std::env::var("COURIER_E2E_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(300);
     let env = Env::start().await;
     let settings = env.settings(|_| {});
     let worker = env.worker(&settings).await;
@@ -942,4 +942,94 @@ async fn a_worker_killed_after_whatsapp_took_the_message_never_sends_it_twice() 
     let ev = env.events(ids[0]).await;
     assert_eq!(&ev[..3], ["queued", "sending", "sent"]);
     second.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_that_arrive_while_no_worker_holds_the_account_are_caught_up_when_it_returns() {
+    let env = Env::start().await;
+    let settings = env.settings(|s| s.browser.session_key = None);
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    env.login(a, &phone(800)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(8001), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    // Delivery and read come long after the send.
+    env.ctl
+        .ack_timing(
+            &acc,
+            json!({ "server_ms": 20, "device_ms": 4000, "read_ms": 1000 }),
+        )
+        .await
+        .unwrap();
+    let msgs: Vec<NewMessage> = (0..3)
+        .map(|i| message(a, &chat, text(&format!("courier e2e #{i} later"))))
+        .collect();
+    let ids = env.enqueue(&msgs).await;
+    env.wait_messages(&ids, 60, |_, s| s == "sent").await;
+    worker.stop().await;
+    // Nobody watches while the acks arrive.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let still: Vec<_> = env.statuses(&ids).await;
+    assert!(still.iter().all(|(_, s)| s == "sent"), "{still:?}");
+    let worker = env.worker(&settings).await;
+    env.wait_messages(&ids, 60, |_, s| s == "read").await;
+    for id in &ids {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT status, source FROM mkt_wap_message_events WHERE message_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&env.db.pool)
+        .await
+        .unwrap();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(statuses, ["queued", "sending", "sent", "delivered", "read"]);
+        assert_eq!(rows[3].1, "catch_up");
+        assert_eq!(rows[4].1, "catch_up");
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_never_delivered_is_flagged_and_lowers_health() {
+    let env = Env::start().await;
+    let settings = env.settings(|s| s.delivery.undelivered_after = Duration::from_secs(2));
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    env.login(a, &phone(900)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(9001), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    env.ctl
+        .ack_timing(&acc, json!({ "server_ms": 20, "stop": "server" }))
+        .await
+        .unwrap();
+    let ids = env
+        .enqueue(&[message(a, &chat, text("courier e2e #0 lost"))])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (flagged, status, health): (bool, String, i32) = sqlx::query_as(
+            "SELECT m.undelivered_flagged_at IS NOT NULL, m.status, a.health_score \
+             FROM mkt_wap_messages m JOIN mkt_wap_accounts a ON a.id = m.account_id WHERE m.id = $1",
+        )
+        .bind(ids[0])
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+        if flagged {
+            assert_eq!(status, "sent");
+            assert!(health < 100, "health {health}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never flagged ({status})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    worker.stop().await;
 }

@@ -9,6 +9,8 @@
 //! the follow-up health check, which opens each chat that holds sent-but-unread
 //! messages, so acks that arrived while no worker held the account are not lost.
 
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use super::{status, Delivery};
@@ -70,9 +72,21 @@ pub async fn scan_open_chat(
     Ok(n)
 }
 
+/// When to look again for acks, given how old the newest message still
+/// waiting for one is (pure): soon after a send, then less and less often
+/// (half its age), never sooner than `followup` nor later than an hour.
+pub fn next_look(newest_age: Duration, followup: Duration) -> Duration {
+    (newest_age / 2).clamp(followup, Duration::from_secs(3600).max(followup))
+}
+
 /// Opens every chat holding the account's sent-but-unread messages, records
 /// what their ticks show, then flags messages undelivered for too long.
-pub async fn catch_up(d: &Delivery, page: &SessionGuard, account: Uuid) -> Result<(), AckError> {
+/// Returns when to look again (`None`: nothing is waiting).
+pub async fn catch_up(
+    d: &Delivery,
+    page: &SessionGuard,
+    account: Uuid,
+) -> Result<Option<Duration>, AckError> {
     let db = d.pool.db();
     let chats = status::chats_awaiting_acks(db, account, d.settings.catch_up_chats).await?;
     for chat in &chats {
@@ -99,5 +113,28 @@ pub async fn catch_up(d: &Delivery, page: &SessionGuard, account: Uuid) -> Resul
             d.health(account, HealthEvent::Undelivered).await;
         }
     }
-    Ok(())
+    Ok(status::newest_awaiting_age(db, account)
+        .await?
+        .map(|age| next_look(age, d.settings.ack_followup)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_again_soon_after_a_send_then_rarely() {
+        let f = Duration::from_secs(30);
+        assert_eq!(next_look(Duration::from_secs(1), f), f);
+        assert_eq!(
+            next_look(Duration::from_secs(600), f),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            next_look(Duration::from_secs(86_400), f),
+            Duration::from_secs(3600)
+        );
+        let long = Duration::from_secs(7200);
+        assert_eq!(next_look(Duration::from_secs(1), long), long);
+    }
 }

@@ -199,6 +199,15 @@ impl Delivery {
         match result {
             Ok(m) => self.record_sent(job, &session, &msg, &m, false).await,
             Err(e) => {
+                // The click may have gone through (a timeout waiting for the
+                // tick, a page that reloaded): look before deciding.
+                if !known_not_sent(&e) && !e.is_infrastructure() {
+                    if let Ok(Some(found)) = self.adopt(&session, &msg).await {
+                        tracing::info!(%message_id, error = %e,
+                            "the page reported an error but the message is in the chat; adopting it");
+                        return self.record_sent(job, &session, &msg, &found, true).await;
+                    }
+                }
                 let reason = e.to_string();
                 let last = job.job.attempt >= job.job.max_attempts;
                 let permanent = matches!(e, PageError::Media(_) | PageError::NoSuchChat(_));
@@ -345,11 +354,25 @@ impl Delivery {
         if job.lease.is_lost() {
             return Ok(out);
         }
+        let mut again = None;
         if let Ok(session) = self.pool.session(lease).await {
             if session.ensure_ready().await.is_ok() {
-                if let Err(e) = acks::catch_up(self, &session, lease.account_id).await {
-                    tracing::warn!(account_id = %lease.account_id, error = %e, "ack catch-up failed");
+                match acks::catch_up(self, &session, lease.account_id).await {
+                    Ok(next) => again = next,
+                    Err(e) => {
+                        tracing::warn!(account_id = %lease.account_id, error = %e, "ack catch-up failed");
+                        again = Some(self.settings.ack_followup);
+                    }
                 }
+            }
+        }
+        // Messages still waiting for acks: look again later, even if no
+        // send comes (acks arrive minutes or hours after the last one).
+        if let Some(after) = again {
+            if let Err(e) =
+                crate::browser::schedule_health_check(self.pool.db(), lease.account_id, after).await
+            {
+                tracing::warn!(error = %e, "scheduling the next ack look failed");
             }
         }
         Ok(out)

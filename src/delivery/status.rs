@@ -310,6 +310,23 @@ pub async fn chats_awaiting_acks(
     .await
 }
 
+/// How long ago the account's newest sent-but-unread message was sent
+/// (within the 7-day tracking window), if any is left.
+pub async fn newest_awaiting_age(
+    pool: &PgPool,
+    account: Uuid,
+) -> Result<Option<std::time::Duration>, sqlx::Error> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - max(sent_at))::float8 FROM mkt_wap_messages \
+         WHERE account_id = $1 AND status IN ('sent', 'delivered') \
+           AND sent_at > now() - interval '7 days'",
+    )
+    .bind(account)
+    .fetch_one(pool)
+    .await?;
+    Ok(secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))))
+}
+
 /// Of `ids`, those already recorded for some message (a copy in the chat
 /// owned by another message must not be adopted).
 pub async fn owned_wa_ids(pool: &PgPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
