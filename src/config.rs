@@ -89,6 +89,48 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     /// Chromium sessions on WhatsApp Web: WebDriver, profiles, login deadlines.
     pub browser: BrowserSettings,
+    /// Sending and ack tracking (see `src/delivery/`).
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+}
+
+/// How messages are sent and followed up (see `src/delivery/`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Simulated typing time per character of the typed text (0 = off).
+    #[serde(with = "humantime_serde")]
+    pub typing_per_char: Duration,
+    /// Cap on the simulated typing time of one message.
+    #[serde(with = "humantime_serde")]
+    pub typing_max: Duration,
+    /// After a send, the account's chats are read again this much later to
+    /// collect acks that arrive after the last send.
+    #[serde(with = "humantime_serde")]
+    pub ack_followup: Duration,
+    /// A sent message with no delivery after this is flagged (and lowers health).
+    #[serde(with = "humantime_serde")]
+    pub undelivered_after: Duration,
+    /// Most chats read per catch-up pass.
+    pub catch_up_chats: i64,
+    /// Test hook: wait this long between WhatsApp accepting a send and
+    /// recording it, widening the crash window the exactly-once tests aim
+    /// at. Keep zero in production.
+    #[serde(with = "humantime_serde")]
+    pub record_delay: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            typing_per_char: Duration::from_millis(40),
+            typing_max: Duration::from_secs(8),
+            ack_followup: Duration::from_secs(30),
+            undelivered_after: Duration::from_secs(3600),
+            catch_up_chats: 40,
+            record_delay: Duration::ZERO,
+        }
+    }
 }
 
 /// The scheduler role (see `docs/scheduler.md`).

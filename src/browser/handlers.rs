@@ -352,12 +352,12 @@ pub async fn browser_registry(
         super::Selectors::builtin()
     });
     let pool = BrowserPool::start(db.clone(), &settings.browser, selectors).await?;
-    let handlers = BrowserHandlers::new(
+    let browser = BrowserHandlers::new(
         pool.clone(),
         settings.health.clone(),
         settings.queue.job_timeout,
-    )
-    .registry();
+    );
+    let handlers = crate::delivery::register(browser.registry(), browser, pool.clone(), settings);
     Ok((handlers, pool))
 }
 

@@ -518,13 +518,17 @@ pub enum Reservation {
 }
 
 /// Grants a send slot for `job_id`: appends to the send log only if the lease
-/// is still ours and every window has room, in one statement.
+/// is still ours and every window has room, in one statement. In the same
+/// transaction, the job's message (for `send`/`retry`) moves to `sending`
+/// with its attempt start and event ([`crate::delivery::status::mark_sending_in`]),
+/// so a slot and the status change commit together or not at all.
 pub async fn reserve_send(
     pool: &PgPool,
     lease: &Lease,
     job_id: Uuid,
     limits: &Limits,
 ) -> Result<Reservation, QueueError> {
+    let mut tx = pool.begin().await?;
     let (leased, at): (bool, Option<DateTime<Utc>>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH {LEASE_CTE}, t AS (SELECT clock_timestamp() AS ts), \
          ins AS ( \
@@ -548,8 +552,12 @@ pub async fn reserve_send(
     .bind(i64::from(limits.per_minute))
     .bind(i64::from(limits.per_hour))
     .bind(i64::from(limits.per_day))
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    if let Some(at) = at {
+        crate::delivery::status::mark_sending_in(&mut tx, job_id, at).await?;
+    }
+    tx.commit().await?;
     Ok(match (leased, at) {
         (_, Some(at)) => Reservation::Granted(at),
         (true, None) => Reservation::WindowFull,

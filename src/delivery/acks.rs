@@ -1,0 +1,140 @@
+//! Ack tracking: reading the ticks the page shows and turning each change
+//! into a forward-only status update with events ([`super::status::record_ack`]),
+//! a health signal (deliveries and reads raise it; messages left undelivered
+//! past `delivery.undelivered_after` lower it) and the
+//! `courier_ack_latency_seconds` histogram by stage.
+//!
+//! Two readers share [`apply`]: [`scan_open_chat`] after every send (the chat
+//! is open, one round trip), and [`catch_up`] when a session (re)starts and on
+//! the follow-up health check, which opens each chat that holds sent-but-unread
+//! messages, so acks that arrived while no worker held the account are not lost.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{status, Delivery};
+use crate::browser::page::PageError;
+use crate::browser::SessionGuard;
+use crate::health::HealthEvent;
+use crate::messages::Source;
+
+/// Errors of an ack pass.
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    /// Reading the page failed.
+    #[error("reading acks from the page")]
+    Page(#[from] PageError),
+    /// Recording failed.
+    #[error("recording acks")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Records one observed ack level for a WhatsApp message id.
+pub(super) async fn apply(d: &Delivery, account: Uuid, wa_id: &str, level: i8, source: Source) {
+    match status::record_ack(d.pool.db(), wa_id, level, source).await {
+        Ok(c) => {
+            if c.delivered {
+                if let Some(s) = c.since_sent {
+                    metrics::histogram!(crate::metrics::ACK_LATENCY_SECONDS, "stage" => "delivered")
+                        .record(s);
+                }
+                metrics::counter!(crate::metrics::MESSAGES, "status" => "delivered").increment(1);
+                d.health(account, HealthEvent::Delivered).await;
+            }
+            if c.read {
+                if let Some(s) = c.since_sent {
+                    metrics::histogram!(crate::metrics::ACK_LATENCY_SECONDS, "stage" => "read")
+                        .record(s);
+                }
+                metrics::counter!(crate::metrics::MESSAGES, "status" => "read").increment(1);
+                d.health(account, HealthEvent::Read).await;
+            }
+        }
+        Err(e) => tracing::warn!(wa_id, error = %e, "recording an ack failed"),
+    }
+}
+
+/// Reads the ticks of the open chat's outgoing messages and records changes.
+pub async fn scan_open_chat(
+    d: &Delivery,
+    page: &SessionGuard,
+    account: Uuid,
+) -> Result<usize, AckError> {
+    let rows = page.recent_outgoing_in_open_chat(100).await?;
+    let mut n = 0;
+    for r in rows {
+        if let Some(level) = r.ack.map(|a| a.code()).filter(|c| *c >= 2) {
+            apply(d, account, &r.data_id, level, Source::AckWatcher).await;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// When to look again for acks, given how old the newest message still
+/// waiting for one is (pure): soon after a send, then less and less often
+/// (half its age), never sooner than `followup` nor later than an hour.
+pub fn next_look(newest_age: Duration, followup: Duration) -> Duration {
+    (newest_age / 2).clamp(followup, Duration::from_secs(3600).max(followup))
+}
+
+/// Opens every chat holding the account's sent-but-unread messages, records
+/// what their ticks show, then flags messages undelivered for too long.
+/// Returns when to look again (`None`: nothing is waiting).
+pub async fn catch_up(
+    d: &Delivery,
+    page: &SessionGuard,
+    account: Uuid,
+) -> Result<Option<Duration>, AckError> {
+    let db = d.pool.db();
+    let chats = status::chats_awaiting_acks(db, account, d.settings.catch_up_chats).await?;
+    for chat in &chats {
+        let rows = match page.recent_outgoing(chat, 100).await {
+            Ok(r) => r,
+            Err(e) if e.is_infrastructure() => return Err(e.into()),
+            Err(e) => {
+                tracing::debug!(chat, error = %e, "catch-up could not read a chat");
+                continue;
+            }
+        };
+        for r in rows {
+            if let Some(level) = r.ack.map(|a| a.code()).filter(|c| *c >= 2) {
+                apply(d, account, &r.data_id, level, Source::CatchUp).await;
+            }
+        }
+    }
+    let flagged = status::flag_undelivered(db, account, d.settings.undelivered_after).await?;
+    if flagged > 0 {
+        tracing::warn!(%account, messages = flagged, "messages undelivered past the deadline");
+        // One health hit per flagged message, at most a few per pass so a
+        // backlog does not zero the score at once.
+        for _ in 0..flagged.min(5) {
+            d.health(account, HealthEvent::Undelivered).await;
+        }
+    }
+    Ok(status::newest_awaiting_age(db, account)
+        .await?
+        .map(|age| next_look(age, d.settings.ack_followup)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_again_soon_after_a_send_then_rarely() {
+        let f = Duration::from_secs(30);
+        assert_eq!(next_look(Duration::from_secs(1), f), f);
+        assert_eq!(
+            next_look(Duration::from_secs(600), f),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            next_look(Duration::from_secs(86_400), f),
+            Duration::from_secs(3600)
+        );
+        let long = Duration::from_secs(7200);
+        assert_eq!(next_look(Duration::from_secs(1), long), long);
+    }
+}

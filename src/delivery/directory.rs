@@ -1,0 +1,293 @@
+//! `discover` and `scrape`: what an account's page says about groups and
+//! their members, persisted. Discovery upserts `mkt_wap_groups` by WhatsApp
+//! group id (name, member count, the discovering account) and never touches
+//! admin metadata (region, state, district, segment tags). Scraping upserts
+//! one `mkt_wap_contacts` row per person (by E.164 phone, else by `@lid` id),
+//! replaces the group's `mkt_wap_group_members` with what the page shows,
+//! and recomputes the denormalised `group_memberships` / `scraped_from_groups`.
+//! A rerun updates in place; departed members lose the membership.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Delivery;
+use crate::browser::page::{PageError, Participant};
+use crate::browser::SessionGuard;
+use crate::jobs::PhoneNumber;
+use crate::queue::handler::{ClaimedJob, HandlerError, Outcome};
+
+fn retry(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Retryable(e.to_string())
+}
+
+/// Reads the member count a group's info drawer shows (without scrolling).
+async fn member_count(page: &SessionGuard, group: &str) -> Result<Option<i32>, PageError> {
+    page.open_chat(group).await?;
+    let s = page.selectors().clone();
+    let title = page
+        .wait_for("conversation.header_title", &s.conversation.header_title)
+        .await?;
+    title.click().await.map_err(PageError::from)?;
+    page.wait_for("group_info.list", &s.group_info.list).await?;
+    let started = std::time::Instant::now();
+    let mut count = None;
+    while started.elapsed() < Duration::from_secs(3) {
+        let v = page
+            .client()
+            .execute(
+                "const c = document.querySelector(arguments[0]); \
+                 const m = c ? c.innerText.match(/(\\d+)/) : null; return m ? parseInt(m[1], 10) : null;",
+                vec![json!(s.group_info.member_count)],
+            )
+            .await
+            .map_err(PageError::from)?;
+        if let Some(n) = v.as_i64() {
+            count = Some(n as i32);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let close = page
+        .wait_for("group_info.close_button", &s.group_info.close_button)
+        .await?;
+    close.click().await.map_err(PageError::from)?;
+    Ok(count)
+}
+
+/// The `discover` handler.
+pub(super) async fn discover(d: &Delivery, job: &ClaimedJob) -> Result<Outcome, HandlerError> {
+    let lease = &job.lease.lease;
+    let session = d.ready_session(lease).await?;
+    let chats = session.chat_list().await.map_err(retry)?;
+    let mut found = Vec::new();
+    for c in chats.into_iter().filter(|c| c.id.ends_with("@g.us")) {
+        let count = member_count(&session, &c.id).await.map_err(retry)?;
+        found.push((c, count));
+    }
+    drop(session);
+    let db = d.pool.db();
+    let mut tx = db.begin().await.map_err(retry)?;
+    let mut ids = Vec::with_capacity(found.len());
+    for (c, count) in &found {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO mkt_wap_groups (group_id, name, member_count, account_id) \
+             VALUES ($1, $2, coalesce($3, 0), $4) \
+             ON CONFLICT (group_id) DO UPDATE SET name = EXCLUDED.name, \
+                member_count = coalesce($3, mkt_wap_groups.member_count), is_active = true, \
+                account_id = coalesce(mkt_wap_groups.account_id, EXCLUDED.account_id) \
+             RETURNING id",
+        )
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(*count)
+        .bind(lease.account_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(retry)?;
+        ids.push(id);
+    }
+    sqlx::query(
+        "INSERT INTO mkt_wap_account_groups (account_id, group_id, seen_at) \
+         SELECT $1, g, now() FROM unnest($2::uuid[]) g \
+         ON CONFLICT (account_id, group_id) DO UPDATE SET seen_at = now()",
+    )
+    .bind(lease.account_id)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await
+    .map_err(retry)?;
+    // Groups the account is no longer in.
+    sqlx::query("DELETE FROM mkt_wap_account_groups WHERE account_id = $1 AND group_id <> ALL($2)")
+        .bind(lease.account_id)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(retry)?;
+    tx.commit().await.map_err(retry)?;
+    tracing::info!(account_id = %lease.account_id, groups = ids.len(), "groups discovered");
+    Ok(Outcome::Completed)
+}
+
+/// The `scrape` handler.
+pub(super) async fn scrape(d: &Delivery, job: &ClaimedJob) -> Result<Outcome, HandlerError> {
+    let lease = &job.lease.lease;
+    let group: Uuid = job.job.payload["group_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| HandlerError::Permanent("payload has no group_id".into()))?;
+    let db = d.pool.db();
+    let wa_group: Option<String> =
+        sqlx::query_scalar("SELECT group_id FROM mkt_wap_groups WHERE id = $1")
+            .bind(group)
+            .fetch_optional(db)
+            .await
+            .map_err(retry)?;
+    let wa_group =
+        wa_group.ok_or_else(|| HandlerError::Permanent(format!("group {group} does not exist")))?;
+    let session = d.ready_session(lease).await?;
+    let people = match session.participants(&wa_group).await {
+        Ok(p) => p,
+        Err(PageError::NoSuchChat(c)) => {
+            return Err(HandlerError::Permanent(format!(
+                "the account is not in group {c}"
+            )))
+        }
+        Err(e) => return Err(retry(e)),
+    };
+    drop(session);
+    let stored = save_members(db, group, &people).await.map_err(retry)?;
+    tracing::info!(account_id = %lease.account_id, %group, members = stored, "group scraped");
+    Ok(Outcome::Completed)
+}
+
+/// A participant as a contact: (E.164 digits, wa id).
+fn identity(p: &Participant) -> (Option<String>, Option<String>) {
+    let phone = p
+        .phone
+        .as_deref()
+        .and_then(|s| PhoneNumber::parse(s).ok())
+        .or_else(|| {
+            p.id.strip_suffix("@c.us")
+                .and_then(|d| PhoneNumber::parse(d).ok())
+        })
+        .map(|n| n.digits().to_string());
+    let wa_id = (p.id.ends_with("@c.us") || p.id.ends_with("@lid"))
+        .then(|| p.id.clone())
+        .filter(|id| {
+            id.split('@')
+                .next()
+                .is_some_and(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()))
+        });
+    (phone, wa_id)
+}
+
+/// Persists a group's members (see the module docs); returns how many.
+pub async fn save_members(
+    db: &PgPool,
+    group: Uuid,
+    people: &[Participant],
+) -> Result<usize, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let mut ids: Vec<Uuid> = Vec::with_capacity(people.len());
+    for p in people {
+        let (phone, wa_id) = identity(p);
+        if phone.is_none() && wa_id.is_none() {
+            tracing::debug!(id = %p.id, "participant without a usable phone or id; skipped");
+            continue;
+        }
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM mkt_wap_contacts WHERE phone_number = $1 OR wa_id = $2 \
+             ORDER BY (phone_number = $1) DESC NULLS LAST LIMIT 1",
+        )
+        .bind(&phone)
+        .bind(&wa_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id = match existing {
+            Some(id) => {
+                sqlx::query(
+                    "UPDATE mkt_wap_contacts SET name = coalesce($2, name), \
+                        phone_number = coalesce(phone_number, $3), \
+                        wa_id = CASE WHEN wa_id IS NULL AND NOT EXISTS \
+                            (SELECT 1 FROM mkt_wap_contacts o WHERE o.wa_id = $4) THEN $4 ELSE wa_id END \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&p.name)
+                .bind(&phone)
+                .bind(&wa_id)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+            None => {
+                sqlx::query_scalar(
+                    "INSERT INTO mkt_wap_contacts (phone_number, wa_id, name) VALUES ($1, $2, $3) \
+                     RETURNING id",
+                )
+                .bind(&phone)
+                .bind(&wa_id)
+                .bind(&p.name)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        if ids.contains(&id) {
+            continue;
+        }
+        ids.push(id);
+        sqlx::query(
+            "INSERT INTO mkt_wap_group_members (group_id, contact_id, is_admin, is_super_admin) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (group_id, contact_id) DO UPDATE SET is_admin = $3, is_super_admin = $4, \
+                last_seen_at = now()",
+        )
+        .bind(group)
+        .bind(id)
+        .bind(p.admin)
+        .bind(p.super_admin)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let departed: Vec<Uuid> = sqlx::query_scalar(
+        "DELETE FROM mkt_wap_group_members WHERE group_id = $1 AND contact_id <> ALL($2) \
+         RETURNING contact_id",
+    )
+    .bind(group)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE mkt_wap_contacts c SET \
+            group_memberships = coalesce(array(SELECT m.group_id FROM mkt_wap_group_members m \
+                WHERE m.contact_id = c.id ORDER BY m.group_id), '{}'), \
+            scraped_from_groups = CASE WHEN c.id = ANY($2) AND NOT ($1 = ANY(c.scraped_from_groups)) \
+                THEN c.scraped_from_groups || $1 ELSE c.scraped_from_groups END \
+         WHERE c.id = ANY($2) OR c.id = ANY($3)",
+    )
+    .bind(group)
+    .bind(&ids)
+    .bind(&departed)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE mkt_wap_groups SET member_count = $2, last_scraped_at = now() WHERE id = $1",
+    )
+    .bind(group)
+    .bind(ids.len() as i32)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: &str, phone: Option<&str>) -> Participant {
+        Participant {
+            id: id.into(),
+            name: None,
+            phone: phone.map(Into::into),
+            admin: false,
+            super_admin: false,
+        }
+    }
+
+    #[test]
+    fn lid_participants_keep_the_phone_shown() {
+        let (phone, wa) = identity(&p("123456789012345@lid", Some("+44 7700 900123")));
+        assert_eq!(phone.as_deref(), Some("447700900123"));
+        assert_eq!(wa.as_deref(), Some("123456789012345@lid"));
+        let (phone, wa) = identity(&p("447700900124@c.us", None));
+        assert_eq!(phone.as_deref(), Some("447700900124"));
+        assert_eq!(wa.as_deref(), Some("447700900124@c.us"));
+        let (phone, wa) = identity(&p("98765@lid", None));
+        assert_eq!(phone, None);
+        assert_eq!(wa.as_deref(), Some("98765@lid"));
+    }
+}

@@ -1,0 +1,337 @@
+//! Every status transition of a message row, each with its event row in the
+//! same transaction: `sending` (with the budget slot), `sent`, back to
+//! `queued` after a refusal, `failed`, and the forward-only ack updates
+//! (`delivered`, `read`). Nothing here ever moves a message backwards.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::messages::Source;
+use crate::queue::Lease;
+
+/// The lease check: a write for an account only lands while its lease is ours.
+const LEASE_OK: &str = "EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = $1 \
+     AND l.epoch = $2 AND l.owner = $3 FOR SHARE)";
+
+/// A message row as the send handler needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageRow {
+    /// Row id.
+    pub id: Uuid,
+    /// The sending account.
+    pub account_id: Option<Uuid>,
+    /// Current status.
+    pub status: String,
+    /// text, image, video, document, link.
+    pub message_type: String,
+    /// Where it goes.
+    pub target_chat_id: String,
+    /// The typed text (body, or link text with the URL).
+    pub message_text: Option<String>,
+    /// Media from a URL.
+    pub media_url: Option<String>,
+    /// Media from a path under the media directory.
+    pub media_path: Option<String>,
+    /// Media caption.
+    pub media_caption: Option<String>,
+    /// The link of a link message.
+    pub link_url: Option<String>,
+    /// When the current (or an interrupted) attempt started.
+    pub attempt_started_at: Option<DateTime<Utc>>,
+    /// WhatsApp's id once known.
+    pub wa_message_id: Option<String>,
+}
+
+impl MessageRow {
+    /// The text that reaches the chat: the body, link text, or caption.
+    pub fn chat_text(&self) -> Option<&str> {
+        match self.message_type.as_str() {
+            "image" | "video" | "document" => self.media_caption.as_deref(),
+            _ => self.message_text.as_deref(),
+        }
+        .filter(|t| !t.is_empty())
+    }
+}
+
+/// Loads a message.
+pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, account_id, status, message_type, target_chat_id, message_text, media_url, \
+                media_path, media_caption, link_url, attempt_started_at, wa_message_id \
+         FROM mkt_wap_messages WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Inside the budget reservation's transaction: moves the message of a
+/// `send`/`retry` job to `sending`, stamping the attempt start, with its
+/// event. A message already `sending` (an earlier attempt's outcome is
+/// unknown) keeps its original attempt start, so the next attempt can look
+/// for a copy sent after it.
+pub async fn mark_sending_in(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    slot_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH j AS (SELECT (payload->>'message_id')::uuid AS mid, attempt FROM queue_jobs \
+                    WHERE id = $1 AND kind IN ('send', 'retry')), \
+         upd AS (UPDATE mkt_wap_messages m SET status = 'sending', sending_at = now(), \
+                    attempt_started_at = now(), job_id = $1, error_message = NULL, waiting_reason = NULL \
+                 FROM j WHERE m.id = j.mid AND m.status IN ('pending', 'queued') \
+                 RETURNING m.id, j.attempt) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'sending', 'worker', jsonb_build_object('job_id', $1, 'attempt', attempt, 'slot_at', $2::timestamptz) \
+         FROM upd",
+    )
+    .bind(job_id)
+    .bind(slot_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `sending` → `sent` with WhatsApp's id (fenced by the lease). `adopted`
+/// marks a copy found in the chat rather than sent by this attempt. Returns
+/// false when the lease is gone or the message is no longer `sending`.
+///
+/// In the same transaction the job's budget slot moves forward to now: the
+/// slot was granted before the page acted, and the message reached WhatsApp
+/// somewhere in between, so only "after WhatsApp accepted it" bounds the
+/// instant the recipient's side saw it. Later slots are judged against that,
+/// and the windows hold as WhatsApp counts them, not only as we reserved them.
+pub async fn mark_sent(
+    pool: &PgPool,
+    lease: &Lease,
+    job_id: Uuid,
+    message_id: Uuid,
+    wa_message_id: &str,
+    adopted: bool,
+) -> Result<bool, sqlx::Error> {
+    let source = if adopted {
+        Source::Retry
+    } else {
+        Source::Worker
+    };
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH upd AS (UPDATE mkt_wap_messages SET status = 'sent', wa_message_id = $5, \
+            ack = greatest(coalesce(ack, 1), 1), sent_at = now(), error_message = NULL \
+            WHERE id = $4 AND account_id = $1 AND status = 'sending' AND {LEASE_OK} RETURNING id) \
+         INSERT INTO mkt_wap_message_events (message_id, status, ack, source, detail) \
+         SELECT id, 'sent', 1, $6, $7 FROM upd"
+    )))
+    .bind(lease.account_id)
+    .bind(lease.epoch)
+    .bind(&*lease.owner)
+    .bind(message_id)
+    .bind(wa_message_id)
+    .bind(source.as_str())
+    .bind(json!({ "wa_message_id": wa_message_id, "adopted": adopted }))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE account_sends SET sent_at = greatest(sent_at, clock_timestamp()) \
+         WHERE id = (SELECT id FROM account_sends WHERE job_id = $1 ORDER BY sent_at DESC LIMIT 1)",
+    )
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A failed attempt that did not reach WhatsApp: back to `queued` (a retry
+/// follows) or, when `last`, `failed` with the reason. Fenced.
+pub async fn mark_attempt_failed(
+    pool: &PgPool,
+    lease: &Lease,
+    message_id: Uuid,
+    reason: &str,
+    last: bool,
+) -> Result<bool, sqlx::Error> {
+    let status = if last { "failed" } else { "queued" };
+    let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH upd AS (UPDATE mkt_wap_messages SET status = $6, error_message = $5, \
+            failed_at = CASE WHEN $6 = 'failed' THEN now() ELSE failed_at END \
+            WHERE id = $4 AND account_id = $1 AND status IN ('queued', 'sending') AND {LEASE_OK} \
+            RETURNING id) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, $6, 'worker', jsonb_build_object('error', $5::text) FROM upd"
+    )))
+    .bind(lease.account_id)
+    .bind(lease.epoch)
+    .bind(&*lease.owner)
+    .bind(message_id)
+    .bind(reason)
+    .bind(status)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// What an ack update changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AckChange {
+    /// The message became `delivered` (or passed through it).
+    pub delivered: bool,
+    /// The message became `read`.
+    pub read: bool,
+    /// Seconds from `sent_at` to now, when anything changed.
+    pub since_sent: Option<f64>,
+}
+
+/// (id, ack, status, sent_at, now) of a message an ack is recorded for.
+type AckRow = (
+    Uuid,
+    Option<i16>,
+    String,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+);
+
+/// Records ack `level` (whatsapp-web.js numbering) for the message with
+/// WhatsApp id `wa_message_id`: forward only. Fills `delivered_at`/`read_at`
+/// and writes one event per status passed (a jump from one tick to blue
+/// ticks writes `delivered` then `read`, in order). A lower or equal level,
+/// or an error ack on a sent message, changes nothing.
+pub async fn record_ack(
+    pool: &PgPool,
+    wa_message_id: &str,
+    level: i8,
+    source: Source,
+) -> Result<AckChange, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<AckRow> = sqlx::query_as(
+        "SELECT id, ack, status, sent_at, now() FROM mkt_wap_messages \
+             WHERE wa_message_id = $1 AND status IN ('sent', 'delivered', 'read') FOR UPDATE",
+    )
+    .bind(wa_message_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, old_ack, old_status, sent_at, now)) = row else {
+        return Ok(AckChange::default());
+    };
+    let old = old_ack.unwrap_or(1).max(1) as i8;
+    if level <= old {
+        return Ok(AckChange::default());
+    }
+    let mut change = AckChange {
+        since_sent: sent_at.map(|s| (now - s).num_milliseconds().max(0) as f64 / 1000.0),
+        ..AckChange::default()
+    };
+    let mut events: Vec<(&str, i16)> = Vec::new();
+    if level >= 2 && old < 2 && old_status == "sent" {
+        change.delivered = true;
+        events.push(("delivered", 2));
+    }
+    if level >= 3 && old < 3 && old_status != "read" {
+        change.read = true;
+        events.push(("read", 3));
+    }
+    if level >= 4 {
+        events.push(("read", 4));
+    }
+    let status = match level {
+        2 if old_status == "sent" => "delivered",
+        l if l >= 3 => "read",
+        _ => old_status.as_str(),
+    };
+    sqlx::query(
+        "UPDATE mkt_wap_messages SET ack = $2, status = $3, \
+            delivered_at = CASE WHEN $2 >= 2 THEN coalesce(delivered_at, now()) ELSE delivered_at END, \
+            read_at = CASE WHEN $2 >= 3 THEN coalesce(read_at, now()) ELSE read_at END \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(i16::from(level))
+    .bind(status)
+    .execute(&mut *tx)
+    .await?;
+    for (status, ack) in events {
+        sqlx::query(
+            "INSERT INTO mkt_wap_message_events (message_id, status, ack, source) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(ack)
+        .bind(source.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(change)
+}
+
+/// Flags the account's sent messages with no delivery after `after`;
+/// returns how many were flagged now (each lowers health once).
+pub async fn flag_undelivered(
+    pool: &PgPool,
+    account: Uuid,
+    after: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE mkt_wap_messages SET undelivered_flagged_at = now() \
+         WHERE account_id = $1 AND status = 'sent' AND undelivered_flagged_at IS NULL \
+           AND sent_at < now() - make_interval(secs => $2)",
+    )
+    .bind(account)
+    .bind(after.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// The chats holding the account's sent-but-unread messages (most recent
+/// first), for the catch-up pass.
+pub async fn chats_awaiting_acks(
+    pool: &PgPool,
+    account: Uuid,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT target_chat_id FROM mkt_wap_messages \
+         WHERE account_id = $1 AND status IN ('sent', 'delivered') \
+           AND sent_at > now() - interval '7 days' \
+         GROUP BY target_chat_id ORDER BY max(sent_at) DESC LIMIT $2",
+    )
+    .bind(account)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// How long ago the account's newest sent-but-unread message was sent
+/// (within the 7-day tracking window), if any is left.
+pub async fn newest_awaiting_age(
+    pool: &PgPool,
+    account: Uuid,
+) -> Result<Option<std::time::Duration>, sqlx::Error> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - max(sent_at))::float8 FROM mkt_wap_messages \
+         WHERE account_id = $1 AND status IN ('sent', 'delivered') \
+           AND sent_at > now() - interval '7 days'",
+    )
+    .bind(account)
+    .fetch_one(pool)
+    .await?;
+    Ok(secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))))
+}
+
+/// Of `ids`, those already recorded for some message (a copy in the chat
+/// owned by another message must not be adopted).
+pub async fn owned_wa_ids(pool: &PgPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT wa_message_id FROM mkt_wap_messages WHERE wa_message_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,1035 @@
+//! Delivery end to end: messages enqueued in Postgres travel through the
+//! queue, the budget gate and headless Chromium to the simulator, and come
+//! back as sent → delivered → read, with no message sent twice.
+//!
+//! Real parts only: Postgres, chromedriver + Chromium, the simulator, the
+//! queue runtime (in process, or the real `courier worker` binary where a
+//! process must die). One test at a time (CI has 2 cores).
+//!
+//! `COURIER_E2E_MESSAGES` sets the size of the mixed run (default 300, about
+//! 2 minutes on 2 cores; lower it on a slower machine).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use courier::browser::{login::start_login, BrowserPool};
+use courier::config::Settings;
+use courier::jobs::send::{Content, MediaKind, MediaSource};
+use courier::jobs::{ChatId, MessageBody};
+use courier::messages::{create_batch, NewMessage, Source};
+use courier::queue::runtime::Runtime;
+use courier::queue::NewJob;
+use courier::sim::{SimConfig, SimControl, Simulator};
+use courier::testing::{fresh_database, TestDb};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Env {
+    db: TestDb,
+    sim: Simulator,
+    ctl: SimControl,
+    dirs: tempfile::TempDir,
+    _one: tokio::sync::MutexGuard<'static, ()>,
+}
+
+struct Worker {
+    browser: Arc<BrowserPool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = (&mut self.task).await;
+        self.browser.shutdown().await;
+    }
+}
+
+fn phone(i: usize) -> String {
+    format!("+4477009{i:05}")
+}
+
+impl Env {
+    async fn start() -> Self {
+        let one = ONE_AT_A_TIME.lock().await;
+        let db = fresh_database().await.unwrap();
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
+            .await
+            .unwrap();
+        let ctl = sim.control();
+        let dirs = tempfile::tempdir().unwrap();
+        let media = dirs.path().join("media");
+        std::fs::create_dir_all(&media).unwrap();
+        // Tiny files: the simulator records name, type and size.
+        std::fs::write(media.join("promo.png"), b"\x89PNG\r\n\x1a\nfake").unwrap();
+        std::fs::write(media.join("clip.mp4"), b"\0\0\0\x18ftypmp42fake").unwrap();
+        std::fs::write(media.join("brochure.pdf"), b"%PDF-1.4 fake").unwrap();
+        Self {
+            db,
+            sim,
+            ctl,
+            dirs,
+            _one: one,
+        }
+    }
+
+    fn settings(&self, tweak: impl FnOnce(&mut Settings)) -> Settings {
+        let mut s = Settings::defaults();
+        s.queue.handler = "browser".into();
+        s.queue.capacity = 3;
+        s.queue.lease_ttl = Duration::from_secs(3);
+        s.queue.heartbeat_interval = Duration::from_millis(500);
+        s.queue.poll_interval = Duration::from_millis(200);
+        s.queue.lease_hold = Duration::from_secs(2);
+        s.queue.job_timeout = Duration::from_secs(90);
+        s.queue.shutdown_grace = Duration::from_secs(5);
+        s.queue.backoff_base = Duration::from_millis(300);
+        s.queue.backoff_max = Duration::from_secs(2);
+        s.budget.per_minute = 10_000;
+        s.budget.per_hour = 100_000;
+        s.budget.per_day = 100_000;
+        s.budget.min_gap = Duration::ZERO;
+        s.budget.jitter = Duration::ZERO;
+        s.budget.warmup = vec![];
+        s.delivery.typing_per_char = Duration::ZERO;
+        s.delivery.ack_followup = Duration::from_secs(1);
+        let b = &mut s.browser;
+        b.page_url = format!("{}/?account={{account}}", self.sim.url());
+        b.profiles_dir = self.dirs.path().join("profiles");
+        b.media_dir = self.dirs.path().join("media");
+        b.starting_deadline = Duration::from_secs(20);
+        b.qr_deadline = Duration::from_secs(30);
+        b.authenticating_deadline = Duration::from_secs(20);
+        b.command_timeout = Duration::from_secs(8);
+        b.idle_close = Duration::from_secs(60);
+        b.health_check_interval = Duration::from_secs(3600);
+        tweak(&mut s);
+        s.validate().unwrap();
+        s
+    }
+
+    async fn worker(&self, settings: &Settings) -> Worker {
+        let (handlers, browser) = courier::browser::browser_registry(settings, &self.db.pool)
+            .await
+            .unwrap();
+        let runtime = Runtime::new(self.db.pool.clone(), settings, handlers);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            runtime
+                .run_until(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Worker {
+            browser,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// An account in the DB and the simulator, with `rate_limit_config`.
+    async fn account(&self, limits: Value) -> Uuid {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO mkt_wap_accounts (account_name, rate_limit_config) VALUES ('e2e', $1) RETURNING id",
+        )
+        .bind(limits)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        self.ctl
+            .create_account(&id.to_string(), None)
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn scalar_status(&self, id: Uuid) -> (String, Option<String>) {
+        sqlx::query_as("SELECT status, qr_token FROM mkt_wap_accounts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Logs `id` in through whichever worker runs (QR from the DB, the
+    /// phone's scan played by the simulator).
+    async fn login(&self, id: Uuid, phone: &str) {
+        start_login(&self.db.pool, id).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let token = loop {
+            let (status, qr) = self.scalar_status(id).await;
+            if let (Some(t), "qr_pending") = (qr, status.as_str()) {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "no QR for {id}: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.ctl.scan(&id.to_string(), &token, phone).await.unwrap();
+        loop {
+            let (status, _) = self.scalar_status(id).await;
+            if status == "active" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} not active: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn enqueue(&self, msgs: &[NewMessage]) -> Vec<Uuid> {
+        create_batch(&self.db.pool, msgs, Source::Api)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.message_id)
+            .collect()
+    }
+
+    async fn statuses(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
+        sqlx::query_as("SELECT id, status FROM mkt_wap_messages WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `done` holds for every message's status.
+    async fn wait_messages(&self, ids: &[Uuid], secs: u64, done: impl Fn(Uuid, &str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let rows = self.statuses(ids).await;
+            let pending: Vec<_> = rows.iter().filter(|(id, s)| !done(*id, s)).collect();
+            if pending.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let jobs: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
+                    "SELECT kind, state, attempt, last_error FROM queue_jobs \
+                     WHERE state <> 'completed' ORDER BY created_at LIMIT 20",
+                )
+                .fetch_all(&self.db.pool)
+                .await
+                .unwrap();
+                panic!(
+                    "{} of {} messages not done after {secs}s, e.g. {:?}; unfinished jobs {jobs:?}",
+                    pending.len(),
+                    ids.len(),
+                    &pending[..pending.len().min(5)]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn events(&self, id: Uuid) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT status FROM mkt_wap_message_events WHERE message_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+}
+
+fn text(s: &str) -> Content {
+    Content::Text {
+        body: MessageBody::parse(s).unwrap(),
+    }
+}
+
+fn message(account: Uuid, chat: &str, content: Content) -> NewMessage {
+    let chat_id = ChatId::parse(chat).unwrap();
+    NewMessage {
+        account_id: Some(account),
+        campaign_id: None,
+        content_id: None,
+        schedule_id: None,
+        channel_type: if chat_id.is_group() {
+            "group"
+        } else {
+            "individual"
+        },
+        chat_id,
+        target_group_id: None,
+        target_contact_id: None,
+        content,
+        idempotency_key: None,
+        run_at: None,
+        priority: 100,
+        waiting_reason: None,
+    }
+}
+
+/// The i-th message of the mixed run: every type, each with a unique tag.
+fn mixed(i: usize) -> Content {
+    let tag = format!("courier e2e #{i}");
+    let caption = Some(MessageBody::parse(&tag).unwrap());
+    match i % 5 {
+        0 | 1 => text(&format!("{tag}: hello from the campaign")),
+        2 => Content::Link {
+            url: url::Url::parse(&format!("https://example.com/offer/{i}")).unwrap(),
+            body: Some(MessageBody::parse(&format!("{tag} see")).unwrap()),
+        },
+        3 => Content::Media {
+            kind: if i % 2 == 0 {
+                MediaKind::Image
+            } else {
+                MediaKind::Video
+            },
+            source: MediaSource::Path(if i % 2 == 0 { "promo.png" } else { "clip.mp4" }.into()),
+            caption,
+        },
+        _ => Content::Media {
+            kind: MediaKind::Document,
+            source: MediaSource::Path("brochure.pdf".into()),
+            caption,
+        },
+    }
+}
+
+fn tag_of(body: &str) -> Option<usize> {
+    let rest = body.split("courier e2e #").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mixed_messages_over_three_accounts_arrive_once_and_come_back_read() {
+    let n: usize = std::env::var("COURIER_E2E_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let env = Env::start().await;
+    let settings = env.settings(|_| {});
+    let worker = env.worker(&settings).await;
+    let mut accounts = Vec::new();
+    for i in 0..3 {
+        let a = env.account(json!({})).await;
+        env.login(a, &phone(100 + i)).await;
+        accounts.push(a);
+    }
+    // Short acks; the third account's recipients never read (reads held back).
+    for (i, a) in accounts.iter().enumerate() {
+        let stop = if i == 2 { "device" } else { "read" };
+        env.ctl
+            .ack_timing(
+                &a.to_string(),
+                json!({ "server_ms": 30, "device_ms": 150, "read_ms": 300, "stop": stop }),
+            )
+            .await
+            .unwrap();
+    }
+    // Per account: two groups and three individual chats.
+    let mut chats: Vec<Vec<String>> = Vec::new();
+    for (i, a) in accounts.iter().enumerate() {
+        let acc = a.to_string();
+        let mut mine = Vec::new();
+        for g in 0..2 {
+            let members: Vec<Value> = (0..5)
+                .map(|k| json!({ "phone": phone(1000 + i * 100 + g * 10 + k), "name": format!("m{k}") }))
+                .collect();
+            mine.push(
+                env.ctl
+                    .create_group(&format!("group {i}.{g}"), members, &[acc.as_str()])
+                    .await
+                    .unwrap(),
+            );
+        }
+        for k in 0..3 {
+            mine.push(
+                env.ctl
+                    .add_contact(&phone(2000 + i * 10 + k), Some("buyer"), &[acc.as_str()])
+                    .await
+                    .unwrap(),
+            );
+        }
+        chats.push(mine);
+    }
+    let started = Instant::now();
+    let msgs: Vec<NewMessage> = (0..n)
+        .map(|i| {
+            let a = i % 3;
+            let chat = &chats[a][(i / 3) % chats[a].len()];
+            message(accounts[a], chat, mixed(i))
+        })
+        .collect();
+    let ids = env.enqueue(&msgs).await;
+    let account_of: std::collections::HashMap<Uuid, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i % 3)).collect();
+    env.wait_messages(&ids, 60 + n as u64 * 2, |_, s| {
+        matches!(s, "sent" | "delivered" | "read")
+    })
+    .await;
+    let sent_in = started.elapsed();
+    env.wait_messages(&ids, 60, |id, s| {
+        if account_of[&id] == 2 {
+            s == "delivered"
+        } else {
+            s == "read"
+        }
+    })
+    .await;
+    let acked_in = started.elapsed();
+    println!(
+        "{n} messages: all sent in {:.1}s ({:.2} sends/s), all acked in {:.1}s",
+        sent_in.as_secs_f64(),
+        n as f64 / sent_in.as_secs_f64(),
+        acked_in.as_secs_f64()
+    );
+
+    // The simulator saw each message exactly once, in the right chat.
+    let back = env.ctl.all_messages().await.unwrap();
+    let mut seen = vec![0usize; n];
+    for d in &back.messages {
+        let i = tag_of(d.message.body.as_deref().unwrap_or_default())
+            .unwrap_or_else(|| panic!("unexpected message {:?}", d.message.body));
+        seen[i] += 1;
+        assert_eq!(d.account, accounts[i % 3].to_string());
+        assert_eq!(d.message.chat, chats[i % 3][(i / 3) % chats[i % 3].len()]);
+    }
+    assert!(back.refused.is_empty());
+    let wrong: Vec<_> = seen.iter().enumerate().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "messages not seen exactly once: {wrong:?}"
+    );
+
+    // Every message's history is in order, once each.
+    for id in &ids {
+        let ev = env.events(*id).await;
+        let want: &[&str] = if account_of[id] == 2 {
+            &["queued", "sending", "sent", "delivered"]
+        } else {
+            &["queued", "sending", "sent", "delivered", "read"]
+        };
+        assert_eq!(ev, want, "events of {id}");
+    }
+    // wa ids and timestamps are stored.
+    let bad: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mkt_wap_messages WHERE wa_message_id IS NULL OR sent_at IS NULL \
+         OR delivered_at IS NULL OR delivered_at < sent_at OR (status = 'read' AND read_at < delivered_at)",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(bad, 0);
+    let lat: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM avg(delivered_at - sent_at))::float8, \
+                coalesce(extract(epoch FROM avg(read_at - sent_at))::float8, 0) FROM mkt_wap_messages",
+    )
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap();
+    println!(
+        "ack latency (recorded − sent): delivered {:.2}s, read {:.2}s on average",
+        lat[0].0, lat[0].1
+    );
+    // Deliveries and reads raised health (nothing lowered it).
+    let scores: Vec<i32> = sqlx::query_scalar("SELECT health_score FROM mkt_wap_accounts")
+        .fetch_all(&env.db.pool)
+        .await
+        .unwrap();
+    assert!(scores.iter().all(|s| *s == 100), "{scores:?}");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quota_refusals_retry_with_backoff_then_fail_after_three_attempts_and_lower_health() {
+    let env = Env::start().await;
+    let settings = env.settings(|_| {});
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    env.login(a, &phone(300)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(3001), Some("x"), &[a.to_string().as_str()])
+        .await
+        .unwrap();
+    env.ctl
+        .faults(&a.to_string(), json!({ "refuse_sends": true }))
+        .await
+        .unwrap();
+    let ids = env
+        .enqueue(&[message(a, &chat, text("refused offer"))])
+        .await;
+    env.wait_messages(&ids, 60, |_, s| s == "failed").await;
+    let (state, attempt, errors): (String, i32, Value) =
+        sqlx::query_as("SELECT state, attempt, errors FROM queue_jobs WHERE kind = 'send'")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempt), ("discarded", 3));
+    // Backoff: each retry waited.
+    let at: Vec<DateTime<Utc>> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(at.len(), 3);
+    assert!(
+        at[1] - at[0] >= chrono::Duration::milliseconds(250),
+        "{at:?}"
+    );
+    let back = env.ctl.messages(&a.to_string()).await.unwrap();
+    assert_eq!(back.refused.len(), 3);
+    assert!(back.messages.is_empty());
+    let (health, err): (i32, Option<String>) = sqlx::query_as(
+        "SELECT a.health_score, m.error_message FROM mkt_wap_accounts a, mkt_wap_messages m WHERE a.id = $1",
+    )
+    .bind(a)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert!(health <= 85, "health {health}");
+    assert!(err.unwrap().contains("refused"));
+    let ev = env.events(ids[0]).await;
+    assert_eq!(
+        ev,
+        ["queued", "sending", "queued", "sending", "queued", "sending", "failed"]
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_that_cannot_be_fetched_fails_the_message_once_with_the_reason() {
+    let env = Env::start().await;
+    let settings = env.settings(|_| {});
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    env.login(a, &phone(400)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(4001), None, &[a.to_string().as_str()])
+        .await
+        .unwrap();
+    let missing = Content::Media {
+        kind: MediaKind::Image,
+        source: MediaSource::Url(url::Url::parse(&format!("{}/nope.png", env.sim.url())).unwrap()),
+        caption: None,
+    };
+    let ids = env.enqueue(&[message(a, &chat, missing)]).await;
+    env.wait_messages(&ids, 30, |_, s| s == "failed").await;
+    let (state, attempt): (String, i32) =
+        sqlx::query_as("SELECT state, attempt FROM queue_jobs WHERE kind = 'send'")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempt), ("discarded", 1));
+    let err: String = sqlx::query_scalar("SELECT error_message FROM mkt_wap_messages")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert!(err.contains("nope.png"), "{err}");
+    worker.stop().await;
+}
+
+fn members(range: std::ops::Range<usize>) -> Vec<Value> {
+    range
+        .map(|k| {
+            if k % 10 == 0 {
+                // Privacy-hidden member: a @lid id, the phone shown beside it.
+                json!({ "id": format!("{}@lid", 900_000_000 + k), "phone": phone(50_000 + k), "name": format!("member {k}") })
+            } else {
+                json!({ "phone": phone(50_000 + k), "name": format!("member {k}") })
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discover_then_scrape_a_500_member_group_stores_everyone_once_and_rescrape_updates() {
+    let env = Env::start().await;
+    let settings = env.settings(|_| {});
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    env.login(a, &phone(500)).await;
+    let acc = a.to_string();
+    let gid = env
+        .ctl
+        .create_group("Poultry farmers", members(0..500), &[acc.as_str()])
+        .await
+        .unwrap();
+    let small = env
+        .ctl
+        .create_group("Feed dealers", members(0..3), &[acc.as_str()])
+        .await
+        .unwrap();
+    let pool = &env.db.pool;
+    let discover = |account| {
+        NewJob::new(
+            account,
+            &courier::jobs::discover::DiscoverJob {
+                account_id: account,
+            },
+        )
+        .unwrap()
+    };
+    courier::queue::enqueue(pool, &discover(a)).await.unwrap();
+    let wait_group = || async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r: Option<(Uuid, String, i32)> = sqlx::query_as(
+                "SELECT id, name, member_count FROM mkt_wap_groups WHERE group_id = $1",
+            )
+            .bind(&gid)
+            .fetch_optional(pool)
+            .await
+            .unwrap();
+            if let Some(r) = r {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "group not discovered");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (group, name, count) = wait_group().await;
+    assert_eq!((name.as_str(), count), ("Poultry farmers", 500));
+    // Admin metadata survives a rediscovery.
+    sqlx::query("UPDATE mkt_wap_groups SET region = 'south', segment_tags = '{layers}', name = 'old' WHERE id = $1")
+        .bind(group)
+        .execute(pool)
+        .await
+        .unwrap();
+    let job = courier::queue::enqueue(pool, &discover(a)).await.unwrap();
+    wait_job(pool, job.id, 60).await;
+    let (region, tags, name, owner): (Option<String>, Vec<String>, String, Uuid) = sqlx::query_as(
+        "SELECT region, segment_tags, name, account_id FROM mkt_wap_groups WHERE id = $1",
+    )
+    .bind(group)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(region.as_deref(), Some("south"));
+    assert_eq!(tags, ["layers"]);
+    assert_eq!(name, "Poultry farmers");
+    assert_eq!(owner, a);
+    let memberships: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM mkt_wap_account_groups WHERE account_id = $1")
+            .bind(a)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(memberships, 2);
+    let _ = small;
+
+    let scrape = |g| {
+        NewJob::new(
+            a,
+            &courier::jobs::scrape::ScrapeJob {
+                account_id: a,
+                group_id: g,
+            },
+        )
+        .unwrap()
+    };
+    let t = Instant::now();
+    let job = courier::queue::enqueue(pool, &scrape(group)).await.unwrap();
+    wait_job(pool, job.id, 120).await;
+    println!("scraped 500 members in {:.1}s", t.elapsed().as_secs_f64());
+    let counts = |pool: &sqlx::PgPool| {
+        let pool = pool.clone();
+        async move {
+            let r: (i64, i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM mkt_wap_contacts), \
+                        (SELECT count(DISTINCT phone_number) FROM mkt_wap_contacts), \
+                        (SELECT count(*) FROM mkt_wap_group_members WHERE group_id = $1), \
+                        (SELECT count(*) FROM mkt_wap_contacts WHERE $1 = ANY(group_memberships) \
+                            AND $1 = ANY(scraped_from_groups))",
+            )
+            .bind(group)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            r
+        }
+    };
+    assert_eq!(counts(pool).await, (500, 500, 500, 500));
+    let lid: (Option<String>, String) = sqlx::query_as(
+        "SELECT phone_number, wa_id FROM mkt_wap_contacts WHERE wa_id LIKE '%@lid' ORDER BY wa_id LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        lid,
+        (
+            Some(phone(50_000)[1..].to_string()),
+            "900000000@lid".to_string()
+        )
+    );
+
+    // Membership changes: 50 leave, 30 join, one is renamed.
+    let mut next = members(50..530);
+    next[0]["name"] = json!("renamed");
+    // Re-creating the group under its id replaces its participants.
+    let r = reqwest::Client::new()
+        .post(format!("{}/_control/groups", env.sim.url()))
+        .json(&json!({ "id": gid, "name": "Poultry farmers", "participants": next, "accounts": [acc] }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let job = courier::queue::enqueue(pool, &scrape(group)).await.unwrap();
+    wait_job(pool, job.id, 120).await;
+    let (contacts, phones, members_now, listed) = counts(pool).await;
+    assert_eq!((contacts, phones), (530, 530), "no duplicates");
+    assert_eq!((members_now, listed), (480, 480));
+    let departed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mkt_wap_contacts WHERE cardinality(group_memberships) = 0",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(departed, 50, "departed members lose the membership");
+    let renamed: String =
+        sqlx::query_scalar("SELECT name FROM mkt_wap_contacts WHERE phone_number = $1")
+            .bind(&phone(50_050)[1..])
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(renamed, "renamed");
+    worker.stop().await;
+}
+
+async fn wait_job(pool: &sqlx::PgPool, id: Uuid, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (state, err): (String, Option<String>) =
+            sqlx::query_as("SELECT state, last_error FROM queue_jobs WHERE id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        match state.as_str() {
+            "completed" => return,
+            "discarded" | "cancelled" => panic!("job {id} {state}: {err:?}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "job {id} still {state}: {err:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_minute_budget_of_three_holds_at_the_simulator() {
+    let env = Env::start().await;
+    let settings = env.settings(|_| {});
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({ "per_minute": 3 })).await;
+    env.login(a, &phone(600)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(6001), None, &[a.to_string().as_str()])
+        .await
+        .unwrap();
+    let msgs: Vec<NewMessage> = (0..5)
+        .map(|i| message(a, &chat, text(&format!("courier e2e #{i} budget"))))
+        .collect();
+    let ids = env.enqueue(&msgs).await;
+    env.wait_messages(&ids, 150, |_, s| matches!(s, "sent" | "delivered" | "read"))
+        .await;
+    let back = env.ctl.messages(&a.to_string()).await.unwrap();
+    let mut at: Vec<DateTime<Utc>> = back
+        .messages
+        .iter()
+        .map(|m| m.message.received_at)
+        .collect();
+    at.sort();
+    assert_eq!(at.len(), 5);
+    for w in at.windows(4) {
+        assert!(
+            w[3] - w[0] >= chrono::Duration::seconds(60),
+            "4 sends within 60 s: {w:?}"
+        );
+    }
+    worker.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// kill -9 between WhatsApp accepting a send and the DB recording it.
+// ---------------------------------------------------------------------------
+
+struct Child {
+    child: std::process::Child,
+}
+
+impl Child {
+    /// The real `courier worker` binary; `machine` names its profiles
+    /// directory (sessions move between machines as encrypted snapshots).
+    fn spawn(env: &Env, machine: &str, key: &str, record_delay: &str) -> Self {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_courier"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("COURIER") || k == "DATABASE_URL" {
+                cmd.env_remove(k);
+            }
+        }
+        let dirs = env.dirs.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dirs.join("worker.log"))
+            .unwrap();
+        cmd.arg("worker")
+            .env("COURIER__DATABASE__URL", &env.db.url)
+            .env("COURIER__QUEUE__HANDLER", "browser")
+            .env("COURIER__QUEUE__LEASE_TTL", "3s")
+            .env("COURIER__QUEUE__HEARTBEAT_INTERVAL", "500ms")
+            .env("COURIER__QUEUE__POLL_INTERVAL", "200ms")
+            .env("COURIER__QUEUE__LEASE_HOLD", "2s")
+            .env("COURIER__BUDGET__MIN_GAP", "0s")
+            .env("COURIER__BUDGET__JITTER", "0s")
+            .env("COURIER__DELIVERY__TYPING_PER_CHAR", "0ms")
+            .env("COURIER__DELIVERY__ACK_FOLLOWUP", "1s")
+            .env("COURIER__DELIVERY__RECORD_DELAY", record_delay)
+            .env(
+                "COURIER__BROWSER__PAGE_URL",
+                format!("{}/?account={{account}}", env.sim.url()),
+            )
+            .env("COURIER__BROWSER__PROFILES_DIR", dirs.join(machine))
+            .env("COURIER__BROWSER__SESSION_KEY", key)
+            .env("COURIER__BROWSER__MEDIA_DIR", dirs.join("media"))
+            .env("COURIER__BROWSER__COMMAND_TIMEOUT", "8s")
+            .env("COURIER__BROWSER__HEALTH_CHECK_INTERVAL", "1h")
+            .env("COURIER__LOG__LEVEL", "info,courier=debug,sqlx=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        Self {
+            child: cmd.spawn().unwrap(),
+        }
+    }
+
+    /// Every process under `pid` (chromedriver, Chromium), deepest first.
+    fn descendants(pid: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut frontier = vec![pid];
+        while let Some(p) = frontier.pop() {
+            let Ok(entries) = std::fs::read_dir("/proc") else {
+                break;
+            };
+            for e in entries.flatten() {
+                let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let stat =
+                    std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|s| s.parse::<u32>().ok());
+                if ppid == Some(p) {
+                    out.push(child);
+                    frontier.push(child);
+                }
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// `kill -9` the worker, then its browser processes (by pid), as a
+    /// machine losing power would take them all.
+    fn kill9(mut self) {
+        let pid = self.child.id();
+        let tree = Self::descendants(pid);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+        for p in tree {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill9();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_after_whatsapp_took_the_message_never_sends_it_twice() {
+    let env = Env::start().await;
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    let key = courier::browser::SnapshotKey::random().to_hex();
+    // The first worker records sends 6 s late: the window the kill aims at.
+    let first = Child::spawn(&env, "machine-a", &key, "6s");
+    env.login(a, &phone(700)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(7001), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    let body = "courier e2e #0 exactly once";
+    let ids = env.enqueue(&[message(a, &chat, text(body))]).await;
+    // Wait for the simulator to receive it, then kill at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = env.ctl.messages(&acc).await.unwrap();
+        if !back.messages.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached the simulator"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill9();
+    let (status, wa): (String, Option<String>) =
+        sqlx::query_as("SELECT status, wa_message_id FROM mkt_wap_messages WHERE id = $1")
+            .bind(ids[0])
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), wa),
+        ("sending", None),
+        "killed inside the window"
+    );
+
+    // Recovery: a worker on another machine (the killed one's Chromium
+    // profile is gone with it) takes the expired lease, restores the session
+    // snapshot and reruns the job.
+    let second = Child::spawn(&env, "machine-b", &key, "0s");
+    env.wait_messages(&ids, 90, |_, s| matches!(s, "sent" | "delivered" | "read"))
+        .await;
+    let back = env.ctl.messages(&acc).await.unwrap();
+    let copies: Vec<_> = back
+        .messages
+        .iter()
+        .filter(|m| m.message.body.as_deref() == Some(body))
+        .collect();
+    assert_eq!(copies.len(), 1, "the simulator holds exactly one copy");
+    let wa: String = sqlx::query_scalar("SELECT wa_message_id FROM mkt_wap_messages WHERE id = $1")
+        .bind(ids[0])
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        wa, copies[0].message.data_id,
+        "the DB adopted the copy's id"
+    );
+    let ev = env.events(ids[0]).await;
+    assert_eq!(&ev[..3], ["queued", "sending", "sent"]);
+    second.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_that_arrive_while_no_worker_holds_the_account_are_caught_up_when_it_returns() {
+    let env = Env::start().await;
+    let settings = env.settings(|s| s.browser.session_key = None);
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    env.login(a, &phone(800)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(8001), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    // Delivery and read come long after the send.
+    env.ctl
+        .ack_timing(
+            &acc,
+            json!({ "server_ms": 20, "device_ms": 4000, "read_ms": 1000 }),
+        )
+        .await
+        .unwrap();
+    let msgs: Vec<NewMessage> = (0..3)
+        .map(|i| message(a, &chat, text(&format!("courier e2e #{i} later"))))
+        .collect();
+    let ids = env.enqueue(&msgs).await;
+    env.wait_messages(&ids, 60, |_, s| s == "sent").await;
+    worker.stop().await;
+    // Nobody watches while the acks arrive.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let still: Vec<_> = env.statuses(&ids).await;
+    assert!(still.iter().all(|(_, s)| s == "sent"), "{still:?}");
+    let worker = env.worker(&settings).await;
+    env.wait_messages(&ids, 60, |_, s| s == "read").await;
+    for id in &ids {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT status, source FROM mkt_wap_message_events WHERE message_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&env.db.pool)
+        .await
+        .unwrap();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(statuses, ["queued", "sending", "sent", "delivered", "read"]);
+        assert_eq!(rows[3].1, "catch_up");
+        assert_eq!(rows[4].1, "catch_up");
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_never_delivered_is_flagged_and_lowers_health() {
+    let env = Env::start().await;
+    let settings = env.settings(|s| s.delivery.undelivered_after = Duration::from_secs(2));
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    env.login(a, &phone(900)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(9001), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    env.ctl
+        .ack_timing(&acc, json!({ "server_ms": 20, "stop": "server" }))
+        .await
+        .unwrap();
+    let ids = env
+        .enqueue(&[message(a, &chat, text("courier e2e #0 lost"))])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (flagged, status, health): (bool, String, i32) = sqlx::query_as(
+            "SELECT m.undelivered_flagged_at IS NOT NULL, m.status, a.health_score \
+             FROM mkt_wap_messages m JOIN mkt_wap_accounts a ON a.id = m.account_id WHERE m.id = $1",
+        )
+        .bind(ids[0])
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+        if flagged {
+            assert_eq!(status, "sent");
+            assert!(health < 100, "health {health}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never flagged ({status})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    worker.stop().await;
+}
