@@ -686,7 +686,8 @@ pub struct ClaimedRow {
 }
 
 /// Claims the next runnable job of many leased accounts in one statement,
-/// and for budget-spending kinds reserves the send slot in the same
+/// and for budget-spending kinds reserves the send slot — and moves the
+/// job's message to `sending` with its attempt start and event — in the same
 /// statement: a send is only picked when every window has room (counted in
 /// SQL under the lease's share lock, so nobody else can add to that account's
 /// log meanwhile). Accounts whose lease is gone or that are paused get nothing.
@@ -742,6 +743,18 @@ pub async fn claim_batch(
             INSERT INTO account_sends (account_id, job_id, epoch, sent_at) \
             SELECT account_id, id, lease_epoch, clock_timestamp() FROM claimed WHERE kind = ANY($8) \
             RETURNING job_id, sent_at \
+         ), marked AS ( \
+            UPDATE mkt_wap_messages m SET status = 'sending', sending_at = now(), \
+                attempt_started_at = now(), job_id = c.id, error_message = NULL, waiting_reason = NULL \
+            FROM claimed c JOIN sent s ON s.job_id = c.id \
+            WHERE c.kind IN ('send', 'retry') AND m.id = (c.payload->>'message_id')::uuid \
+              AND m.status IN ('pending', 'queued') \
+            RETURNING m.id, c.id AS job_id, c.attempt, s.sent_at \
+         ), marked_events AS ( \
+            INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+            SELECT id, 'sending', 'worker', \
+                   jsonb_build_object('job_id', job_id, 'attempt', attempt, 'slot_at', sent_at) \
+            FROM marked \
          ) \
          SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id",
         gate = session_gate!("budget.account_id")
