@@ -496,6 +496,39 @@ async fn quota_refusals_retry_with_backoff_then_fail_after_three_attempts_and_lo
         ev,
         ["queued", "sending", "queued", "sending", "queued", "sending", "failed"]
     );
+
+    // The quota lifts; an admin retries it over HTTP (the seeds' retry route).
+    env.ctl
+        .faults(&a.to_string(), json!({ "refuse_sends": false }))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = courier::api::AppState::new(env.db.pool.clone(), "test-token-0123456789");
+    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/messages/{}/retry", ids[0]))
+        .bearer_auth("test-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    env.wait_messages(&ids, 60, |_, s| s == "read").await;
+    let back = env.ctl.messages(&a.to_string()).await.unwrap();
+    assert_eq!(back.messages.len(), 1, "the retry sent it once");
+    let (retries, kind): (i32, String) = sqlx::query_as(
+        "SELECT m.retry_count, j.kind FROM mkt_wap_messages m JOIN queue_jobs j ON j.id = m.job_id",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((retries, kind.as_str()), (1, "retry"));
+    let ev = env.events(ids[0]).await;
+    assert_eq!(&ev[7..], ["queued", "sending", "sent", "delivered", "read"]);
     worker.stop().await;
 }
 
