@@ -1066,3 +1066,37 @@ async fn a_message_never_delivered_is_flagged_and_lowers_health() {
     }
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_that_reloads_mid_send_is_not_sent_again() {
+    let env = Env::start().await;
+    let settings = env.settings(|_| {});
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    env.login(a, &phone(1100)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(11001), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    // The send reaches WhatsApp, then the page reloads before showing it:
+    // the worker cannot tell from the page that it went out.
+    env.ctl
+        .faults(&acc, json!({ "reload_mid_send": 1 }))
+        .await
+        .unwrap();
+    let body = "courier e2e #0 reload";
+    let ids = env.enqueue(&[message(a, &chat, text(body))]).await;
+    env.wait_messages(&ids, 90, |_, s| matches!(s, "sent" | "delivered" | "read"))
+        .await;
+    let back = env.ctl.messages(&acc).await.unwrap();
+    assert_eq!(back.messages.len(), 1, "exactly one copy");
+    let wa: String = sqlx::query_scalar("SELECT wa_message_id FROM mkt_wap_messages WHERE id = $1")
+        .bind(ids[0])
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(wa, back.messages[0].message.data_id);
+    worker.stop().await;
+}
