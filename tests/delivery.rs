@@ -496,6 +496,39 @@ async fn quota_refusals_retry_with_backoff_then_fail_after_three_attempts_and_lo
         ev,
         ["queued", "sending", "queued", "sending", "queued", "sending", "failed"]
     );
+
+    // The quota lifts; an admin retries it over HTTP (the seeds' retry route).
+    env.ctl
+        .faults(&a.to_string(), json!({ "refuse_sends": false }))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = courier::api::AppState::new(env.db.pool.clone(), "test-token-0123456789");
+    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/messages/{}/retry", ids[0]))
+        .bearer_auth("test-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    env.wait_messages(&ids, 60, |_, s| s == "read").await;
+    let back = env.ctl.messages(&a.to_string()).await.unwrap();
+    assert_eq!(back.messages.len(), 1, "the retry sent it once");
+    let (retries, kind): (i32, String) = sqlx::query_as(
+        "SELECT m.retry_count, j.kind FROM mkt_wap_messages m JOIN queue_jobs j ON j.id = m.job_id",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((retries, kind.as_str()), (1, "retry"));
+    let ev = env.events(ids[0]).await;
+    assert_eq!(&ev[7..], ["queued", "sending", "sent", "delivered", "read"]);
     worker.stop().await;
 }
 
@@ -1031,5 +1064,39 @@ async fn a_message_never_delivered_is_flagged_and_lowers_health() {
         assert!(Instant::now() < deadline, "never flagged ({status})");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_that_reloads_mid_send_is_not_sent_again() {
+    let env = Env::start().await;
+    let settings = env.settings(|_| {});
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    env.login(a, &phone(1100)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(11001), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    // The send reaches WhatsApp, then the page reloads before showing it:
+    // the worker cannot tell from the page that it went out.
+    env.ctl
+        .faults(&acc, json!({ "reload_mid_send": 1 }))
+        .await
+        .unwrap();
+    let body = "courier e2e #0 reload";
+    let ids = env.enqueue(&[message(a, &chat, text(body))]).await;
+    env.wait_messages(&ids, 90, |_, s| matches!(s, "sent" | "delivered" | "read"))
+        .await;
+    let back = env.ctl.messages(&acc).await.unwrap();
+    assert_eq!(back.messages.len(), 1, "exactly one copy");
+    let wa: String = sqlx::query_scalar("SELECT wa_message_id FROM mkt_wap_messages WHERE id = $1")
+        .bind(ids[0])
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(wa, back.messages[0].message.data_id);
     worker.stop().await;
 }

@@ -585,7 +585,12 @@ impl WhatsAppPage {
 
     /// Waits for the outgoing row that a send just added (one not in `before`),
     /// then for its first server ack or a refusal.
-    async fn await_sent(&self, before: &[String]) -> Result<OutgoingMessage, PageError> {
+    /// `seen`: toasts shown before the send (only a newer one is this send's).
+    async fn await_sent(
+        &self,
+        before: &[String],
+        seen: usize,
+    ) -> Result<OutgoingMessage, PageError> {
         let started = Instant::now();
         loop {
             let rows = self.recent_outgoing_in_open_chat(5).await?;
@@ -596,14 +601,14 @@ impl WhatsAppPage {
             {
                 match m.ack {
                     Some(AckLevel::Error) => {
-                        let toast = self.toast().await?.unwrap_or_else(|| "error ack".into());
+                        let toast = self.toasts().await?.1.unwrap_or_else(|| "error ack".into());
                         return Err(PageError::QuotaRefused(toast));
                     }
                     Some(AckLevel::Pending) | None => {}
                     Some(_) => return Ok(m),
                 }
             }
-            if let Some(t) = self.toast().await? {
+            if let Some(t) = self.toast_after(seen).await? {
                 return Err(PageError::QuotaRefused(t));
             }
             if started.elapsed() > self.timeout {
@@ -618,15 +623,28 @@ impl WhatsAppPage {
         }
     }
 
-    async fn toast(&self) -> Result<Option<String>, PageError> {
+    /// The newest toast, if more toasts are shown than `seen` (toasts live
+    /// a few seconds: one left over from an earlier refusal is not this
+    /// send's).
+    async fn toast_after(&self, seen: usize) -> Result<Option<String>, PageError> {
+        let (count, text) = self.toasts().await?;
+        Ok(if count > seen { text } else { None })
+    }
+
+    /// How many toasts are shown, and the newest one's text.
+    async fn toasts(&self) -> Result<(usize, Option<String>), PageError> {
         let v = self
             .js(
                 "toast",
-                "const t = document.querySelector(arguments[0]); return t ? t.innerText : null;",
+                "const t = document.querySelectorAll(arguments[0]); \
+                 return [t.length, t.length ? t[t.length - 1].innerText : null];",
                 vec![json!(self.sel.conversation.toast)],
             )
             .await?;
-        Ok(v.as_str().map(str::to_string))
+        Ok((
+            v[0].as_u64().unwrap_or(0) as usize,
+            v[1].as_str().map(str::to_string),
+        ))
     }
 
     async fn outgoing_ids(&self) -> Result<Vec<String>, PageError> {
@@ -643,6 +661,7 @@ impl WhatsAppPage {
     pub async fn send_text(&self, chat: &str, text: &str) -> Result<OutgoingMessage, PageError> {
         self.open_chat(chat).await?;
         let before = self.outgoing_ids().await?;
+        let seen = self.toasts().await?.0;
         let s = &self.sel;
         let compose = self
             .wait_for("conversation.compose", &s.conversation.compose)
@@ -652,13 +671,14 @@ impl WhatsAppPage {
             .wait_for("conversation.send_button", &s.conversation.send_button)
             .await?;
         self.cmd("click", send.click()).await?;
-        self.await_sent(&before).await
+        self.await_sent(&before, seen).await
     }
 
     /// Sends text containing a URL, waiting for the link preview before sending.
     pub async fn send_link(&self, chat: &str, text: &str) -> Result<OutgoingMessage, PageError> {
         self.open_chat(chat).await?;
         let before = self.outgoing_ids().await?;
+        let seen = self.toasts().await?.0;
         let s = &self.sel;
         let compose = self
             .wait_for("conversation.compose", &s.conversation.compose)
@@ -673,7 +693,7 @@ impl WhatsAppPage {
             .wait_for("conversation.send_button", &s.conversation.send_button)
             .await?;
         self.cmd("click", send.click()).await?;
-        self.await_sent(&before).await
+        self.await_sent(&before, seen).await
     }
 
     /// Sends a media file (from a path, or a URL fetched with a size cap) with
@@ -688,6 +708,7 @@ impl WhatsAppPage {
         let path = self.stage_media(source).await?;
         self.open_chat(chat).await?;
         let before = self.outgoing_ids().await?;
+        let seen = self.toasts().await?.0;
         let s = &self.sel;
         let attach = self
             .wait_for("attach.attach_button", &s.attach.attach_button)
@@ -710,7 +731,7 @@ impl WhatsAppPage {
             .wait_for("attach.send_button", &s.attach.send_button)
             .await?;
         self.cmd("click", send.click()).await?;
-        let r = self.await_sent(&before).await;
+        let r = self.await_sent(&before, seen).await;
         if matches!(source, MediaSource::Url(_)) {
             let _ = std::fs::remove_file(&path);
         }
