@@ -424,3 +424,30 @@ pub async fn sample_forever(pool: PgPool, opts: SampleOptions, every: Duration) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::{Hold, Window};
+
+    #[test]
+    fn snooze_reasons_map_to_bounded_labels() {
+        let cases = [
+            (Hold::Window(Window::Minute).to_string(), "budget_minute"),
+            (Hold::Window(Window::Hour).to_string(), "budget_hour"),
+            (Hold::Window(Window::Day).to_string(), "budget_day"),
+            (Hold::Pacing.to_string(), "pacing"),
+            (Hold::QuietHours.to_string(), "quiet_hours"),
+            (Hold::Paused.to_string(), "paused"),
+            (
+                "no `send` handler in this worker build yet".into(),
+                "not_handled",
+            ),
+            ("something else".into(), "other"),
+        ];
+        for (reason, label) in cases {
+            assert_eq!(snooze_reason(&reason), label, "{reason}");
+            assert!(SNOOZE_REASONS.contains(&label));
+        }
+    }
+}

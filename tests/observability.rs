@@ -467,6 +467,31 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
         "panels with no data:\n  {}",
         empty.join("\n  ")
     );
+    // The data is real, not only the zero-initialised series.
+    for expr in [
+        "sum(courier_jobs_finished_total{kind=\"login\",outcome=\"completed\"}) > 0",
+        "sum(courier_job_run_seconds_count{kind=\"health_check\"}) > 0",
+        "sum(courier_job_wait_seconds_count) > 0",
+        "sum(courier_login_transitions_total{to=\"active\"}) > 0",
+        "sum(courier_browser_command_seconds_count) > 0",
+        "sum(courier_browser_sessions) > 0",
+        "count(courier_account_budget_limit{window=\"day\"}) > 0",
+        "count(courier_account_lease_held) > 0",
+        "sum(courier_accounts{status=\"active\"}) == 1",
+        "sum(courier_queue_depth{state=\"completed\"}) > 0",
+        "sum(courier_http_requests_total{status=\"401\"}) > 0",
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, error, n) = prom.query(expr).await;
+            assert_eq!(status, "success", "`{expr}`: {error}");
+            if n == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no real data: `{expr}`");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
     for (alert, expr) in &rule_exprs {
         let (status, error, _) = prom.query(expr).await;
         assert_eq!(
