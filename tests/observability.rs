@@ -409,6 +409,19 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
+    // A message acked after the sampler's first pass: its sent->delivered and
+    // delivered->read latencies are observed from the database (whichever
+    // process wrote the acks).
+    sqlx::query(
+        "INSERT INTO mkt_wap_messages (account_id, channel_type, target_chat_id, message_text, \
+         status, sent_at, delivered_at, read_at) \
+         VALUES ($1, 'individual', '447700900999@c.us', 'hello', 'read', \
+         now() - interval '3 seconds', now(), now())",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
     // API traffic (and an unauthorised request, for the error panel).
     let http = reqwest::Client::new();
     for path in ["/v1/accounts", "/v1/stats", "/v1/jobs"] {
@@ -480,6 +493,9 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
         "sum(courier_accounts{status=\"active\"}) == 1",
         "sum(courier_queue_depth{state=\"completed\"}) > 0",
         "sum(courier_http_requests_total{status=\"401\"}) > 0",
+        "sum(courier_ack_latency_seconds_count{stage=\"sent_to_delivered\"}) > 0",
+        "sum(courier_ack_latency_seconds_count{stage=\"delivered_to_read\"}) > 0",
+        "sum(courier_messages{status=\"read\"}) == 1",
     ] {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
