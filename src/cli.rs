@@ -78,6 +78,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub async fn run(cli: Cli) -> Result<(), BoxError> {
     let settings = Settings::load()?;
     crate::telemetry::init(&settings.log);
+    crate::metrics::set_per_account(settings.queue.metrics_per_account);
     match cli.command {
         Command::Config => {
             print!("{}", settings.to_redacted_toml());
@@ -115,11 +116,28 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             settings.validate()?;
             let (db, report) = Database::open(&settings).await?;
             print_open_report(&db, &report);
+            crate::metrics::install();
+            let metrics = match settings.queue.metrics_listen {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                        format!("cannot listen on {addr} (queue.metrics_listen): {e}")
+                    })?;
+                    tracing::info!(addr = %listener.local_addr()?, "worker /metrics listening");
+                    Some(tokio::spawn(crate::metrics::serve(
+                        listener,
+                        shutdown_signal(),
+                    )))
+                }
+                None => None,
+            };
             let (handlers, browser) = worker_handlers(&settings, &db.pool).await?;
             let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), &settings, handlers);
             let result = runtime.run_until(shutdown_signal()).await;
             if let Some(b) = browser {
                 b.shutdown().await;
+            }
+            if let Some(m) = metrics {
+                m.abort();
             }
             result?;
             db.close().await?;
@@ -181,7 +199,9 @@ async fn serve_api(settings: &Settings, db: &Database) -> Result<(), BoxError> {
         crate::api::AppState::new(db.pool.clone(), token.expose()).with_settings(settings.clone());
     let sampler = tokio::spawn(crate::metrics::sample_forever(
         db.pool.clone(),
-        crate::metrics::SampleOptions { per_account: true },
+        crate::metrics::SampleOptions {
+            per_account: settings.queue.metrics_per_account,
+        },
         std::time::Duration::from_secs(15),
     ));
     let served = crate::api::serve(listener, state, shutdown_signal()).await;

@@ -282,6 +282,18 @@ pub struct QueueSettings {
     /// in flight when a worker is killed).
     #[serde(with = "humantime_serde", default)]
     pub handler_delay: Duration,
+    /// Where a worker-only process (`courier worker`) serves `/metrics`
+    /// (unauthenticated; bind it to a private interface). Unset: no listener.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Emit per-account series (budget, health, status, lease held). Turn off
+    /// for very large fleets; the fleet-wide series remain.
+    #[serde(default = "default_true")]
+    pub metrics_per_account: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Default per-account budgets.

@@ -7,10 +7,13 @@
 //! database state (messages by status, account health) are sampled by
 //! [`sample_database`] on an interval in every process that serves `/metrics`.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
@@ -100,6 +103,7 @@ pub fn install() -> PrometheusHandle {
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
             describe();
+            init_zero();
             handle
         })
         .clone()
@@ -146,6 +150,111 @@ fn describe() {
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
     describe_histogram!(HTTP_REQUEST_SECONDS, Unit::Seconds, "HTTP request latency");
+}
+
+static PER_ACCOUNT: AtomicBool = AtomicBool::new(true);
+
+/// Turns per-account series (budget, lease held) on or off for this process
+/// (`queue.metrics_per_account`).
+pub fn set_per_account(on: bool) {
+    PER_ACCOUNT.store(on, Ordering::Relaxed);
+}
+
+/// Whether per-account series are emitted.
+pub fn per_account() -> bool {
+    PER_ACCOUNT.load(Ordering::Relaxed)
+}
+
+/// Outcomes of [`JOBS_FINISHED`].
+pub const FINISH_OUTCOMES: [&str; 5] =
+    ["completed", "retried", "discarded", "cancelled", "rescued"];
+/// Reasons of [`JOBS_SNOOZED`] (see [`snooze_reason`]).
+pub const SNOOZE_REASONS: [&str; 8] = [
+    "budget_minute",
+    "budget_hour",
+    "budget_day",
+    "pacing",
+    "quiet_hours",
+    "paused",
+    "not_handled",
+    "other",
+];
+
+/// The bounded label for a snooze reason (free text in the job row).
+pub fn snooze_reason(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("minute window") {
+        "budget_minute"
+    } else if r.contains("hour window") {
+        "budget_hour"
+    } else if r.contains("day window") {
+        "budget_day"
+    } else if r.contains("pacing") {
+        "pacing"
+    } else if r.contains("quiet hours") {
+        "quiet_hours"
+    } else if r.contains("paused") {
+        "paused"
+    } else if r.contains("handler") {
+        "not_handled"
+    } else {
+        "other"
+    }
+}
+
+/// Registers the counters and histograms of every known label set at zero,
+/// so dashboards show 0 rather than "no data" before the first event.
+fn init_zero() {
+    for kind in crate::jobs::JobKind::ALL {
+        let kind = kind.as_str();
+        counter!(JOBS_ENQUEUED, "kind" => kind).increment(0);
+        for outcome in FINISH_OUTCOMES {
+            counter!(JOBS_FINISHED, "kind" => kind, "outcome" => outcome).increment(0);
+        }
+        let _ = histogram!(JOB_WAIT_SECONDS, "kind" => kind);
+        let _ = histogram!(JOB_RUN_SECONDS, "kind" => kind);
+    }
+    for reason in SNOOZE_REASONS {
+        counter!(JOBS_SNOOZED, "kind" => "send", "reason" => reason).increment(0);
+    }
+    for stage in ["sent_to_delivered", "delivered_to_read"] {
+        let _ = histogram!(ACK_LATENCY_SECONDS, "stage" => stage);
+    }
+    for component in ["chromedriver", "chromium", "stale_chromium"] {
+        counter!(BROWSER_RESTARTS, "component" => component).increment(0);
+    }
+    let _ = histogram!(BROWSER_COMMAND_SECONDS, "command" => "new_session");
+    gauge!(BROWSER_SESSIONS, "state" => "open").increment(0.0);
+    for outcome in ["queued", "failed", "skipped"] {
+        counter!(SCHEDULER_EXPANSIONS, "outcome" => outcome).increment(0);
+    }
+}
+
+/// Serves `/metrics` (unauthenticated) on `listener` until `shutdown`; the
+/// endpoint of worker-only processes (`queue.metrics_listen`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = install();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Whether gauges carry per-account labels (off for very large fleets).
@@ -195,6 +304,8 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
         let n = accounts.iter().filter(|a| a.1 == status).count();
         gauge!(ACCOUNTS, "status" => status).set(n as f64);
     }
+    sample_queue_depth(pool).await?;
+    sample_ack_latency(pool).await?;
     if opts.per_account {
         for (id, status, health) in &accounts {
             let account = id.to_string();
@@ -208,6 +319,101 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
     Ok(())
 }
 
+/// States of [`QUEUE_DEPTH`].
+pub const JOB_STATES: [&str; 7] = [
+    "available",
+    "scheduled",
+    "running",
+    "retryable",
+    "completed",
+    "discarded",
+    "cancelled",
+];
+
+async fn sample_queue_depth(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT kind, state, count(*) FROM queue_jobs GROUP BY kind, state")
+            .fetch_all(pool)
+            .await?;
+    let mut kinds: Vec<String> = crate::jobs::JobKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .collect();
+    for (k, _, _) in &rows {
+        if !kinds.contains(k) {
+            kinds.push(k.clone());
+        }
+    }
+    for kind in &kinds {
+        for state in JOB_STATES {
+            let n = rows
+                .iter()
+                .find(|(k, s, _)| k == kind && s == state)
+                .map_or(0, |r| r.2);
+            gauge!(QUEUE_DEPTH, "kind" => kind.clone(), "state" => state).set(n as f64);
+        }
+    }
+    Ok(())
+}
+
+/// The database instant up to which acks were observed (per process).
+static ACK_WATERMARK: Mutex<Option<chrono::DateTime<chrono::Utc>>> = Mutex::new(None);
+
+/// Observes [`ACK_LATENCY_SECONDS`] for acks recorded since the last sample,
+/// whichever process wrote them (the first sample only sets the watermark).
+/// Every process that samples observes every ack: aggregate with `max`, or
+/// run the sampler in one process (the API) as compose does.
+async fn sample_ack_latency(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let (now,): (chrono::DateTime<chrono::Utc>,) =
+        sqlx::query_as("SELECT now()").fetch_one(pool).await?;
+    let since = {
+        let mut w = ACK_WATERMARK.lock().expect("watermark poisoned");
+        let since = *w;
+        *w = Some(now);
+        since
+    };
+    let Some(since) = since else { return Ok(()) };
+    let rows: Vec<(Option<f64>, Option<f64>)> = sqlx::query_as(
+        "SELECT CASE WHEN delivered_at > $1 AND delivered_at <= $2 AND sent_at IS NOT NULL \
+                     THEN extract(epoch FROM delivered_at - sent_at)::float8 END, \
+                CASE WHEN read_at > $1 AND read_at <= $2 AND delivered_at IS NOT NULL \
+                     THEN extract(epoch FROM read_at - delivered_at)::float8 END \
+         FROM mkt_wap_messages \
+         WHERE (delivered_at > $1 AND delivered_at <= $2) OR (read_at > $1 AND read_at <= $2)",
+    )
+    .bind(since)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    for (delivered, read) in rows {
+        if let Some(d) = delivered {
+            histogram!(ACK_LATENCY_SECONDS, "stage" => "sent_to_delivered").record(d.max(0.0));
+        }
+        if let Some(r) = read {
+            histogram!(ACK_LATENCY_SECONDS, "stage" => "delivered_to_read").record(r.max(0.0));
+        }
+    }
+    Ok(())
+}
+
+/// Sets an account's budget gauges from the worker's view of it.
+pub fn record_budget(account: uuid::Uuid, window: &'static str, used: usize, limit: u32) {
+    if !per_account() {
+        return;
+    }
+    let account = account.to_string();
+    gauge!(BUDGET_USED, "account" => account.clone(), "window" => window).set(used as f64);
+    gauge!(BUDGET_LIMIT, "account" => account, "window" => window).set(f64::from(limit));
+}
+
+/// Sets [`LEASE_HELD`] for an account.
+pub fn record_lease(account: uuid::Uuid, held: bool) {
+    if !per_account() {
+        return;
+    }
+    gauge!(LEASE_HELD, "account" => account.to_string()).set(if held { 1.0 } else { 0.0 });
+}
+
 /// Runs [`sample_database`] every `every` until the task is dropped.
 pub async fn sample_forever(pool: PgPool, opts: SampleOptions, every: Duration) {
     let mut tick = tokio::time::interval(every);
@@ -215,6 +421,33 @@ pub async fn sample_forever(pool: PgPool, opts: SampleOptions, every: Duration) 
         tick.tick().await;
         if let Err(e) = sample_database(&pool, opts).await {
             tracing::warn!(error = %e, "metrics sampling failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::{Hold, Window};
+
+    #[test]
+    fn snooze_reasons_map_to_bounded_labels() {
+        let cases = [
+            (Hold::Window(Window::Minute).to_string(), "budget_minute"),
+            (Hold::Window(Window::Hour).to_string(), "budget_hour"),
+            (Hold::Window(Window::Day).to_string(), "budget_day"),
+            (Hold::Pacing.to_string(), "pacing"),
+            (Hold::QuietHours.to_string(), "quiet_hours"),
+            (Hold::Paused.to_string(), "paused"),
+            (
+                "no `send` handler in this worker build yet".into(),
+                "not_handled",
+            ),
+            ("something else".into(), "other"),
+        ];
+        for (reason, label) in cases {
+            assert_eq!(snooze_reason(&reason), label, "{reason}");
+            assert!(SNOOZE_REASONS.contains(&label));
         }
     }
 }

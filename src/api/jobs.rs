@@ -379,5 +379,7 @@ pub async fn cancel(
     Path(id): Path<Uuid>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = queue::cancel(&state.pool, id).await.map_err(queue_err)?;
+    metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => job.kind.clone(), "outcome" => "cancelled")
+        .increment(1);
     Ok(Json(job.into()))
 }

@@ -241,6 +241,16 @@ impl BudgetView {
         Utc::now() + self.offset
     }
 
+    /// Sets the account's budget gauges (sends in each window, limits).
+    fn record_metrics(&self, account: uuid::Uuid) {
+        let now = self.now();
+        for w in budget::Window::ALL {
+            let since = now - w.length();
+            let used = self.sends.iter().filter(|t| **t > since).count();
+            crate::metrics::record_budget(account, w.name(), used, self.limits.cap(w));
+        }
+    }
+
     fn decide(&self) -> Decision {
         budget::decide(
             &self.limits,
@@ -447,6 +457,7 @@ async fn step(
         held.budget = load_budget(shared, held).await?;
         if let Some(b) = held.budget.as_mut() {
             b.snoozed_to = keep_snooze;
+            b.record_metrics(held.lease.lease.account_id);
         }
     }
     let lease = held.lease.lease.clone();
@@ -458,6 +469,9 @@ async fn step(
                 let n = store::snooze_sends(&shared.pool, &lease, until, &why.to_string()).await?;
                 if n > 0 {
                     tracing::debug!(account_id = %lease.account_id, %until, jobs = n, reason = %why, "snoozed sends");
+                    metrics::counter!(crate::metrics::JOBS_SNOOZED, "kind" => "send",
+                        "reason" => crate::metrics::snooze_reason(&why.to_string()))
+                    .increment(n);
                 }
                 b.snoozed_to = Some(until);
             }
@@ -491,6 +505,7 @@ async fn step(
         if let (Some(at), Some(b)) = (row.slot_at, held.budget.as_mut()) {
             b.sends.push(at);
             b.jitter = draw_jitter(b.base.jitter);
+            b.record_metrics(lease.account_id);
         }
         permit.forget();
         return Ok(Some(ClaimedJob {
@@ -680,7 +695,14 @@ where
         let shared = self.shared.clone();
         let in_flight = self.in_flight.clone();
         async move {
+            let kind = job.job.kind.clone();
+            let waited = (Utc::now() - job.job.run_at).to_std().unwrap_or_default();
+            metrics::histogram!(crate::metrics::JOB_WAIT_SECONDS, "kind" => kind.clone())
+                .record(waited.as_secs_f64());
+            let started = Instant::now();
             let result: Result<Outcome, BoxDynError> = fut.await.map_err(Into::into);
+            metrics::histogram!(crate::metrics::JOB_RUN_SECONDS, "kind" => kind.clone())
+                .record(started.elapsed().as_secs_f64());
             let permanent = matches!(
                 result
                     .as_ref()
@@ -688,6 +710,26 @@ where
                     .and_then(|e| e.downcast_ref::<HandlerError>()),
                 Some(HandlerError::Permanent(_))
             );
+            match &result {
+                Ok(Outcome::Completed) => {
+                    metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => kind, "outcome" => "completed")
+                        .increment(1);
+                }
+                Ok(Outcome::Snooze { reason, .. }) => {
+                    metrics::counter!(crate::metrics::JOBS_SNOOZED, "kind" => kind,
+                        "reason" => crate::metrics::snooze_reason(reason))
+                    .increment(1);
+                }
+                Err(_) => {
+                    let outcome = if permanent || job.job.attempt >= job.job.max_attempts {
+                        "discarded"
+                    } else {
+                        "retried"
+                    };
+                    metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => kind, "outcome" => outcome)
+                        .increment(1);
+                }
+            }
             let result = result.map_err(|e| crate::cli::error_chain(&*e));
             let (reply, written) = oneshot::channel();
             let ack = AckRequest {

@@ -80,6 +80,7 @@ impl LeaseKeeper {
             .lock()
             .expect("lease registry poisoned")
             .insert(held.lease.account_id, held.clone());
+        crate::metrics::record_lease(held.lease.account_id, true);
         held
     }
 
@@ -92,6 +93,7 @@ impl LeaseKeeper {
             .is_some_and(|h| h.lease.epoch == lease.epoch)
         {
             held.remove(&lease.account_id);
+            crate::metrics::record_lease(lease.account_id, false);
         }
     }
 

@@ -377,7 +377,7 @@ async fn rescue_in(
     epoch: i64,
     max_rescues: i32,
 ) -> Result<u64, sqlx::Error> {
-    let n = sqlx::query(
+    let n: Vec<(String,)> = sqlx::query_as(
         "UPDATE queue_jobs SET \
             state = CASE WHEN rescues + 1 >= $3 THEN 'discarded' ELSE 'available' END, \
             finished_at = CASE WHEN rescues + 1 >= $3 THEN now() END, \
@@ -389,14 +389,19 @@ async fn rescue_in(
             errors = errors || jsonb_build_array(jsonb_build_object( \
                 'at', now(), 'attempt', attempt, \
                 'error', 'rescued: its worker lost the lease (epoch ' || lease_epoch || ') while running')) \
-         WHERE account_id = $1 AND state = 'running' AND lease_epoch < $2",
+         WHERE account_id = $1 AND state = 'running' AND lease_epoch < $2 \
+         RETURNING kind",
     )
     .bind(account_id)
     .bind(epoch)
     .bind(max_rescues)
-    .execute(conn)
-    .await?
-    .rows_affected();
+    .fetch_all(conn)
+    .await?;
+    for (kind,) in &n {
+        metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => kind.clone(), "outcome" => "rescued")
+            .increment(1);
+    }
+    let n = n.len() as u64;
     if n > 0 {
         tracing::warn!(%account_id, epoch, jobs = n, "returned jobs left running by a lost lease");
     }
