@@ -1,0 +1,238 @@
+//! The whole flow through the HTTP API only, with real Chromium, chromedriver
+//! and the simulator: create an account, log it in with the QR (the login page
+//! checked in headless Chromium, with screenshots), discover, scrape, send to
+//! a group, and watch the message reach `read` through `GET /v1/messages/{id}`.
+
+use std::time::{Duration, Instant};
+
+use courier::browser::driver::{ChromeDriver, DriverOptions};
+use courier::browser::SnapshotKey;
+use courier::config::{Secret, Settings};
+use courier::queue::runtime::Runtime;
+use courier::sim::{SimConfig, Simulator};
+use courier::testing::fresh_database;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "e2e-token-0123456789";
+const PHONE: &str = "447700900321";
+
+struct Http {
+    base: String,
+    c: reqwest::Client,
+}
+
+impl Http {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut rb = self
+            .c
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+    async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (s, v) = self.call(reqwest::Method::POST, path, Some(body)).await;
+        assert!((200..300).contains(&s), "POST {path}: {s} {v}");
+        v
+    }
+}
+
+async fn until<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
+    let db = fresh_database().await.unwrap();
+    let sim = Simulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            first_ref: Duration::from_secs(20),
+            next_ref: Duration::from_secs(10),
+            loading: Duration::from_millis(300),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ctl = sim.control();
+    let dirs = tempfile::tempdir().unwrap();
+
+    let mut s = Settings::defaults();
+    s.queue.handler = "browser".into();
+    s.queue.capacity = 2;
+    s.queue.poll_interval = Duration::from_millis(200);
+    s.delivery.typing_per_char = Duration::ZERO;
+    s.browser.page_url = format!("{}/?account={{account}}", sim.url());
+    s.browser.profiles_dir = dirs.path().join("profiles");
+    s.browser.media_dir = dirs.path().join("media");
+    s.browser.session_key = Some(Secret::new(SnapshotKey::random().to_hex()));
+    s.api.token = Some(Secret::new(TOKEN));
+    s.validate().unwrap();
+
+    // The API and a worker, as `courier run` would start them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = courier::api::AppState::new(db.pool.clone(), TOKEN).with_settings(s.clone());
+    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
+    let (handlers, browser) = courier::browser::browser_registry(&s, &db.pool)
+        .await
+        .unwrap();
+    let runtime = Runtime::new(db.pool.clone(), &s, handlers);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(async move {
+        runtime
+            .run_until(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    let api = Http {
+        base: base.clone(),
+        c: reqwest::Client::new(),
+    };
+
+    // 1. Create the account and start its login.
+    let acc = api
+        .post("/v1/accounts", json!({"account_name": "E2E"}))
+        .await;
+    let id = acc["id"].as_str().unwrap().to_string();
+    ctl.create_account(&id, Some(PHONE)).await.unwrap();
+    let job = api
+        .post(&format!("/v1/accounts/{id}/login"), json!({}))
+        .await;
+    assert_eq!(job["kind"], "login");
+
+    // 2. The login page, in a real browser, shows the QR.
+    let viewer = ChromeDriver::start(DriverOptions::default()).await.unwrap();
+    let page = viewer.session(&dirs.path().join("viewer")).await.unwrap();
+    let login_url = format!("{base}/ui/accounts/{id}/login?token={TOKEN}");
+    until("the QR in the database", 60, || async {
+        api.get(&format!("/v1/accounts/{id}/qr")).await["qr_token"].is_string()
+    })
+    .await;
+    page.goto(&login_url).await.unwrap();
+    until("the QR on the login page", 20, || async {
+        page.source()
+            .await
+            .map(|s| s.contains("<svg"))
+            .unwrap_or(false)
+    })
+    .await;
+    let shot = page.screenshot().await.unwrap();
+    assert_eq!(&shot[..8], b"\x89PNG\r\n\x1a\n");
+    std::fs::write(dirs.path().join("login-qr.png"), &shot).unwrap();
+    let text = page
+        .find(fantoccini::Locator::Css("#status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("Scan this code"), "{text}");
+
+    // 3. The phone scans the QR the API serves; the account becomes active.
+    let qr = api.get(&format!("/v1/accounts/{id}/qr")).await;
+    let token = qr["qr_token"].as_str().unwrap();
+    ctl.scan(&id, token, PHONE).await.unwrap();
+    until("status active", 60, || async {
+        api.get(&format!("/v1/accounts/{id}")).await["status"] == "active"
+    })
+    .await;
+    assert_eq!(
+        api.get(&format!("/v1/accounts/{id}")).await["phone_number"],
+        PHONE
+    );
+
+    // 4. The login page refreshes itself into "connected".
+    until("the login page to say connected", 20, || async {
+        page.source()
+            .await
+            .map(|s| s.contains(&format!("Connected as +{PHONE}")))
+            .unwrap_or(false)
+    })
+    .await;
+    let shot = page.screenshot().await.unwrap();
+    std::fs::write(dirs.path().join("login-connected.png"), &shot).unwrap();
+    assert!(shot.len() > 1000);
+    page.close().await.unwrap();
+
+    // 5. Discover and scrape through the API.
+    let participants: Vec<Value> = (0..25)
+        .map(|i| json!({"phone": format!("9198765{i:05}"), "name": format!("Farmer {i}"), "admin": i == 0}))
+        .collect();
+    ctl.create_group("Layer Farmers", participants, &[id.as_str()])
+        .await
+        .unwrap();
+    api.post(&format!("/v1/accounts/{id}/groups/discover"), json!({}))
+        .await;
+    until("the group to be discovered", 60, || async {
+        api.get("/v1/groups")
+            .await
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let group = api.get("/v1/groups").await[0].clone();
+    assert_eq!(group["name"], "Layer Farmers");
+    let gid = group["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/groups/{gid}/scrape"), json!({}))
+        .await;
+    until("the members to be scraped", 60, || async {
+        api.get("/v1/stats").await["contacts"] == 25
+    })
+    .await;
+
+    // 6. Send to the group and watch it reach `read`.
+    let sent = api
+        .post("/v1/messages", json!({"account_id": id, "channel_type": "group", "target_group_id": gid, "message_text": "Layer mash 10% off this week"}))
+        .await;
+    let mid = sent["messages"][0]["id"].as_str().unwrap().to_string();
+    until("the message to be read", 90, || async {
+        api.get(&format!("/v1/messages/{mid}")).await["status"] == "read"
+    })
+    .await;
+    let detail = api.get(&format!("/v1/messages/{mid}")).await;
+    let statuses: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["queued", "sending", "sent", "delivered", "read"],
+        "{detail}"
+    );
+    assert!(detail["wa_message_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("true_"));
+    let reached = ctl.messages(&id).await.unwrap();
+    assert_eq!(
+        reached.messages.len(),
+        1,
+        "exactly one copy reached WhatsApp"
+    );
+
+    let _ = stop_tx.send(());
+    worker.await.unwrap().unwrap();
+    browser.shutdown().await;
+}
