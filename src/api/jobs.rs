@@ -194,14 +194,13 @@ pub async fn create(
     let job = body.parse(header_key(&headers)?)?;
     // An unknown account is caught by the foreign key (422 `account_id`): one
     // round trip fewer on the hot path.
-    let out = queue::enqueue(&state.pool, &job).await.map_err(queue_err)?;
-    metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => job.kind.as_str())
-        .increment(u64::from(out.created));
-    let row = queue::get_job(&state.pool, out.id)
+    let (row, created) = queue::store::enqueue_one(&state.pool, &job)
         .await
-        .map_err(queue_err)?
-        .ok_or(ApiError::NotFound("job"))?;
-    let status = if out.created {
+        .map_err(queue_err)?;
+    if created {
+        metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => job.kind.as_str()).increment(1);
+    }
+    let status = if created {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK

@@ -159,6 +159,47 @@ pub async fn enqueue_batch_in(
         .collect()
 }
 
+/// Enqueues one job and returns its row: the new one, or the existing one for
+/// a repeated idempotency key (`false`). The hot path of `POST /v1/jobs`: one
+/// round trip when the key is new.
+pub async fn enqueue_one(pool: &PgPool, job: &NewJob) -> Result<(Job, bool), QueueError> {
+    for _ in 0..3 {
+        let inserted: Option<Job> = sqlx::query_as(
+            "INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, state, \
+                                     max_attempts, idempotency_key) \
+             VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), \
+                     CASE WHEN $6 > now() THEN 'scheduled' ELSE 'available' END, $7, $8) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING *",
+        )
+        .bind(Uuid::now_v7())
+        .bind(job.kind.as_str())
+        .bind(job.account_id)
+        .bind(&job.payload)
+        .bind(job.priority)
+        .bind(job.run_at)
+        .bind(job.max_attempts)
+        .bind(&job.idempotency_key)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(j) = inserted {
+            return Ok((j, true));
+        }
+        let existing: Option<Job> =
+            sqlx::query_as("SELECT * FROM queue_jobs WHERE idempotency_key = $1")
+                .bind(&job.idempotency_key)
+                .fetch_optional(pool)
+                .await?;
+        if let Some(j) = existing {
+            return Ok((j, false));
+        }
+        // The conflicting insert rolled back meanwhile: try again.
+    }
+    Err(QueueError::Db(sqlx::Error::Protocol(
+        "idempotency key conflicted with a vanished job three times".into(),
+    )))
+}
+
 /// Inserts jobs whose ids the caller chose (to link its own rows to them
 /// before they exist) and whose idempotency keys are new by construction (e.g.
 /// `send:<new message id>`). One statement; a key that nevertheless exists is an
