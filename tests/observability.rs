@@ -409,19 +409,40 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    // A message acked after the sampler's first pass: its sent->delivered and
-    // delivered->read latencies are observed from the database (whichever
-    // process wrote the acks).
-    sqlx::query(
-        "INSERT INTO mkt_wap_messages (account_id, channel_type, target_chat_id, message_text, \
-         status, sent_at, delivered_at, read_at) \
-         VALUES ($1, 'individual', '447700900999@c.us', 'hello', 'read', \
-         now() - interval '3 seconds', now(), now())",
-    )
-    .bind(id)
-    .execute(&pool)
-    .await
-    .unwrap();
+    // A real send through the API, the worker's Chromium session and the
+    // simulator, acked up to read: its sent->delivered and delivered->read
+    // latencies are observed from the database.
+    ctl.add_contact("447700900999", Some("Obs contact"), &[&id.to_string()])
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{api_addr}/v1/messages"))
+        .bearer_auth(TOKEN)
+        .json(
+            &serde_json::json!({"account_id": id, "channel_type": "individual",
+            "target_phone": "+447700900999", "message_text": "hello"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: String = sqlx::query_scalar(
+            "SELECT status FROM mkt_wap_messages WHERE target_chat_id = '447700900999@c.us'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if status == "read" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message is stuck in {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // API traffic (and an unauthorised request, for the error panel).
     let http = reqwest::Client::new();
     for path in ["/v1/accounts", "/v1/stats", "/v1/jobs"] {
