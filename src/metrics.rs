@@ -224,7 +224,9 @@ fn init_zero() {
         counter!(BROWSER_RESTARTS, "component" => component).increment(0);
     }
     let _ = histogram!(BROWSER_COMMAND_SECONDS, "command" => "new_session");
-    gauge!(BROWSER_SESSIONS, "state" => "open").increment(0.0);
+    for state in ["busy", "open", "closed"] {
+        gauge!(BROWSER_SESSIONS, "state" => state).increment(0.0);
+    }
     for outcome in ["queued", "failed", "skipped"] {
         counter!(SCHEDULER_EXPANSIONS, "outcome" => outcome).increment(0);
     }

@@ -495,9 +495,20 @@ impl BrowserPool {
         Ok(Open { page, generation })
     }
 
+    /// Sessions by state: `busy` (a job holds it), `open` (idle, browser up),
+    /// `closed` (the account's slot has no browser right now).
     fn update_gauge(&self) {
-        let n = self.slots.lock().expect("slots").len();
-        metrics::gauge!(crate::metrics::BROWSER_SESSIONS, "state" => "open").set(n as f64);
+        let (mut busy, mut open, mut closed) = (0u32, 0u32, 0u32);
+        for slot in self.slots.lock().expect("slots").values() {
+            match slot.open.try_lock() {
+                Err(_) => busy += 1,
+                Ok(g) if g.is_some() => open += 1,
+                Ok(_) => closed += 1,
+            }
+        }
+        for (state, n) in [("busy", busy), ("open", open), ("closed", closed)] {
+            metrics::gauge!(crate::metrics::BROWSER_SESSIONS, "state" => state).set(f64::from(n));
+        }
     }
 
     /// Closes the account's session cleanly (the profile is flushed).
