@@ -228,10 +228,22 @@ pub struct BrowserSettings {
     /// no snapshots are written or restored.
     #[serde(default)]
     pub session_key: Option<Secret>,
-    /// Where media fetched from URLs are staged.
+    /// Media paths (`media_path`) are resolved inside this directory and may
+    /// not leave it (no absolute paths, `..` or escaping symlinks); media
+    /// fetched from URLs are staged here too.
     pub media_dir: PathBuf,
-    /// Largest media file accepted (path or URL).
+    /// Largest media file accepted (path or URL; a download is counted while
+    /// it streams).
     pub media_max_bytes: u64,
+    /// Longest time one media download may take (connect, redirects, body).
+    #[serde(with = "humantime_serde")]
+    pub media_timeout: Duration,
+    /// Most redirects one media download follows (each target is re-checked).
+    pub media_max_redirects: usize,
+    /// Address ranges (CIDRs) media URLs may reach although they are private,
+    /// loopback, link-local, … Empty: public addresses only (SSRF guard).
+    #[serde(default)]
+    pub media_allow_cidrs: Vec<String>,
 }
 
 /// The queue engine.
@@ -538,6 +550,15 @@ impl Settings {
         }
         if self.browser.command_timeout.is_zero() {
             return invalid("browser.command_timeout", "must be longer than 0s");
+        }
+        if self.browser.media_timeout.is_zero() {
+            return invalid("browser.media_timeout", "must be longer than 0s");
+        }
+        if self.browser.media_max_bytes == 0 {
+            return invalid("browser.media_max_bytes", "must be at least 1");
+        }
+        if let Err(e) = crate::media::AddressPolicy::new(&self.browser.media_allow_cidrs) {
+            return invalid("browser.media_allow_cidrs", &e.to_string());
         }
         if let Err(e) = self.budget.quiet_hours() {
             return invalid("budget.quiet_hours", &e);

@@ -19,6 +19,7 @@ pub mod db;
 pub mod delivery;
 pub mod demo;
 pub mod health;
+pub mod media;
 pub mod messages;
 pub mod metrics;
 pub mod queue;

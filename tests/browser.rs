@@ -561,6 +561,8 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     let id = env.account().await;
     let settings = env.settings(&env.machine("m1"), |s| {
         s.browser.media_max_bytes = 1000;
+        // The media host below is on loopback.
+        s.browser.media_allow_cidrs = vec!["127.0.0.0/8".into()];
     });
     let w = env.worker(&settings).await;
     env.login(id).await;

@@ -535,7 +535,8 @@ async fn quota_refusals_retry_with_backoff_then_fail_after_three_attempts_and_lo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn media_that_cannot_be_fetched_fails_the_message_once_with_the_reason() {
     let env = Env::start().await;
-    let settings = env.settings(|_| {});
+    // The simulator is on loopback: allow it, so the failure is the 404.
+    let settings = env.settings(|s| s.browser.media_allow_cidrs = vec!["127.0.0.0/8".into()]);
     let worker = env.worker(&settings).await;
     let a = env.account(json!({})).await;
     env.login(a, &phone(400)).await;
@@ -562,6 +563,99 @@ async fn media_that_cannot_be_fetched_fails_the_message_once_with_the_reason() {
         .await
         .unwrap();
     assert!(err.contains("nope.png"), "{err}");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_outside_the_media_dir_or_on_internal_addresses_fails_and_nothing_is_sent() {
+    let env = Env::start().await;
+    // Default policy: public addresses only, so the simulator's 127.0.0.1
+    // and the cloud metadata address are both refused.
+    let settings = env.settings(|_| {});
+    let secret = env.dirs.path().join("secret.txt");
+    std::fs::write(&secret, b"not for WhatsApp").unwrap();
+    let media = env.dirs.path().join("media");
+    std::os::unix::fs::symlink(&secret, media.join("leak.png")).unwrap();
+    std::os::unix::fs::symlink(env.dirs.path(), media.join("up")).unwrap();
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    env.login(a, &phone(410)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(4101), None, &[a.to_string().as_str()])
+        .await
+        .unwrap();
+    let image = |source| Content::Media {
+        kind: MediaKind::Image,
+        source,
+        caption: None,
+    };
+    let url = |u: String| MediaSource::Url(url::Url::parse(&u).unwrap());
+    // (content, what the failure reason must say)
+    let cases = [
+        (
+            image(MediaSource::Path("leak.png".into())),
+            "outside browser.media_dir",
+        ),
+        (
+            image(MediaSource::Path("up/secret.txt".into())),
+            "outside browser.media_dir",
+        ),
+        // Past the API's own check (this enqueues directly): still refused.
+        (
+            image(MediaSource::Path("../secret.txt".into())),
+            "contains `..`",
+        ),
+        (
+            image(MediaSource::Path(secret.to_string_lossy().into_owned())),
+            "is absolute",
+        ),
+        (
+            image(url(format!("{}/promo.png", env.sim.url()))),
+            "non-public address",
+        ),
+        (
+            image(url("http://169.254.169.254/latest/meta-data/x.png".into())),
+            "169.254.169.254",
+        ),
+        (
+            image(url("http://localhost:9/x.png".into())),
+            "non-public address",
+        ),
+    ];
+    let msgs: Vec<_> = cases
+        .iter()
+        .map(|(c, _)| message(a, &chat, c.clone()))
+        .collect();
+    let ids = env.enqueue(&msgs).await;
+    // A good one after them: the worker is healthy and sends it.
+    let good = env
+        .enqueue(&[message(
+            a,
+            &chat,
+            image(MediaSource::Path("promo.png".into())),
+        )])
+        .await;
+    env.wait_messages(&ids, 60, |_, s| s == "failed").await;
+    env.wait_messages(&good, 60, |_, s| {
+        s == "read" || s == "delivered" || s == "sent"
+    })
+    .await;
+    for (id, (_, why)) in ids.iter().zip(&cases) {
+        let err: String =
+            sqlx::query_scalar("SELECT error_message FROM mkt_wap_messages WHERE id = $1")
+                .bind(id)
+                .fetch_one(&env.db.pool)
+                .await
+                .unwrap();
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    let back = env.ctl.all_messages().await.unwrap();
+    assert_eq!(
+        back.messages.len(),
+        1,
+        "only the good image reached WhatsApp"
+    );
     worker.stop().await;
 }
 

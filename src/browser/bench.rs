@@ -67,10 +67,7 @@ impl Bench {
             self.sel.clone(),
             self.sim.page_url(account),
             Duration::from_secs(15),
-            MediaOptions {
-                dir: self.dir.path().join("media"),
-                max_bytes: 1 << 24,
-            },
+            MediaOptions::public_only(self.dir.path().join("media"), 1 << 24),
         );
         page.open().await?;
         Ok(page)
@@ -144,10 +141,7 @@ pub async fn run(args: BrowserBenchArgs) -> Result<String, BoxError> {
         b.sel.clone(),
         b.sim.page_url("a1"),
         Duration::from_secs(15),
-        MediaOptions {
-            dir: b.dir.path().join("media"),
-            max_bytes: 1 << 24,
-        },
+        MediaOptions::public_only(b.dir.path().join("media"), 1 << 24),
     );
     page.open().await?;
     while page.qr_token().await?.is_none() {

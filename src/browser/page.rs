@@ -6,7 +6,7 @@
 //! list) are one `execute` round trip (about 3 ms) rather than many element
 //! lookups (about 10 ms each).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,8 +168,26 @@ pub enum MediaSource {
 pub struct MediaOptions {
     /// Staging directory for downloads.
     pub dir: PathBuf,
-    /// Largest file accepted.
-    pub max_bytes: u64,
+    /// Fetches URLs under the SSRF policy and the size cap (which also
+    /// bounds local files).
+    pub fetcher: crate::media::MediaFetcher,
+}
+
+impl MediaOptions {
+    /// Public addresses only, `max_bytes` cap, 30 s, 3 redirects.
+    pub fn public_only(dir: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            dir,
+            fetcher: crate::media::MediaFetcher::new(
+                crate::media::AddressPolicy::default(),
+                crate::media::FetchLimits {
+                    max_bytes,
+                    timeout: Duration::from_secs(30),
+                    max_redirects: 3,
+                },
+            ),
+        }
+    }
 }
 
 /// One account's WhatsApp Web tab.
@@ -180,7 +198,6 @@ pub struct WhatsAppPage {
     url: String,
     timeout: Duration,
     media: MediaOptions,
-    http: reqwest::Client,
 }
 
 const STATE_JS: &str = r#"
@@ -245,7 +262,6 @@ impl WhatsAppPage {
             url,
             timeout,
             media,
-            http: reqwest::Client::new(),
         }
     }
 
@@ -741,7 +757,7 @@ impl WhatsAppPage {
     /// Checks a local file against the cap, or downloads a URL into the media
     /// directory, refusing anything over the cap (by header and by count).
     async fn stage_media(&self, source: &MediaSource) -> Result<PathBuf, PageError> {
-        let max = self.media.max_bytes;
+        let max = self.media.fetcher.limits().max_bytes;
         match source {
             MediaSource::Path(p) => {
                 let meta = std::fs::metadata(p)
@@ -758,9 +774,12 @@ impl WhatsAppPage {
                 }
                 Ok(p.clone())
             }
-            MediaSource::Url(u) => {
-                fetch_capped(&self.http, u, &self.media.dir, max, self.timeout).await
-            }
+            MediaSource::Url(u) => self
+                .media
+                .fetcher
+                .fetch(u, &self.media.dir)
+                .await
+                .map_err(|e| PageError::Media(e.to_string())),
         }
     }
 
@@ -831,56 +850,4 @@ impl WhatsAppPage {
             }),
         }
     }
-}
-
-/// Downloads `url` into `dir`, refusing bodies over `max` bytes.
-pub async fn fetch_capped(
-    http: &reqwest::Client,
-    url: &str,
-    dir: &Path,
-    max: u64,
-    timeout: Duration,
-) -> Result<PathBuf, PageError> {
-    use futures::StreamExt;
-    let parsed = url::Url::parse(url).map_err(|e| PageError::Media(format!("{url}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(PageError::Media(format!("{url}: only http(s) URLs")));
-    }
-    let name = parsed
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .filter(|n| !n.is_empty() && !n.starts_with('.'))
-        .unwrap_or("media")
-        .replace(['/', '\\'], "_");
-    let resp = tokio::time::timeout(timeout, http.get(url).send())
-        .await
-        .map_err(|_| PageError::Media(format!("{url}: timed out")))?
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| PageError::Media(format!("{url}: {e}")))?;
-    if resp.content_length().is_some_and(|n| n > max) {
-        return Err(PageError::Media(format!(
-            "{url}: {} bytes, over the {max}-byte cap",
-            resp.content_length().unwrap_or_default()
-        )));
-    }
-    super::snapshot::create_private_dir(dir).map_err(|e| PageError::Media(e.to_string()))?;
-    let path = dir.join(format!("{}-{name}", uuid::Uuid::new_v4().simple()));
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    let started = Instant::now();
-    while let Some(chunk) =
-        tokio::time::timeout(timeout.saturating_sub(started.elapsed()), stream.next())
-            .await
-            .map_err(|_| PageError::Media(format!("{url}: download timed out after {timeout:?}")))?
-    {
-        let chunk = chunk.map_err(|e| PageError::Media(format!("{url}: {e}")))?;
-        if body.len() as u64 + chunk.len() as u64 > max {
-            return Err(PageError::Media(format!("{url}: over the {max}-byte cap")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    tokio::fs::write(&path, &body)
-        .await
-        .map_err(|e| PageError::Media(format!("{}: {e}", path.display())))?;
-    Ok(path)
 }

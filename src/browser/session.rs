@@ -52,6 +52,9 @@ pub enum BrowserError {
     /// A query failed.
     #[error("browser query")]
     Db(#[from] sqlx::Error),
+    /// The media settings are invalid (`browser.media_allow_cidrs`).
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
     /// The pool is shutting down.
     #[error("the browser pool is shut down")]
     ShutDown,
@@ -257,6 +260,7 @@ pub struct BrowserPool {
     settings: BrowserSettings,
     sel: Arc<Selectors>,
     key: Option<SnapshotKey>,
+    fetcher: crate::media::MediaFetcher,
     slots: Mutex<HashMap<Uuid, Arc<Slot>>>,
     stop: CancellationToken,
 }
@@ -355,12 +359,14 @@ impl BrowserPool {
                 source,
             }
         })?;
+        let fetcher = crate::media::MediaFetcher::from_settings(settings)?;
         let pool = Arc::new(Self {
             hub,
             db,
             settings: settings.clone(),
             sel: Arc::new(selectors),
             key,
+            fetcher,
             slots: Mutex::default(),
             stop: CancellationToken::new(),
         });
@@ -482,7 +488,7 @@ impl BrowserPool {
             self.settings.command_timeout,
             MediaOptions {
                 dir: self.settings.media_dir.clone(),
-                max_bytes: self.settings.media_max_bytes,
+                fetcher: self.fetcher.clone(),
             },
         );
         page.open().await?;

@@ -53,6 +53,7 @@ pub struct Delivery {
     settings: DeliverySettings,
     health: HealthSettings,
     media_dir: PathBuf,
+    media_max_bytes: u64,
     browser: BrowserHandlers,
 }
 
@@ -73,6 +74,7 @@ pub fn register(
         settings: settings.delivery.clone(),
         health: settings.health.clone(),
         media_dir: settings.browser.media_dir.clone(),
+        media_max_bytes: settings.browser.media_max_bytes,
         browser,
     });
     handlers
@@ -269,7 +271,12 @@ impl Delivery {
             kind => {
                 let source = match (&msg.media_url, &msg.media_path) {
                     (Some(u), _) => MediaSource::Url(u.clone()),
-                    (None, Some(p)) => MediaSource::Path(self.media_dir.join(p)),
+                    // Confined to the media directory, symlinks resolved,
+                    // at send time against this worker's configuration.
+                    (None, Some(p)) => MediaSource::Path(
+                        crate::media::confine(&self.media_dir, p, self.media_max_bytes)
+                            .map_err(|e| PageError::Media(e.to_string()))?,
+                    ),
                     (None, None) => return Err(PageError::Media("no media source".into())),
                 };
                 page.send_media(

@@ -1,0 +1,770 @@
+//! Media sources made safe to send from a service that drives real accounts.
+//!
+//! A message's media comes from a path under `browser.media_dir` or from an
+//! http(s) URL. Both are hostile input (the API stores whatever a caller
+//! sends), so both are checked again at send time, by the worker, against its
+//! own configuration:
+//!
+//! - **Paths** ([`confine`]): relative only, no `..`, and after resolving
+//!   symlinks (`canonicalize`) the file must still be inside the canonical
+//!   media directory. Chromium is handed the canonical path.
+//! - **URLs** ([`MediaFetcher`]): http/https only; every address the host
+//!   resolves to is checked by a custom DNS resolver (so DNS rebinding between
+//!   a check and the connect cannot reach an internal address), IP-literal
+//!   hosts are checked directly, each redirect target is re-checked and the
+//!   number of redirects is capped; the body is counted while it streams
+//!   (Content-Length is not trusted); the whole download has a timeout.
+//!   Private, loopback, link-local, unique-local, shared (CGNAT), multicast,
+//!   documentation, reserved and unspecified addresses — v4 and v6, including
+//!   v4-mapped/-compatible, NAT64 and 6to4 forms — are refused unless a CIDR
+//!   in `browser.media_allow_cidrs` covers them.
+//!
+//! Every refusal is a [`MediaError`] whose text names the input and the rule;
+//! the delivery layer fails the message with it (a permanent error: nothing is
+//! sent, nothing is retried).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Why a media source was refused or could not be staged.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The path is empty.
+    #[error("media_path is empty")]
+    EmptyPath,
+    /// The path is absolute.
+    #[error("media_path `{0}` is absolute; give a path relative to browser.media_dir")]
+    AbsolutePath(String),
+    /// The path climbs out with `..`.
+    #[error("media_path `{0}` contains `..`; paths must stay inside browser.media_dir")]
+    Traversal(String),
+    /// The media directory itself cannot be resolved.
+    #[error("browser.media_dir `{dir}` cannot be resolved: {source}")]
+    MediaDir {
+        /// The configured directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file cannot be resolved or read.
+    #[error("media_path `{path}` cannot be read: {source}")]
+    Unreadable {
+        /// The path as given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// After following symlinks the file lies outside the media directory.
+    #[error("media_path `{path}` resolves to `{}`, outside browser.media_dir (a symlink escaping the directory)", resolved.display())]
+    Escapes {
+        /// The path as given.
+        path: String,
+        /// Where it really points.
+        resolved: PathBuf,
+    },
+    /// Not a regular file.
+    #[error("media_path `{0}` is not a regular file")]
+    NotAFile(String),
+    /// Over `browser.media_max_bytes`.
+    #[error("{what} is over the {max}-byte cap (browser.media_max_bytes)")]
+    TooLarge {
+        /// The path or URL.
+        what: String,
+        /// The cap.
+        max: u64,
+    },
+    /// Not a URL, or no host.
+    #[error("media_url `{url}` is not a usable URL: {reason}")]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not http or https.
+    #[error("media_url `{url}`: scheme `{scheme}` is not allowed; use http or https")]
+    Scheme {
+        /// The URL.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The host is, or resolves only to, an address media may not come from.
+    #[error("media host `{host}` is {addr}, a private, loopback, link-local or otherwise non-public address; refused (allow it with browser.media_allow_cidrs)")]
+    Forbidden {
+        /// The host name or literal.
+        host: String,
+        /// The (first) refused address.
+        addr: IpAddr,
+    },
+    /// DNS gave nothing.
+    #[error("media host `{host}` does not resolve: {reason}")]
+    Unresolvable {
+        /// The host name.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// More redirects than `browser.media_max_redirects`.
+    #[error("media_url `{url}` redirected more than {max} times (browser.media_max_redirects)")]
+    TooManyRedirects {
+        /// The URL.
+        url: String,
+        /// The cap.
+        max: usize,
+    },
+    /// The server answered with an error status.
+    #[error("media_url `{url}` answered {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: reqwest::StatusCode,
+    },
+    /// The download took longer than `browser.media_timeout`.
+    #[error("media_url `{url}` timed out after {after:?} (browser.media_timeout)")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// Any other transport failure.
+    #[error("media_url `{url}`: {detail}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// The cause chain.
+        detail: String,
+    },
+    /// Writing the staged download failed.
+    #[error("cannot stage media in `{}`: {source}", path.display())]
+    Stage {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An allow-list entry is not a CIDR.
+    #[error("browser.media_allow_cidrs: `{0}` is not a CIDR (e.g. 10.0.0.0/8 or fd00::/8)")]
+    BadCidr(String),
+}
+
+/// Checks the shape of a media path without touching the disk: non-empty,
+/// relative, and free of `..` (the enqueue-time check; [`confine`] repeats
+/// it and adds the symlink check).
+pub fn check_relative(relative: &str) -> Result<&Path, MediaError> {
+    if relative.trim().is_empty() {
+        return Err(MediaError::EmptyPath);
+    }
+    let path = Path::new(relative);
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(MediaError::AbsolutePath(relative.to_string()))
+            }
+            Component::ParentDir => return Err(MediaError::Traversal(relative.to_string())),
+            Component::CurDir | Component::Normal(_) => {}
+        }
+    }
+    Ok(path)
+}
+
+/// Resolves `relative` inside `media_dir`, refusing absolute paths, `..`,
+/// and symlinks that lead outside the directory. Returns the canonical path
+/// of a regular file no larger than `max_bytes`.
+pub fn confine(media_dir: &Path, relative: &str, max_bytes: u64) -> Result<PathBuf, MediaError> {
+    let rel = check_relative(relative)?;
+    let root = std::fs::canonicalize(media_dir).map_err(|source| MediaError::MediaDir {
+        dir: media_dir.to_path_buf(),
+        source,
+    })?;
+    let resolved =
+        std::fs::canonicalize(root.join(rel)).map_err(|source| MediaError::Unreadable {
+            path: relative.to_string(),
+            source,
+        })?;
+    if !resolved.starts_with(&root) {
+        return Err(MediaError::Escapes {
+            path: relative.to_string(),
+            resolved,
+        });
+    }
+    let meta = std::fs::metadata(&resolved).map_err(|source| MediaError::Unreadable {
+        path: relative.to_string(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(MediaError::NotAFile(relative.to_string()));
+    }
+    if meta.len() > max_bytes {
+        return Err(MediaError::TooLarge {
+            what: format!("media_path `{relative}` ({} bytes)", meta.len()),
+            max: max_bytes,
+        });
+    }
+    Ok(resolved)
+}
+
+/// Whether `ip` is a globally routable unicast address: not private,
+/// loopback, link-local, unique-local, shared, multicast, broadcast,
+/// documentation, benchmarking, reserved or unspecified. IPv6 forms that
+/// embed an IPv4 address (v4-mapped, v4-compatible, NAT64, 6to4) are judged
+/// by the embedded address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0 // "this network", incl. 0.0.0.0
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || ip.is_documentation()
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || ip.is_multicast()
+        || a >= 240) // reserved and broadcast
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let seg = ip.segments();
+    // v4-mapped ::ffff:a.b.c.d
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    // v4-compatible ::a.b.c.d (deprecated, still routed by some stacks), and
+    // NAT64 64:ff9b::a.b.c.d: judge the embedded address.
+    if seg[..6] == [0, 0, 0, 0, 0, 0] || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        if ip.is_unspecified() || ip.is_loopback() {
+            return false;
+        }
+        let [a, b] = seg[6].to_be_bytes();
+        let [c, d] = seg[7].to_be_bytes();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    // 6to4 2002:a.b.c.d::/48
+    if seg[0] == 0x2002 {
+        let [a, b] = seg[1].to_be_bytes();
+        let [c, d] = seg[2].to_be_bytes();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (seg[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+        || (seg[0] == 0x2001 && seg[1] < 0x0200) // IETF protocol assignments, Teredo
+        || seg[..4] == [0x100, 0, 0, 0]) // discard-only 100::/64
+}
+
+/// Which addresses media may be fetched from.
+#[derive(Debug, Clone, Default)]
+pub struct AddressPolicy {
+    allow: Vec<IpNet>,
+}
+
+impl AddressPolicy {
+    /// Public addresses, plus those inside `cidrs` (`browser.media_allow_cidrs`).
+    pub fn new<S: AsRef<str>>(cidrs: &[S]) -> Result<Self, MediaError> {
+        let allow = cidrs
+            .iter()
+            .map(|c| {
+                let c = c.as_ref().trim();
+                c.parse::<IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| MediaError::BadCidr(c.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { allow })
+    }
+
+    /// Whether a connection to `ip` is allowed.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        // An allow-list entry for 127.0.0.0/8 must also cover ::ffff:127.0.0.1.
+        let canonical = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        is_public(ip)
+            || self
+                .allow
+                .iter()
+                .any(|n| n.contains(&canonical) || n.contains(&ip))
+    }
+
+    /// Checks a URL's scheme, and its host when it is an IP literal (names
+    /// are checked by the resolver, at connect time).
+    pub fn check_url(&self, url: &url::Url) -> Result<(), MediaError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(MediaError::Scheme {
+                url: url.to_string(),
+                scheme: url.scheme().to_string(),
+            });
+        }
+        let ip = match url.host() {
+            None => {
+                return Err(MediaError::BadUrl {
+                    url: url.to_string(),
+                    reason: "it has no host".into(),
+                })
+            }
+            Some(url::Host::Domain(_)) => return Ok(()),
+            Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+            Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+        };
+        if self.permits(ip) {
+            Ok(())
+        } else {
+            Err(MediaError::Forbidden {
+                host: url.host_str().unwrap_or_default().to_string(),
+                addr: ip,
+            })
+        }
+    }
+}
+
+/// A DNS resolver that drops every address the policy refuses, so the
+/// connection can only go to an address that was checked (no rebinding
+/// window between a check and the connect).
+#[derive(Debug)]
+struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| {
+                    Box::new(MediaError::Unresolvable {
+                        host: host.clone(),
+                        reason: e.to_string(),
+                    }) as Box<dyn std::error::Error + Send + Sync>
+                })?
+                .collect();
+            let (ok, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                all.into_iter().partition(|a| policy.permits(a.ip()));
+            if ok.is_empty() {
+                let err = match refused.first() {
+                    Some(a) => MediaError::Forbidden { host, addr: a.ip() },
+                    None => MediaError::Unresolvable {
+                        host,
+                        reason: "no addresses".into(),
+                    },
+                };
+                return Err(Box::new(err) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Limits of [`MediaFetcher`] (from `browser.media_*`).
+#[derive(Debug, Clone)]
+pub struct FetchLimits {
+    /// Largest body accepted, counted while streaming.
+    pub max_bytes: u64,
+    /// The whole download: connect, redirects and body.
+    pub timeout: Duration,
+    /// Redirects followed; each target is re-checked.
+    pub max_redirects: usize,
+}
+
+/// Downloads media URLs under an [`AddressPolicy`] and [`FetchLimits`].
+#[derive(Debug, Clone)]
+pub struct MediaFetcher {
+    http: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    limits: FetchLimits,
+}
+
+impl MediaFetcher {
+    /// A fetcher enforcing `policy` and `limits`.
+    pub fn new(policy: AddressPolicy, limits: FetchLimits) -> Self {
+        let policy = Arc::new(policy);
+        let redirect_policy = policy.clone();
+        let max_redirects = limits.max_redirects;
+        let http = reqwest::Client::builder()
+            // An HTTP(S)_PROXY from the environment would connect on our
+            // behalf to wherever it likes: never use one.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() > max_redirects {
+                    let url = attempt
+                        .previous()
+                        .first()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    return attempt.error(MediaError::TooManyRedirects {
+                        url,
+                        max: max_redirects,
+                    });
+                }
+                match redirect_policy.check_url(attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(e) => attempt.error(e),
+                }
+            }))
+            .timeout(limits.timeout)
+            .connect_timeout(limits.timeout)
+            .build()
+            .expect("a reqwest client with rustls builds");
+        Self {
+            http,
+            policy,
+            limits,
+        }
+    }
+
+    /// From the browser settings (`media_allow_cidrs`, `media_max_bytes`,
+    /// `media_timeout`, `media_max_redirects`).
+    pub fn from_settings(b: &crate::config::BrowserSettings) -> Result<Self, MediaError> {
+        Ok(Self::new(
+            AddressPolicy::new(&b.media_allow_cidrs)?,
+            FetchLimits {
+                max_bytes: b.media_max_bytes,
+                timeout: b.media_timeout,
+                max_redirects: b.media_max_redirects,
+            },
+        ))
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &FetchLimits {
+        &self.limits
+    }
+
+    /// Downloads `url` into `dir` (created 0700) and returns the file. A
+    /// partial file is removed on any failure.
+    pub async fn fetch(&self, url: &str, dir: &Path) -> Result<PathBuf, MediaError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let parsed = url::Url::parse(url).map_err(|e| MediaError::BadUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.policy.check_url(&parsed)?;
+        let max = self.limits.max_bytes;
+        let resp = self
+            .http
+            .get(parsed.clone())
+            .send()
+            .await
+            .map_err(|e| self.explain(url, e))?;
+        if resp.status().is_redirection() {
+            // reqwest hands back, unfollowed, a redirect it will not follow
+            // (e.g. to file://): name the refused target when there is one.
+            let target = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| resp.url().join(l).ok());
+            if let Some(t) = target {
+                self.policy.check_url(&t)?;
+            }
+        }
+        if !resp.status().is_success() {
+            return Err(MediaError::Status {
+                url: url.to_string(),
+                status: resp.status(),
+            });
+        }
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(MediaError::TooLarge {
+                what: format!(
+                    "media_url `{url}` (Content-Length {})",
+                    resp.content_length().unwrap_or_default()
+                ),
+                max,
+            });
+        }
+        let name = parsed
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .filter(|n| !n.is_empty() && !n.starts_with('.'))
+            .unwrap_or("media")
+            .replace(['/', '\\', '\0'], "_");
+        crate::browser::snapshot::create_private_dir(dir).map_err(|source| MediaError::Stage {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(format!("{}-{name}", uuid::Uuid::new_v4().simple()));
+        let stage = |source| MediaError::Stage {
+            path: path.clone(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(&path).await.map_err(stage)?;
+        let mut stream = resp.bytes_stream();
+        let mut total = 0u64;
+        let result = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.explain(url, e))?;
+                total += chunk.len() as u64;
+                if total > max {
+                    return Err(MediaError::TooLarge {
+                        what: format!("media_url `{url}` (over {max} bytes so far)"),
+                        max,
+                    });
+                }
+                file.write_all(&chunk).await.map_err(stage)?;
+            }
+            file.flush().await.map_err(stage)
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns a reqwest error into the [`MediaError`] that caused it (our
+    /// resolver's or redirect policy's refusal), a timeout, or a transport
+    /// failure with its cause chain.
+    fn explain(&self, url: &str, e: reqwest::Error) -> MediaError {
+        let mut chain: Vec<String> = Vec::new();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = cur {
+            if let Some(m) = err.downcast_ref::<MediaError>() {
+                return clone_refusal(m).unwrap_or_else(|| MediaError::Fetch {
+                    url: url.to_string(),
+                    detail: m.to_string(),
+                });
+            }
+            chain.push(err.to_string());
+            cur = err.source();
+        }
+        if e.is_timeout() {
+            return MediaError::Timeout {
+                url: url.to_string(),
+                after: self.limits.timeout,
+            };
+        }
+        chain.dedup();
+        MediaError::Fetch {
+            url: url.to_string(),
+            detail: chain.join(": "),
+        }
+    }
+}
+
+/// Copies the refusals the resolver and redirect policy raise (they carry
+/// no I/O error, so they can be rebuilt).
+fn clone_refusal(m: &MediaError) -> Option<MediaError> {
+    Some(match m {
+        MediaError::Forbidden { host, addr } => MediaError::Forbidden {
+            host: host.clone(),
+            addr: *addr,
+        },
+        MediaError::Unresolvable { host, reason } => MediaError::Unresolvable {
+            host: host.clone(),
+            reason: reason.clone(),
+        },
+        MediaError::TooManyRedirects { url, max } => MediaError::TooManyRedirects {
+            url: url.clone(),
+            max: *max,
+        },
+        MediaError::Scheme { url, scheme } => MediaError::Scheme {
+            url: url.clone(),
+            scheme: scheme.clone(),
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn non_public_addresses_are_recognised_in_every_form() {
+        for s in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001::1",
+            "100::1",
+        ] {
+            assert!(!is_public(ip(s)), "{s} must not be public");
+        }
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+            "2a00:1450:4009:81f::200e",
+            "::ffff:8.8.8.8",
+            "2002:808:808::1",
+        ] {
+            assert!(is_public(ip(s)), "{s} is public");
+        }
+    }
+
+    #[test]
+    fn the_allow_list_opens_exactly_its_ranges() {
+        let p = AddressPolicy::new(&["127.0.0.0/8", "fd00::/8", "10.9.9.9"]).unwrap();
+        assert!(p.permits(ip("127.0.0.1")));
+        assert!(p.permits(ip("::ffff:127.0.0.1")));
+        assert!(p.permits(ip("fd00::5")));
+        assert!(p.permits(ip("10.9.9.9")));
+        assert!(!p.permits(ip("10.9.9.8")));
+        assert!(!p.permits(ip("169.254.169.254")));
+        assert!(!p.permits(ip("::1")));
+        let err = AddressPolicy::new(&["10.0.0.0/33"]).unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_checked_for_scheme_and_literal_hosts() {
+        let p = AddressPolicy::default();
+        let check = |u: &str| p.check_url(&url::Url::parse(u).unwrap());
+        assert!(matches!(
+            check("ftp://example.com/a"),
+            Err(MediaError::Scheme { .. })
+        ));
+        assert!(matches!(
+            check("file:///etc/passwd"),
+            Err(MediaError::Scheme { .. })
+        ));
+        for u in [
+            "http://127.0.0.1/a.png",
+            "http://0x7f.1/a.png",
+            "http://2130706433/a.png",
+            "http://[::1]/a.png",
+            "http://[::ffff:169.254.169.254]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1:8080/",
+            "http://0.0.0.0/",
+        ] {
+            assert!(
+                matches!(check(u), Err(MediaError::Forbidden { .. })),
+                "{u}: {:?}",
+                check(u)
+            );
+        }
+        assert!(check("https://cdn.example.com/a.png").is_ok());
+        assert!(check("http://8.8.8.8/a.png").is_ok());
+    }
+
+    #[test]
+    fn relative_paths_are_checked_before_the_disk_is_touched() {
+        assert!(matches!(check_relative(""), Err(MediaError::EmptyPath)));
+        assert!(matches!(
+            check_relative("/etc/passwd"),
+            Err(MediaError::AbsolutePath(_))
+        ));
+        assert!(matches!(
+            check_relative("a/../../etc"),
+            Err(MediaError::Traversal(_))
+        ));
+        assert!(matches!(
+            check_relative(".."),
+            Err(MediaError::Traversal(_))
+        ));
+        assert!(check_relative("promo/./a.png").is_ok());
+    }
+
+    #[test]
+    fn confinement_refuses_symlinks_that_escape_and_accepts_those_that_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let media = tmp.path().join("media");
+        std::fs::create_dir_all(media.join("sub")).unwrap();
+        std::fs::write(media.join("sub/a.png"), b"png").unwrap();
+        std::fs::write(tmp.path().join("secret.txt"), b"secret").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret.txt"), media.join("leak.png")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), media.join("up")).unwrap();
+        std::os::unix::fs::symlink(media.join("sub/a.png"), media.join("inside.png")).unwrap();
+
+        let ok = confine(&media, "sub/a.png", 100).unwrap();
+        assert_eq!(ok, std::fs::canonicalize(media.join("sub/a.png")).unwrap());
+        assert_eq!(
+            confine(&media, "inside.png", 100).unwrap(),
+            ok,
+            "a symlink inside the directory is fine"
+        );
+        for p in ["leak.png", "up/secret.txt"] {
+            let err = confine(&media, p, 100).unwrap_err();
+            assert!(matches!(err, MediaError::Escapes { .. }), "{p}: {err}");
+            assert!(
+                err.to_string().contains("outside browser.media_dir"),
+                "{err}"
+            );
+        }
+        assert!(matches!(
+            confine(&media, "../secret.txt", 100),
+            Err(MediaError::Traversal(_))
+        ));
+        assert!(matches!(
+            confine(&media, tmp.path().join("secret.txt").to_str().unwrap(), 100),
+            Err(MediaError::AbsolutePath(_))
+        ));
+        assert!(matches!(
+            confine(&media, "sub", 100),
+            Err(MediaError::NotAFile(_))
+        ));
+        assert!(matches!(
+            confine(&media, "nope.png", 100),
+            Err(MediaError::Unreadable { .. })
+        ));
+        assert!(matches!(
+            confine(&media, "sub/a.png", 2),
+            Err(MediaError::TooLarge { .. })
+        ));
+    }
+}
