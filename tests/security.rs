@@ -1,8 +1,14 @@
-//! Security: media downloads refuse internal addresses (SSRF) however they
-//! are reached, and are capped in size, time and redirects.
+//! Security, tested from the outside:
 //!
-//! A real HTTP server on loopback plays the media host; the tests allow
-//! exactly `127.0.0.1/32` where they need to reach it.
+//! - media downloads refuse internal addresses (SSRF) however they are
+//!   reached, and are capped in size, time and redirects (a real HTTP server
+//!   on loopback plays the media host; tests allow exactly `127.0.0.1/32`
+//!   where they need to reach it);
+//! - every route of the OpenAPI document needs the bearer token;
+//! - secrets (API token, database password, snapshot key) never appear in
+//!   logs, `/metrics`, error bodies or `courier config`;
+//! - the simulator's control API is absent from the API and binds loopback
+//!   only.
 
 use std::path::Path;
 use std::time::Duration;
@@ -224,4 +230,404 @@ async fn a_slow_download_times_out() {
         .unwrap_err();
     assert!(matches!(err, MediaError::Timeout { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+// ---------------------------------------------------------------------------
+// The bearer token, route by route.
+
+const TOKEN: &str = "tok-SECRET-7a41c9e2b05d3f68";
+
+/// Every path of the OpenAPI document (placeholders filled with a random
+/// id) with every method it documents, plus the seed-compatible routes,
+/// which the document does not describe.
+fn documented_routes(doc: &serde_json::Value) -> Vec<(String, String)> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let mut filled = String::new();
+        let mut rest = path.as_str();
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..].find('}').unwrap() + open;
+            filled.push_str(&rest[..open]);
+            filled.push_str(&id);
+            rest = &rest[close + 1..];
+        }
+        filled.push_str(rest);
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                out.push((method.to_uppercase(), filled.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The seed-compatible `/whatsapp` routes (src/api/compat.rs) and the rest
+/// of the router outside the document, kept deliberately in step by hand.
+fn undocumented_protected_routes() -> Vec<(String, String)> {
+    let id = uuid::Uuid::new_v4();
+    [
+        ("GET", "/whatsapp/accounts".to_string()),
+        ("POST", "/whatsapp/accounts".to_string()),
+        ("GET", format!("/whatsapp/accounts/{id}")),
+        ("GET", "/whatsapp/groups".to_string()),
+        ("GET", format!("/whatsapp/groups/{id}")),
+        ("PUT", format!("/whatsapp/groups/{id}")),
+        ("GET", "/whatsapp/stats".to_string()),
+        ("GET", "/whatsapp/messages".to_string()),
+        ("POST", "/whatsapp/messages".to_string()),
+        ("GET", format!("/whatsapp/accounts/{id}/qr")),
+        ("POST", format!("/whatsapp/accounts/{id}/initialize")),
+        ("POST", format!("/whatsapp/accounts/{id}/disconnect")),
+        ("POST", format!("/whatsapp/accounts/{id}/groups/discover")),
+        ("POST", format!("/whatsapp/groups/{id}/scrape-contacts")),
+        ("GET", format!("/whatsapp/messages/{id}")),
+        ("POST", format!("/whatsapp/messages/{id}/retry")),
+        ("GET", "/metrics".to_string()),
+        // The login page takes the token as ?token= (a browser cannot send
+        // a header); without it, it is refused like the rest.
+        ("GET", format!("/ui/accounts/{id}/login")),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_string(), p))
+    .collect()
+}
+
+/// Routes that are open on purpose: the probes and the API description.
+const PUBLIC: &[&str] = &["/livez", "/readyz", "/openapi.json"];
+
+#[tokio::test]
+async fn every_route_in_the_openapi_document_refuses_a_missing_or_wrong_token() {
+    let db = courier::testing::fresh_database().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = courier::api::AppState::new(db.pool.clone(), TOKEN);
+    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
+    let http = reqwest::Client::new();
+
+    let doc: serde_json::Value = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let documented = documented_routes(&doc);
+    assert!(
+        documented.len() >= 20,
+        "the document lists the API: {documented:?}"
+    );
+    // The document itself says every operation needs the bearer scheme.
+    assert_eq!(
+        doc["security"][0]["bearer"],
+        serde_json::json!([]),
+        "{}",
+        doc["security"]
+    );
+    for p in doc["paths"].as_object().unwrap().keys() {
+        assert!(
+            !PUBLIC.contains(&p.as_str()),
+            "{p} is documented but public"
+        );
+    }
+
+    let mut checked = 0;
+    for (method, path) in documented
+        .into_iter()
+        .chain(undocumented_protected_routes())
+    {
+        let url = format!("{base}{path}");
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let attempts = [
+            ("no token", http.request(m.clone(), &url)),
+            (
+                "wrong token",
+                http.request(m.clone(), &url)
+                    .bearer_auth("tok-SECRET-7a41c9e2b05d3f69"),
+            ),
+            (
+                "token prefix",
+                http.request(m.clone(), &url)
+                    .bearer_auth(&TOKEN[..TOKEN.len() - 1]),
+            ),
+            (
+                "empty bearer",
+                http.request(m.clone(), &url)
+                    .header("authorization", "Bearer "),
+            ),
+            (
+                "basic auth",
+                http.request(m.clone(), &url)
+                    .basic_auth("courier", Some(TOKEN)),
+            ),
+            (
+                "wrong scheme",
+                http.request(m.clone(), &url)
+                    .header("authorization", format!("Token {TOKEN}")),
+            ),
+        ];
+        for (what, rb) in attempts {
+            let resp = rb.json(&serde_json::json!({})).send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path} with {what}");
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(body["error"], "unauthorized", "{method} {path}: {body}");
+        }
+        // And the right token gets past authentication (whatever the
+        // handler then says about the empty body or the unknown id).
+        let ok = http
+            .request(m, &url)
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        if !path.starts_with("/ui/") {
+            assert_ne!(ok.status(), 401, "{method} {path} with the token");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 35, "{checked} routes checked");
+    // The login page with the token in its query is let in.
+    let page = http
+        .get(format!(
+            "{base}/ui/accounts/{}/login?token={TOKEN}",
+            uuid::Uuid::new_v4()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(page.status(), 401);
+    for path in PUBLIC {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} is public");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Secrets stay secret.
+
+const DB_PASSWORD: &str = "dbpw-SECRET-3c8f1e77a2";
+const SESSION_KEY: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+
+fn courier() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_courier"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COURIER") || k == "DATABASE_URL" || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("COURIER__API__TOKEN", TOKEN)
+        .env("COURIER__BROWSER__SESSION_KEY", SESSION_KEY)
+        .env("COURIER__LOG__FORMAT", "json");
+    cmd
+}
+
+/// `url` with the known password added (the test cluster trusts local
+/// connections, so the password is carried everywhere but never checked).
+fn with_password(url: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    if u.username().is_empty() {
+        u.set_username("postgres").unwrap();
+    }
+    u.set_password(Some(DB_PASSWORD)).unwrap();
+    u.to_string()
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in [TOKEN, DB_PASSWORD, SESSION_KEY] {
+        assert!(!text.contains(secret), "{what} leaks `{secret}`:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_metrics_error_bodies_or_the_printed_config() {
+    let db = courier::testing::fresh_database().await.unwrap();
+    let url = with_password(&db.url);
+    assert!(url.contains(DB_PASSWORD));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut api = courier()
+        .arg("api")
+        .env("COURIER__DATABASE__URL", &url)
+        .env("COURIER__API__LISTEN", format!("127.0.0.1:{port}"))
+        // As chatty as an operator would plausibly run it.
+        .env("COURIER__LOG__LEVEL", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while http.get(format!("{base}/livez")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the API did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut bodies = String::new();
+    let id = uuid::Uuid::new_v4();
+    let requests = vec![
+        http.get(format!("{base}/v1/accounts")),
+        http.get(format!("{base}/v1/accounts"))
+            .bearer_auth("tok-SECRET-wrong-wrong-wrong"),
+        http.get(format!("{base}/v1/accounts?token={TOKEN}")),
+        http.get(format!("{base}/ui/accounts/{id}/login?token={TOKEN}")),
+        http.get(format!("{base}/ui/accounts/not-a-uuid/login?token={TOKEN}")),
+        http.post(format!("{base}/v1/accounts"))
+            .bearer_auth(TOKEN)
+            .body("{not json"),
+        http.post(format!("{base}/v1/accounts"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"account_name": "a", "phone_number": "+44 77"})),
+        http.post(format!("{base}/v1/messages"))
+            .bearer_auth(TOKEN)
+            .json(
+                &serde_json::json!({"account_id": id, "channel_type": "individual",
+                "target_phone": "+447700900123", "message_type": "image",
+                "media_path": "../../etc/passwd"}),
+            ),
+        http.get(format!("{base}/v1/messages/{id}"))
+            .bearer_auth(TOKEN),
+        // (Paths are logged by design: a token put in a path is not protected.)
+        http.get(format!("{base}/nope/x")).bearer_auth(TOKEN),
+        http.get(format!("{base}/readyz")),
+        http.get(format!("{base}/openapi.json")),
+        http.get(format!("{base}/metrics")).bearer_auth(TOKEN),
+    ];
+    for rb in requests {
+        let resp = rb.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        bodies.push_str(&format!("{status} {text}\n"));
+    }
+    assert!(
+        bodies.contains("401"),
+        "some requests were refused: {bodies}"
+    );
+    assert!(
+        bodies.contains("courier_http_requests_total"),
+        "metrics were scraped"
+    );
+    // A second scrape sees the counters of everything above.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_no_secret("/metrics", &metrics);
+    assert_no_secret("a response body", &bodies);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(api.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = api.wait();
+        api.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        logs.contains("API listening"),
+        "the log was captured: {logs}"
+    );
+    assert_no_secret("the API's log", &logs);
+
+    // A database that refuses: the failure names the problem, not the password.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for cmd in ["api", "migrate"] {
+        let out = courier()
+            .arg(cmd)
+            .env(
+                "COURIER__DATABASE__URL",
+                format!("postgres://courier:{DB_PASSWORD}@127.0.0.1:{closed}/courier"),
+            )
+            .env("COURIER__DATABASE__CONNECT_TIMEOUT", "2s")
+            .env("COURIER__LOG__LEVEL", "debug")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd} with no database must fail");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.trim().is_empty(), "{cmd} says why it failed");
+        assert_no_secret(&format!("`courier {cmd}` with no database"), &text);
+    }
+
+    // `courier config` shows that the secrets are set, not what they are.
+    let out = courier()
+        .arg("config")
+        .env("COURIER__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.matches("[redacted]").count() >= 3, "{shown}");
+    assert_no_secret("`courier config`", &shown);
+}
+
+// ---------------------------------------------------------------------------
+// The simulator is a test tool: loopback only, never part of the API.
+
+#[tokio::test]
+async fn the_api_does_not_serve_the_simulator_control_api() {
+    let db = courier::testing::fresh_database().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = courier::api::AppState::new(db.pool.clone(), TOKEN);
+    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
+    let http = reqwest::Client::new();
+    for (m, path) in [
+        ("POST", "/_control/reset"),
+        ("GET", "/_control/messages"),
+        ("POST", "/_control/contacts"),
+        ("GET", "/_page/app.js"),
+        ("POST", "/_page/api/send"),
+    ] {
+        let r = http
+            .request(
+                reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
+                format!("{base}{path}"),
+            )
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{m} {path}");
+    }
+}
+
+#[test]
+fn the_simulator_refuses_to_listen_beyond_loopback() {
+    for addr in ["0.0.0.0:0", "[::]:0"] {
+        let out = courier().args(["sim", "--listen", addr]).output().unwrap();
+        assert!(!out.status.success(), "sim --listen {addr} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("loopback"), "{addr}: {err}");
+    }
 }

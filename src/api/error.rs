@@ -41,6 +41,9 @@ pub enum ApiError {
     /// No such resource.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The route exists, but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The resource is in a state that forbids the request.
     #[error("{0}")]
     Conflict(String),
@@ -91,6 +94,14 @@ impl IntoResponse for ApiError {
                     detail: format!("{what} not found"),
                 },
             ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorBody {
+                    error: "method_not_allowed",
+                    field: None,
+                    detail: "this route does not take that method (see /openapi.json)".into(),
+                },
+            ),
             ApiError::Conflict(detail) => (
                 StatusCode::CONFLICT,
                 ErrorBody {
@@ -134,6 +145,20 @@ impl IntoResponse for ApiError {
                                     error: "validation",
                                     field,
                                     detail,
+                                }),
+                            )
+                                .into_response();
+                        }
+                        // Postgres text cannot hold NUL: "invalid byte
+                        // sequence for encoding UTF8: 0x00". The input is
+                        // at fault, not the database.
+                        Some("22021" | "22P05") => {
+                            return (
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                axum::Json(ErrorBody {
+                                    error: "validation",
+                                    field: None,
+                                    detail: "text must not contain NUL (\\u0000) characters".into(),
                                 }),
                             )
                                 .into_response();

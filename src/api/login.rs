@@ -155,7 +155,8 @@ fn qr_code(token: &str) -> Result<qrcode::QrCode, ApiError> {
         .map_err(|e| ApiError::Conflict(format!("the QR token cannot be drawn: {e}")))
 }
 
-fn svg(token: &str) -> Result<String, ApiError> {
+/// The QR token as an SVG image; a token too long to encode is a 409.
+pub fn svg(token: &str) -> Result<String, ApiError> {
     Ok(qr_code(token)?
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(264, 264)
@@ -163,7 +164,8 @@ fn svg(token: &str) -> Result<String, ApiError> {
         .build())
 }
 
-fn png(token: &str) -> Result<Vec<u8>, ApiError> {
+/// The QR token as a PNG image; a token too long to encode is a 409.
+pub fn png(token: &str) -> Result<Vec<u8>, ApiError> {
     let img = qr_code(token)?
         .render::<image::Luma<u8>>()
         .min_dimensions(264, 264)

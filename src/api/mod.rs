@@ -168,6 +168,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { error::ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(axum::middleware::from_fn(record_http))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
