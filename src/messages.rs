@@ -16,6 +16,18 @@ use crate::jobs::send::{Content, MediaSource, SendJob};
 use crate::jobs::ChatId;
 use crate::queue::{store, NewJob, QueueError};
 
+/// Every status a message can have (`mkt_wap_messages.status`), in lifecycle
+/// order.
+pub const MESSAGE_STATUSES: [&str; 7] = [
+    "pending",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+];
+
 /// Who caused a message event (the event log's `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

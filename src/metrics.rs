@@ -268,20 +268,11 @@ pub struct SampleOptions {
 
 /// Samples the gauges that describe database state.
 pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), sqlx::Error> {
-    const MESSAGE_STATUSES: [&str; 7] = [
-        "pending",
-        "queued",
-        "sending",
-        "sent",
-        "delivered",
-        "read",
-        "failed",
-    ];
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, count(*) FROM mkt_wap_messages GROUP BY status")
             .fetch_all(pool)
             .await?;
-    for status in MESSAGE_STATUSES {
+    for status in crate::messages::MESSAGE_STATUSES {
         let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
         gauge!(MESSAGES, "status" => status).set(n as f64);
     }

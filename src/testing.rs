@@ -155,6 +155,59 @@ pub async fn fresh_database() -> Result<TestDb, DbError> {
     Ok(TestDb { pool, url, name })
 }
 
+/// A queue worker with the browser handlers, running inside this process, as
+/// `courier worker` would run it (tests of the browser and delivery paths).
+pub struct InProcessWorker {
+    /// Its browser sessions.
+    pub browser: std::sync::Arc<crate::browser::BrowserPool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), crate::queue::runtime::RuntimeError>>,
+}
+
+impl InProcessWorker {
+    /// Starts the worker runtime with the browser handlers from `settings`.
+    pub async fn start(
+        pool: &PgPool,
+        settings: &crate::config::Settings,
+    ) -> Result<Self, crate::browser::BrowserError> {
+        let (handlers, browser) = crate::browser::browser_registry(settings, pool).await?;
+        let runtime = crate::queue::runtime::Runtime::new(pool.clone(), settings, handlers);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runtime.run_until(async move {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            browser,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// Graceful stop: in-flight jobs finish, leases are released, sessions
+    /// closed (profiles flushed). Returns the runtime's own result.
+    pub async fn stop(mut self) -> Result<(), crate::queue::runtime::RuntimeError> {
+        let result = self.halt().await;
+        self.browser.shutdown().await;
+        result
+    }
+
+    /// A crash of the browser side: every chromedriver and Chromium process is
+    /// SIGKILLed (nothing closed or flushed), then the runtime goes away.
+    pub async fn crash(mut self) {
+        self.browser.crash();
+        let _ = self.halt().await;
+    }
+
+    async fn halt(&mut self) -> Result<(), crate::queue::runtime::RuntimeError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("the worker runtime task panicked")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

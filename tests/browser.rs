@@ -11,15 +11,13 @@
 //! (CI machines have 2 cores).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use courier::browser::{login::start_login, schedule_health_check, BrowserPool, SnapshotKey};
 use courier::config::{Secret, Settings};
-use courier::queue::runtime::Runtime;
 use courier::queue::NewJob;
 use courier::sim::{SimConfig, SimControl, Simulator};
-use courier::testing::{fresh_database, TestDb};
+use courier::testing::{fresh_database, InProcessWorker as Worker, TestDb};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -35,31 +33,6 @@ struct Env {
     key: SnapshotKey,
     dirs: tempfile::TempDir,
     _one: tokio::sync::MutexGuard<'static, ()>,
-}
-
-struct Worker {
-    browser: Arc<BrowserPool>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Worker {
-    /// Graceful stop: leases released, sessions closed (profiles flushed).
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = (&mut self.task).await;
-        self.browser.shutdown().await;
-    }
-
-    /// A crash of the browser side of a worker: every chromedriver and
-    /// Chromium process is SIGKILLed (nothing closed or flushed), then the
-    /// runtime goes away. (Lease takeover after a process crash is the queue
-    /// engine's and is tested there.)
-    async fn crash(mut self) {
-        self.browser.crash();
-        let _ = self.stop.take().unwrap().send(());
-        let _ = (&mut self.task).await;
-    }
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -125,24 +98,7 @@ impl Env {
     }
 
     async fn worker(&self, settings: &Settings) -> Worker {
-        let (handlers, browser) = courier::browser::browser_registry(settings, &self.db.pool)
-            .await
-            .unwrap();
-        let runtime = Runtime::new(self.db.pool.clone(), settings, handlers);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            runtime
-                .run_until(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        Worker {
-            browser,
-            stop: Some(tx),
-            task,
-        }
+        Worker::start(&self.db.pool, settings).await.unwrap()
     }
 
     /// An account in Courier and in the simulator (same id).
@@ -306,7 +262,7 @@ async fn login_end_to_end_stores_each_qr_then_activates_with_the_phone_from_the_
     );
     // A health check is queued for later.
     assert_eq!(env.jobs_of(id, "health_check").await.len(), 1);
-    w.stop().await;
+    w.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -347,7 +303,7 @@ async fn stuck_loading_fails_with_a_reason_at_the_deadline_then_recovers_on_retr
     let r = env.wait_status(id, "active", 30).await;
     assert_eq!(r.phone_number.as_deref(), Some(DIGITS));
     assert_eq!(env.sim_wid(id).await, wid, "no second pairing");
-    w.stop().await;
+    w.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -367,7 +323,7 @@ async fn qr_refs_running_out_lead_back_to_inactive_with_a_reason() {
     assert!(r.status_reason.unwrap().contains("ran out"));
     assert!(r.qr_token.is_none() && r.status_deadline.is_none());
     env.wait_jobs_done(id, "login", 1, 10).await;
-    w.stop().await;
+    w.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -395,7 +351,7 @@ async fn after_a_worker_crash_a_new_worker_brings_the_account_back_active_withou
     assert!(r.qr_token.is_none());
     assert_eq!(env.sim_wid(id).await, wid, "no new QR pairing");
     assert_eq!(r.health_score, before.health_score);
-    w2.stop().await;
+    w2.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -407,7 +363,7 @@ async fn a_snapshot_restored_into_an_empty_profile_on_another_machine_is_active_
     env.wait_row(id, "a session snapshot", 15, |r| r.has_snapshot)
         .await;
     let wid = env.sim_wid(id).await;
-    w.stop().await;
+    w.stop().await.unwrap();
 
     // Another machine: an empty profiles directory, the same Postgres.
     let m2 = env.machine("m2");
@@ -426,7 +382,7 @@ async fn a_snapshot_restored_into_an_empty_profile_on_another_machine_is_active_
         .join(id.to_string())
         .join("Default/Local Storage")
         .exists());
-    w2.stop().await;
+    w2.stop().await.unwrap();
 
     // The wrong key is a clear, permanent error, not a QR.
     let m3 = env.machine("m3");
@@ -453,7 +409,7 @@ async fn a_snapshot_restored_into_an_empty_profile_on_another_machine_is_active_
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(err.contains("wrong browser.session_key"), "{err}");
-    w3.stop().await;
+    w3.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -489,7 +445,7 @@ async fn killing_chromedriver_mid_session_brings_the_session_back_with_health_un
         "infra faults cost no health"
     );
     assert!(r.qr_token.is_none());
-    w.stop().await;
+    w.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -550,7 +506,7 @@ async fn logout_and_block_faults_set_their_statuses_and_keep_queued_jobs() {
         ("available", 0),
         "the send waits, untouched"
     );
-    w.stop().await;
+    w.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -567,7 +523,7 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     let w = env.worker(&settings).await;
     env.login(id).await;
     env.wait_jobs_done(id, "login", 1, 15).await;
-    w.stop().await;
+    w.stop().await.unwrap();
 
     let sid = id.to_string();
     let contact = env

@@ -9,19 +9,17 @@
 //! `COURIER_E2E_MESSAGES` sets the size of the mixed run (default 300, about
 //! 2 minutes on 2 cores; lower it on a slower machine).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use courier::browser::{login::start_login, BrowserPool};
+use courier::browser::login::start_login;
 use courier::config::Settings;
 use courier::jobs::send::{Content, MediaKind, MediaSource};
 use courier::jobs::{ChatId, MessageBody};
 use courier::messages::{create_batch, NewMessage, Source};
-use courier::queue::runtime::Runtime;
 use courier::queue::NewJob;
 use courier::sim::{SimConfig, SimControl, Simulator};
-use courier::testing::{fresh_database, TestDb};
+use courier::testing::{fresh_database, InProcessWorker as Worker, TestDb};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -33,20 +31,6 @@ struct Env {
     ctl: SimControl,
     dirs: tempfile::TempDir,
     _one: tokio::sync::MutexGuard<'static, ()>,
-}
-
-struct Worker {
-    browser: Arc<BrowserPool>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Worker {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = (&mut self.task).await;
-        self.browser.shutdown().await;
-    }
 }
 
 fn phone(i: usize) -> String {
@@ -113,24 +97,7 @@ impl Env {
     }
 
     async fn worker(&self, settings: &Settings) -> Worker {
-        let (handlers, browser) = courier::browser::browser_registry(settings, &self.db.pool)
-            .await
-            .unwrap();
-        let runtime = Runtime::new(self.db.pool.clone(), settings, handlers);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            runtime
-                .run_until(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        Worker {
-            browser,
-            stop: Some(tx),
-            task,
-        }
+        Worker::start(&self.db.pool, settings).await.unwrap()
     }
 
     /// An account in the DB and the simulator, with `rate_limit_config`.
@@ -438,7 +405,7 @@ async fn mixed_messages_over_three_accounts_arrive_once_and_come_back_read() {
         .await
         .unwrap();
     assert!(scores.iter().all(|s| *s == 100), "{scores:?}");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -529,7 +496,7 @@ async fn quota_refusals_retry_with_backoff_then_fail_after_three_attempts_and_lo
     assert_eq!((retries, kind.as_str()), (1, "retry"));
     let ev = env.events(ids[0]).await;
     assert_eq!(&ev[7..], ["queued", "sending", "sent", "delivered", "read"]);
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -563,7 +530,7 @@ async fn media_that_cannot_be_fetched_fails_the_message_once_with_the_reason() {
         .await
         .unwrap();
     assert!(err.contains("nope.png"), "{err}");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -828,7 +795,7 @@ async fn discover_then_scrape_a_500_member_group_stores_everyone_once_and_rescra
             .await
             .unwrap();
     assert_eq!(renamed, "renamed");
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 async fn wait_job(pool: &sqlx::PgPool, id: Uuid, secs: u64) {
@@ -882,7 +849,7 @@ async fn per_minute_budget_of_three_holds_at_the_simulator() {
             "4 sends within 60 s: {w:?}"
         );
     }
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -1097,7 +1064,7 @@ async fn acks_that_arrive_while_no_worker_holds_the_account_are_caught_up_when_i
         .collect();
     let ids = env.enqueue(&msgs).await;
     env.wait_messages(&ids, 60, |_, s| s == "sent").await;
-    worker.stop().await;
+    worker.stop().await.unwrap();
     // Nobody watches while the acks arrive.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let still: Vec<_> = env.statuses(&ids).await;
@@ -1117,7 +1084,7 @@ async fn acks_that_arrive_while_no_worker_holds_the_account_are_caught_up_when_i
         assert_eq!(rows[3].1, "catch_up");
         assert_eq!(rows[4].1, "catch_up");
     }
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1158,7 +1125,7 @@ async fn a_message_never_delivered_is_flagged_and_lowers_health() {
         assert!(Instant::now() < deadline, "never flagged ({status})");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1192,5 +1159,5 @@ async fn a_page_that_reloads_mid_send_is_not_sent_again() {
         .await
         .unwrap();
     assert_eq!(wa, back.messages[0].message.data_id);
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }

@@ -434,7 +434,7 @@ async fn two_scheduler_processes_on_the_same_due_schedules_make_no_duplicates() 
         p,
         "SELECT count(*) FROM mkt_con_schedule WHERE status = 'queued'",
         30,
-        Duration::from_secs(60),
+        Duration::from_secs(120),
     )
     .await;
     assert_eq!(queued, 30);
@@ -470,7 +470,7 @@ async fn two_scheduler_processes_on_the_same_due_schedules_make_no_duplicates() 
             p,
             "SELECT count(*) FROM mkt_con_schedule WHERE status = 'queued'",
             want,
-            Duration::from_secs(60),
+            Duration::from_secs(120),
         )
         .await;
         assert_eq!(
@@ -575,7 +575,7 @@ async fn kill_9_mid_expansion_then_restart_queues_every_target_exactly_once() {
         p,
         "SELECT count(*) FROM mkt_con_schedule WHERE status = 'queued'",
         1,
-        Duration::from_secs(60),
+        Duration::from_secs(240),
     )
     .await;
     assert_eq!(queued, 1);

@@ -256,6 +256,22 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        use crate::queue::QueueError;
+        match e {
+            QueueError::Invalid(v) => ApiError::Validation(v),
+            QueueError::NotFound(_) => ApiError::NotFound("job"),
+            QueueError::NotCancellable { state, .. } => ApiError::Conflict(format!(
+                "the job is {state}; only jobs that have not started can be cancelled"
+            )),
+            QueueError::Db(e) => ApiError::Database(e),
+            QueueError::Payload(e) => ApiError::invalid("payload", e.to_string()),
+            QueueError::Batch(detail) => ApiError::Conflict(detail),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::json_error_field;

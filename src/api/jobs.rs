@@ -167,19 +167,6 @@ async fn account_exists(state: &AppState, ids: &[Uuid]) -> Result<(), ApiError> 
     }
 }
 
-fn queue_err(e: QueueError) -> ApiError {
-    match e {
-        QueueError::Invalid(v) => ApiError::Validation(v),
-        QueueError::NotFound(_) => ApiError::NotFound("job"),
-        QueueError::NotCancellable { state, .. } => ApiError::Conflict(format!(
-            "the job is {state}; only jobs that have not started can be cancelled"
-        )),
-        QueueError::Db(e) => ApiError::Database(e),
-        QueueError::Payload(e) => ApiError::invalid("payload", e.to_string()),
-        QueueError::Batch(detail) => ApiError::Conflict(detail),
-    }
-}
-
 /// Enqueue one job: 202 with the new job, or 200 with the existing job for a
 /// repeated idempotency key.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueJob,
@@ -196,7 +183,7 @@ pub async fn create(
     // round trip fewer on the hot path.
     let (row, created) = queue::store::enqueue_one(&state.pool, &job)
         .await
-        .map_err(queue_err)?;
+        .map_err(ApiError::from)?;
     if created {
         metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => job.kind.as_str()).increment(1);
     }
@@ -259,7 +246,7 @@ pub async fn create_batch(
     account_exists(&state, &accounts).await?;
     let out = queue::enqueue_batch(&state.pool, &jobs)
         .await
-        .map_err(queue_err)?;
+        .map_err(ApiError::from)?;
     for (j, e) in jobs.iter().zip(&out) {
         if e.created {
             metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => j.kind.as_str())
@@ -288,7 +275,7 @@ pub async fn get(
 ) -> Result<Json<JobView>, ApiError> {
     queue::get_job(&state.pool, id)
         .await
-        .map_err(queue_err)?
+        .map_err(ApiError::from)?
         .map(|j| Json(j.into()))
         .ok_or(ApiError::NotFound("job"))
 }
@@ -377,7 +364,9 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<JobView>, ApiError> {
-    let job = queue::cancel(&state.pool, id).await.map_err(queue_err)?;
+    let job = queue::cancel(&state.pool, id)
+        .await
+        .map_err(ApiError::from)?;
     metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => job.kind.clone(), "outcome" => "cancelled")
         .increment(1);
     Ok(Json(job.into()))

@@ -23,7 +23,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::jobs::JobView;
 use super::AppState;
-use crate::queue::{self, NewJob, QueueError};
+use crate::queue::{self, NewJob};
 
 /// The account's login state, as the QR endpoint and the login page show it.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -53,14 +53,6 @@ async fn qr_state(state: &AppState, id: Uuid) -> Result<QrState, ApiError> {
     .ok_or(ApiError::NotFound("account"))
 }
 
-fn queue_err(e: QueueError) -> ApiError {
-    match e {
-        QueueError::Db(d) => ApiError::Database(d),
-        QueueError::Invalid(v) => ApiError::Validation(v),
-        other => ApiError::Conflict(other.to_string()),
-    }
-}
-
 /// Enqueues `job` unless an unfinished job of the same kind exists for the
 /// account; returns (job, created).
 async fn enqueue_once(state: &AppState, job: NewJob) -> Result<(queue::Job, bool), ApiError> {
@@ -76,11 +68,13 @@ async fn enqueue_once(state: &AppState, job: NewJob) -> Result<(queue::Job, bool
     if let Some(j) = existing {
         return Ok((j, false));
     }
-    let e = queue::enqueue(&state.pool, &job).await.map_err(queue_err)?;
+    let e = queue::enqueue(&state.pool, &job)
+        .await
+        .map_err(ApiError::from)?;
     metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => job.kind.as_str()).increment(1);
     let j = queue::get_job(&state.pool, e.id)
         .await
-        .map_err(queue_err)?
+        .map_err(ApiError::from)?
         .ok_or(ApiError::NotFound("job"))?;
     Ok((j, true))
 }
@@ -116,7 +110,7 @@ pub async fn login(
         _ => {}
     }
     let job = NewJob::new(id, &LoginJob { account_id: id })
-        .map_err(queue_err)?
+        .map_err(ApiError::from)?
         .priority(0);
     let (j, created) = enqueue_once(&state, job).await?;
     Ok((
@@ -296,7 +290,7 @@ pub async fn discover(
     if account_status(&state, id).await? == "banned" {
         return Err(ApiError::Conflict("the account is banned".into()));
     }
-    let job = NewJob::new(id, &DiscoverJob { account_id: id }).map_err(queue_err)?;
+    let job = NewJob::new(id, &DiscoverJob { account_id: id }).map_err(ApiError::from)?;
     let (j, created) = enqueue_once(&state, job).await?;
     Ok((
         if created {
@@ -377,7 +371,7 @@ pub async fn scrape(
             group_id: id,
         },
     )
-    .map_err(queue_err)?;
+    .map_err(ApiError::from)?;
     let (j, created) = enqueue_once(&state, job).await?;
     Ok((
         if created {

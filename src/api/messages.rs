@@ -428,16 +428,6 @@ pub struct MessageFilter {
     pub after: Option<Uuid>,
 }
 
-const MESSAGE_STATUSES: [&str; 7] = [
-    "pending",
-    "queued",
-    "sending",
-    "sent",
-    "delivered",
-    "read",
-    "failed",
-];
-
 /// List messages, oldest first.
 #[utoipa::path(get, path = "/v1/messages", tag = "messages", params(MessageFilter),
     responses((status = 200, body = [MessageView]), (status = 400, body = ErrorBody),
@@ -451,12 +441,12 @@ pub async fn list(
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
     }
     if let Some(s) = &f.status {
-        if !MESSAGE_STATUSES.contains(&s.as_str()) {
+        if !crate::messages::MESSAGE_STATUSES.contains(&s.as_str()) {
             return Err(ApiError::invalid(
                 "status",
                 format!(
                     "unknown status `{s}`; expected one of {}",
-                    MESSAGE_STATUSES.join(", ")
+                    crate::messages::MESSAGE_STATUSES.join(", ")
                 ),
             ));
         }
