@@ -623,7 +623,7 @@ async fn media_outside_the_media_dir_or_on_internal_addresses_fails_and_nothing_
         1,
         "only the good image reached WhatsApp"
     );
-    worker.stop().await;
+    worker.stop().await.unwrap();
 }
 
 fn members(range: std::ops::Range<usize>) -> Vec<Value> {
