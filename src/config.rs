@@ -746,4 +746,25 @@ mod defaults_tests {
     fn builtin_defaults_validate() {
         super::Settings::defaults().validate().unwrap();
     }
+
+    #[test]
+    fn media_settings_are_validated_with_the_key_named() {
+        let mut s = super::Settings::defaults();
+        assert!(
+            s.browser.media_allow_cidrs.is_empty(),
+            "public addresses only by default"
+        );
+        s.browser.media_allow_cidrs = vec!["10.0.0.0/8".into(), "fd00::/8".into()];
+        s.validate().unwrap();
+        s.browser.media_allow_cidrs = vec!["10.0.0.0/33".into()];
+        let e = s.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("browser.media_allow_cidrs") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        let mut s = super::Settings::defaults();
+        s.browser.media_timeout = std::time::Duration::ZERO;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("browser.media_timeout"), "{e}");
+    }
 }
