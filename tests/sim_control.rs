@@ -489,7 +489,9 @@ async fn acks_advance_in_order_and_stop_where_told() {
     h.ok(
         "PUT",
         "/_control/accounts/a1/ack-timing",
-        Some(json!({ "server_ms": 100, "device_ms": 150, "read_ms": 200 })),
+        // Steps far enough apart that a 20 ms poll sees each level even on a
+        // loaded machine.
+        Some(json!({ "server_ms": 400, "device_ms": 600, "read_ms": 800 })),
     )
     .await;
     let chat = "447700900200@c.us";
@@ -503,8 +505,13 @@ async fn acks_advance_in_order_and_stop_where_told() {
     .await;
     let order = ["pending", "server", "device", "read"];
     let mut seen: Vec<Vec<usize>> = vec![Vec::new(), Vec::new()];
-    let until = Instant::now() + Duration::from_millis(900);
-    while Instant::now() < until {
+    // Poll until the first message reads (10 s at most), then a little longer
+    // to see that the second one stays where it was told to stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut settled: Option<Instant> = None;
+    while Instant::now() < deadline
+        && settled.is_none_or(|t| t.elapsed() < Duration::from_millis(400))
+    {
         let back = h.ok("GET", "/_control/accounts/a1/messages", None).await;
         for (i, m) in back["messages"].as_array().unwrap().iter().enumerate() {
             let level = order
@@ -512,6 +519,9 @@ async fn acks_advance_in_order_and_stop_where_told() {
                 .position(|o| m["ack"] == *o)
                 .expect("known level");
             seen[i].push(level);
+        }
+        if settled.is_none() && seen[0].last() == Some(&3) {
+            settled = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
