@@ -208,6 +208,42 @@ impl InProcessWorker {
     }
 }
 
+/// Plays the phone scanning the QR that Courier stored for account `id`
+/// (`mkt_wap_accounts.qr_token`, status `qr_pending`), as an admin reading the
+/// login page would. A token the page rotated between the read and the scan
+/// (a slow machine) is refused by the simulator as stale; the scan is then
+/// retried with the newer token Courier stores. Panics after `timeout`.
+pub async fn scan_stored_qr(
+    pool: &PgPool,
+    ctl: &crate::sim::SimControl,
+    id: uuid::Uuid,
+    phone: &str,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (status, qr): (String, Option<String>) =
+            sqlx::query_as("SELECT status, qr_token FROM mkt_wap_accounts WHERE id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await
+                .expect("read the account's QR");
+        if let (Some(token), "qr_pending") = (qr, status.as_str()) {
+            match ctl.scan(&id.to_string(), &token, phone).await {
+                Ok(_) => return,
+                Err(crate::sim::control::ControlError::Refused { code, .. })
+                    if code == "stale_token" => {}
+                Err(e) => panic!("scanning the QR of {id}: {e}"),
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scannable QR for {id} within {timeout:?} (status {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

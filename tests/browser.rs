@@ -17,7 +17,7 @@ use courier::browser::{login::start_login, schedule_health_check, BrowserPool, S
 use courier::config::{Secret, Settings};
 use courier::queue::NewJob;
 use courier::sim::{SimConfig, SimControl, Simulator};
-use courier::testing::{fresh_database, InProcessWorker as Worker, TestDb};
+use courier::testing::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -165,10 +165,7 @@ impl Env {
             .wait_row(id, "a QR in the DB", 30, |r| r.qr_token.is_some())
             .await;
         assert_eq!(r.status, "qr_pending");
-        self.ctl
-            .scan(&id.to_string(), r.qr_token.as_deref().unwrap(), PHONE)
-            .await
-            .unwrap();
+        scan_stored_qr(&self.db.pool, &self.ctl, id, PHONE, Duration::from_secs(30)).await;
         self.wait_status(id, "active", 30).await
     }
 

@@ -19,7 +19,7 @@ use courier::jobs::{ChatId, MessageBody};
 use courier::messages::{create_batch, NewMessage, Source};
 use courier::queue::NewJob;
 use courier::sim::{SimConfig, SimControl, Simulator};
-use courier::testing::{fresh_database, InProcessWorker as Worker, TestDb};
+use courier::testing::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -128,16 +128,8 @@ impl Env {
     /// phone's scan played by the simulator).
     async fn login(&self, id: Uuid, phone: &str) {
         start_login(&self.db.pool, id).await.unwrap();
+        scan_stored_qr(&self.db.pool, &self.ctl, id, phone, Duration::from_secs(60)).await;
         let deadline = Instant::now() + Duration::from_secs(60);
-        let token = loop {
-            let (status, qr) = self.scalar_status(id).await;
-            if let (Some(t), "qr_pending") = (qr, status.as_str()) {
-                break t;
-            }
-            assert!(Instant::now() < deadline, "no QR for {id}: {status}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        self.ctl.scan(&id.to_string(), &token, phone).await.unwrap();
         loop {
             let (status, _) = self.scalar_status(id).await;
             if status == "active" {
