@@ -158,7 +158,7 @@ pub async fn create_batch_in(
         groups.push(m.target_group_id);
         contacts.push(m.target_contact_id);
         types.push(m.content.message_type());
-        let (text, url, path, caption, link) = columns(&m.content);
+        let (text, url, path, caption, link) = content_columns(&m.content);
         texts.push(text);
         media_urls.push(url);
         media_paths.push(path);
@@ -298,7 +298,7 @@ pub async fn create_batch_in(
 
 /// The content columns: (message_text, media_url, media_path, media_caption, link_url).
 #[allow(clippy::type_complexity)]
-fn columns(
+pub fn content_columns(
     c: &Content,
 ) -> (
     Option<String>,

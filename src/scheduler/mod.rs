@@ -31,6 +31,7 @@ pub mod maintenance;
 pub mod occurrence;
 pub mod reassign;
 pub mod schedule;
+pub mod segment;
 pub mod targets;
 
 use std::future::Future;

@@ -1,0 +1,16 @@
+-- Scheduler performance: a 100 000-contact schedule must expand in well under
+-- 3 s (docs/benchmarks.md). Postgres checks a foreign key row by row (one
+-- internal query per inserted row and constraint), and those checks were the
+-- largest single cost of a bulk expansion. See docs/schema.md, "Foreign keys
+-- to campaign-system tables".
+
+-- Messages no longer carry foreign keys into the campaign system's tables.
+-- Those tables are owned by the campaign system (Courier only reads them), the
+-- scheduler copies the ids from the schedule row it holds locked in the same
+-- transaction, and the API checks a campaign/content id before it stores it.
+-- The keys also stopped the campaign system from deleting its own rows once
+-- Courier had sent anything for them. Courier's own keys (account, group,
+-- contact, and the events' message) stay.
+ALTER TABLE mkt_wap_messages DROP CONSTRAINT IF EXISTS mkt_wap_messages_campaign_id_fkey;
+ALTER TABLE mkt_wap_messages DROP CONSTRAINT IF EXISTS mkt_wap_messages_content_id_fkey;
+ALTER TABLE mkt_wap_messages DROP CONSTRAINT IF EXISTS mkt_wap_messages_schedule_id_fkey;
