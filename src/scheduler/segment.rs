@@ -10,7 +10,8 @@
 //!    and picks, in order, the accounts of the others ([`plan`]): the same
 //!    rules and the same load spreading as for any other recipient.
 //! 2. [`insert`]: one statement that selects the matching contacts again,
-//!    maps the n-th contact without a usable preference onto the n-th pick,
+//!    maps the n-th contact without a usable preference (in scan order: no
+//!    sort, no index walk over a random key) onto the n-th pick,
 //!    and writes each message, its first event, its send job and the contact's
 //!    new preferred account (data-modifying CTEs).
 //!
@@ -173,7 +174,7 @@ pub async fn insert(
          n AS ( \
             SELECT id, chat, pref, keep, row_number() OVER w AS i, \
                    count(*) FILTER (WHERE NOT keep) OVER w AS k \
-            FROM c WINDOW w AS (ORDER BY id ROWS UNBOUNDED PRECEDING)), \
+            FROM c WINDOW w AS (ROWS UNBOUNDED PRECEDING)), \
          a AS ( \
             SELECT id, chat, i, \
                    CASE WHEN keep THEN pref \
