@@ -1,8 +1,10 @@
 //! Messages: the rows of `mkt_wap_messages` and the send jobs that deliver them.
 //!
 //! Every producer (the API, the scheduler, retries) creates messages through
-//! [`create_batch`]: the message rows, their first event, and their send jobs
-//! commit in one transaction, so a message that exists has a job (or, when no
+//! [`create_batch`] — except a schedule's contact segment, which
+//! `scheduler::segment` writes in SQL with the same columns, keys and jobs:
+//! the message rows, their first event, and their send jobs commit in one
+//! transaction, so a message that exists has a job (or, when no
 //! account can take it yet, is `pending` with the reason), and a job that exists
 //! has its message. Idempotency keys make a repeated request return the
 //! existing messages.

@@ -15,6 +15,11 @@
 //!    and writes each message, its first event, its send job and the contact's
 //!    new preferred account (data-modifying CTEs).
 //!
+//! The preference update locks the contacts it changes until the commit. Two
+//! expansions of overlapping segments at once (only without the leader
+//! election) can deadlock on them; Postgres then aborts one, nothing of it is
+//! committed, and its schedule row is still due at the next tick.
+//!
 //! The messages are those [`crate::messages::create_batch_in`] would write for
 //! the same recipients: same columns, same idempotency key
 //! (`sched:<schedule>:<occurrence>:<chat>`), same job (`send`, key
