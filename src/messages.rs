@@ -1,8 +1,10 @@
 //! Messages: the rows of `mkt_wap_messages` and the send jobs that deliver them.
 //!
 //! Every producer (the API, the scheduler, retries) creates messages through
-//! [`create_batch`]: the message rows, their first event, and their send jobs
-//! commit in one transaction, so a message that exists has a job (or, when no
+//! [`create_batch`] — except a schedule's contact segment, which
+//! `scheduler::segment` writes in SQL with the same columns, keys and jobs:
+//! the message rows, their first event, and their send jobs commit in one
+//! transaction, so a message that exists has a job (or, when no
 //! account can take it yet, is `pending` with the reason), and a job that exists
 //! has its message. Idempotency keys make a repeated request return the
 //! existing messages.
@@ -170,7 +172,7 @@ pub async fn create_batch_in(
         groups.push(m.target_group_id);
         contacts.push(m.target_contact_id);
         types.push(m.content.message_type());
-        let (text, url, path, caption, link) = columns(&m.content);
+        let (text, url, path, caption, link) = content_columns(&m.content);
         texts.push(text);
         media_urls.push(url);
         media_paths.push(path);
@@ -310,7 +312,7 @@ pub async fn create_batch_in(
 
 /// The content columns: (message_text, media_url, media_path, media_caption, link_url).
 #[allow(clippy::type_complexity)]
-fn columns(
+pub fn content_columns(
     c: &Content,
 ) -> (
     Option<String>,

@@ -607,6 +607,16 @@ async fn messages_are_validated_queued_listed_and_retried() {
             json!({"account_id": acc, "channel_type": "broadcast", "recipients": ["+447700900001", "120363000000000009@g.us"], "message_text": "hi"}),
             "recipients[1]",
         ),
+        // No foreign key guards the campaign-system ids any more
+        // (docs/schema.md); the API checks them itself.
+        (
+            json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900003", "message_text": "hi", "campaign_id": uuid::Uuid::now_v7()}),
+            "campaign_id",
+        ),
+        (
+            json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900003", "message_text": "hi", "content_id": uuid::Uuid::now_v7()}),
+            "content_id",
+        ),
     ] {
         let (s, e) = app.post("/v1/messages", body.clone()).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
@@ -617,6 +627,22 @@ async fn messages_are_validated_queued_listed_and_retried() {
         .await
         .unwrap();
     assert_eq!(total, 3, "rejected requests queue nothing");
+
+    // Existing campaign-system rows are accepted and linked.
+    let (campaign, content): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "WITH c AS (INSERT INTO mkt_campaigns (name) VALUES ('spring') RETURNING id) \
+         INSERT INTO mkt_con_content (campaign_id, body) SELECT id, 'hi' FROM c \
+         RETURNING campaign_id, id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let (s, r) = app
+        .post("/v1/messages", json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900003", "message_text": "hi", "campaign_id": campaign, "content_id": content}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+    assert_eq!(r["messages"][0]["campaign_id"], campaign.to_string());
+    assert_eq!(r["messages"][0]["content_id"], content.to_string());
 }
 
 #[tokio::test]

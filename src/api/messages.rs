@@ -231,17 +231,36 @@ pub async fn create(
             ));
         }
     }
-    let account: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM mkt_wap_accounts WHERE id = $1")
-            .bind(body.account_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let Some((account_status,)) = account else {
+    // The account, and the campaign-system rows the message links to (no
+    // foreign key guards those: docs/schema.md), in one round trip.
+    let (account, campaign_found, content_found): (Option<String>, bool, bool) = sqlx::query_as(
+        "SELECT (SELECT status FROM mkt_wap_accounts WHERE id = $1), \
+                $2::uuid IS NULL OR EXISTS (SELECT 1 FROM mkt_campaigns WHERE id = $2), \
+                $3::uuid IS NULL OR EXISTS (SELECT 1 FROM mkt_con_content WHERE id = $3)",
+    )
+    .bind(body.account_id)
+    .bind(body.campaign_id)
+    .bind(body.content_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let Some(account_status) = account else {
         return Err(ApiError::invalid(
             "account_id",
             format!("no account {}", body.account_id),
         ));
     };
+    if !campaign_found {
+        return Err(ApiError::invalid(
+            "campaign_id",
+            format!("no campaign {}", body.campaign_id.unwrap_or_default()),
+        ));
+    }
+    if !content_found {
+        return Err(ApiError::invalid(
+            "content_id",
+            format!("no content {}", body.content_id.unwrap_or_default()),
+        ));
+    }
     if account_status == "banned" {
         return Err(ApiError::Conflict(
             "the account is banned; it cannot send".into(),

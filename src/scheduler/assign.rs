@@ -104,6 +104,21 @@ impl Assigner {
         self.index.get(&id).map(|&i| &self.accounts[i])
     }
 
+    /// Whether `id` may be given new work (active and healthy).
+    pub fn is_eligible(&self, id: Uuid) -> bool {
+        self.index
+            .get(&id)
+            .is_some_and(|&i| self.accounts[i].eligible)
+    }
+
+    /// Books `n` messages against `id`'s remaining budget (a contact that
+    /// keeps its preferred account, counted in bulk).
+    pub fn book(&mut self, id: Uuid, n: i64) {
+        if let Some(&i) = self.index.get(&id) {
+            self.accounts[i].remaining -= n;
+        }
+    }
+
     /// Picks an account for one message and books it against that account's
     /// remaining budget.
     pub fn choose(&mut self, need: &Need) -> Choice {

@@ -12,6 +12,8 @@
 //!   unix seconds>:<chat id>`, so even a repeated expansion of the same
 //!   occurrence (a hand-edited row) creates nothing twice.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use metrics::counter;
 use sqlx::{PgConnection, PgPool};
@@ -20,6 +22,7 @@ use uuid::Uuid;
 use super::assign::{self, Choice, Need};
 use super::occurrence::plan;
 use super::schedule::{Schedule, ScheduleRow, Timing};
+use super::segment::{self, Survey};
 use super::targets::{self, Recipient};
 use super::SchedulerError;
 use crate::config::Settings;
@@ -56,9 +59,29 @@ pub struct Expansion {
     pub pending: usize,
     /// Messages that already existed (idempotency key seen before).
     pub existing: usize,
-    /// Contacts without a preferred account, and the account they got: stored
-    /// as their `preferred_account_id` right after the commit.
-    pub sticky: Vec<(Uuid, Uuid)>,
+    /// Time spent per stage, in order (for the benchmark and debug logs).
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+/// Times the stages of one expansion.
+struct Stages {
+    stages: Vec<(&'static str, Duration)>,
+    last: Instant,
+}
+
+impl Stages {
+    fn start() -> Self {
+        Self {
+            stages: Vec::new(),
+            last: Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.stages.push((stage, now - self.last));
+        self.last = now;
+    }
 }
 
 const DUE_SQL: &str =
@@ -84,7 +107,7 @@ pub async fn expand_next(
         tx.rollback().await?;
         return Ok(None);
     };
-    let out = match Schedule::parse(&row) {
+    let mut out = match Schedule::parse(&row) {
         Err(e) => {
             let reason = e.to_string();
             fail(&mut tx, row.id, &reason).await?;
@@ -92,10 +115,9 @@ pub async fn expand_next(
         }
         Ok(schedule) => expand_in(&mut tx, &schedule, row.now, settings).await?,
     };
+    let committing = Instant::now();
     tx.commit().await?;
-    if !out.sticky.is_empty() {
-        remember_accounts(pool, &out.sticky).await?;
-    }
+    out.stages.push(("commit", committing.elapsed()));
     match &out.outcome {
         Outcome::Failed(reason) => {
             counter!(SCHEDULER_EXPANSIONS, "outcome" => "failed").increment(1);
@@ -132,7 +154,7 @@ impl Expansion {
             queued: 0,
             pending: 0,
             existing: 0,
-            sticky: Vec::new(),
+            stages: Vec::new(),
         }
     }
 }
@@ -181,7 +203,7 @@ pub async fn expand_in(
         queued: 0,
         pending: 0,
         existing: 0,
-        sticky: Vec::new(),
+        stages: Vec::new(),
     };
     let last = occurrences.iter().chain(&skipped).max().copied();
     let mut notes: Vec<String> = Vec::new();
@@ -200,21 +222,41 @@ pub async fn expand_in(
         return Ok(out);
     }
 
+    let mut clock = Stages::start();
     let resolved = targets::resolve(conn, &schedule.targets).await?;
     notes.extend(resolved.notes.iter().cloned());
-    if resolved.recipients.is_empty() {
+    clock.lap("resolve explicit targets");
+    let tags = &schedule.targets.segment_tags;
+    let survey = if tags.is_empty() {
+        Survey::default()
+    } else {
+        segment::survey(conn, tags, &resolved.covered).await?
+    };
+    clock.lap("survey segment");
+    let opted_out = resolved.opted_out as i64 + survey.opted_out;
+    if opted_out > 0 {
+        notes.push(format!("{opted_out} opted-out contact(s) left out"));
+    }
+    let invalid = resolved.invalid as i64 + survey.invalid;
+    if invalid > 0 {
+        notes.push(format!(
+            "{invalid} target(s) with an invalid chat id left out"
+        ));
+    }
+    let recipients = resolved.recipients.len() + survey.recipients() as usize;
+    if recipients == 0 {
         let reason = format!(
             "empty target: the targets resolve to no recipient{}",
-            if resolved.notes.is_empty() {
+            if notes.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", resolved.notes.join("; "))
+                format!(" ({})", notes.join("; "))
             }
         );
         fail(conn, schedule.id, &reason).await?;
         return Ok(Expansion::failed(schedule.id, reason));
     }
-    out.recipients = resolved.recipients.len();
+    out.recipients = recipients;
 
     let mut groups: Vec<Uuid> = resolved
         .recipients
@@ -235,6 +277,8 @@ pub async fn expand_in(
             })
         })
         .collect();
+    let plan = segment::plan(&mut assigner, schedule.pinned, &survey);
+    clock.lap("assign accounts");
 
     let batch = settings.scheduler.batch_size.max(1);
     let mut msgs: Vec<NewMessage> = Vec::with_capacity(batch.min(resolved.recipients.len()));
@@ -255,6 +299,16 @@ pub async fn expand_in(
                 }
             }
         }
+        clock.lap("write explicit targets");
+        if survey.recipients() > 0 {
+            let written =
+                segment::insert(conn, schedule, *occurrence, tags, &resolved.covered, &plan)
+                    .await?;
+            out.queued += written.queued as usize;
+            out.pending += written.pending as usize;
+            out.existing += (written.recipients - written.queued - written.pending) as usize;
+            clock.lap("write segment (messages, events, jobs, preferences)");
+        }
     }
     if out.pending > 0 {
         let mut reasons: Vec<&str> = choices
@@ -263,6 +317,7 @@ pub async fn expand_in(
                 Choice::Wait(w) => Some(w.as_str()),
                 Choice::Account(_) => None,
             })
+            .chain(plan.wait.as_deref())
             .collect();
         reasons.sort_unstable();
         reasons.dedup();
@@ -273,9 +328,9 @@ pub async fn expand_in(
         ));
     }
 
-    // Keep each contact with the account it got, when it had none (written
-    // after the commit: a preference, not part of the exactly-once write).
-    out.sticky = resolved
+    // Keep each contact with the account it got, when it had none (the
+    // segment's contacts got theirs in the statement that wrote them).
+    let sticky: Vec<(Uuid, Uuid)> = resolved
         .recipients
         .iter()
         .zip(&choices)
@@ -284,8 +339,14 @@ pub async fn expand_in(
             _ => None,
         })
         .collect();
+    if !sticky.is_empty() {
+        remember_accounts(conn, &sticky).await?;
+    }
+    clock.lap("preferences of explicit contacts");
 
     move_on(conn, schedule.id, recurring, last, next, &notes, true).await?;
+    clock.lap("schedule status");
+    out.stages = clock.stages;
     Ok(out)
 }
 
@@ -370,8 +431,12 @@ async fn move_on(
 }
 
 /// Stores each contact's first sending account as its `preferred_account_id`
-/// (only where it has none), so later messages keep the same sender.
-pub async fn remember_accounts(pool: &PgPool, pairs: &[(Uuid, Uuid)]) -> Result<u64, sqlx::Error> {
+/// (only where it has none), so later messages keep the same sender. Runs in
+/// the expansion's transaction: a contact's preference commits with its message.
+pub async fn remember_accounts(
+    conn: &mut PgConnection,
+    pairs: &[(Uuid, Uuid)],
+) -> Result<u64, sqlx::Error> {
     let (contacts, accounts): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
     Ok(sqlx::query(
         "UPDATE mkt_wap_contacts c SET preferred_account_id = u.account_id \
@@ -380,7 +445,7 @@ pub async fn remember_accounts(pool: &PgPool, pairs: &[(Uuid, Uuid)]) -> Result<
     )
     .bind(&contacts)
     .bind(&accounts)
-    .execute(pool)
+    .execute(conn)
     .await?
     .rows_affected())
 }

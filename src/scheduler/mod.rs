@@ -8,8 +8,9 @@
 //! 1. [`expand`]: every due row is parsed ([`schedule`]), its occurrences
 //!    decided ([`occurrence`], catch-up policy), its targets resolved
 //!    ([`targets`]), each recipient given an account ([`assign`]), and the
-//!    messages, events, send jobs and the row's new status committed in one
-//!    transaction ([`crate::messages::create_batch_in`]).
+//!    messages, events, send jobs, contact preferences and the row's new
+//!    status committed in one transaction ([`crate::messages::create_batch_in`]
+//!    for explicit targets, [`segment`] for a contact segment, on the server).
 //! 2. [`reassign::withdraw_cancelled`]: cancelled schedules lose their
 //!    not-started work.
 //! 3. [`maintenance`]: health checks, rediscovery, the retry sweeper, stuck
@@ -31,6 +32,7 @@ pub mod maintenance;
 pub mod occurrence;
 pub mod reassign;
 pub mod schedule;
+pub mod segment;
 pub mod targets;
 
 use std::future::Future;

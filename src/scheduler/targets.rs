@@ -1,4 +1,5 @@
-//! Resolving a schedule's target spec into recipients: one per chat.
+//! Resolving a schedule's explicit targets (groups, group filters, contact
+//! ids, phone numbers) into recipients: one per chat.
 //!
 //! A chat reachable several ways (a contact listed by id and also matching the
 //! segment; a phone number that is a known contact) is one recipient, so it
@@ -41,16 +42,27 @@ impl Recipient {
 pub struct Resolved {
     /// One per chat, groups first, in a stable order.
     pub recipients: Vec<Recipient>,
-    /// Things worth telling the campaign system (missing ids, opt-outs).
+    /// Things worth telling the campaign system (missing ids).
     pub notes: Vec<String>,
+    /// Every chat met, the opted-out ones included: a segment expanded on the
+    /// server ([`super::segment`]) leaves these out, so no chat gets two
+    /// messages and no opt-out is counted twice.
+    pub covered: Vec<String>,
+    /// Opted-out contacts left out.
+    pub opted_out: usize,
+    /// Targets with an invalid chat id left out.
+    pub invalid: usize,
 }
 
-/// Reads the rows behind `spec`.
+/// Reads the rows behind `spec`, except its segment tags: a segment can be
+/// large, and is expanded on the server ([`super::segment`]).
 pub async fn resolve(conn: &mut PgConnection, spec: &TargetSpec) -> Result<Resolved, sqlx::Error> {
     let mut out = Resolved::default();
     let mut seen: HashSet<String> = HashSet::new();
     let mut push = |out: &mut Resolved, r: Recipient| {
-        if seen.insert(r.chat_id.to_string()) {
+        let chat = r.chat_id.to_string();
+        if seen.insert(chat.clone()) {
+            out.covered.push(chat);
             out.recipients.push(r);
         }
     };
@@ -116,7 +128,7 @@ pub async fn resolve(conn: &mut PgConnection, spec: &TargetSpec) -> Result<Resol
         }
     }
 
-    // Contacts: by id, by segment, and numbers that are known contacts.
+    // Contacts: by id, and numbers that are known contacts.
     type ContactRow = (Uuid, Option<String>, Option<Uuid>, bool);
     let mut opted_out = 0usize;
     let mut contact_rows: Vec<ContactRow> = Vec::new();
@@ -135,19 +147,10 @@ pub async fn resolve(conn: &mut PgConnection, spec: &TargetSpec) -> Result<Resol
         }
         contact_rows.extend(rows);
     }
-    if !spec.segment_tags.is_empty() {
-        let rows: Vec<ContactRow> = sqlx::query_as(
-            "SELECT id, coalesce(wa_id, phone_number || '@c.us'), preferred_account_id, opted_out \
-             FROM mkt_wap_contacts WHERE segment_tags @> $1::text[] ORDER BY id",
-        )
-        .bind(&spec.segment_tags)
-        .fetch_all(&mut *conn)
-        .await?;
-        contact_rows.extend(rows);
-    }
     for (id, chat, preferred, out_opted) in contact_rows {
         if out_opted {
             opted_out += 1;
+            out.covered.extend(chat);
             continue;
         }
         match chat.as_deref().map(ChatId::parse) {
@@ -178,6 +181,7 @@ pub async fn resolve(conn: &mut PgConnection, spec: &TargetSpec) -> Result<Resol
             let contact = known.get(p.digits());
             if contact.is_some_and(|k| k.3) {
                 opted_out += 1;
+                out.covered.push(p.chat_id().to_string());
                 continue;
             }
             push(
@@ -191,14 +195,7 @@ pub async fn resolve(conn: &mut PgConnection, spec: &TargetSpec) -> Result<Resol
             );
         }
     }
-    if opted_out > 0 {
-        out.notes
-            .push(format!("{opted_out} opted-out contact(s) left out"));
-    }
-    if bad_chat_ids > 0 {
-        out.notes.push(format!(
-            "{bad_chat_ids} target(s) with an invalid chat id left out"
-        ));
-    }
+    out.opted_out = opted_out;
+    out.invalid = bad_chat_ids;
     Ok(out)
 }
