@@ -221,6 +221,11 @@ pub struct BrowserSettings {
     /// A session whose account lease is no longer held is closed after this idle time.
     #[serde(with = "humantime_serde")]
     pub idle_close: Duration,
+    /// A session open this long is closed and reopened on the same profile
+    /// before its account's next job, bounding the page's memory growth
+    /// (0 = never).
+    #[serde(with = "humantime_serde")]
+    pub recycle_after: Duration,
     /// First delay before restarting a crashed chromedriver; doubles, capped at 10 s.
     #[serde(with = "humantime_serde")]
     pub restart_backoff: Duration,

@@ -702,3 +702,67 @@ async fn a_login_status_whose_worker_died_moves_on_by_itself_after_its_deadline(
         .contains("before its deadline"));
     assert!(rows[1].2.is_none(), "the stale QR is cleared");
 }
+
+#[tokio::test]
+async fn a_long_lived_session_is_reopened_between_jobs_on_its_profile_without_a_new_qr() {
+    use courier::browser::Selectors;
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    let settings = env.settings(&env.machine("m1"), |s| {
+        s.browser.recycle_after = Duration::from_secs(3);
+    });
+    let w = env.worker(&settings).await;
+    env.login(id).await;
+    env.wait_jobs_done(id, "login", 1, 15).await;
+    w.stop().await.unwrap();
+
+    let lease = courier::queue::store::acquire_account(
+        &env.db.pool,
+        id,
+        "recycle-test",
+        Duration::from_secs(120),
+        5,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let pool = BrowserPool::start(env.db.pool.clone(), &settings.browser, Selectors::builtin())
+        .await
+        .unwrap();
+    let chromium_on_profile = || {
+        let profile = env.machine("m1").join(id.to_string());
+        let needle = format!("--user-data-dir={}", profile.display());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&needle) && !c.contains("--type="))
+            .count()
+    };
+
+    let first = pool.session(&lease).await.unwrap();
+    assert!(first.is_fresh());
+    first.wait_ready(Duration::from_secs(10)).await.unwrap();
+    drop(first);
+    let again = pool.session(&lease).await.unwrap();
+    assert!(!again.is_fresh(), "a young session is kept");
+    drop(again);
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let recycled = pool.session(&lease).await.unwrap();
+    assert!(recycled.is_fresh(), "an aged session is reopened");
+    let v = recycled.wait_ready(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(
+        v.phone.as_deref(),
+        Some(DIGITS),
+        "still logged in: the profile kept the session, no QR"
+    );
+    assert_eq!(recycled.qr_token().await.unwrap(), None);
+    assert_eq!(
+        chromium_on_profile(),
+        1,
+        "the old Chromium is gone, one browser runs on the profile"
+    );
+    drop(recycled);
+    pool.shutdown().await;
+}

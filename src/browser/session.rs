@@ -243,6 +243,7 @@ async fn supervise(inner: Arc<HubInner>, mut driver: ChromeDriver, backoff: Dura
 struct Open {
     page: WhatsAppPage,
     generation: u64,
+    opened: Instant,
 }
 
 #[derive(Debug)]
@@ -440,6 +441,29 @@ impl BrowserPool {
                 .increment(1);
             tracing::warn!(account_id = %lease.account_id, "session belonged to a dead chromedriver; reopening");
         }
+        let recycle = self.settings.recycle_after;
+        let aged = guard
+            .as_ref()
+            .is_some_and(|o| !recycle.is_zero() && o.opened.elapsed() >= recycle);
+        if aged {
+            // A WhatsApp Web tab grows for as long as it lives (the one-hour
+            // soak measured ~130 MiB/h per session); reopening it on the same
+            // profile, between jobs, bounds that. No QR: the profile keeps
+            // the login.
+            if let Some(old) = guard.take() {
+                tracing::info!(account_id = %lease.account_id, age_s = old.opened.elapsed().as_secs(),
+                    "recycling a long-lived browser session (browser.recycle_after)");
+                match tokio::time::timeout(self.settings.command_timeout, old.page.close()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(account_id = %lease.account_id, error = %e, "closing an aged session failed")
+                    }
+                    Err(_) => {
+                        tracing::debug!(account_id = %lease.account_id, "closing an aged session timed out")
+                    }
+                }
+            }
+        }
         if guard.is_none() {
             *guard = Some(self.open(lease.account_id).await?);
             fresh = true;
@@ -498,7 +522,11 @@ impl BrowserPool {
             .execute(&self.db)
             .await?;
         self.update_gauge();
-        Ok(Open { page, generation })
+        Ok(Open {
+            page,
+            generation,
+            opened: Instant::now(),
+        })
     }
 
     /// Sessions by state: `busy` (a job holds it), `open` (idle, browser up),
