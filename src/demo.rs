@@ -615,12 +615,13 @@ pub async fn fresh_database(db: &Database, name: &str) -> Result<sqlx::PgPool, B
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )))
-        .execute(&db.pool)
-        .await?;
+    .execute(&db.pool)
+    .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&db.pool)
         .await?;
-    let pool = crate::db::connect(&database_url(db.url(), name), 30, Duration::from_secs(10)).await?;
+    let pool =
+        crate::db::connect(&database_url(db.url(), name), 30, Duration::from_secs(10)).await?;
     crate::db::migrate(&pool).await?;
     Ok(pool)
 }

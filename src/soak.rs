@@ -628,7 +628,13 @@ pub async fn run(settings: &Settings, args: SoakArgs) -> Result<(), BoxError> {
     let mut roles = vec![
         spawn_role(
             "sim",
-            &["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--loading", "1s"],
+            &[
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--loading",
+                "1s",
+            ],
             &env,
             &out,
         )?,
@@ -636,7 +642,10 @@ pub async fn run(settings: &Settings, args: SoakArgs) -> Result<(), BoxError> {
         spawn_role("worker", &["worker"], &env, &out)?,
         spawn_role("scheduler", &["scheduler"], &env, &out)?,
     ];
-    let result = drive(started, &args, &out, &pool, &mut roles, &sim_url, api_port, &token).await;
+    let result = drive(
+        started, &args, &out, &pool, &mut roles, &sim_url, api_port, &token,
+    )
+    .await;
     step(started, "stopping the roles …");
     stop_roles(&mut roles).await;
     pool.close().await;
@@ -674,16 +683,20 @@ async fn drive(
     let http = api.http.clone();
     let ready_url = format!("{}/readyz", api.base);
     let sim_probe = format!("{sim_url}/_control/accounts");
-    wait_for("the API and the simulator", Duration::from_secs(120), || {
-        let http = http.clone();
-        let (a, b) = (ready_url.clone(), sim_probe.clone());
-        async move {
-            let ok = |r: Result<reqwest::Response, reqwest::Error>| {
-                r.map(|r| r.status().is_success()).unwrap_or(false)
-            };
-            Ok(ok(http.get(&a).send().await) && ok(http.get(&b).send().await))
-        }
-    })
+    wait_for(
+        "the API and the simulator",
+        Duration::from_secs(120),
+        || {
+            let http = http.clone();
+            let (a, b) = (ready_url.clone(), sim_probe.clone());
+            async move {
+                let ok = |r: Result<reqwest::Response, reqwest::Error>| {
+                    r.map(|r| r.status().is_success()).unwrap_or(false)
+                };
+                Ok(ok(http.get(&a).send().await) && ok(http.get(&b).send().await))
+            }
+        },
+    )
     .await?;
     for r in roles.iter_mut() {
         if let Some(status) = r.child.try_wait()? {
@@ -699,7 +712,10 @@ async fn drive(
 
     // Accounts: wide budgets so the load, not the budget, sets the pace; aged
     // past the warm-up ladder (a soak models seasoned accounts).
-    step(started, format!("{} accounts: create, log in …", args.accounts));
+    step(
+        started,
+        format!("{} accounts: create, log in …", args.accounts),
+    );
     let per_account_min = (args.rate as usize).div_ceil(args.accounts) as u64;
     let mut ids = Vec::new();
     let phones: Vec<String> = (0..args.accounts)
@@ -744,8 +760,12 @@ async fn drive(
         ctl.create_group(&format!("Soak group {}", i + 1), participants, &[&acct])
             .await?;
         for c in 0..args.contacts {
-            ctl.add_contact(&contact_phone(i, c), Some(&format!("Contact {i}-{c}")), &[&acct])
-                .await?;
+            ctl.add_contact(
+                &contact_phone(i, c),
+                Some(&format!("Contact {i}-{c}")),
+                &[&acct],
+            )
+            .await?;
         }
         api.call(
             Method::POST,
@@ -768,7 +788,10 @@ async fn drive(
             .fetch_all(pool)
             .await?;
     let group_of: HashMap<Uuid, Uuid> = group_rows.into_iter().collect();
-    step(started, format!("      {} groups discovered", group_of.len()));
+    step(
+        started,
+        format!("      {} groups discovered", group_of.len()),
+    );
 
     // The load and the sampler.
     let csv_path = out.join("soak.csv");
@@ -834,7 +857,10 @@ async fn drive(
         }
         for r in roles.iter_mut() {
             if let Some(status) = r.child.try_wait()? {
-                role_died = Some(format!("`courier {}` exited during the run ({status})", r.name));
+                role_died = Some(format!(
+                    "`courier {}` exited during the run ({status})",
+                    r.name
+                ));
             }
         }
         if role_died.is_some() {
@@ -955,13 +981,7 @@ fn contact_phone(account: usize, c: usize) -> String {
 }
 
 /// The request for message `n` from account index `i`.
-fn message_request(
-    args: &SoakArgs,
-    n: u64,
-    i: usize,
-    account: Uuid,
-    group: Option<Uuid>,
-) -> Value {
+fn message_request(args: &SoakArgs, n: u64, i: usize, account: Uuid, group: Option<Uuid>) -> Value {
     let round = (n - 1) / args.accounts as u64;
     let phone = contact_phone(i, round as usize % args.contacts.max(1));
     let key = format!("soak-{n}");
@@ -983,9 +1003,13 @@ mod tests {
 
     #[test]
     fn slope_of_a_line_is_its_gradient_and_flat_noise_is_near_zero() {
-        let line: Vec<(f64, f64)> = (0..60).map(|i| (i as f64 / 60.0, 100.0 + 12.0 * i as f64 / 60.0)).collect();
+        let line: Vec<(f64, f64)> = (0..60)
+            .map(|i| (i as f64 / 60.0, 100.0 + 12.0 * i as f64 / 60.0))
+            .collect();
         assert!((slope(&line).unwrap() - 12.0).abs() < 1e-9);
-        let flat: Vec<(f64, f64)> = (0..60).map(|i| (i as f64, if i % 2 == 0 { 5.0 } else { 6.0 })).collect();
+        let flat: Vec<(f64, f64)> = (0..60)
+            .map(|i| (i as f64, if i % 2 == 0 { 5.0 } else { 6.0 }))
+            .collect();
         assert!(slope(&flat).unwrap().abs() < 0.01);
         assert_eq!(slope(&[(1.0, 2.0)]), None);
         assert_eq!(slope(&[(1.0, 2.0), (1.0, 3.0)]), None);
