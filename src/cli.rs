@@ -23,6 +23,9 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Run every role in one process until Ctrl-C / SIGTERM.
     Run,
+    /// A long steady load on the embedded stack (roles as separate processes),
+    /// sampling the memory of Courier, chromedriver and each Chromium session.
+    Soak(crate::soak::SoakArgs),
     /// Print the effective configuration, secrets redacted.
     Config,
     /// Serve the HTTP API until Ctrl-C / SIGTERM.
@@ -91,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(&settings, args).await,
+        Command::Soak(args) => crate::soak::run(&settings, args).await,
         Command::Sim(args) => crate::sim::cli::run(args).await,
         Command::Bench {
             target: BenchTarget::Browser(args),

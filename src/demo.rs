@@ -47,7 +47,7 @@ const GROUPS: [(&str, &str); 3] = [
 type ProgressRow = (Uuid, i64, i64, i64, i64, i64, i64, Option<String>);
 
 /// One line a person reads, prefixed with the elapsed time.
-fn step(started: Instant, text: impl AsRef<str>) {
+pub fn step(started: Instant, text: impl AsRef<str>) {
     println!(
         "[{:>5.1}s] {}",
         started.elapsed().as_secs_f64(),
@@ -55,7 +55,8 @@ fn step(started: Instant, text: impl AsRef<str>) {
     );
 }
 
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<(), BoxError>
+/// Polls `f` every 200 ms until it returns true, or fails after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<(), BoxError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, BoxError>>,
@@ -76,14 +77,19 @@ where
     }
 }
 
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
+/// A bearer-token client of Courier's HTTP API.
+pub struct Api {
+    /// `http://host:port`.
+    pub base: String,
+    /// The API token.
+    pub token: String,
+    /// The HTTP client.
+    pub http: reqwest::Client,
 }
 
 impl Api {
-    async fn call(
+    /// One call; a non-2xx status is an error naming the path, status and body.
+    pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -133,24 +139,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
             format!("      {}", crate::db::redact_url(db.url())),
         ),
     }
-    sqlx::query("DROP DATABASE IF EXISTS courier_demo WITH (FORCE)")
-        .execute(&db.pool)
-        .await?;
-    sqlx::query("CREATE DATABASE courier_demo")
-        .execute(&db.pool)
-        .await?;
-    let demo_url = match db.url().split_once('?') {
-        Some((base, q)) => format!(
-            "{}/courier_demo?{q}",
-            base.rsplit_once('/').map_or(base, |b| b.0)
-        ),
-        None => format!(
-            "{}/courier_demo",
-            db.url().rsplit_once('/').map_or(db.url(), |b| b.0)
-        ),
-    };
-    let pool = crate::db::connect(&demo_url, 30, Duration::from_secs(10)).await?;
-    crate::db::migrate(&pool).await?;
+    let pool = fresh_database(&db, "courier_demo").await?;
     step(started, "      fresh database courier_demo, migrated");
 
     // 2. The simulator, the API, a worker with Chromium, the scheduler.
@@ -284,7 +273,7 @@ async fn drive(
         "[3/7] accounts: create, start login, scan the QR …",
     );
     let mut ids = Vec::new();
-    for (i, phone) in PHONES.iter().enumerate() {
+    for i in 0..PHONES.len() {
         let a = api
             .call(Method::POST, "/v1/accounts", Some(json!({"account_name": format!("Demo sender {}", i + 1), "timezone": "Asia/Kolkata"})))
             .await?;
@@ -296,61 +285,9 @@ async fn drive(
             Some(json!({"rate_limit_config": {"per_minute": if args.short { 4 } else { 2 }, "per_hour": 60, "per_day": 200, "min_gap_seconds": if args.short { 2 } else { 5 }, "jitter_seconds": 1}})),
         )
         .await?;
-        ctl.create_account(&id.to_string(), Some(phone)).await?;
-        api.call(Method::POST, &format!("/v1/accounts/{id}/login"), None)
-            .await?;
         ids.push(id);
     }
-    for (id, phone) in ids.iter().zip(PHONES) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let token = loop {
-            let q = api
-                .call(Method::GET, &format!("/v1/accounts/{id}/qr"), None)
-                .await?;
-            if let Some(t) = q["qr_token"].as_str() {
-                break t.to_string();
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "demo: no QR code for {id} after 90s (status {})",
-                    q["status"]
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        step(
-            started,
-            format!(
-                "      {id}: QR shown ({}…), phone scans it",
-                &token[..token.len().min(12)]
-            ),
-        );
-        ctl.scan(&id.to_string(), &token, phone).await?;
-    }
-    for id in &ids {
-        wait_for(
-            "accounts to become active",
-            Duration::from_secs(90),
-            || async move {
-                let a = api
-                    .call(Method::GET, &format!("/v1/accounts/{id}"), None)
-                    .await?;
-                Ok(a["status"] == "active")
-            },
-        )
-        .await?;
-        let a = api
-            .call(Method::GET, &format!("/v1/accounts/{id}"), None)
-            .await?;
-        step(
-            started,
-            format!(
-                "      {id}: active as +{}",
-                a["phone_number"].as_str().unwrap_or("?")
-            ),
-        );
-    }
+    log_in(started, api, ctl, &ids, &PHONES).await?;
 
     // 4. Groups and members in "WhatsApp"; discovery and scraping through the API.
     step(started, "[4/7] groups: discover, then scrape members …");
@@ -592,4 +529,107 @@ async fn drive(
         .into());
     }
     Ok(ids)
+}
+
+/// Logs accounts in as an admin would: creates each in the simulator, starts
+/// the QR flow through the API, lets the simulated phone scan the QR shown,
+/// and waits until every account is `active`. `phones[i]` belongs to `ids[i]`.
+pub async fn log_in(
+    started: Instant,
+    api: &Api,
+    ctl: &crate::sim::control::SimControl,
+    ids: &[Uuid],
+    phones: &[&str],
+) -> Result<(), BoxError> {
+    use reqwest::Method;
+    for (id, phone) in ids.iter().zip(phones) {
+        ctl.create_account(&id.to_string(), Some(phone)).await?;
+        api.call(Method::POST, &format!("/v1/accounts/{id}/login"), None)
+            .await?;
+    }
+    for (id, phone) in ids.iter().zip(phones) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let token = loop {
+            let q = api
+                .call(Method::GET, &format!("/v1/accounts/{id}/qr"), None)
+                .await?;
+            if let Some(t) = q["qr_token"].as_str() {
+                break t.to_string();
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "demo: no QR code for {id} after 90s (status {})",
+                    q["status"]
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        step(
+            started,
+            format!(
+                "      {id}: QR shown ({}…), phone scans it",
+                &token[..token.len().min(12)]
+            ),
+        );
+        ctl.scan(&id.to_string(), &token, phone).await?;
+    }
+    for id in ids {
+        wait_for(
+            "accounts to become active",
+            Duration::from_secs(90),
+            || async move {
+                let a = api
+                    .call(Method::GET, &format!("/v1/accounts/{id}"), None)
+                    .await?;
+                Ok(a["status"] == "active")
+            },
+        )
+        .await?;
+        let a = api
+            .call(Method::GET, &format!("/v1/accounts/{id}"), None)
+            .await?;
+        step(
+            started,
+            format!(
+                "      {id}: active as +{}",
+                a["phone_number"].as_str().unwrap_or("?")
+            ),
+        );
+    }
+
+    Ok(())
+}
+
+/// Drops and recreates database `name` on `db`'s server, migrates it, and
+/// returns a pool on it (the main database is untouched).
+pub async fn fresh_database(db: &Database, name: &str) -> Result<sqlx::PgPool, BoxError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(format!("database name `{name}`: use a-z, 0-9 and _ only").into());
+    }
+    // Safe: `name` is checked to be a plain identifier above.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&db.pool)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&db.pool)
+        .await?;
+    let pool =
+        crate::db::connect(&database_url(db.url(), name), 30, Duration::from_secs(10)).await?;
+    crate::db::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// `url` with its database name replaced by `name` (query string kept).
+pub fn database_url(url: &str, name: &str) -> String {
+    match url.split_once('?') {
+        Some((base, q)) => format!("{}/{name}?{q}", base.rsplit_once('/').map_or(base, |b| b.0)),
+        None => format!("{}/{name}", url.rsplit_once('/').map_or(url, |b| b.0)),
+    }
 }

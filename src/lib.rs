@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod queue;
 pub mod scheduler;
 pub mod sim;
+pub mod soak;
 pub mod telemetry;
 pub mod testing;
 

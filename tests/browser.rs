@@ -644,6 +644,25 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     );
     assert_eq!(recent[0].text.as_deref(), Some("Hello from Courier"));
 
+    // Reopening a chat whose history loads slowly (the page shows the chat
+    // at once and fills in its rows from the server): the send returns the
+    // new row, not an older one that appears after the click.
+    page.send_text(&group, "To the group").await.unwrap();
+    env.ctl
+        .faults(&sid, json!({ "latency_ms": 400 }))
+        .await
+        .unwrap();
+    let again = page.send_text(&contact, "Hello again").await.unwrap();
+    assert!(
+        !ids.contains(&again.data_id.as_str()),
+        "an older row was taken for the new send: {again:?}"
+    );
+    assert_eq!(again.text.as_deref(), Some("Hello again"));
+    env.ctl
+        .faults(&sid, json!({ "latency_ms": 0 }))
+        .await
+        .unwrap();
+
     // A lazily rendered participant list is read to the end.
     let members = page.participants(&group).await.unwrap();
     assert_eq!(members.len(), 45);
@@ -661,7 +680,7 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     );
 
     let back = env.ctl.messages(&sid).await.unwrap();
-    assert_eq!(back.messages.len(), 4, "each send reached WhatsApp once");
+    assert_eq!(back.messages.len(), 6, "each send reached WhatsApp once");
     drop(page);
     pool.shutdown().await;
 }

@@ -606,15 +606,20 @@ impl WhatsAppPage {
         &self,
         before: &[String],
         seen: usize,
+        text: Option<&str>,
     ) -> Result<OutgoingMessage, PageError> {
         let started = Instant::now();
+        // `before` can miss rows: the page opens a chat with an empty history
+        // and fills it in from the server moments later, so an older message
+        // may appear "new". The row must also carry the text just typed (the
+        // caption of a media send), trimmed as the page shows it.
+        let want = text.map(str::trim).filter(|t| !t.is_empty());
         loop {
             let rows = self.recent_outgoing_in_open_chat(5).await?;
-            if let Some(m) = rows
-                .into_iter()
-                .rev()
-                .find(|m| !before.contains(&m.data_id))
-            {
+            if let Some(m) = rows.into_iter().rev().find(|m| {
+                !before.contains(&m.data_id)
+                    && want.is_none_or(|w| m.text.as_deref().map(str::trim) == Some(w))
+            }) {
                 match m.ack {
                     Some(AckLevel::Error) => {
                         let toast = self.toasts().await?.1.unwrap_or_else(|| "error ack".into());
@@ -687,7 +692,7 @@ impl WhatsAppPage {
             .wait_for("conversation.send_button", &s.conversation.send_button)
             .await?;
         self.cmd("click", send.click()).await?;
-        self.await_sent(&before, seen).await
+        self.await_sent(&before, seen, Some(text)).await
     }
 
     /// Sends text containing a URL, waiting for the link preview before sending.
@@ -709,7 +714,7 @@ impl WhatsAppPage {
             .wait_for("conversation.send_button", &s.conversation.send_button)
             .await?;
         self.cmd("click", send.click()).await?;
-        self.await_sent(&before, seen).await
+        self.await_sent(&before, seen, Some(text)).await
     }
 
     /// Sends a media file (from a path, or a URL fetched with a size cap) with
@@ -747,7 +752,7 @@ impl WhatsAppPage {
             .wait_for("attach.send_button", &s.attach.send_button)
             .await?;
         self.cmd("click", send.click()).await?;
-        let r = self.await_sent(&before, seen).await;
+        let r = self.await_sent(&before, seen, caption).await;
         if matches!(source, MediaSource::Url(_)) {
             let _ = std::fs::remove_file(&path);
         }
