@@ -21,6 +21,9 @@ pub enum Command {
     Migrate,
     /// Run the end-to-end demo on the embedded stack (simulator, Chromium, all roles).
     Demo(crate::demo::DemoArgs),
+    /// Run the whole system (real processes) under random faults, then check
+    /// that nothing was lost, duplicated or sent over budget.
+    Chaos(crate::chaos::ChaosArgs),
     /// Run every role in one process until Ctrl-C / SIGTERM.
     Run,
     /// Print the effective configuration, secrets redacted.
@@ -91,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(&settings, args).await,
+        Command::Chaos(args) => crate::chaos::run(&settings, args).await,
         Command::Sim(args) => crate::sim::cli::run(args).await,
         Command::Bench {
             target: BenchTarget::Browser(args),
