@@ -21,7 +21,7 @@ fn the_ci_chaos_run_loses_nothing_duplicates_nothing_and_keeps_every_budget() {
     let out = Command::new(env!("CARGO_BIN_EXE_courier"))
         .args(["chaos", "--profile", "ci", "--seed", &seed])
         .env_remove("COURIER__DATABASE__URL")
-        .env("COURIER__LOG__LEVEL", "warn")
+        .env("COURIER__LOG__LEVEL", "warn,sqlx=error")
         .output()
         .expect("courier chaos runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -42,5 +42,8 @@ fn the_ci_chaos_run_loses_nothing_duplicates_nothing_and_keeps_every_budget() {
     let delivered = row(&stdout, "delivered (reached the simulator)").unwrap_or(0);
     assert!(delivered > 0, "nothing was delivered:\n{stdout}");
     let faults = row(&stdout, "**all**").unwrap_or(0);
-    assert!(faults >= 10, "too few faults injected ({faults}):\n{stdout}");
+    assert!(
+        faults >= 10,
+        "too few faults injected ({faults}):\n{stdout}"
+    );
 }

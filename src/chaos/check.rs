@@ -255,7 +255,7 @@ mod tests {
         let accounts = ["a".to_string(), "b".to_string(), "c".to_string()];
         assert_eq!(
             recovery(&received, &accounts, t(2)),
-            Some(Duration::seconds(18))
+            Some(Duration::seconds(10))
         );
         assert_eq!(recovery(&received, &accounts, t(30)), None);
         assert_eq!(recovery_any(&received, t(2)), Some(Duration::seconds(3)));

@@ -491,12 +491,11 @@ async fn drive(
         .fetch_one(&ctx.pool)
         .await
         .unwrap_or(i64::MAX);
-        let unexpanded: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM mkt_con_schedule WHERE status NOT IN ('completed', 'failed', 'cancelled')",
-        )
-        .fetch_one(&ctx.pool)
-        .await
-        .unwrap_or(i64::MAX);
+        let unexpanded: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM mkt_con_schedule WHERE status = 'scheduled'")
+                .fetch_one(&ctx.pool)
+                .await
+                .unwrap_or(i64::MAX);
         if open == 0 && unexpanded == 0 {
             break;
         }

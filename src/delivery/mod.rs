@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
@@ -191,6 +192,23 @@ impl Delivery {
         );
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
+        }
+        // A slot is only good for a bounded time (budget::SEND_DEADLINE):
+        // past SEND_START_WITHIN, give it up and ask for a new one rather
+        // than land outside the window the grant was counted in.
+        if let Some(slot) = job.slot_at {
+            let waited = Utc::now() - slot;
+            if waited.to_std().unwrap_or_default() > crate::budget::SEND_START_WITHIN {
+                metrics::counter!(crate::metrics::MESSAGES, "status" => "slot_expired")
+                    .increment(1);
+                return Ok(Outcome::Snooze {
+                    until: Utc::now(),
+                    reason: format!(
+                        "the send slot expired ({:.1}s after its grant, before the send started); a new one is needed",
+                        waited.num_milliseconds() as f64 / 1000.0
+                    ),
+                });
+            }
         }
         let result = self.type_and_send(&session, &msg).await;
         if result.is_ok() && !self.settings.record_delay.is_zero() {
