@@ -100,16 +100,16 @@ impl Profile {
             },
             ProfileName::Long => Profile {
                 accounts: 10,
-                schedules: 16,
-                per_schedule: 120,
-                api_messages: 480,
-                per_minute: 10,
+                schedules: 14,
+                per_schedule: 110,
+                api_messages: 460,
+                per_minute: 12,
                 per_hour: 400,
                 per_day: 2_000,
                 fault_minutes: 20.0,
                 fault_gap: (10, 25),
                 max_blocks: 2,
-                drain: std::time::Duration::from_secs(900),
+                drain: std::time::Duration::from_secs(600),
             },
         };
         if let Some(m) = minutes {
