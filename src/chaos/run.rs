@@ -1028,6 +1028,16 @@ async fn inject(
 /// injection order by the report.
 static BLOCK_MEASURES: Mutex<Vec<Arc<Mutex<Option<Duration>>>>> = Mutex::new(Vec::new());
 
+/// A message row at the end: chat, status, error, its account's status,
+/// waiting reason.
+type MessageState = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 struct Report {
     text: String,
     failures: Vec<String>,
@@ -1066,28 +1076,13 @@ async fn check_and_report(
     let violations = check::budget_violations(&received, &limits);
 
     // Every expected chat: its message row and state.
-    let rows: Vec<(
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = sqlx::query_as(
+    let rows: Vec<MessageState> = sqlx::query_as(
         "SELECT m.target_chat_id, m.status, m.error_message, a.status, m.waiting_reason \
          FROM mkt_wap_messages m LEFT JOIN mkt_wap_accounts a ON a.id = m.account_id",
     )
     .fetch_all(&ctx.pool)
     .await?;
-    let by_chat: HashMap<
-        &str,
-        &(
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ),
-    > = rows.iter().map(|r| (r.0.as_str(), r)).collect();
+    let by_chat: HashMap<&str, &MessageState> = rows.iter().map(|r| (r.0.as_str(), r)).collect();
     let received_set: HashSet<&str> = received_chats.iter().map(String::as_str).collect();
     let mut lost: Vec<String> = Vec::new();
     let mut failed_reasons: BTreeMap<String, usize> = BTreeMap::new();
