@@ -430,6 +430,8 @@ async fn drive(
 
     // Faults.
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut plan: Vec<FaultKind> = FaultKind::WEIGHTED.iter().map(|w| w.0).collect();
+    rand::seq::SliceRandom::shuffle(plan.as_mut_slice(), &mut rng);
     let mut injected: Vec<Injected> = Vec::new();
     let fault_end = Instant::now() + fault_phase;
     let mut next_status = Instant::now();
@@ -443,7 +445,8 @@ async fn drive(
         }
         repair(&ctx).await;
         if Instant::now() >= next_fault {
-            let mut kind = FaultKind::pick(&mut rng);
+            // Every kind once first (in a seeded order), then by weight.
+            let mut kind = plan.pop().unwrap_or_else(|| FaultKind::pick(&mut rng));
             if kind == FaultKind::Block
                 && ctx.blocked.lock().expect("blocked").len() >= profile.max_blocks
             {
@@ -985,9 +988,13 @@ async fn inject(
             let handle = tokio::spawn(async move {
                 while t.elapsed() < Duration::from_secs(180) {
                     let left: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM queue_jobs j JOIN mkt_wap_accounts a ON a.id = j.account_id \
+                        // The sends reassignment may move: never attempted,
+                        // message not started (scheduler::reassign).
+                        "SELECT count(*) FROM queue_jobs j \
+                         JOIN mkt_wap_messages m ON m.id = (j.payload->>'message_id')::uuid AND m.job_id = j.id \
                          WHERE j.account_id = $1 AND j.kind = 'send' AND j.attempt = 0 \
-                           AND j.state IN ('available', 'scheduled', 'retryable') AND a.status = 'banned'",
+                           AND j.state IN ('available', 'scheduled', 'retryable') \
+                           AND m.status = 'queued' AND m.attempt_started_at IS NULL",
                     )
                     .bind(id)
                     .fetch_one(&pool)
