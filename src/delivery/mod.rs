@@ -96,15 +96,15 @@ pub fn typing_time(chars: usize, per_char: Duration, max: Duration) -> Duration 
 /// back to `queued`), as opposed to an unknown outcome (it stays `sending`
 /// and the next attempt looks in the chat first).
 fn known_not_sent(e: &PageError) -> bool {
+    // Only errors that say the send itself was refused or never possible.
+    // A logout, block, conflict or loading screen can appear *after* the
+    // click (the page changed mid-send): the chaos run caught a message that
+    // reached WhatsApp, failed with "the page is not ready: loading", and was
+    // sent again by a retry that did not check the chat. Those outcomes are
+    // unknown, so the retry checks the chat first.
     matches!(
         e,
-        PageError::QuotaRefused(_)
-            | PageError::Media(_)
-            | PageError::LoggedOut
-            | PageError::Blocked
-            | PageError::Conflict
-            | PageError::NotReady(_)
-            | PageError::NoSuchChat(_)
+        PageError::QuotaRefused(_) | PageError::Media(_) | PageError::NoSuchChat(_)
     )
 }
 
@@ -443,5 +443,18 @@ mod tests {
             after: Duration::from_secs(1)
         }));
         assert!(!known_not_sent(&PageError::SessionLost("x".into())));
+    }
+
+    #[test]
+    fn a_page_that_changed_mid_send_leaves_the_outcome_unknown() {
+        // These can appear after the click: the retry must check the chat.
+        for e in [
+            PageError::NotReady("loading".into()),
+            PageError::Conflict,
+            PageError::LoggedOut,
+            PageError::Blocked,
+        ] {
+            assert!(!known_not_sent(&e), "{e}");
+        }
     }
 }
