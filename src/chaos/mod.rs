@@ -109,7 +109,7 @@ impl Profile {
                 fault_minutes: 20.0,
                 fault_gap: (10, 25),
                 max_blocks: 2,
-                drain: std::time::Duration::from_secs(600),
+                drain: std::time::Duration::from_secs(1_500),
             },
         };
         if let Some(m) = minutes {
