@@ -29,7 +29,32 @@ pub enum Window {
     Day,
 }
 
+/// How long after its grant a send slot may still reach WhatsApp.
+///
+/// The slot is granted (and logged) when the job is claimed; the message
+/// reaches WhatsApp later, after the session is ready and the chat is open.
+/// WhatsApp judges an account by the times *it* receives messages, so the
+/// grant counts each window over `W + SEND_DEADLINE`: any `W`-long span of
+/// receive times then holds only sends granted within a `W + SEND_DEADLINE`
+/// span, which is at most the limit. A slot not used by
+/// [`SEND_START_WITHIN`] is given up (the send asks for a new one), which
+/// leaves the rest of the deadline for opening the chat and the click.
+pub const SEND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The latest a send may start typing after its slot was granted.
+pub const SEND_START_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Window {
+    /// The span a grant counts: the window plus [`SEND_DEADLINE`].
+    pub fn guarded(self) -> Duration {
+        self.length() + Duration::from_std(SEND_DEADLINE).unwrap_or(Duration::zero())
+    }
+
+    /// [`Window::guarded`] in whole seconds (for SQL).
+    pub fn guarded_secs(self) -> i64 {
+        self.guarded().num_seconds()
+    }
+
     /// All windows, shortest first.
     pub const ALL: [Window; 3] = [Window::Minute, Window::Hour, Window::Day];
 
@@ -259,9 +284,9 @@ pub fn window_frees_at(
     window: Window,
     cap: u32,
 ) -> Option<DateTime<Utc>> {
-    let w = window.length();
+    let w = window.guarded();
     let start = now - w;
-    // First send inside (now - W, now].
+    // First send inside (now - W', now], W' the guarded window.
     // Every recorded send is in the past (a caller's clock estimate may lag
     // the database's by a little), so all sends after `start` count.
     let first_inside = sends.partition_point(|s| *s <= start);
@@ -420,20 +445,23 @@ mod tests {
     }
 
     #[test]
-    fn full_minute_frees_exactly_when_oldest_send_leaves() {
+    fn full_minute_frees_exactly_when_oldest_send_leaves_the_guarded_window() {
+        // A grant counts the minute plus SEND_DEADLINE (the time a granted
+        // send may take to reach WhatsApp).
+        let w = Window::Minute.guarded();
+        assert_eq!(
+            w,
+            Duration::seconds(60) + Duration::from_std(SEND_DEADLINE).unwrap()
+        );
         let s = [t0(), t0() + Duration::seconds(10)];
         let now = t0() + Duration::seconds(20);
         assert_eq!(
             decide(&limits(2, 100, 100), &clock(&s), now),
-            Decision::NotBefore(t0() + Duration::seconds(60), Hold::Window(Window::Minute))
+            Decision::NotBefore(t0() + w, Hold::Window(Window::Minute))
         );
-        // At that instant the oldest send is out of (t-60, t].
+        // At that instant the oldest send is out of (t-W', t].
         assert_eq!(
-            decide(
-                &limits(2, 100, 100),
-                &clock(&s),
-                t0() + Duration::seconds(60)
-            ),
+            decide(&limits(2, 100, 100), &clock(&s), t0() + w),
             Decision::Allowed
         );
         // One microsecond earlier it is not.
@@ -441,10 +469,40 @@ mod tests {
             decide(
                 &limits(2, 100, 100),
                 &clock(&s),
-                t0() + Duration::seconds(60) - Duration::microseconds(1)
+                t0() + w - Duration::microseconds(1)
             ),
             Decision::NotBefore(..)
         ));
+    }
+
+    #[test]
+    fn grants_a_send_deadline_apart_keep_every_receive_window_within_the_limit() {
+        // Sends granted back to back at the allowed rate, each reaching
+        // WhatsApp anywhere within SEND_DEADLINE of its grant: every 60 s
+        // span of receive times holds at most the limit.
+        let l = limits(3, 1000, 1000);
+        let mut grants: Vec<DateTime<Utc>> = Vec::new();
+        let mut now = t0();
+        while grants.len() < 30 {
+            match decide(&l, &clock(&grants), now) {
+                Decision::Allowed => {
+                    grants.push(now);
+                    now += Duration::milliseconds(100);
+                }
+                Decision::NotBefore(at, _) => now = at,
+            }
+        }
+        let deadline = Duration::from_std(SEND_DEADLINE).unwrap();
+        // Worst case: early grants land late, late grants land at once.
+        for split in 0..grants.len() {
+            let mut received: Vec<DateTime<Utc>> = grants
+                .iter()
+                .enumerate()
+                .map(|(i, &g)| if i < split { g + deadline } else { g })
+                .collect();
+            received.sort();
+            assert!(max_in_any_window(&received, Window::Minute) <= 3);
+        }
     }
 
     #[test]
@@ -459,7 +517,7 @@ mod tests {
         let now = t0() + Duration::minutes(30);
         assert_eq!(
             decide(&limits(10, 3, 100), &clock(&s), now),
-            Decision::NotBefore(t0() + Duration::hours(1), Hold::Window(Window::Hour))
+            Decision::NotBefore(t0() + Window::Hour.guarded(), Hold::Window(Window::Hour))
         );
     }
 
@@ -650,7 +708,7 @@ mod tests {
             let mut s: Vec<_> = offsets.into_iter().map(|o| t0() + Duration::seconds(o))
                 .filter(|x| *x <= now).collect();
             s.sort();
-            let c = |t: DateTime<Utc>| s.iter().filter(|&&x| x > t - Duration::seconds(60)).count();
+            let c = |t: DateTime<Utc>| s.iter().filter(|&&x| x > t - Window::Minute.guarded()).count();
             match window_frees_at(&s, now, Window::Minute, cap) {
                 None => prop_assert!(c(now) < cap as usize),
                 Some(t) => {

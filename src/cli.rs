@@ -21,6 +21,9 @@ pub enum Command {
     Migrate,
     /// Run the end-to-end demo on the embedded stack (simulator, Chromium, all roles).
     Demo(crate::demo::DemoArgs),
+    /// Run the whole system (real processes) under random faults, then check
+    /// that nothing was lost, duplicated or sent over budget.
+    Chaos(crate::chaos::ChaosArgs),
     /// Run every role in one process until Ctrl-C / SIGTERM.
     Run,
     /// A long steady load on the embedded stack (roles as separate processes),
@@ -95,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
         }
         Command::Demo(args) => crate::demo::run(&settings, args).await,
         Command::Soak(args) => crate::soak::run(&settings, args).await,
+        Command::Chaos(args) => crate::chaos::run(&settings, args).await,
         Command::Sim(args) => crate::sim::cli::run(args).await,
         Command::Bench {
             target: BenchTarget::Browser(args),

@@ -55,7 +55,7 @@ pub fn step(started: Instant, text: impl AsRef<str>) {
     );
 }
 
-/// Polls `f` every 200 ms until it returns true, or fails after `timeout`.
+/// Polls `f` every 200 ms until it says done, or fails after `timeout`.
 pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<(), BoxError>
 where
     F: FnMut() -> Fut,
@@ -77,18 +77,29 @@ where
     }
 }
 
-/// A bearer-token client of Courier's HTTP API.
+/// A bearer-token client of Courier's `/v1` API, as an admin tool would use it.
+#[derive(Debug, Clone)]
 pub struct Api {
     /// `http://host:port`.
     pub base: String,
-    /// The API token.
+    /// The bearer token.
     pub token: String,
     /// The HTTP client.
     pub http: reqwest::Client,
 }
 
 impl Api {
-    /// One call; a non-2xx status is an error naming the path, status and body.
+    /// A client for the API at `base` with `token`.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            token: token.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Calls `method path` with an optional JSON body; a non-2xx answer is an
+    /// error naming the path, the status and the body.
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -213,11 +224,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
                 .await
         }
     });
-    let api = Api {
-        base: base.clone(),
-        token: token.clone(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::new(base.clone(), token.clone());
     step(
         started,
         format!("      simulator {}  API {base}", sim.url()),
@@ -256,6 +263,107 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
     })
 }
 
+/// Creates one account per `(name, phone)` through the API with `limits` as
+/// its `rate_limit_config`, then logs each in by QR as an admin would: start
+/// the login, read the QR from the API, and let the simulator play the phone's
+/// scan. Returns the ids once every account is `active`.
+pub async fn log_in_accounts(
+    started: Instant,
+    api: &Api,
+    ctl: &crate::sim::control::SimControl,
+    accounts: &[(String, String)],
+    limits: &Value,
+) -> Result<Vec<Uuid>, BoxError> {
+    use reqwest::Method;
+    let mut ids = Vec::new();
+    for (name, phone) in accounts {
+        let a = api
+            .call(
+                Method::POST,
+                "/v1/accounts",
+                Some(json!({"account_name": name, "timezone": "Asia/Kolkata"})),
+            )
+            .await?;
+        let id: Uuid = a["id"].as_str().unwrap_or_default().parse()?;
+        api.call(
+            Method::PATCH,
+            &format!("/v1/accounts/{id}/limits"),
+            Some(json!({ "rate_limit_config": limits })),
+        )
+        .await?;
+        ctl.create_account(&id.to_string(), Some(phone)).await?;
+        ids.push(id);
+    }
+    for (id, (_, phone)) in ids.iter().zip(accounts) {
+        start_login_and_scan(api, ctl, *id, phone, Duration::from_secs(90)).await?;
+        step(started, format!("      {id}: QR shown, phone scanned it"));
+    }
+    for id in &ids {
+        wait_active(api, *id, Duration::from_secs(90)).await?;
+        let a = api
+            .call(Method::GET, &format!("/v1/accounts/{id}"), None)
+            .await?;
+        step(
+            started,
+            format!(
+                "      {id}: active as +{}",
+                a["phone_number"].as_str().unwrap_or("?")
+            ),
+        );
+    }
+    Ok(ids)
+}
+
+/// Starts the QR login of account `id` through the API, waits for the QR
+/// code the API shows, and has the simulator's phone `phone` scan it (again if
+/// the code rotated in between).
+pub async fn start_login_and_scan(
+    api: &Api,
+    ctl: &crate::sim::control::SimControl,
+    id: Uuid,
+    phone: &str,
+    timeout: Duration,
+) -> Result<(), BoxError> {
+    use reqwest::Method;
+    api.call(Method::POST, &format!("/v1/accounts/{id}/login"), None)
+        .await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let q = api
+            .call(Method::GET, &format!("/v1/accounts/{id}/qr"), None)
+            .await?;
+        if let Some(t) = q["qr_token"].as_str() {
+            match ctl.scan(&id.to_string(), t, phone).await {
+                Ok(_) => return Ok(()),
+                // Rotated between the two reads: read the new one.
+                Err(crate::sim::control::ControlError::Refused { code, .. })
+                    if code == "stale_token" => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no QR code for {id} after {}s (status {})",
+                timeout.as_secs(),
+                q["status"]
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until account `id` is `active` (logged in, main screen up).
+pub async fn wait_active(api: &Api, id: Uuid, timeout: Duration) -> Result<(), BoxError> {
+    wait_for("the account to become active", timeout, || async move {
+        let a = api
+            .call(reqwest::Method::GET, &format!("/v1/accounts/{id}"), None)
+            .await?;
+        Ok(a["status"] == "active")
+    })
+    .await
+}
+
 /// The admin's part: accounts, login, discovery, scrape, a campaign, progress.
 async fn drive(
     started: Instant,
@@ -272,22 +380,14 @@ async fn drive(
         started,
         "[3/7] accounts: create, start login, scan the QR …",
     );
-    let mut ids = Vec::new();
-    for i in 0..PHONES.len() {
-        let a = api
-            .call(Method::POST, "/v1/accounts", Some(json!({"account_name": format!("Demo sender {}", i + 1), "timezone": "Asia/Kolkata"})))
-            .await?;
-        let id: Uuid = a["id"].as_str().unwrap_or_default().parse()?;
-        // Tight budgets so pacing shows: 2 a minute, 5 s apart at least.
-        api.call(
-            Method::PATCH,
-            &format!("/v1/accounts/{id}/limits"),
-            Some(json!({"rate_limit_config": {"per_minute": if args.short { 4 } else { 2 }, "per_hour": 60, "per_day": 200, "min_gap_seconds": if args.short { 2 } else { 5 }, "jitter_seconds": 1}})),
-        )
-        .await?;
-        ids.push(id);
-    }
-    log_in(started, api, ctl, &ids, &PHONES).await?;
+    let accounts: Vec<(String, String)> = PHONES
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("Demo sender {}", i + 1), p.to_string()))
+        .collect();
+    // Tight budgets so pacing shows: 2 a minute, 5 s apart at least.
+    let limits = json!({"per_minute": if args.short { 4 } else { 2 }, "per_hour": 60, "per_day": 200, "min_gap_seconds": if args.short { 2 } else { 5 }, "jitter_seconds": 1});
+    let ids = log_in_accounts(started, api, ctl, &accounts, &limits).await?;
 
     // 4. Groups and members in "WhatsApp"; discovery and scraping through the API.
     step(started, "[4/7] groups: discover, then scrape members …");
@@ -529,76 +629,6 @@ async fn drive(
         .into());
     }
     Ok(ids)
-}
-
-/// Logs accounts in as an admin would: creates each in the simulator, starts
-/// the QR flow through the API, lets the simulated phone scan the QR shown,
-/// and waits until every account is `active`. `phones[i]` belongs to `ids[i]`.
-pub async fn log_in(
-    started: Instant,
-    api: &Api,
-    ctl: &crate::sim::control::SimControl,
-    ids: &[Uuid],
-    phones: &[&str],
-) -> Result<(), BoxError> {
-    use reqwest::Method;
-    for (id, phone) in ids.iter().zip(phones) {
-        ctl.create_account(&id.to_string(), Some(phone)).await?;
-        api.call(Method::POST, &format!("/v1/accounts/{id}/login"), None)
-            .await?;
-    }
-    for (id, phone) in ids.iter().zip(phones) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let token = loop {
-            let q = api
-                .call(Method::GET, &format!("/v1/accounts/{id}/qr"), None)
-                .await?;
-            if let Some(t) = q["qr_token"].as_str() {
-                break t.to_string();
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "demo: no QR code for {id} after 90s (status {})",
-                    q["status"]
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        step(
-            started,
-            format!(
-                "      {id}: QR shown ({}…), phone scans it",
-                &token[..token.len().min(12)]
-            ),
-        );
-        ctl.scan(&id.to_string(), &token, phone).await?;
-    }
-    for id in ids {
-        wait_for(
-            "accounts to become active",
-            Duration::from_secs(90),
-            || async move {
-                let a = api
-                    .call(Method::GET, &format!("/v1/accounts/{id}"), None)
-                    .await?;
-                Ok(a["status"] == "active")
-            },
-        )
-        .await?;
-        let a = api
-            .call(Method::GET, &format!("/v1/accounts/{id}"), None)
-            .await?;
-        step(
-            started,
-            format!(
-                "      {id}: active as +{}",
-                a["phone_number"].as_str().unwrap_or("?")
-            ),
-        );
-    }
-
-    Ok(())
 }
 
 /// Drops and recreates database `name` on `db`'s server, migrates it, and

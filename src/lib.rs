@@ -13,6 +13,7 @@
 pub mod api;
 pub mod browser;
 pub mod budget;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod db;

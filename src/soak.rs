@@ -717,38 +717,21 @@ async fn drive(
         format!("{} accounts: create, log in …", args.accounts),
     );
     let per_account_min = (args.rate as usize).div_ceil(args.accounts) as u64;
-    let mut ids = Vec::new();
-    let phones: Vec<String> = (0..args.accounts)
-        .map(|i| format!("4477009002{i:02}"))
+    let accounts: Vec<(String, String)> = (0..args.accounts)
+        .map(|i| (format!("Soak sender {}", i + 1), format!("4477009002{i:02}")))
         .collect();
-    for i in 0..args.accounts {
-        let a = api
-            .call(
-                Method::POST,
-                "/v1/accounts",
-                Some(json!({"account_name": format!("Soak sender {}", i + 1), "timezone": "UTC"})),
-            )
-            .await?;
-        let id: Uuid = a["id"].as_str().unwrap_or_default().parse()?;
-        api.call(
-            Method::PATCH,
-            &format!("/v1/accounts/{id}/limits"),
-            Some(json!({"rate_limit_config": {
-                "per_minute": per_account_min * 3,
-                "per_hour": per_account_min * 3 * 60,
-                "per_day": per_account_min * 3 * 60 * 24,
-                "min_gap_seconds": 1,
-                "jitter_seconds": 0
-            }})),
-        )
-        .await?;
-        ids.push(id);
-    }
+    let limits = json!({
+        "per_minute": per_account_min * 3,
+        "per_hour": per_account_min * 3 * 60,
+        "per_day": per_account_min * 3 * 60 * 24,
+        "min_gap_seconds": 1,
+        "jitter_seconds": 0
+    });
+    let ids = crate::demo::log_in_accounts(started, &api, &ctl, &accounts, &limits).await?;
+    // Past the warm-up ladder (it caps new accounts at 20 sends a day).
     sqlx::query("UPDATE mkt_wap_accounts SET created_at = now() - interval '90 days'")
         .execute(pool)
         .await?;
-    let phone_refs: Vec<&str> = phones.iter().map(String::as_str).collect();
-    crate::demo::log_in(started, &api, &ctl, &ids, &phone_refs).await?;
 
     // One group per account, plus its contacts, in "WhatsApp"; discovery via the API.
     step(started, "groups and contacts …");

@@ -970,3 +970,87 @@ async fn stuck_accounts_are_reaped_with_the_reason() {
         .unwrap()
         .contains("stuck in qr_pending"));
 }
+
+#[tokio::test]
+async fn a_message_whose_send_job_was_discarded_mid_flight_fails_with_the_reason_and_gets_a_retry()
+{
+    // Found by the chaos run: a send whose session never became ready ran out
+    // of attempts; the job was discarded and the message stayed `sending`.
+    let t = fresh_database().await.unwrap();
+    let p = &t.pool;
+    let a = account(p, "orphan").await;
+    let message: Uuid = sqlx::query_scalar(
+        "INSERT INTO mkt_wap_messages (account_id, channel_type, target_chat_id, message_text, status, sending_at, attempt_started_at) \
+         VALUES ($1, 'individual', '919800000001@c.us', 'hello', 'sending', now(), now()) RETURNING id",
+    )
+    .bind(a)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    let job = courier::queue::NewJob::new(
+        a,
+        &courier::jobs::send::SendJob {
+            message_id: message,
+        },
+    )
+    .unwrap();
+    let job_id = courier::queue::store::enqueue_batch(p, &[job])
+        .await
+        .unwrap()[0]
+        .id;
+    sqlx::query(
+        "UPDATE queue_jobs SET state = 'discarded', attempt = 3, finished_at = now(), \
+           last_error = 'browser session lost: invalid session id' WHERE id = $1",
+    )
+    .bind(job_id)
+    .execute(p)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE mkt_wap_messages SET job_id = $2 WHERE id = $1")
+        .bind(message)
+        .bind(job_id)
+        .execute(p)
+        .await
+        .unwrap();
+
+    let line = maintenance::run(p, &settings(), Task::Sweep, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(line.starts_with("1 orphaned message(s) failed"), "{line}");
+
+    // Failed with the job's reason (an event says so), then re-queued with a
+    // retry job, which checks the chat before sending again.
+    let (status, retries, error): (String, i32, Option<String>) = sqlx::query_as(
+        "SELECT status, retry_count, error_message FROM mkt_wap_messages WHERE id = $1",
+    )
+    .bind(message)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), retries), ("queued", 1));
+    assert!(error.unwrap_or_default().contains("invalid session id"));
+    assert_eq!(
+        scalar(
+            p,
+            "SELECT count(*) FROM mkt_wap_message_events WHERE message_id = $1 \
+               AND status = 'failed' AND source = 'sweeper'",
+            message
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            p,
+            "SELECT count(*) FROM queue_jobs WHERE kind = 'retry' AND payload->>'message_id' = $1::text",
+            message
+        )
+        .await,
+        1
+    );
+    // A second pass finds nothing more to do.
+    let again = maintenance::run(p, &settings(), Task::Sweep, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(again.starts_with("0 orphaned"), "{again}");
+}

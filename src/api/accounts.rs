@@ -216,7 +216,7 @@ pub async fn get(
     let budget = [Window::Minute, Window::Hour, Window::Day]
         .into_iter()
         .map(|w| {
-            let since = now - w.length();
+            let since = now - w.guarded();
             let used = row
                 .sends
                 .iter()

@@ -92,6 +92,25 @@ pub struct EmbeddedPostgres {
     owner: Option<User>,
 }
 
+/// How `pg_ctl` shuts the server down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Disconnect clients, roll back, checkpoint.
+    Fast,
+    /// Quit at once; the next start runs crash recovery.
+    Immediate,
+}
+
+impl ShutdownMode {
+    /// The `-m` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownMode::Fast => "fast",
+            ShutdownMode::Immediate => "immediate",
+        }
+    }
+}
+
 /// The superuser role created by initdb; connections are trusted on the socket.
 pub const SUPERUSER: &str = "courier";
 const PORT: u16 = 5432;
@@ -186,6 +205,30 @@ impl EmbeddedPostgres {
         if !out.status.success() && self.is_running() {
             return Err(EmbeddedError::Step {
                 step: "pg_ctl stop",
+                output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Restarts the server with `pg_ctl restart -m <mode>` (`fast`: roll back
+    /// and flush; `immediate`: no shutdown checkpoint, crash recovery on the
+    /// way up). Every client connection is cut. Used by `courier chaos`.
+    pub fn restart(&self, mode: ShutdownMode) -> Result<(), EmbeddedError> {
+        let log = self.opts.data_dir.join("server.log");
+        let out = self
+            .command("pg_ctl")
+            .args(["restart", "-m", mode.as_str(), "-w", "-t", "60", "-D"])
+            .arg(&self.opts.data_dir)
+            .arg("-l")
+            .arg(&log)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| io("running pg_ctl restart", e))?;
+        if !out.status.success() {
+            return Err(EmbeddedError::Step {
+                step: "pg_ctl restart",
                 output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }

@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
@@ -97,15 +98,15 @@ pub fn typing_time(chars: usize, per_char: Duration, max: Duration) -> Duration 
 /// back to `queued`), as opposed to an unknown outcome (it stays `sending`
 /// and the next attempt looks in the chat first).
 fn known_not_sent(e: &PageError) -> bool {
+    // Only errors that say the send itself was refused or never possible.
+    // A logout, block, conflict or loading screen can appear *after* the
+    // click (the page changed mid-send): the chaos run caught a message that
+    // reached WhatsApp, failed with "the page is not ready: loading", and was
+    // sent again by a retry that did not check the chat. Those outcomes are
+    // unknown, so the retry checks the chat first.
     matches!(
         e,
-        PageError::QuotaRefused(_)
-            | PageError::Media(_)
-            | PageError::LoggedOut
-            | PageError::Blocked
-            | PageError::Conflict
-            | PageError::NotReady(_)
-            | PageError::NoSuchChat(_)
+        PageError::QuotaRefused(_) | PageError::Media(_) | PageError::NoSuchChat(_)
     )
 }
 
@@ -193,6 +194,23 @@ impl Delivery {
         );
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
+        }
+        // A slot is only good for a bounded time (budget::SEND_DEADLINE):
+        // past SEND_START_WITHIN, give it up and ask for a new one rather
+        // than land outside the window the grant was counted in.
+        if let Some(slot) = job.slot_at {
+            let waited = Utc::now() - slot;
+            if waited.to_std().unwrap_or_default() > crate::budget::SEND_START_WITHIN {
+                metrics::counter!(crate::metrics::MESSAGES, "status" => "slot_expired")
+                    .increment(1);
+                return Ok(Outcome::Snooze {
+                    until: Utc::now(),
+                    reason: format!(
+                        "the send slot expired ({:.1}s after its grant, before the send started); a new one is needed",
+                        waited.num_milliseconds() as f64 / 1000.0
+                    ),
+                });
+            }
         }
         let result = self.type_and_send(&session, &msg).await;
         if result.is_ok() && !self.settings.record_delay.is_zero() {
@@ -432,5 +450,18 @@ mod tests {
             after: Duration::from_secs(1)
         }));
         assert!(!known_not_sent(&PageError::SessionLost("x".into())));
+    }
+
+    #[test]
+    fn a_page_that_changed_mid_send_leaves_the_outcome_unknown() {
+        // These can appear after the click: the retry must check the chat.
+        for e in [
+            PageError::NotReady("loading".into()),
+            PageError::Conflict,
+            PageError::LoggedOut,
+            PageError::Blocked,
+        ] {
+            assert!(!known_not_sent(&e), "{e}");
+        }
     }
 }

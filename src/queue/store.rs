@@ -16,7 +16,7 @@ use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 use super::{Enqueued, Job, JobState, Lease, NewJob, QueueError};
-use crate::budget::Limits;
+use crate::budget::{Limits, Window};
 
 /// States the claim considers (with `run_at <= now()`).
 const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
@@ -582,14 +582,17 @@ pub async fn reserve_send(
             SELECT $1, $4, $2, t.ts FROM t \
             WHERE EXISTS (SELECT 1 FROM lease) \
               AND (SELECT count(*) FROM account_sends s WHERE s.account_id = $1 \
-                   AND s.sent_at > t.ts - interval '60 seconds') < $5 \
+                   AND s.sent_at > t.ts - make_interval(secs => {m})) < $5 \
               AND (SELECT count(*) FROM account_sends s WHERE s.account_id = $1 \
-                   AND s.sent_at > t.ts - interval '3600 seconds') < $6 \
+                   AND s.sent_at > t.ts - make_interval(secs => {h})) < $6 \
               AND (SELECT count(*) FROM account_sends s WHERE s.account_id = $1 \
-                   AND s.sent_at > t.ts - interval '86400 seconds') < $7 \
+                   AND s.sent_at > t.ts - make_interval(secs => {d})) < $7 \
             RETURNING sent_at \
          ) \
-         SELECT EXISTS (SELECT 1 FROM lease), (SELECT sent_at FROM ins)"
+         SELECT EXISTS (SELECT 1 FROM lease), (SELECT sent_at FROM ins)",
+        m = Window::Minute.guarded_secs(),
+        h = Window::Hour.guarded_secs(),
+        d = Window::Day.guarded_secs(),
     )))
     .bind(lease.account_id)
     .bind(lease.epoch)
@@ -764,11 +767,11 @@ pub async fn claim_batch(
             SELECT lease.account_id, lease.epoch, \
                    lease.sends_ok \
                    AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - interval '60 seconds') < lease.per_minute \
+                        AND s.sent_at > (SELECT ts FROM clock) - make_interval(secs => {m})) < lease.per_minute \
                    AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - interval '3600 seconds') < lease.per_hour \
+                        AND s.sent_at > (SELECT ts FROM clock) - make_interval(secs => {h})) < lease.per_hour \
                    AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - interval '86400 seconds') < lease.per_day \
+                        AND s.sent_at > (SELECT ts FROM clock) - make_interval(secs => {d})) < lease.per_day \
                    AS may_send \
             FROM lease \
             WHERE NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = lease.account_id \
@@ -803,7 +806,10 @@ pub async fn claim_batch(
             FROM marked \
          ) \
          SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id",
-        gate = session_gate!("budget.account_id")
+        gate = session_gate!("budget.account_id"),
+        m = Window::Minute.guarded_secs(),
+        h = Window::Hour.guarded_secs(),
+        d = Window::Day.guarded_secs(),
     )))
     .bind(&accounts)
     .bind(&epochs)
@@ -924,7 +930,7 @@ pub async fn load_budget(
         "SELECT a.rate_limit_config, a.timezone, a.created_at, a.health_score, \
                 CASE WHEN a.status = 'paused' THEN a.paused_until END AS paused_until, \
                 coalesce(array(SELECT s.sent_at FROM account_sends s WHERE s.account_id = a.id \
-                   AND s.sent_at > now() - interval '86400 seconds' ORDER BY s.sent_at), '{}') AS sends \
+                   AND s.sent_at > now() - interval '86420 seconds' ORDER BY s.sent_at), '{}') AS sends \
          FROM mkt_wap_accounts a WHERE a.id = $1",
     )
     .bind(account_id)

@@ -17,6 +17,17 @@ use sqlx::{Connection, PgConnection, PgPool};
 /// The advisory lock key: "courier scheduler" in a stable 63-bit number.
 pub const LOCK_KEY: i64 = 0x636f_7572_5f73_6368;
 
+/// Whether some session holds the leader lock now (a leader is elected).
+pub async fn is_held(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+           AND ((classid::int8 << 32) | objid::int8) = $1)",
+    )
+    .bind(LOCK_KEY)
+    .fetch_one(pool)
+    .await
+}
+
 /// A held leadership: the connection whose session holds the lock.
 #[derive(Debug)]
 pub struct Leadership {

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `health_checks` | a `health_check` job for every account with a session |
 //! | `discover` | a `discover` job (group rediscovery) for every active account |
-//! | `sweep` | failed messages still retryable get a `retry` job |
+//! | `sweep` | messages whose job was discarded without an outcome become `failed`; failed messages still retryable get a `retry` job |
 //! | `reap` | accounts stuck past their `status_deadline` move on, with the reason |
 //! | `prune` | finished jobs past `queue.retention`, and the old send log, are deleted |
 //! | `reassign` | queued sends leave unavailable accounts; pending messages get one |
@@ -182,8 +182,11 @@ pub async fn run(
             format!("{n} discover job(s) enqueued")
         }
         Task::Sweep => {
+            let orphans = fail_orphans(pool).await?;
             let n = sweep(pool, settings.scheduler.sweep_window).await?;
-            format!("{n} failed message(s) re-queued for retry")
+            format!(
+                "{orphans} orphaned message(s) failed; {n} failed message(s) re-queued for retry"
+            )
         }
         Task::Reap => {
             let resumed = crate::health::resume_expired(pool).await?;
@@ -235,6 +238,33 @@ async fn per_account_jobs(
     metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => kind.to_string())
         .increment(created as u64);
     Ok(created)
+}
+
+/// Messages left `queued` or `sending` by a job that ended without
+/// recording an outcome — a send job discarded because its attempts ran out
+/// before the page was ever reached (a session that never became ready), or
+/// because crashes returned it too often — become `failed` with the job's
+/// last error, so [`sweep`] can give them a `retry` job (which checks the
+/// chat for a copy before sending: the outcome of an interrupted attempt is
+/// unknown). Without this they would stay in flight forever.
+pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "WITH orphan AS ( \
+            SELECT m.id, coalesce(j.last_error, 'no error recorded') AS why FROM mkt_wap_messages m \
+            JOIN queue_jobs j ON j.id = m.job_id \
+            WHERE m.status IN ('queued', 'sending') AND j.state = 'discarded' \
+            FOR UPDATE OF m SKIP LOCKED \
+         ), upd AS ( \
+            UPDATE mkt_wap_messages m SET status = 'failed', failed_at = now(), \
+                error_message = 'its job was discarded: ' || o.why \
+            FROM orphan o WHERE m.id = o.id RETURNING m.id, m.error_message \
+         ) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'failed', 'sweeper', jsonb_build_object('error', error_message) FROM upd",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Failed messages that are still retryable — their send job gave up
