@@ -718,7 +718,12 @@ async fn drive(
     );
     let per_account_min = (args.rate as usize).div_ceil(args.accounts) as u64;
     let accounts: Vec<(String, String)> = (0..args.accounts)
-        .map(|i| (format!("Soak sender {}", i + 1), format!("4477009002{i:02}")))
+        .map(|i| {
+            (
+                format!("Soak sender {}", i + 1),
+                format!("4477009002{i:02}"),
+            )
+        })
         .collect();
     let limits = json!({
         "per_minute": per_account_min * 3,
