@@ -68,10 +68,38 @@ pub struct Shared {
     pub wakeup: Notify,
     /// Cancelled on shutdown: slots stop leasing and claiming.
     pub stop: CancellationToken,
-    /// Slots ask the claimer here (batched claims across accounts).
-    pub claims: mpsc::UnboundedSender<ClaimRequest>,
-    /// The ack layer hands outcomes to the completer here (batched writes).
-    pub acks: mpsc::UnboundedSender<AckRequest>,
+    /// The round tasks, each serving a fixed share of the accounts (by id), so
+    /// one account's outcome and its next claim always go through the same
+    /// task, in order. See [`run_rounds`].
+    pub rounds: Vec<mpsc::UnboundedSender<Request>>,
+}
+
+impl Shared {
+    /// The round task serving `account`.
+    fn round_for(&self, account: uuid::Uuid) -> &mpsc::UnboundedSender<Request> {
+        &self.rounds[(account.as_u128() % self.rounds.len() as u128) as usize]
+    }
+}
+
+/// What a slot or the ack layer asks a round task for.
+#[derive(Debug)]
+pub enum Request {
+    /// Claim the account's next job.
+    Claim(ClaimRequest),
+    /// Write a finished job's outcome.
+    Ack(Box<AckRequest>),
+}
+
+/// The completion a slot handed over but that may not be written yet: the
+/// slot waits for it before it gives its account up (a lease released first
+/// would fence the completion and the job would run again).
+type Unwritten = Arc<std::sync::Mutex<Option<oneshot::Receiver<()>>>>;
+
+async fn written(unwritten: &Unwritten) {
+    let pending = unwritten.lock().expect("unwritten poisoned").take();
+    if let Some(rx) = pending {
+        let _ = rx.await;
+    }
 }
 
 /// A slot's request for its account's next job.
@@ -93,63 +121,27 @@ pub struct AckRequest {
 /// Most requests one batched statement serves.
 const BATCH_MAX: usize = 512;
 
-/// Claims for every waiting slot in one statement per round: requests that
-/// arrive while a round runs form the next round (natural batching).
-pub async fn run_claimer(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<ClaimRequest>,
-    stop: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = rx.recv() => match r { Some(r) => r, None => return },
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let asks: Vec<store::ClaimAsk> = batch.iter().map(|r| r.ask.clone()).collect();
-        let started = Instant::now();
-        let result = store::claim_batch(&shared.pool, &shared.owner, &asks).await;
-        tracing::trace!(
-            asks = asks.len(),
-            claimed = result.as_ref().map(Vec::len).unwrap_or(0),
-            took_us = started.elapsed().as_micros() as u64,
-            "claim round"
-        );
-        match result {
-            Ok(rows) => {
-                let mut by_account: std::collections::HashMap<uuid::Uuid, store::ClaimedRow> =
-                    rows.into_iter().map(|r| (r.job.account_id, r)).collect();
-                for r in batch {
-                    let row = by_account.remove(&r.ask.lease.account_id);
-                    let _ = r.reply.send(Ok(row));
-                }
-            }
-            Err(e) => {
-                let msg = crate::cli::error_chain(&e);
-                for r in batch {
-                    let _ = r.reply.send(Err(msg.clone()));
-                }
-            }
-        }
-    }
-}
+/// How many round tasks a process runs (each with its own connection at a
+/// time), so one round's statements overlap with another's.
+pub const ROUND_TASKS: usize = 2;
 
-/// Writes outcomes: completions of every finished job in one statement per
-/// round; failures and snoozes one by one (they are rare).
-pub async fn run_completer(
+/// Serves its share of the accounts in rounds: every request that arrived
+/// while the previous round ran forms the next one (natural batching, no
+/// delay when idle). A round first writes the outcomes — completions of all
+/// finished jobs in one statement, failures and snoozes one by one — and then
+/// claims for every waiting slot in one statement. A slot hands its finished
+/// job's completion over and asks for its next job at once (it does not wait
+/// for the write), so one round completes the previous job and claims the
+/// next: the completion is written first, as the one-running-job-per-account
+/// index requires, and the two no longer wait for each other.
+pub async fn run_rounds(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<AckRequest>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
     stop: CancellationToken,
 ) {
     loop {
         let first = tokio::select! {
-            // On shutdown, keep writing until every slot is gone.
+            // On shutdown, keep writing outcomes until every slot is gone.
             r = rx.recv() => match r { Some(r) => r, None => return },
             _ = stop.cancelled(), if rx.is_empty() => return,
         };
@@ -160,45 +152,17 @@ pub async fn run_completer(
                 Err(_) => break,
             }
         }
-        let (done, other): (Vec<AckRequest>, Vec<AckRequest>) = batch
-            .into_iter()
-            .partition(|a| matches!(a.result, Ok(Outcome::Completed)));
-        if !done.is_empty() {
-            let keys: Vec<(uuid::Uuid, uuid::Uuid, i64)> = done
-                .iter()
-                .map(|a| {
-                    (
-                        a.claimed.job.id,
-                        a.claimed.job.account_id,
-                        a.claimed.lease.lease.epoch,
-                    )
-                })
-                .collect();
-            let started = Instant::now();
-            let result = store::complete_batch(&shared.pool, &shared.owner, &keys).await;
-            tracing::trace!(
-                jobs = keys.len(),
-                took_us = started.elapsed().as_micros() as u64,
-                "completion round"
-            );
-            match result {
-                Ok(ids) => {
-                    for a in done {
-                        if !ids.contains(&a.claimed.job.id) {
-                            fenced(&a.claimed);
-                        }
-                        let _ = a.reply.send(());
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %crate::cli::error_chain(&e), "batched completion failed; writing one by one");
-                    for a in done {
-                        record(&shared, &a.claimed, Ok(Outcome::Completed), false).await;
-                        let _ = a.reply.send(());
-                    }
-                }
+        let mut claims = Vec::new();
+        let mut done = Vec::new();
+        let mut other = Vec::new();
+        for r in batch {
+            match r {
+                Request::Claim(c) => claims.push(c),
+                Request::Ack(a) if matches!(a.result, Ok(Outcome::Completed)) => done.push(*a),
+                Request::Ack(a) => other.push(*a),
             }
         }
+        write_completions(&shared, done).await;
         for a in other {
             let AckRequest {
                 claimed,
@@ -208,6 +172,86 @@ pub async fn run_completer(
             } = a;
             record(&shared, &claimed, result, permanent).await;
             let _ = reply.send(());
+        }
+        if !claims.is_empty() {
+            claim_round(&shared, claims).await;
+        }
+    }
+}
+
+async fn claim_round(shared: &Shared, batch: Vec<ClaimRequest>) {
+    if shared.stop.is_cancelled() {
+        // Shutting down: no new claims.
+        for r in batch {
+            let _ = r.reply.send(Ok(None));
+        }
+        return;
+    }
+    let asks: Vec<store::ClaimAsk> = batch.iter().map(|r| r.ask.clone()).collect();
+    let started = Instant::now();
+    let result = store::claim_batch(&shared.pool, &shared.owner, &asks).await;
+    tracing::trace!(
+        asks = asks.len(),
+        claimed = result.as_ref().map(Vec::len).unwrap_or(0),
+        took_us = started.elapsed().as_micros() as u64,
+        "claim round"
+    );
+    match result {
+        Ok(rows) => {
+            let mut by_account: std::collections::HashMap<uuid::Uuid, store::ClaimedRow> =
+                rows.into_iter().map(|r| (r.job.account_id, r)).collect();
+            for r in batch {
+                let row = by_account.remove(&r.ask.lease.account_id);
+                let _ = r.reply.send(Ok(row));
+            }
+        }
+        Err(e) => {
+            let msg = crate::cli::error_chain(&e);
+            for r in batch {
+                let _ = r.reply.send(Err(msg.clone()));
+            }
+        }
+    }
+}
+
+/// Completions of every finished job of the round in one statement.
+async fn write_completions(shared: &Shared, done: Vec<AckRequest>) {
+    if done.is_empty() {
+        return;
+    }
+    let keys: Vec<(uuid::Uuid, uuid::Uuid, i64)> = done
+        .iter()
+        .map(|a| {
+            (
+                a.claimed.job.id,
+                a.claimed.job.account_id,
+                a.claimed.lease.lease.epoch,
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let result = store::complete_batch(&shared.pool, &shared.owner, &keys).await;
+    tracing::trace!(
+        jobs = keys.len(),
+        took_us = started.elapsed().as_micros() as u64,
+        "completion round"
+    );
+    match result {
+        Ok(ids) => {
+            let ids: std::collections::HashSet<uuid::Uuid> = ids.into_iter().collect();
+            for a in done {
+                if !ids.contains(&a.claimed.job.id) {
+                    fenced(&a.claimed);
+                }
+                let _ = a.reply.send(());
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::cli::error_chain(&e), "batched completion failed; writing one by one");
+            for a in done {
+                record(shared, &a.claimed, Ok(Outcome::Completed), false).await;
+                let _ = a.reply.send(());
+            }
         }
     }
 }
@@ -270,7 +314,14 @@ struct Held {
     lease: HeldLease,
     offset: chrono::Duration,
     budget: Option<BudgetView>,
+    /// When the slot took the account (rotation).
+    since: Instant,
+    /// When the slot last looked whether other accounts wait (rotation).
+    rotation_checked: Option<Instant>,
 }
+
+/// How often a slot past `queue.lease_rotate` looks whether others wait.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct SlotState {
@@ -322,7 +373,8 @@ async fn load_budget(shared: &Shared, held: &Held) -> Result<Option<BudgetView>,
 /// and limit changes made elsewhere are seen within this).
 const BUDGET_REFRESH: Duration = Duration::from_secs(5);
 
-async fn release(shared: &Shared, state: &mut SlotState) {
+async fn release(shared: &Shared, state: &mut SlotState, unwritten: &Unwritten) {
+    written(unwritten).await;
     if let Some(h) = state.held.take() {
         shared.keeper.forget(&h.lease.lease);
         if !h.lease.is_lost() {
@@ -353,14 +405,15 @@ async fn next_job(
     shared: Arc<Shared>,
     state: Arc<Mutex<SlotState>>,
     in_flight: Arc<Semaphore>,
+    unwritten: Unwritten,
 ) -> ClaimedJob {
     let mut state = state.lock().await;
     loop {
         if shared.stop.is_cancelled() {
-            release(&shared, &mut state).await;
+            release(&shared, &mut state, &unwritten).await;
             std::future::pending::<()>().await;
         }
-        match step(&shared, &mut state, &in_flight).await {
+        match step(&shared, &mut state, &in_flight, &unwritten).await {
             Ok(Some(job)) => return job,
             Ok(None) => {}
             Err(e) => {
@@ -371,6 +424,7 @@ async fn next_job(
                 if let Some(h) = state.held.as_ref() {
                     h.lease.mark_lost();
                 }
+                written(&unwritten).await;
                 if let Some(h) = state.held.take() {
                     shared.keeper.forget(&h.lease.lease);
                     let _ = store::release_lease(&shared.pool, &h.lease.lease).await;
@@ -388,6 +442,7 @@ async fn step(
     shared: &Shared,
     state: &mut SlotState,
     in_flight: &Arc<Semaphore>,
+    unwritten: &Unwritten,
 ) -> Result<Option<ClaimedJob>, QueueError> {
     // 1. One job at a time: the permit comes back when the ack is written.
     let permit = in_flight
@@ -420,6 +475,8 @@ async fn step(
                     lease: shared.keeper.hold(lease),
                     offset: db_now - Utc::now(),
                     budget: None,
+                    since: Instant::now(),
+                    rotation_checked: None,
                 });
                 // Pass the baton to two idle slots: other accounts may have
                 // work too. Doubling ramps up to N accounts in log2(N) rounds
@@ -446,6 +503,26 @@ async fn step(
         }
         return Ok(None);
     };
+
+    // Rotation: an account that has had the slot for `lease_rotate` gives it
+    // up after its job when accounts nobody holds have due work, so with more
+    // busy accounts than slots every account is served in turn. Released, it
+    // goes to the back of the line (see `store::release_lease`).
+    if held.since.elapsed() >= shared.queue.lease_rotate
+        && held
+            .rotation_checked
+            .is_none_or(|t| t.elapsed() >= ROTATION_CHECK)
+    {
+        held.rotation_checked = Some(Instant::now());
+        if store::others_waiting(&shared.pool).await? {
+            tracing::debug!(account_id = %held.lease.lease.account_id,
+                held_for_ms = held.since.elapsed().as_millis() as u64,
+                "rotating: giving the account up, others wait");
+            drop(permit);
+            release(shared, state, unwritten).await;
+            return Ok(None);
+        }
+    }
 
     // 3. The budget for sends.
     if held
@@ -480,22 +557,21 @@ async fn step(
 
     // 4. Claim, batched with the other slots of this process; a send's slot
     //    is reserved in the same statement.
-    let limits = held
+    let windows_free_at = held
         .budget
         .as_ref()
-        .map(|b| b.limits.clone())
-        .unwrap_or_else(|| shared.budget.limits());
+        .and_then(|b| budget::windows_free_at(&b.limits, &b.sends));
     let (reply, answer) = oneshot::channel();
     shared
-        .claims
-        .send(ClaimRequest {
+        .round_for(lease.account_id)
+        .send(Request::Claim(ClaimRequest {
             ask: store::ClaimAsk {
                 lease: lease.clone(),
                 sends_allowed,
-                limits,
+                windows_free_at,
             },
             reply,
-        })
+        }))
         .map_err(|_| QueueError::Batch("the claimer has stopped".into()))?;
     let claimed = answer
         .await
@@ -534,7 +610,7 @@ async fn step(
         Some(at) if !work.paused && at <= hold_until && !held.lease.is_lost() => {
             sleep_until_db(shared, at, work.now, &shared.wakeup).await;
         }
-        _ => release(shared, state).await,
+        _ => release(shared, state, unwritten).await,
     }
     Ok(None)
 }
@@ -544,6 +620,7 @@ pub struct AccountSlot {
     shared: Arc<Shared>,
     state: Arc<Mutex<SlotState>>,
     in_flight: Arc<Semaphore>,
+    unwritten: Unwritten,
     next: Option<BoxFuture<'static, ClaimedJob>>,
     closing: Option<BoxFuture<'static, ()>>,
 }
@@ -561,6 +638,7 @@ impl AccountSlot {
             shared,
             state: Arc::default(),
             in_flight: Arc::new(Semaphore::new(1)),
+            unwritten: Arc::default(),
             next: None,
             closing: None,
         }
@@ -589,6 +667,7 @@ impl Backend for AccountSlot {
                 self.shared.clone(),
                 self.state.clone(),
                 self.in_flight.clone(),
+                self.unwritten.clone(),
             )
             .boxed()
         });
@@ -617,11 +696,12 @@ impl Backend for AccountSlot {
             let shared = self.shared.clone();
             let state = self.state.clone();
             let in_flight = self.in_flight.clone();
+            let unwritten = self.unwritten.clone();
             async move {
                 // Wait for the in-flight job's ack (bounded by the monitor's grace).
                 let _permit = in_flight.acquire().await;
                 let mut state = state.lock().await;
-                release(&shared, &mut state).await;
+                release(&shared, &mut state, &unwritten).await;
             }
             .boxed()
         });
@@ -644,6 +724,7 @@ impl BackendConfig for AccountSlot {
         AckLayer {
             shared: self.shared.clone(),
             in_flight: self.in_flight.clone(),
+            unwritten: self.unwritten.clone(),
         }
     }
 }
@@ -653,6 +734,7 @@ impl BackendConfig for AccountSlot {
 pub struct AckLayer {
     shared: Arc<Shared>,
     in_flight: Arc<Semaphore>,
+    unwritten: Unwritten,
 }
 
 impl<S> Layer<S> for AckLayer {
@@ -663,6 +745,7 @@ impl<S> Layer<S> for AckLayer {
             inner,
             shared: self.shared.clone(),
             in_flight: self.in_flight.clone(),
+            unwritten: self.unwritten.clone(),
         }
     }
 }
@@ -673,6 +756,7 @@ pub struct AckService<S> {
     inner: S,
     shared: Arc<Shared>,
     in_flight: Arc<Semaphore>,
+    unwritten: Unwritten,
 }
 
 impl<S> Service<Task<ClaimedJob>> for AckService<S>
@@ -694,6 +778,7 @@ where
         let fut = self.inner.call(task);
         let shared = self.shared.clone();
         let in_flight = self.in_flight.clone();
+        let unwritten = self.unwritten.clone();
         async move {
             let kind = job.job.kind.clone();
             let waited = (Utc::now() - job.job.run_at).to_std().unwrap_or_default();
@@ -731,19 +816,30 @@ where
                 }
             }
             let result = result.map_err(|e| crate::cli::error_chain(&*e));
+            let completed = matches!(result, Ok(Outcome::Completed));
             let (reply, written) = oneshot::channel();
+            let round = shared.round_for(job.job.account_id).clone();
             let ack = AckRequest {
                 claimed: job,
                 result,
                 permanent,
                 reply,
             };
-            match shared.acks.send(ack) {
+            match round.send(Request::Ack(Box::new(ack))) {
+                // A completion is written by the round that also claims the
+                // slot's next job (it is queued before that claim); the slot
+                // only waits for it before giving the account up. Failures
+                // and snoozes are rare: wait until they are written.
+                Ok(()) if completed => {
+                    *unwritten.lock().expect("unwritten poisoned") = Some(written);
+                }
                 Ok(()) => {
                     let _ = written.await;
                 }
-                Err(mpsc::error::SendError(ack)) => {
-                    record(&shared, &ack.claimed, ack.result, ack.permanent).await;
+                Err(mpsc::error::SendError(request)) => {
+                    if let Request::Ack(ack) = request {
+                        record(&shared, &ack.claimed, ack.result, ack.permanent).await;
+                    }
                 }
             }
             in_flight.add_permits(1);

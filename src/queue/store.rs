@@ -478,12 +478,30 @@ pub async fn extend_leases(
     .await?)
 }
 
+/// Whether some account nobody holds (or whose lease expired) has due work
+/// and is not paused: lease rotation gives a slot up only when others wait.
+pub async fn others_waiting(pool: &PgPool) -> Result<bool, QueueError> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM mkt_wap_accounts a \
+            LEFT JOIN account_leases l ON l.account_id = a.id \
+            WHERE (l.account_id IS NULL OR l.owner IS NULL OR l.expires_at < now()) \
+              AND NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+              AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id \
+                          AND j.state IN {RUNNABLE} AND j.run_at <= now() AND {gate}))",
+        gate = session_gate!("a.id")
+    )))
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Releases a lease (keeps the row so the epoch only grows) and wakes other
-/// workers when the account still has due work.
+/// workers when the account still has due work. `heartbeat_at` is set to the
+/// release, so the account goes to the back of the line: leasing prefers the
+/// accounts served longest ago (the rotation's fairness).
 pub async fn release_lease(pool: &PgPool, lease: &Lease) -> Result<bool, QueueError> {
     let row: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH r AS ( \
-            UPDATE account_leases SET owner = NULL, expires_at = now() \
+            UPDATE account_leases SET owner = NULL, expires_at = now(), heartbeat_at = now() \
             WHERE account_id = $1 AND epoch = $2 AND owner = $3 RETURNING account_id \
          ) \
          SELECT (SELECT count(*) FROM (SELECT pg_notify('courier_jobs', '') \
@@ -717,8 +735,10 @@ pub struct ClaimAsk {
     pub lease: Lease,
     /// Whether budget-spending kinds may be claimed (the Rust budget said yes).
     pub sends_allowed: bool,
-    /// Window caps re-checked in SQL before a send is claimed.
-    pub limits: Limits,
+    /// The earliest instant every window has room
+    /// ([`crate::budget::windows_free_at`] over the holder's copy of the send
+    /// log); checked against the database clock before a send is granted.
+    pub windows_free_at: Option<DateTime<Utc>>,
 }
 
 /// A job claimed by [`claim_batch`], with its send slot when it spends budget.
@@ -734,9 +754,16 @@ pub struct ClaimedRow {
 /// Claims the next runnable job of many leased accounts in one statement,
 /// and for budget-spending kinds reserves the send slot — and moves the
 /// job's message to `sending` with its attempt start and event — in the same
-/// statement: a send is only picked when every window has room (counted in
-/// SQL under the lease's share lock, so nobody else can add to that account's
-/// log meanwhile). Accounts whose lease is gone or that are paused get nothing.
+/// statement. Accounts whose lease is gone or that are paused get nothing.
+///
+/// The windows are checked without counting the log: a send is only picked
+/// when `clock_timestamp() >= windows_free_at`, the instant the caller derived
+/// from its copy of the account's send log. That copy is the whole log: it is
+/// loaded after the lease was acquired (a takeover waits for the old holder's
+/// in-flight claims, which hold the lease row `FOR SHARE`), and afterwards
+/// only this statement appends to the account's log, under the lease's share
+/// lock and epoch, returning each slot it grants to the holder. A holder that
+/// misses a reply gives the account up.
 pub async fn claim_batch(
     pool: &PgPool,
     owner: &str,
@@ -745,49 +772,38 @@ pub async fn claim_batch(
     let accounts: Vec<Uuid> = asks.iter().map(|a| a.lease.account_id).collect();
     let epochs: Vec<i64> = asks.iter().map(|a| a.lease.epoch).collect();
     let sends_ok: Vec<bool> = asks.iter().map(|a| a.sends_allowed).collect();
-    let pm: Vec<i64> = asks
-        .iter()
-        .map(|a| i64::from(a.limits.per_minute))
-        .collect();
-    let ph: Vec<i64> = asks.iter().map(|a| i64::from(a.limits.per_hour)).collect();
-    let pd: Vec<i64> = asks.iter().map(|a| i64::from(a.limits.per_day)).collect();
+    let free_at: Vec<Option<DateTime<Utc>>> = asks.iter().map(|a| a.windows_free_at).collect();
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH req AS ( \
-            SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::int8[], $5::int8[], $6::int8[]) \
-                AS r(account_id, epoch, sends_ok, per_minute, per_hour, per_day) \
+            SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::timestamptz[]) \
+                AS r(account_id, epoch, sends_ok, free_at) \
          ), lease AS ( \
             SELECT r.* FROM account_leases l \
             JOIN req r ON r.account_id = l.account_id AND r.epoch = l.epoch \
-            WHERE l.owner = $7 ORDER BY l.account_id FOR SHARE OF l \
+            WHERE l.owner = $5 ORDER BY l.account_id FOR SHARE OF l \
          ), clock AS MATERIALIZED (SELECT clock_timestamp() AS ts \
          ), budget AS ( \
-            SELECT lease.account_id, lease.epoch, \
-                   lease.sends_ok \
-                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - interval '60 seconds') < lease.per_minute \
-                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - interval '3600 seconds') < lease.per_hour \
-                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - interval '86400 seconds') < lease.per_day \
+            SELECT lease.account_id, lease.epoch, a.status, \
+                   lease.sends_ok AND (lease.free_at IS NULL OR lease.free_at <= (SELECT ts FROM clock)) \
                    AS may_send \
-            FROM lease \
-            WHERE NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = lease.account_id \
-                  AND a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+            FROM lease JOIN mkt_wap_accounts a ON a.id = lease.account_id \
+            WHERE NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
          ), pick AS ( \
             SELECT j.id, budget.epoch FROM budget CROSS JOIN LATERAL ( \
                 SELECT q.id FROM queue_jobs q \
                 WHERE q.account_id = budget.account_id AND q.state IN {RUNNABLE} AND q.run_at <= now() \
-                  AND (budget.may_send OR q.kind <> ALL($8)) AND {gate} \
+                  AND (budget.may_send OR q.kind <> ALL($6)) \
+                  AND (q.kind IN ('login', 'health_check') OR budget.status NOT IN ('logged_out', 'banned')) \
                 ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED \
             ) j \
          ), claimed AS ( \
             UPDATE queue_jobs q SET state = 'running', attempt = q.attempt + 1, attempted_at = now(), \
-                lease_epoch = pick.epoch, attempted_by = $7, waiting_reason = NULL \
+                lease_epoch = pick.epoch, attempted_by = $5, waiting_reason = NULL \
             FROM pick WHERE q.id = pick.id \
             RETURNING q.* \
          ), sent AS ( \
             INSERT INTO account_sends (account_id, job_id, epoch, sent_at) \
-            SELECT account_id, id, lease_epoch, clock_timestamp() FROM claimed WHERE kind = ANY($8) \
+            SELECT account_id, id, lease_epoch, clock_timestamp() FROM claimed WHERE kind = ANY($6) \
             RETURNING job_id, sent_at \
          ), marked AS ( \
             UPDATE mkt_wap_messages m SET status = 'sending', sending_at = now(), \
@@ -802,15 +818,12 @@ pub async fn claim_batch(
                    jsonb_build_object('job_id', job_id, 'attempt', attempt, 'slot_at', sent_at) \
             FROM marked \
          ) \
-         SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id",
-        gate = session_gate!("budget.account_id")
+         SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id"
     )))
     .bind(&accounts)
     .bind(&epochs)
     .bind(&sends_ok)
-    .bind(&pm)
-    .bind(&ph)
-    .bind(&pd)
+    .bind(&free_at)
     .bind(owner)
     .bind(&super::BUDGET_KINDS[..])
     .fetch_all(pool)
