@@ -68,6 +68,9 @@ pub struct Shared {
     pub wakeup: Notify,
     /// Cancelled on shutdown: slots stop leasing and claiming.
     pub stop: CancellationToken,
+    /// Leases taken by a batched acquisition for other slots of this process
+    /// (held and heartbeated; an idle slot takes one before leasing itself).
+    pub handoff: std::sync::Mutex<Vec<(HeldLease, chrono::Duration)>>,
     /// The round tasks, each serving a fixed share of the accounts (by id), so
     /// one account's outcome and its next claim always go through the same
     /// task, in order. See [`run_rounds`].
@@ -320,6 +323,20 @@ struct Held {
     rotation_checked: Option<Instant>,
 }
 
+/// Most accounts one lease statement takes.
+const LEASE_BATCH: usize = 256;
+
+/// A lease another slot of this process acquired for us, still ours.
+fn take_handoff(shared: &Shared) -> Option<(HeldLease, chrono::Duration)> {
+    let mut handoff = shared.handoff.lock().expect("handoff poisoned");
+    while let Some((lease, offset)) = handoff.pop() {
+        if !lease.is_lost() {
+            return Some((lease, offset));
+        }
+    }
+    None
+}
+
 /// How often a slot past `queue.lease_rotate` looks whether others wait.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
@@ -461,29 +478,52 @@ async fn step(
         let notified = shared.idle.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match store::acquire_lease(
-            &shared.pool,
-            &shared.owner,
-            shared.queue.lease_ttl,
-            shared.queue.max_rescues,
-        )
-        .await?
-        {
-            Some((lease, db_now)) => {
-                tracing::debug!(account_id = %lease.account_id, epoch = lease.epoch, "leased account");
+        let got = match take_handoff(shared) {
+            Some(h) => Some(h),
+            None => {
+                // Lease for every slot of this process that has no account, in
+                // one statement; the others are handed over below.
+                let want = shared
+                    .queue
+                    .capacity
+                    .saturating_sub(shared.keeper.len())
+                    .clamp(1, LEASE_BATCH);
+                let mut leases = store::acquire_leases(
+                    &shared.pool,
+                    &shared.owner,
+                    shared.queue.lease_ttl,
+                    shared.queue.max_rescues,
+                    want,
+                )
+                .await?
+                .into_iter()
+                .map(|(lease, db_now)| (shared.keeper.hold(lease), db_now - Utc::now()));
+                let first = leases.next();
+                let extra: Vec<_> = leases.collect();
+                if !extra.is_empty() {
+                    let n = extra.len();
+                    shared
+                        .handoff
+                        .lock()
+                        .expect("handoff poisoned")
+                        .extend(extra);
+                    for _ in 0..n {
+                        shared.idle.notify_one();
+                    }
+                }
+                first
+            }
+        };
+        match got {
+            Some((lease, offset)) => {
+                tracing::debug!(account_id = %lease.lease.account_id, epoch = lease.lease.epoch, "leased account");
                 state.held = Some(Held {
-                    lease: shared.keeper.hold(lease),
-                    offset: db_now - Utc::now(),
+                    lease,
+                    offset,
                     budget: None,
                     since: Instant::now(),
                     rotation_checked: None,
                 });
-                // Pass the baton to two idle slots: other accounts may have
-                // work too. Doubling ramps up to N accounts in log2(N) rounds
-                // of acquisitions; a slot that finds nothing passes nothing,
-                // so an idle system is not stampeded.
-                shared.idle.notify_one();
-                shared.idle.notify_one();
             }
             None => {
                 drop(permit);

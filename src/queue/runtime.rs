@@ -74,6 +74,7 @@ impl Runtime {
                 idle: Notify::new(),
                 wakeup: Notify::new(),
                 stop: CancellationToken::new(),
+                handoff: Default::default(),
                 rounds: rounds_tx,
             }),
             handlers: Arc::new(handlers),

@@ -313,25 +313,27 @@ pub async fn prune_send_log(pool: &PgPool) -> Result<u64, QueueError> {
 // Leases.
 // ---------------------------------------------------------------------------
 
-/// Leases one account that has work and no live lease, taking over an
-/// expired one (epoch + 1). Jobs left running under an older epoch (their
-/// worker crashed or lost the lease) are returned to the queue in the same
-/// transaction, without counting the attempt; after `max_rescues` returns a job
-/// is discarded (a crash loop). Returns the lease and the database clock.
-pub async fn acquire_lease(
+/// Leases up to `limit` accounts that have work and no live lease, in one
+/// statement, taking over expired ones (epoch + 1); accounts served longest
+/// ago come first. Jobs left running under an older epoch (their worker
+/// crashed or lost the lease) are returned to the queue right after, without
+/// counting the attempt; after `max_rescues` returns a job is discarded (a
+/// crash loop). Returns the leases and the database clock.
+pub async fn acquire_leases(
     pool: &PgPool,
     owner: &str,
     ttl: Duration,
     max_rescues: i32,
-) -> Result<Option<(Lease, DateTime<Utc>)>, QueueError> {
-    // The candidate account is locked FOR NO KEY UPDATE: the foreign keys of
-    // jobs and the send log take KEY SHARE locks on the account, and a
+    limit: usize,
+) -> Result<Vec<(Lease, DateTime<Utc>)>, QueueError> {
+    // The candidate accounts are locked FOR NO KEY UPDATE: the foreign keys
+    // of jobs and the send log take KEY SHARE locks on the account, and a
     // stronger lock here deadlocks with them.
-    // Two statements, no transaction: once the lease row carries the new
+    // No transaction around the rescue: once the lease row carries the new
     // epoch, no older holder can claim or write (fenced), so the rescue that
     // follows sees every job they left running; if this process dies between
     // the two, the next holder's rescue does the same.
-    let row: Option<(Uuid, i64, DateTime<Utc>, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<(Uuid, i64, DateTime<Utc>, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH cand AS ( \
             SELECT a.id FROM mkt_wap_accounts a \
             LEFT JOIN account_leases l ON l.account_id = a.id \
@@ -341,7 +343,7 @@ pub async fn acquire_lease(
                           AND ((j.state IN {RUNNABLE} AND j.run_at <= now()) OR j.state = 'running') \
                           AND {gate}) \
             ORDER BY l.heartbeat_at NULLS FIRST \
-            LIMIT 1 \
+            LIMIT $3 \
             FOR NO KEY UPDATE OF a SKIP LOCKED \
          ) \
          INSERT INTO account_leases AS l (account_id, owner, epoch, expires_at, heartbeat_at, acquired_at) \
@@ -355,26 +357,28 @@ pub async fn acquire_lease(
     )))
     .bind(owner)
     .bind(interval(ttl))
-    .fetch_optional(pool)
+    .bind(limit.max(1) as i64)
+    .fetch_all(pool)
     .await?;
-    let Some((account_id, epoch, db_now, left_running)) = row else {
-        return Ok(None);
-    };
-    // A job claimed by the old holder at the very moment of the takeover can
-    // escape this look; the one-running index then refuses our claim, the
-    // slot gives the account up, and the next holder rescues it.
-    if left_running {
-        let mut conn = pool.acquire().await?;
-        rescue_in(&mut conn, account_id, epoch, max_rescues).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (account_id, epoch, db_now, left_running) in rows {
+        // A job claimed by the old holder at the very moment of the takeover
+        // can escape this look; the one-running index then refuses our claim,
+        // the slot gives the account up, and the next holder rescues it.
+        if left_running {
+            let mut conn = pool.acquire().await?;
+            rescue_in(&mut conn, account_id, epoch, max_rescues).await?;
+        }
+        out.push((
+            Lease {
+                account_id,
+                epoch,
+                owner: owner.into(),
+            },
+            db_now,
+        ));
     }
-    Ok(Some((
-        Lease {
-            account_id,
-            epoch,
-            owner: owner.into(),
-        },
-        db_now,
-    )))
+    Ok(out)
 }
 
 /// Leases a specific account (tests, and a worker that must drive one account).
