@@ -61,8 +61,8 @@ pub struct Shared {
     pub budget: BudgetSettings,
     /// `[health]`.
     pub health: HealthSettings,
-    /// Idle slots wait here; one is woken per notification, and a slot that
-    /// leased an account wakes the next (a baton, not a thundering herd).
+    /// Idle slots wait here; one is woken per notification, and one per
+    /// lease a batched acquisition put in `handoff` (no thundering herd).
     pub idle: Notify,
     /// Slots holding a lease while waiting for a near job wait here.
     pub wakeup: Notify,
@@ -612,10 +612,10 @@ async fn step(
             },
             reply,
         }))
-        .map_err(|_| QueueError::Batch("the claimer has stopped".into()))?;
+        .map_err(|_| QueueError::Batch("the round task has stopped".into()))?;
     let claimed = answer
         .await
-        .map_err(|_| QueueError::Batch("the claimer has stopped".into()))?
+        .map_err(|_| QueueError::Batch("the round task has stopped".into()))?
         .map_err(QueueError::Batch)?;
     if let Some(row) = claimed {
         if let (Some(at), Some(b)) = (row.slot_at, held.budget.as_mut()) {
