@@ -12,9 +12,9 @@
 //! young accounts and halved by a low health score ([`Limits::effective`]).
 //!
 //! The queue enforces the windows a second time in SQL, in the statement that
-//! grants the slot (`queue::store::claim_batch` compares the database clock
-//! with [`windows_free_at`]), so this module decides *when* to try; the
-//! database decides *whether* the slot is granted.
+//! grants the slot (`queue::store::claim_batch`, one index probe per window),
+//! so this module decides *when* to try; the database decides *whether* the
+//! slot is granted.
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -277,35 +277,6 @@ pub fn window_frees_at(
     }
     // The window has room once all but cap-1 of these have left it.
     Some(inside[count - cap as usize] + w)
-}
-
-/// The earliest instant at which every window has room for one more send,
-/// given the account's **complete** send log `sends` (ascending; sends older
-/// than a day may be left out). `None`: no window constrains; a window with a
-/// cap of 0 never frees and yields `DateTime::<Utc>::MAX_UTC`.
-///
-/// For a window W with cap L: fewer than L sends lie in `(t - W, t]` iff the
-/// L-th most recent send is at or before `t - W`, i.e. `t >= that send + W`.
-/// So the answer does not depend on "now": it is one look-up per window, and
-/// the queue checks it in SQL as one comparison with the database clock
-/// (instead of counting the log) in the statement that grants the slot. The
-/// log is complete in the lease holder's memory because only the holder of
-/// the account's current lease epoch appends to it (fenced), see
-/// `queue::store::claim_batch`.
-pub fn windows_free_at(limits: &Limits, sends: &[DateTime<Utc>]) -> Option<DateTime<Utc>> {
-    let mut at: Option<DateTime<Utc>> = None;
-    for w in Window::ALL {
-        let cap = limits.cap(w) as usize;
-        let free = if cap == 0 {
-            Some(DateTime::<Utc>::MAX_UTC)
-        } else if sends.len() >= cap {
-            Some(sends[sends.len() - cap] + w.length())
-        } else {
-            None
-        };
-        at = at.max(free);
-    }
-    at
 }
 
 /// Decides whether a send may happen at `now`.
@@ -669,32 +640,6 @@ mod tests {
         }
 
         /// `window_frees_at` agrees with counting.
-        #[test]
-        fn windows_free_at_is_the_first_instant_every_window_has_room(
-            caps in (1u32..4, 1u32..6, 1u32..8),
-            offsets in proptest::collection::vec(0i64..200_000, 0..16),
-        ) {
-            let limits = Limits { per_minute: caps.0, per_hour: caps.1, per_day: caps.2,
-                min_gap: std::time::Duration::ZERO, jitter: std::time::Duration::ZERO,
-                quiet_hours: None };
-            let mut s: Vec<_> = offsets.into_iter().map(|o| t0() + Duration::seconds(o)).collect();
-            s.sort();
-            let last = s.last().copied().unwrap_or(t0());
-            let room = |t: DateTime<Utc>| Window::ALL.iter().all(|w| {
-                s.iter().filter(|&&x| x > t - w.length() && x <= t).count() < limits.cap(*w) as usize
-            });
-            match windows_free_at(&limits, &s) {
-                None => prop_assert!(room(last)),
-                Some(t) => {
-                    let t = t.max(last);
-                    prop_assert!(room(t));
-                    if t > last {
-                        prop_assert!(!room(t - Duration::microseconds(1)));
-                    }
-                }
-            }
-        }
-
         #[test]
         fn window_frees_at_is_the_first_instant_with_room(
             cap in 1u32..5,

@@ -71,6 +71,8 @@ pub struct Shared {
     /// Leases taken by a batched acquisition for other slots of this process
     /// (held and heartbeated; an idle slot takes one before leasing itself).
     pub handoff: std::sync::Mutex<Vec<(HeldLease, chrono::Duration)>>,
+    /// Held by the slot that is leasing (one at a time per process).
+    pub acquiring: Mutex<()>,
     /// The round tasks, each serving a fixed share of the accounts (by id), so
     /// one account's outcome and its next claim always go through the same
     /// task, in order. See [`run_rounds`].
@@ -478,6 +480,9 @@ async fn step(
         let notified = shared.idle.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // One slot of the process leases at a time, so concurrent idle slots
+        // do not each lease for all free slots (the rest would sit unserved).
+        let acquiring = shared.acquiring.lock().await;
         let got = match take_handoff(shared) {
             Some(h) => Some(h),
             None => {
@@ -514,6 +519,7 @@ async fn step(
                 first
             }
         };
+        drop(acquiring);
         match got {
             Some((lease, offset)) => {
                 tracing::debug!(account_id = %lease.lease.account_id, epoch = lease.lease.epoch, "leased account");
@@ -554,7 +560,8 @@ async fn step(
             .is_none_or(|t| t.elapsed() >= ROTATION_CHECK)
     {
         held.rotation_checked = Some(Instant::now());
-        if store::others_waiting(&shared.pool).await? {
+        let handed_over = !shared.handoff.lock().expect("handoff poisoned").is_empty();
+        if handed_over || store::others_waiting(&shared.pool).await? {
             tracing::debug!(account_id = %held.lease.lease.account_id,
                 held_for_ms = held.since.elapsed().as_millis() as u64,
                 "rotating: giving the account up, others wait");
@@ -597,10 +604,11 @@ async fn step(
 
     // 4. Claim, batched with the other slots of this process; a send's slot
     //    is reserved in the same statement.
-    let windows_free_at = held
+    let limits = held
         .budget
         .as_ref()
-        .and_then(|b| budget::windows_free_at(&b.limits, &b.sends));
+        .map(|b| b.limits.clone())
+        .unwrap_or_else(|| shared.budget.limits());
     let (reply, answer) = oneshot::channel();
     shared
         .round_for(lease.account_id)
@@ -608,7 +616,7 @@ async fn step(
             ask: store::ClaimAsk {
                 lease: lease.clone(),
                 sends_allowed,
-                windows_free_at,
+                limits,
             },
             reply,
         }))

@@ -75,6 +75,7 @@ impl Runtime {
                 wakeup: Notify::new(),
                 stop: CancellationToken::new(),
                 handoff: Default::default(),
+                acquiring: Default::default(),
                 rounds: rounds_tx,
             }),
             handlers: Arc::new(handlers),

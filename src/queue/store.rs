@@ -732,6 +732,25 @@ pub async fn snooze_sends(
     .rows_affected())
 }
 
+/// Whether the window of `$secs` seconds has room for one more send of
+/// `lease.account_id` at `clock.ts` with the cap `lease.$cap`: the cap-th most
+/// recent send (one backward index probe) is at or before `ts - W`.
+macro_rules! window_room {
+    ($cap:literal, $secs:literal) => {
+        concat!(
+            "(lease.",
+            $cap,
+            " > 0 AND coalesce((SELECT s.sent_at FROM account_sends s \
+             WHERE s.account_id = lease.account_id ORDER BY s.sent_at DESC \
+             OFFSET lease.",
+            $cap,
+            " - 1 LIMIT 1) <= (SELECT ts FROM clock) - interval '",
+            $secs,
+            " seconds', true))"
+        )
+    };
+}
+
 /// One account's request in a [`claim_batch`].
 #[derive(Debug, Clone)]
 pub struct ClaimAsk {
@@ -739,10 +758,8 @@ pub struct ClaimAsk {
     pub lease: Lease,
     /// Whether budget-spending kinds may be claimed (the Rust budget said yes).
     pub sends_allowed: bool,
-    /// The earliest instant every window has room
-    /// ([`crate::budget::windows_free_at`] over the holder's copy of the send
-    /// log); checked against the database clock before a send is granted.
-    pub windows_free_at: Option<DateTime<Utc>>,
+    /// Window caps checked in SQL before a send is granted.
+    pub limits: Limits,
 }
 
 /// A job claimed by [`claim_batch`], with its send slot when it spends budget.
@@ -760,14 +777,14 @@ pub struct ClaimedRow {
 /// job's message to `sending` with its attempt start and event — in the same
 /// statement. Accounts whose lease is gone or that are paused get nothing.
 ///
-/// The windows are checked without counting the log: a send is only picked
-/// when `clock_timestamp() >= windows_free_at`, the instant the caller derived
-/// from its copy of the account's send log. That copy is the whole log: it is
-/// loaded after the lease was acquired (a takeover waits for the old holder's
-/// in-flight claims, which hold the lease row `FOR SHARE`), and afterwards
-/// only this statement appends to the account's log, under the lease's share
-/// lock and epoch, returning each slot it grants to the holder. A holder that
-/// misses a reply gives the account up.
+/// The windows are checked without counting the log: for a window W with cap
+/// L, fewer than L sends lie in `(t - W, t]` iff the L-th most recent send is
+/// at or before `t - W`, so each window is one backward probe of the
+/// `(account_id, sent_at)` index (`OFFSET L-1 LIMIT 1`) instead of a count
+/// of every send in it. The probe reads the log itself (the delivery handler
+/// moves a slot's `sent_at` forward to when WhatsApp accepted the message, so
+/// no copy held elsewhere would do), under the lease's share lock, so nobody
+/// else can append for the account meanwhile.
 pub async fn claim_batch(
     pool: &PgPool,
     owner: &str,
@@ -776,19 +793,25 @@ pub async fn claim_batch(
     let accounts: Vec<Uuid> = asks.iter().map(|a| a.lease.account_id).collect();
     let epochs: Vec<i64> = asks.iter().map(|a| a.lease.epoch).collect();
     let sends_ok: Vec<bool> = asks.iter().map(|a| a.sends_allowed).collect();
-    let free_at: Vec<Option<DateTime<Utc>>> = asks.iter().map(|a| a.windows_free_at).collect();
+    let pm: Vec<i64> = asks
+        .iter()
+        .map(|a| i64::from(a.limits.per_minute))
+        .collect();
+    let ph: Vec<i64> = asks.iter().map(|a| i64::from(a.limits.per_hour)).collect();
+    let pd: Vec<i64> = asks.iter().map(|a| i64::from(a.limits.per_day)).collect();
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH req AS ( \
-            SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::timestamptz[]) \
-                AS r(account_id, epoch, sends_ok, free_at) \
+            SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::int8[], $5::int8[], $6::int8[]) \
+                AS r(account_id, epoch, sends_ok, per_minute, per_hour, per_day) \
          ), lease AS ( \
             SELECT r.* FROM account_leases l \
             JOIN req r ON r.account_id = l.account_id AND r.epoch = l.epoch \
-            WHERE l.owner = $5 ORDER BY l.account_id FOR SHARE OF l \
+            WHERE l.owner = $7 ORDER BY l.account_id FOR SHARE OF l \
          ), clock AS MATERIALIZED (SELECT clock_timestamp() AS ts \
          ), budget AS ( \
             SELECT lease.account_id, lease.epoch, a.status, \
-                   lease.sends_ok AND (lease.free_at IS NULL OR lease.free_at <= (SELECT ts FROM clock)) \
+                   lease.sends_ok \
+                   AND {minute} AND {hour} AND {day} \
                    AS may_send \
             FROM lease JOIN mkt_wap_accounts a ON a.id = lease.account_id \
             WHERE NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
@@ -796,18 +819,18 @@ pub async fn claim_batch(
             SELECT j.id, budget.epoch FROM budget CROSS JOIN LATERAL ( \
                 SELECT q.id FROM queue_jobs q \
                 WHERE q.account_id = budget.account_id AND q.state IN {RUNNABLE} AND q.run_at <= now() \
-                  AND (budget.may_send OR q.kind <> ALL($6)) \
+                  AND (budget.may_send OR q.kind <> ALL($8)) \
                   AND (q.kind IN ('login', 'health_check') OR budget.status NOT IN ('logged_out', 'banned')) \
                 ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED \
             ) j \
          ), claimed AS ( \
             UPDATE queue_jobs q SET state = 'running', attempt = q.attempt + 1, attempted_at = now(), \
-                lease_epoch = pick.epoch, attempted_by = $5, waiting_reason = NULL \
+                lease_epoch = pick.epoch, attempted_by = $7, waiting_reason = NULL \
             FROM pick WHERE q.id = pick.id \
             RETURNING q.* \
          ), sent AS ( \
             INSERT INTO account_sends (account_id, job_id, epoch, sent_at) \
-            SELECT account_id, id, lease_epoch, clock_timestamp() FROM claimed WHERE kind = ANY($6) \
+            SELECT account_id, id, lease_epoch, clock_timestamp() FROM claimed WHERE kind = ANY($8) \
             RETURNING job_id, sent_at \
          ), marked AS ( \
             UPDATE mkt_wap_messages m SET status = 'sending', sending_at = now(), \
@@ -822,12 +845,17 @@ pub async fn claim_batch(
                    jsonb_build_object('job_id', job_id, 'attempt', attempt, 'slot_at', sent_at) \
             FROM marked \
          ) \
-         SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id"
+         SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id",
+        minute = window_room!("per_minute", "60"),
+        hour = window_room!("per_hour", "3600"),
+        day = window_room!("per_day", "86400"),
     )))
     .bind(&accounts)
     .bind(&epochs)
     .bind(&sends_ok)
-    .bind(&free_at)
+    .bind(&pm)
+    .bind(&ph)
+    .bind(&pd)
     .bind(owner)
     .bind(&super::BUDGET_KINDS[..])
     .fetch_all(pool)
