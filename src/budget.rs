@@ -12,8 +12,9 @@
 //! young accounts and halved by a low health score ([`Limits::effective`]).
 //!
 //! The queue enforces the windows a second time in SQL, in the statement that
-//! grants the slot (see `queue::store::reserve_send`), so this module decides
-//! *when* to try; the database decides *whether* the slot is granted.
+//! grants the slot (`queue::store::claim_batch`, one index probe per window),
+//! so this module decides *when* to try; the database decides *whether* the
+//! slot is granted.
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};

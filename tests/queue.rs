@@ -633,3 +633,75 @@ async fn finished_jobs_are_pruned_after_retention() {
     assert!(store::get_job(&t.pool, recent.id).await.unwrap().is_some());
     assert!(store::get_job(&t.pool, pending.id).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn with_more_busy_accounts_than_slots_the_lease_rotates_so_every_account_is_served() {
+    let t = fresh_database().await.unwrap();
+    // 4 accounts with 2 s of work each (100 jobs × 20 ms), a worker with 2
+    // slots: without rotation two accounts would wait until the first two run
+    // dry (~2 s); with lease_rotate = 300ms every account runs within ~1 s.
+    let mut accounts = Vec::new();
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        let a = account(&t.pool, serde_json::json!({})).await;
+        accounts.push(a);
+        jobs.extend((0..100).map(|_| discover(a)));
+    }
+    courier::queue::enqueue_batch(&t.pool, &jobs).await.unwrap();
+    let w = start(
+        &t,
+        &settings(&[
+            ("COURIER__QUEUE__CAPACITY", "2"),
+            ("COURIER__QUEUE__LEASE_ROTATE", "300ms"),
+        ]),
+        Handlers::new().register_all(Arc::new(RecordingHandler::new(
+            t.pool.clone(),
+            Duration::from_millis(20),
+        ))),
+    );
+    let started = std::time::Instant::now();
+    let served = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(DISTINCT account_id) FROM queue_handler_records")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap()
+    };
+    let all_served = eventually(Duration::from_millis(1500), || async {
+        served().await == 4
+    })
+    .await;
+    let took = started.elapsed();
+    // The bound has to hold before the first two accounts could have run dry.
+    let finished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM queue_jobs WHERE state = 'completed'")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert!(
+        all_served,
+        "only {} of 4 accounts served after {took:?}",
+        served().await
+    );
+    assert!(
+        finished < 200,
+        "the bound proves nothing: {finished} jobs done, two accounts could have run dry"
+    );
+    // Rotation loses and repeats nothing.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM queue_jobs WHERE state = 'completed'")
+                    .fetch_one(&t.pool)
+                    .await
+                    .unwrap();
+            n == 400
+        })
+        .await
+    );
+    let max_runs: i32 = sqlx::query_scalar("SELECT max(runs) FROM queue_handler_records")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(max_runs, 1);
+    w.stop().await;
+}

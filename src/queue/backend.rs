@@ -61,17 +61,50 @@ pub struct Shared {
     pub budget: BudgetSettings,
     /// `[health]`.
     pub health: HealthSettings,
-    /// Idle slots wait here; one is woken per notification, and a slot that
-    /// leased an account wakes the next (a baton, not a thundering herd).
+    /// Idle slots wait here; one is woken per notification, and one per
+    /// lease a batched acquisition put in `handoff` (no thundering herd).
     pub idle: Notify,
     /// Slots holding a lease while waiting for a near job wait here.
     pub wakeup: Notify,
     /// Cancelled on shutdown: slots stop leasing and claiming.
     pub stop: CancellationToken,
-    /// Slots ask the claimer here (batched claims across accounts).
-    pub claims: mpsc::UnboundedSender<ClaimRequest>,
-    /// The ack layer hands outcomes to the completer here (batched writes).
-    pub acks: mpsc::UnboundedSender<AckRequest>,
+    /// Leases taken by a batched acquisition for other slots of this process
+    /// (held and heartbeated; an idle slot takes one before leasing itself).
+    pub handoff: std::sync::Mutex<Vec<(HeldLease, chrono::Duration)>>,
+    /// Held by the slot that is leasing (one at a time per process).
+    pub acquiring: Mutex<()>,
+    /// The round tasks, each serving a fixed share of the accounts (by id), so
+    /// one account's outcome and its next claim always go through the same
+    /// task, in order. See [`run_rounds`].
+    pub rounds: Vec<mpsc::UnboundedSender<Request>>,
+}
+
+impl Shared {
+    /// The round task serving `account`.
+    fn round_for(&self, account: uuid::Uuid) -> &mpsc::UnboundedSender<Request> {
+        &self.rounds[(account.as_u128() % self.rounds.len() as u128) as usize]
+    }
+}
+
+/// What a slot or the ack layer asks a round task for.
+#[derive(Debug)]
+pub enum Request {
+    /// Claim the account's next job.
+    Claim(ClaimRequest),
+    /// Write a finished job's outcome.
+    Ack(Box<AckRequest>),
+}
+
+/// The completion a slot handed over but that may not be written yet: the
+/// slot waits for it before it gives its account up (a lease released first
+/// would fence the completion and the job would run again).
+type Unwritten = Arc<std::sync::Mutex<Option<oneshot::Receiver<()>>>>;
+
+async fn written(unwritten: &Unwritten) {
+    let pending = unwritten.lock().expect("unwritten poisoned").take();
+    if let Some(rx) = pending {
+        let _ = rx.await;
+    }
 }
 
 /// A slot's request for its account's next job.
@@ -93,63 +126,27 @@ pub struct AckRequest {
 /// Most requests one batched statement serves.
 const BATCH_MAX: usize = 512;
 
-/// Claims for every waiting slot in one statement per round: requests that
-/// arrive while a round runs form the next round (natural batching).
-pub async fn run_claimer(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<ClaimRequest>,
-    stop: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = rx.recv() => match r { Some(r) => r, None => return },
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let asks: Vec<store::ClaimAsk> = batch.iter().map(|r| r.ask.clone()).collect();
-        let started = Instant::now();
-        let result = store::claim_batch(&shared.pool, &shared.owner, &asks).await;
-        tracing::trace!(
-            asks = asks.len(),
-            claimed = result.as_ref().map(Vec::len).unwrap_or(0),
-            took_us = started.elapsed().as_micros() as u64,
-            "claim round"
-        );
-        match result {
-            Ok(rows) => {
-                let mut by_account: std::collections::HashMap<uuid::Uuid, store::ClaimedRow> =
-                    rows.into_iter().map(|r| (r.job.account_id, r)).collect();
-                for r in batch {
-                    let row = by_account.remove(&r.ask.lease.account_id);
-                    let _ = r.reply.send(Ok(row));
-                }
-            }
-            Err(e) => {
-                let msg = crate::cli::error_chain(&e);
-                for r in batch {
-                    let _ = r.reply.send(Err(msg.clone()));
-                }
-            }
-        }
-    }
-}
+/// How many round tasks a process runs (each with its own connection at a
+/// time), so one round's statements overlap with another's.
+pub const ROUND_TASKS: usize = 2;
 
-/// Writes outcomes: completions of every finished job in one statement per
-/// round; failures and snoozes one by one (they are rare).
-pub async fn run_completer(
+/// Serves its share of the accounts in rounds: every request that arrived
+/// while the previous round ran forms the next one (natural batching, no
+/// delay when idle). A round first writes the outcomes — completions of all
+/// finished jobs in one statement, failures and snoozes one by one — and then
+/// claims for every waiting slot in one statement. A slot hands its finished
+/// job's completion over and asks for its next job at once (it does not wait
+/// for the write), so one round completes the previous job and claims the
+/// next: the completion is written first, as the one-running-job-per-account
+/// index requires, and the two no longer wait for each other.
+pub async fn run_rounds(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<AckRequest>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
     stop: CancellationToken,
 ) {
     loop {
         let first = tokio::select! {
-            // On shutdown, keep writing until every slot is gone.
+            // On shutdown, keep writing outcomes until every slot is gone.
             r = rx.recv() => match r { Some(r) => r, None => return },
             _ = stop.cancelled(), if rx.is_empty() => return,
         };
@@ -160,45 +157,17 @@ pub async fn run_completer(
                 Err(_) => break,
             }
         }
-        let (done, other): (Vec<AckRequest>, Vec<AckRequest>) = batch
-            .into_iter()
-            .partition(|a| matches!(a.result, Ok(Outcome::Completed)));
-        if !done.is_empty() {
-            let keys: Vec<(uuid::Uuid, uuid::Uuid, i64)> = done
-                .iter()
-                .map(|a| {
-                    (
-                        a.claimed.job.id,
-                        a.claimed.job.account_id,
-                        a.claimed.lease.lease.epoch,
-                    )
-                })
-                .collect();
-            let started = Instant::now();
-            let result = store::complete_batch(&shared.pool, &shared.owner, &keys).await;
-            tracing::trace!(
-                jobs = keys.len(),
-                took_us = started.elapsed().as_micros() as u64,
-                "completion round"
-            );
-            match result {
-                Ok(ids) => {
-                    for a in done {
-                        if !ids.contains(&a.claimed.job.id) {
-                            fenced(&a.claimed);
-                        }
-                        let _ = a.reply.send(());
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %crate::cli::error_chain(&e), "batched completion failed; writing one by one");
-                    for a in done {
-                        record(&shared, &a.claimed, Ok(Outcome::Completed), false).await;
-                        let _ = a.reply.send(());
-                    }
-                }
+        let mut claims = Vec::new();
+        let mut done = Vec::new();
+        let mut other = Vec::new();
+        for r in batch {
+            match r {
+                Request::Claim(c) => claims.push(c),
+                Request::Ack(a) if matches!(a.result, Ok(Outcome::Completed)) => done.push(*a),
+                Request::Ack(a) => other.push(*a),
             }
         }
+        write_completions(&shared, done).await;
         for a in other {
             let AckRequest {
                 claimed,
@@ -208,6 +177,86 @@ pub async fn run_completer(
             } = a;
             record(&shared, &claimed, result, permanent).await;
             let _ = reply.send(());
+        }
+        if !claims.is_empty() {
+            claim_round(&shared, claims).await;
+        }
+    }
+}
+
+async fn claim_round(shared: &Shared, batch: Vec<ClaimRequest>) {
+    if shared.stop.is_cancelled() {
+        // Shutting down: no new claims.
+        for r in batch {
+            let _ = r.reply.send(Ok(None));
+        }
+        return;
+    }
+    let asks: Vec<store::ClaimAsk> = batch.iter().map(|r| r.ask.clone()).collect();
+    let started = Instant::now();
+    let result = store::claim_batch(&shared.pool, &shared.owner, &asks).await;
+    tracing::trace!(
+        asks = asks.len(),
+        claimed = result.as_ref().map(Vec::len).unwrap_or(0),
+        took_us = started.elapsed().as_micros() as u64,
+        "claim round"
+    );
+    match result {
+        Ok(rows) => {
+            let mut by_account: std::collections::HashMap<uuid::Uuid, store::ClaimedRow> =
+                rows.into_iter().map(|r| (r.job.account_id, r)).collect();
+            for r in batch {
+                let row = by_account.remove(&r.ask.lease.account_id);
+                let _ = r.reply.send(Ok(row));
+            }
+        }
+        Err(e) => {
+            let msg = crate::cli::error_chain(&e);
+            for r in batch {
+                let _ = r.reply.send(Err(msg.clone()));
+            }
+        }
+    }
+}
+
+/// Completions of every finished job of the round in one statement.
+async fn write_completions(shared: &Shared, done: Vec<AckRequest>) {
+    if done.is_empty() {
+        return;
+    }
+    let keys: Vec<(uuid::Uuid, uuid::Uuid, i64)> = done
+        .iter()
+        .map(|a| {
+            (
+                a.claimed.job.id,
+                a.claimed.job.account_id,
+                a.claimed.lease.lease.epoch,
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let result = store::complete_batch(&shared.pool, &shared.owner, &keys).await;
+    tracing::trace!(
+        jobs = keys.len(),
+        took_us = started.elapsed().as_micros() as u64,
+        "completion round"
+    );
+    match result {
+        Ok(ids) => {
+            let ids: std::collections::HashSet<uuid::Uuid> = ids.into_iter().collect();
+            for a in done {
+                if !ids.contains(&a.claimed.job.id) {
+                    fenced(&a.claimed);
+                }
+                let _ = a.reply.send(());
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::cli::error_chain(&e), "batched completion failed; writing one by one");
+            for a in done {
+                record(shared, &a.claimed, Ok(Outcome::Completed), false).await;
+                let _ = a.reply.send(());
+            }
         }
     }
 }
@@ -270,7 +319,28 @@ struct Held {
     lease: HeldLease,
     offset: chrono::Duration,
     budget: Option<BudgetView>,
+    /// When the slot took the account (rotation).
+    since: Instant,
+    /// When the slot last looked whether other accounts wait (rotation).
+    rotation_checked: Option<Instant>,
 }
+
+/// Most accounts one lease statement takes.
+const LEASE_BATCH: usize = 256;
+
+/// A lease another slot of this process acquired for us, still ours.
+fn take_handoff(shared: &Shared) -> Option<(HeldLease, chrono::Duration)> {
+    let mut handoff = shared.handoff.lock().expect("handoff poisoned");
+    while let Some((lease, offset)) = handoff.pop() {
+        if !lease.is_lost() {
+            return Some((lease, offset));
+        }
+    }
+    None
+}
+
+/// How often a slot past `queue.lease_rotate` looks whether others wait.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct SlotState {
@@ -322,7 +392,8 @@ async fn load_budget(shared: &Shared, held: &Held) -> Result<Option<BudgetView>,
 /// and limit changes made elsewhere are seen within this).
 const BUDGET_REFRESH: Duration = Duration::from_secs(5);
 
-async fn release(shared: &Shared, state: &mut SlotState) {
+async fn release(shared: &Shared, state: &mut SlotState, unwritten: &Unwritten) {
+    written(unwritten).await;
     if let Some(h) = state.held.take() {
         shared.keeper.forget(&h.lease.lease);
         if !h.lease.is_lost() {
@@ -353,14 +424,15 @@ async fn next_job(
     shared: Arc<Shared>,
     state: Arc<Mutex<SlotState>>,
     in_flight: Arc<Semaphore>,
+    unwritten: Unwritten,
 ) -> ClaimedJob {
     let mut state = state.lock().await;
     loop {
         if shared.stop.is_cancelled() {
-            release(&shared, &mut state).await;
+            release(&shared, &mut state, &unwritten).await;
             std::future::pending::<()>().await;
         }
-        match step(&shared, &mut state, &in_flight).await {
+        match step(&shared, &mut state, &in_flight, &unwritten).await {
             Ok(Some(job)) => return job,
             Ok(None) => {}
             Err(e) => {
@@ -371,6 +443,7 @@ async fn next_job(
                 if let Some(h) = state.held.as_ref() {
                     h.lease.mark_lost();
                 }
+                written(&unwritten).await;
                 if let Some(h) = state.held.take() {
                     shared.keeper.forget(&h.lease.lease);
                     let _ = store::release_lease(&shared.pool, &h.lease.lease).await;
@@ -388,6 +461,7 @@ async fn step(
     shared: &Shared,
     state: &mut SlotState,
     in_flight: &Arc<Semaphore>,
+    unwritten: &Unwritten,
 ) -> Result<Option<ClaimedJob>, QueueError> {
     // 1. One job at a time: the permit comes back when the ack is written.
     let permit = in_flight
@@ -406,27 +480,56 @@ async fn step(
         let notified = shared.idle.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match store::acquire_lease(
-            &shared.pool,
-            &shared.owner,
-            shared.queue.lease_ttl,
-            shared.queue.max_rescues,
-        )
-        .await?
-        {
-            Some((lease, db_now)) => {
-                tracing::debug!(account_id = %lease.account_id, epoch = lease.epoch, "leased account");
+        // One slot of the process leases at a time, so concurrent idle slots
+        // do not each lease for all free slots (the rest would sit unserved).
+        let acquiring = shared.acquiring.lock().await;
+        let got = match take_handoff(shared) {
+            Some(h) => Some(h),
+            None => {
+                // Lease for every slot of this process that has no account, in
+                // one statement; the others are handed over below.
+                let want = shared
+                    .queue
+                    .capacity
+                    .saturating_sub(shared.keeper.len())
+                    .clamp(1, LEASE_BATCH);
+                let mut leases = store::acquire_leases(
+                    &shared.pool,
+                    &shared.owner,
+                    shared.queue.lease_ttl,
+                    shared.queue.max_rescues,
+                    want,
+                )
+                .await?
+                .into_iter()
+                .map(|(lease, db_now)| (shared.keeper.hold(lease), db_now - Utc::now()));
+                let first = leases.next();
+                let extra: Vec<_> = leases.collect();
+                if !extra.is_empty() {
+                    let n = extra.len();
+                    shared
+                        .handoff
+                        .lock()
+                        .expect("handoff poisoned")
+                        .extend(extra);
+                    for _ in 0..n {
+                        shared.idle.notify_one();
+                    }
+                }
+                first
+            }
+        };
+        drop(acquiring);
+        match got {
+            Some((lease, offset)) => {
+                tracing::debug!(account_id = %lease.lease.account_id, epoch = lease.lease.epoch, "leased account");
                 state.held = Some(Held {
-                    lease: shared.keeper.hold(lease),
-                    offset: db_now - Utc::now(),
+                    lease,
+                    offset,
                     budget: None,
+                    since: Instant::now(),
+                    rotation_checked: None,
                 });
-                // Pass the baton to two idle slots: other accounts may have
-                // work too. Doubling ramps up to N accounts in log2(N) rounds
-                // of acquisitions; a slot that finds nothing passes nothing,
-                // so an idle system is not stampeded.
-                shared.idle.notify_one();
-                shared.idle.notify_one();
             }
             None => {
                 drop(permit);
@@ -446,6 +549,27 @@ async fn step(
         }
         return Ok(None);
     };
+
+    // Rotation: an account that has had the slot for `lease_rotate` gives it
+    // up after its job when accounts nobody holds have due work, so with more
+    // busy accounts than slots every account is served in turn. Released, it
+    // goes to the back of the line (see `store::release_lease`).
+    if held.since.elapsed() >= shared.queue.lease_rotate
+        && held
+            .rotation_checked
+            .is_none_or(|t| t.elapsed() >= ROTATION_CHECK)
+    {
+        held.rotation_checked = Some(Instant::now());
+        let handed_over = !shared.handoff.lock().expect("handoff poisoned").is_empty();
+        if handed_over || store::others_waiting(&shared.pool).await? {
+            tracing::debug!(account_id = %held.lease.lease.account_id,
+                held_for_ms = held.since.elapsed().as_millis() as u64,
+                "rotating: giving the account up, others wait");
+            drop(permit);
+            release(shared, state, unwritten).await;
+            return Ok(None);
+        }
+    }
 
     // 3. The budget for sends.
     if held
@@ -487,19 +611,19 @@ async fn step(
         .unwrap_or_else(|| shared.budget.limits());
     let (reply, answer) = oneshot::channel();
     shared
-        .claims
-        .send(ClaimRequest {
+        .round_for(lease.account_id)
+        .send(Request::Claim(ClaimRequest {
             ask: store::ClaimAsk {
                 lease: lease.clone(),
                 sends_allowed,
                 limits,
             },
             reply,
-        })
-        .map_err(|_| QueueError::Batch("the claimer has stopped".into()))?;
+        }))
+        .map_err(|_| QueueError::Batch("the round task has stopped".into()))?;
     let claimed = answer
         .await
-        .map_err(|_| QueueError::Batch("the claimer has stopped".into()))?
+        .map_err(|_| QueueError::Batch("the round task has stopped".into()))?
         .map_err(QueueError::Batch)?;
     if let Some(row) = claimed {
         if let (Some(at), Some(b)) = (row.slot_at, held.budget.as_mut()) {
@@ -534,7 +658,7 @@ async fn step(
         Some(at) if !work.paused && at <= hold_until && !held.lease.is_lost() => {
             sleep_until_db(shared, at, work.now, &shared.wakeup).await;
         }
-        _ => release(shared, state).await,
+        _ => release(shared, state, unwritten).await,
     }
     Ok(None)
 }
@@ -544,6 +668,7 @@ pub struct AccountSlot {
     shared: Arc<Shared>,
     state: Arc<Mutex<SlotState>>,
     in_flight: Arc<Semaphore>,
+    unwritten: Unwritten,
     next: Option<BoxFuture<'static, ClaimedJob>>,
     closing: Option<BoxFuture<'static, ()>>,
 }
@@ -561,6 +686,7 @@ impl AccountSlot {
             shared,
             state: Arc::default(),
             in_flight: Arc::new(Semaphore::new(1)),
+            unwritten: Arc::default(),
             next: None,
             closing: None,
         }
@@ -589,6 +715,7 @@ impl Backend for AccountSlot {
                 self.shared.clone(),
                 self.state.clone(),
                 self.in_flight.clone(),
+                self.unwritten.clone(),
             )
             .boxed()
         });
@@ -617,11 +744,12 @@ impl Backend for AccountSlot {
             let shared = self.shared.clone();
             let state = self.state.clone();
             let in_flight = self.in_flight.clone();
+            let unwritten = self.unwritten.clone();
             async move {
                 // Wait for the in-flight job's ack (bounded by the monitor's grace).
                 let _permit = in_flight.acquire().await;
                 let mut state = state.lock().await;
-                release(&shared, &mut state).await;
+                release(&shared, &mut state, &unwritten).await;
             }
             .boxed()
         });
@@ -644,6 +772,7 @@ impl BackendConfig for AccountSlot {
         AckLayer {
             shared: self.shared.clone(),
             in_flight: self.in_flight.clone(),
+            unwritten: self.unwritten.clone(),
         }
     }
 }
@@ -653,6 +782,7 @@ impl BackendConfig for AccountSlot {
 pub struct AckLayer {
     shared: Arc<Shared>,
     in_flight: Arc<Semaphore>,
+    unwritten: Unwritten,
 }
 
 impl<S> Layer<S> for AckLayer {
@@ -663,6 +793,7 @@ impl<S> Layer<S> for AckLayer {
             inner,
             shared: self.shared.clone(),
             in_flight: self.in_flight.clone(),
+            unwritten: self.unwritten.clone(),
         }
     }
 }
@@ -673,6 +804,7 @@ pub struct AckService<S> {
     inner: S,
     shared: Arc<Shared>,
     in_flight: Arc<Semaphore>,
+    unwritten: Unwritten,
 }
 
 impl<S> Service<Task<ClaimedJob>> for AckService<S>
@@ -694,6 +826,7 @@ where
         let fut = self.inner.call(task);
         let shared = self.shared.clone();
         let in_flight = self.in_flight.clone();
+        let unwritten = self.unwritten.clone();
         async move {
             let kind = job.job.kind.clone();
             let waited = (Utc::now() - job.job.run_at).to_std().unwrap_or_default();
@@ -731,19 +864,30 @@ where
                 }
             }
             let result = result.map_err(|e| crate::cli::error_chain(&*e));
+            let completed = matches!(result, Ok(Outcome::Completed));
             let (reply, written) = oneshot::channel();
+            let round = shared.round_for(job.job.account_id).clone();
             let ack = AckRequest {
                 claimed: job,
                 result,
                 permanent,
                 reply,
             };
-            match shared.acks.send(ack) {
+            match round.send(Request::Ack(Box::new(ack))) {
+                // A completion is written by the round that also claims the
+                // slot's next job (it is queued before that claim); the slot
+                // only waits for it before giving the account up. Failures
+                // and snoozes are rare: wait until they are written.
+                Ok(()) if completed => {
+                    *unwritten.lock().expect("unwritten poisoned") = Some(written);
+                }
                 Ok(()) => {
                     let _ = written.await;
                 }
-                Err(mpsc::error::SendError(ack)) => {
-                    record(&shared, &ack.claimed, ack.result, ack.permanent).await;
+                Err(mpsc::error::SendError(request)) => {
+                    if let Request::Ack(ack) = request {
+                        record(&shared, &ack.claimed, ack.result, ack.permanent).await;
+                    }
                 }
             }
             in_flight.add_permits(1);

@@ -31,8 +31,7 @@ use crate::config::Settings;
 pub struct Runtime {
     shared: Arc<Shared>,
     handlers: Arc<Handlers>,
-    claims: mpsc::UnboundedReceiver<super::backend::ClaimRequest>,
-    acks: mpsc::UnboundedReceiver<super::backend::AckRequest>,
+    rounds: Vec<mpsc::UnboundedReceiver<super::backend::Request>>,
 }
 
 /// Errors running the worker.
@@ -60,11 +59,11 @@ impl Runtime {
         )
         .into();
         let keeper = LeaseKeeper::new(pool.clone(), owner.clone(), settings.queue.lease_ttl);
-        let (claims_tx, claims) = mpsc::unbounded_channel();
-        let (acks_tx, acks) = mpsc::unbounded_channel();
+        let (rounds_tx, rounds): (Vec<_>, Vec<_>) = (0..super::backend::ROUND_TASKS)
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
         Self {
-            claims,
-            acks,
+            rounds,
             shared: Arc::new(Shared {
                 pool,
                 owner,
@@ -75,8 +74,9 @@ impl Runtime {
                 idle: Notify::new(),
                 wakeup: Notify::new(),
                 stop: CancellationToken::new(),
-                claims: claims_tx,
-                acks: acks_tx,
+                handoff: Default::default(),
+                acquiring: Default::default(),
+                rounds: rounds_tx,
             }),
             handlers: Arc::new(handlers),
         }
@@ -94,7 +94,7 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let shared = self.shared.clone();
         let background = CancellationToken::new();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(listen(shared.clone(), background.clone())),
             tokio::spawn(
                 shared
@@ -103,17 +103,14 @@ impl Runtime {
                     .run(shared.queue.heartbeat_interval, background.clone()),
             ),
             tokio::spawn(maintain(shared.clone(), background.clone())),
-            tokio::spawn(super::backend::run_claimer(
-                shared.clone(),
-                self.claims,
-                background.clone(),
-            )),
-            tokio::spawn(super::backend::run_completer(
-                shared.clone(),
-                self.acks,
-                background.clone(),
-            )),
         ];
+        for rx in self.rounds {
+            tasks.push(tokio::spawn(super::backend::run_rounds(
+                shared.clone(),
+                rx,
+                background.clone(),
+            )));
+        }
         tracing::info!(owner = %shared.owner, capacity = shared.queue.capacity, "queue worker started");
 
         let handlers = self.handlers.clone();

@@ -313,25 +313,27 @@ pub async fn prune_send_log(pool: &PgPool) -> Result<u64, QueueError> {
 // Leases.
 // ---------------------------------------------------------------------------
 
-/// Leases one account that has work and no live lease, taking over an
-/// expired one (epoch + 1). Jobs left running under an older epoch (their
-/// worker crashed or lost the lease) are returned to the queue in the same
-/// transaction, without counting the attempt; after `max_rescues` returns a job
-/// is discarded (a crash loop). Returns the lease and the database clock.
-pub async fn acquire_lease(
+/// Leases up to `limit` accounts that have work and no live lease, in one
+/// statement, taking over expired ones (epoch + 1); accounts served longest
+/// ago come first. Jobs left running under an older epoch (their worker
+/// crashed or lost the lease) are returned to the queue right after, without
+/// counting the attempt; after `max_rescues` returns a job is discarded (a
+/// crash loop). Returns the leases and the database clock.
+pub async fn acquire_leases(
     pool: &PgPool,
     owner: &str,
     ttl: Duration,
     max_rescues: i32,
-) -> Result<Option<(Lease, DateTime<Utc>)>, QueueError> {
-    // The candidate account is locked FOR NO KEY UPDATE: the foreign keys of
-    // jobs and the send log take KEY SHARE locks on the account, and a
+    limit: usize,
+) -> Result<Vec<(Lease, DateTime<Utc>)>, QueueError> {
+    // The candidate accounts are locked FOR NO KEY UPDATE: the foreign keys
+    // of jobs and the send log take KEY SHARE locks on the account, and a
     // stronger lock here deadlocks with them.
-    // Two statements, no transaction: once the lease row carries the new
+    // No transaction around the rescue: once the lease row carries the new
     // epoch, no older holder can claim or write (fenced), so the rescue that
     // follows sees every job they left running; if this process dies between
     // the two, the next holder's rescue does the same.
-    let row: Option<(Uuid, i64, DateTime<Utc>, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<(Uuid, i64, DateTime<Utc>, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH cand AS ( \
             SELECT a.id FROM mkt_wap_accounts a \
             LEFT JOIN account_leases l ON l.account_id = a.id \
@@ -341,7 +343,7 @@ pub async fn acquire_lease(
                           AND ((j.state IN {RUNNABLE} AND j.run_at <= now()) OR j.state = 'running') \
                           AND {gate}) \
             ORDER BY l.heartbeat_at NULLS FIRST \
-            LIMIT 1 \
+            LIMIT $3 \
             FOR NO KEY UPDATE OF a SKIP LOCKED \
          ) \
          INSERT INTO account_leases AS l (account_id, owner, epoch, expires_at, heartbeat_at, acquired_at) \
@@ -355,26 +357,28 @@ pub async fn acquire_lease(
     )))
     .bind(owner)
     .bind(interval(ttl))
-    .fetch_optional(pool)
+    .bind(limit.max(1) as i64)
+    .fetch_all(pool)
     .await?;
-    let Some((account_id, epoch, db_now, left_running)) = row else {
-        return Ok(None);
-    };
-    // A job claimed by the old holder at the very moment of the takeover can
-    // escape this look; the one-running index then refuses our claim, the
-    // slot gives the account up, and the next holder rescues it.
-    if left_running {
-        let mut conn = pool.acquire().await?;
-        rescue_in(&mut conn, account_id, epoch, max_rescues).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (account_id, epoch, db_now, left_running) in rows {
+        // A job claimed by the old holder at the very moment of the takeover
+        // can escape this look; the one-running index then refuses our claim,
+        // the slot gives the account up, and the next holder rescues it.
+        if left_running {
+            let mut conn = pool.acquire().await?;
+            rescue_in(&mut conn, account_id, epoch, max_rescues).await?;
+        }
+        out.push((
+            Lease {
+                account_id,
+                epoch,
+                owner: owner.into(),
+            },
+            db_now,
+        ));
     }
-    Ok(Some((
-        Lease {
-            account_id,
-            epoch,
-            owner: owner.into(),
-        },
-        db_now,
-    )))
+    Ok(out)
 }
 
 /// Leases a specific account (tests, and a worker that must drive one account).
@@ -478,12 +482,30 @@ pub async fn extend_leases(
     .await?)
 }
 
+/// Whether some account nobody holds (or whose lease expired) has due work
+/// and is not paused: lease rotation gives a slot up only when others wait.
+pub async fn others_waiting(pool: &PgPool) -> Result<bool, QueueError> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM mkt_wap_accounts a \
+            LEFT JOIN account_leases l ON l.account_id = a.id \
+            WHERE (l.account_id IS NULL OR l.owner IS NULL OR l.expires_at < now()) \
+              AND NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+              AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id \
+                          AND j.state IN {RUNNABLE} AND j.run_at <= now() AND {gate}))",
+        gate = session_gate!("a.id")
+    )))
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Releases a lease (keeps the row so the epoch only grows) and wakes other
-/// workers when the account still has due work.
+/// workers when the account still has due work. `heartbeat_at` is set to the
+/// release, so the account goes to the back of the line: leasing prefers the
+/// accounts served longest ago (the rotation's fairness).
 pub async fn release_lease(pool: &PgPool, lease: &Lease) -> Result<bool, QueueError> {
     let row: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH r AS ( \
-            UPDATE account_leases SET owner = NULL, expires_at = now() \
+            UPDATE account_leases SET owner = NULL, expires_at = now(), heartbeat_at = now() \
             WHERE account_id = $1 AND epoch = $2 AND owner = $3 RETURNING account_id \
          ) \
          SELECT (SELECT count(*) FROM (SELECT pg_notify('courier_jobs', '') \
@@ -713,6 +735,18 @@ pub async fn snooze_sends(
     .rows_affected())
 }
 
+/// Whether the window of `secs` seconds (a budget window plus
+/// `budget::SEND_DEADLINE`) has room for one more send of
+/// `lease.account_id` at `clock.ts` with the cap `lease.{cap}`: the cap-th most
+/// recent send (one backward index probe) is at or before `ts - W`.
+fn window_room(cap: &str, secs: i64) -> String {
+    format!(
+        "(lease.{cap} > 0 AND coalesce((SELECT s.sent_at FROM account_sends s \
+         WHERE s.account_id = lease.account_id ORDER BY s.sent_at DESC \
+         OFFSET lease.{cap} - 1 LIMIT 1) <= (SELECT ts FROM clock) - make_interval(secs => {secs}), true))"
+    )
+}
+
 /// One account's request in a [`claim_batch`].
 #[derive(Debug, Clone)]
 pub struct ClaimAsk {
@@ -720,7 +754,7 @@ pub struct ClaimAsk {
     pub lease: Lease,
     /// Whether budget-spending kinds may be claimed (the Rust budget said yes).
     pub sends_allowed: bool,
-    /// Window caps re-checked in SQL before a send is claimed.
+    /// Window caps checked in SQL before a send is granted.
     pub limits: Limits,
 }
 
@@ -737,9 +771,16 @@ pub struct ClaimedRow {
 /// Claims the next runnable job of many leased accounts in one statement,
 /// and for budget-spending kinds reserves the send slot — and moves the
 /// job's message to `sending` with its attempt start and event — in the same
-/// statement: a send is only picked when every window has room (counted in
-/// SQL under the lease's share lock, so nobody else can add to that account's
-/// log meanwhile). Accounts whose lease is gone or that are paused get nothing.
+/// statement. Accounts whose lease is gone or that are paused get nothing.
+///
+/// The windows are checked without counting the log: for a window W with cap
+/// L, fewer than L sends lie in `(t - W, t]` iff the L-th most recent send is
+/// at or before `t - W`, so each window is one backward probe of the
+/// `(account_id, sent_at)` index (`OFFSET L-1 LIMIT 1`) instead of a count
+/// of every send in it. The probe reads the log itself (the delivery handler
+/// moves a slot's `sent_at` forward to when WhatsApp accepted the message, so
+/// no copy held elsewhere would do), under the lease's share lock, so nobody
+/// else can append for the account meanwhile.
 pub async fn claim_batch(
     pool: &PgPool,
     owner: &str,
@@ -764,23 +805,18 @@ pub async fn claim_batch(
             WHERE l.owner = $7 ORDER BY l.account_id FOR SHARE OF l \
          ), clock AS MATERIALIZED (SELECT clock_timestamp() AS ts \
          ), budget AS ( \
-            SELECT lease.account_id, lease.epoch, \
+            SELECT lease.account_id, lease.epoch, a.status, \
                    lease.sends_ok \
-                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - make_interval(secs => {m})) < lease.per_minute \
-                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - make_interval(secs => {h})) < lease.per_hour \
-                   AND (SELECT count(*) FROM account_sends s WHERE s.account_id = lease.account_id \
-                        AND s.sent_at > (SELECT ts FROM clock) - make_interval(secs => {d})) < lease.per_day \
+                   AND {minute} AND {hour} AND {day} \
                    AS may_send \
-            FROM lease \
-            WHERE NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = lease.account_id \
-                  AND a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+            FROM lease JOIN mkt_wap_accounts a ON a.id = lease.account_id \
+            WHERE NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
          ), pick AS ( \
             SELECT j.id, budget.epoch FROM budget CROSS JOIN LATERAL ( \
                 SELECT q.id FROM queue_jobs q \
                 WHERE q.account_id = budget.account_id AND q.state IN {RUNNABLE} AND q.run_at <= now() \
-                  AND (budget.may_send OR q.kind <> ALL($8)) AND {gate} \
+                  AND (budget.may_send OR q.kind <> ALL($8)) \
+                  AND (q.kind IN ('login', 'health_check') OR budget.status NOT IN ('logged_out', 'banned')) \
                 ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED \
             ) j \
          ), claimed AS ( \
@@ -806,10 +842,9 @@ pub async fn claim_batch(
             FROM marked \
          ) \
          SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id",
-        gate = session_gate!("budget.account_id"),
-        m = Window::Minute.guarded_secs(),
-        h = Window::Hour.guarded_secs(),
-        d = Window::Day.guarded_secs(),
+        minute = window_room("per_minute", Window::Minute.guarded_secs()),
+        hour = window_room("per_hour", Window::Hour.guarded_secs()),
+        day = window_room("per_day", Window::Day.guarded_secs()),
     )))
     .bind(&accounts)
     .bind(&epochs)
