@@ -103,7 +103,9 @@ impl Profile {
                 schedules: 14,
                 per_schedule: 110,
                 api_messages: 460,
-                per_minute: 12,
+                // Binding (a grant counts 80 s: 15 a minute in practice) and
+                // the whole 2,000 drains within ~25 min with two accounts banned.
+                per_minute: 20,
                 per_hour: 400,
                 per_day: 2_000,
                 fault_minutes: 20.0,
