@@ -444,8 +444,11 @@ async fn a_held_back_send_is_snoozed_to_the_exact_instant_the_window_frees() {
     assert_eq!(third.attempt, 0, "a snooze spends no attempt");
     assert_eq!(
         third.run_at,
-        slots[0] + chrono::Duration::seconds(60),
-        "snoozed to the instant the oldest send leaves the minute window"
+        slots[0]
+            + chrono::Duration::seconds(60)
+            + chrono::Duration::from_std(courier::budget::SEND_DEADLINE).unwrap(),
+        "snoozed to the instant the oldest send leaves the minute window \
+         (a grant counts the minute plus budget::SEND_DEADLINE)"
     );
     assert!(third.waiting_reason.unwrap().contains("minute"));
     w.stop().await;
