@@ -59,6 +59,9 @@ pub const SCHEDULER_LAG_SECONDS: &str = "courier_scheduler_lag_seconds";
 pub const SCHEDULER_EXPANSIONS: &str = "courier_scheduler_expansions_total";
 /// Messages waiting for an eligible account (status pending, no job).
 pub const MESSAGES_WAITING_ACCOUNT: &str = "courier_messages_waiting_account";
+/// Attempted sends held on an unavailable account because only its chat can
+/// tell whether they went out.
+pub const MESSAGES_OUTCOME_UNKNOWN: &str = "courier_messages_outcome_unknown";
 /// 1 while this process is the scheduler leader.
 pub const SCHEDULER_LEADER: &str = "courier_scheduler_leader";
 /// HTTP requests served. Labels: `route`, `method`, `status`.
@@ -143,6 +146,10 @@ fn describe() {
     describe_gauge!(
         MESSAGES_WAITING_ACCOUNT,
         "Messages waiting for an eligible account"
+    );
+    describe_gauge!(
+        MESSAGES_OUTCOME_UNKNOWN,
+        "Attempted sends held on an unavailable account, outcome unknown"
     );
     describe_gauge!(
         SCHEDULER_LEADER,

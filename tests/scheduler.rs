@@ -784,6 +784,107 @@ async fn banning_the_assigned_account_moves_its_queued_jobs_and_loses_none() {
 }
 
 #[tokio::test]
+async fn an_attempted_send_on_a_banned_account_is_held_with_the_reason_not_moved() {
+    let t = fresh_database().await.unwrap();
+    let p = &t.pool;
+    let a = account(p, "a").await;
+    let b = account(p, "b").await;
+    let g = groups(p, 2, &[a, b]).await;
+    let c = content(p).await;
+    let s = schedule(
+        p,
+        c,
+        NewSchedule {
+            groups: &g,
+            ..Default::default()
+        },
+    )
+    .await;
+    let settings = settings();
+    Scheduler::new(p.clone(), &settings).tick().await.unwrap();
+    // Put both sends on a; one of them was attempted (a worker started it and
+    // died: its outcome is unknown), the other never was.
+    sqlx::query("UPDATE queue_jobs SET account_id = $1 WHERE kind = 'send'")
+        .bind(a)
+        .execute(p)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE mkt_wap_messages SET account_id = $1 WHERE schedule_id = $2")
+        .bind(a)
+        .bind(s)
+        .execute(p)
+        .await
+        .unwrap();
+    let attempted: Uuid = sqlx::query_scalar(
+        "UPDATE mkt_wap_messages SET status = 'sending', attempt_started_at = now(), \
+             sending_at = now() \
+         WHERE id = (SELECT min(id::text)::uuid FROM mkt_wap_messages WHERE schedule_id = $1) \
+         RETURNING job_id",
+    )
+    .bind(s)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE queue_jobs SET attempt = 1, rescues = 1, state = 'retryable' WHERE id = $1",
+    )
+    .bind(attempted)
+    .execute(p)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE mkt_wap_accounts SET status = 'banned' WHERE id = $1")
+        .bind(a)
+        .execute(p)
+        .await
+        .unwrap();
+    maintenance::run(p, &settings, Task::Reassign, chrono::Utc::now())
+        .await
+        .unwrap();
+
+    // The attempted one stays on a (only a's chat can tell whether it went
+    // out; moving it could send it twice), and says why.
+    let (on, job_why, state, msg_status, msg_why): (
+        Uuid,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+    ) = sqlx::query_as(
+        "SELECT j.account_id, j.waiting_reason, j.state, m.status, m.waiting_reason \
+             FROM queue_jobs j JOIN mkt_wap_messages m ON m.job_id = j.id WHERE j.id = $1",
+    )
+    .bind(attempted)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!(
+        (on, state.as_str(), msg_status.as_str()),
+        (a, "retryable", "sending")
+    );
+    for why in [&job_why, &msg_why] {
+        let why = why.as_deref().unwrap_or_default();
+        assert!(why.starts_with("outcome unknown"), "{why}");
+        assert!(
+            why.contains(&a.to_string()) && why.contains("banned"),
+            "{why}"
+        );
+    }
+    // The never-attempted one moved to b.
+    let moved: i64 = scalar(
+        p,
+        "SELECT count(*) FROM queue_jobs WHERE kind = 'send' AND account_id = $1 AND state = 'available'",
+        b,
+    )
+    .await;
+    assert_eq!(moved, 1);
+    // Idempotent: a second pass changes nothing and still counts it.
+    let note = maintenance::run(p, &settings, Task::Reassign, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(note.contains("1 held (outcome unknown)"), "{note}");
+}
+
+#[tokio::test]
 async fn with_no_eligible_peer_the_jobs_wait_with_the_reason_then_move_when_one_appears() {
     let t = fresh_database().await.unwrap();
     let p = &t.pool;

@@ -489,8 +489,11 @@ async fn drive(
         repair(&ctx).await;
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM mkt_wap_messages m LEFT JOIN mkt_wap_accounts a ON a.id = m.account_id \
-             WHERE m.status IN ('pending', 'queued', 'sending') AND coalesce(a.status, '') <> 'banned'",
+             WHERE m.status IN ('pending', 'queued', 'sending') \
+               AND (coalesce(a.status, '') <> 'banned' \
+                    OR m.waiting_reason IS NULL OR NOT starts_with(m.waiting_reason, $1))",
         )
+        .bind(crate::scheduler::reassign::OUTCOME_UNKNOWN)
         .fetch_one(&ctx.pool)
         .await
         .unwrap_or(i64::MAX);
@@ -1037,6 +1040,16 @@ static BLOCK_MEASURES: Mutex<Vec<Arc<Mutex<Option<Duration>>>>> = Mutex::new(Vec
 
 /// A message row at the end: chat, status, error, its account's status,
 /// waiting reason.
+/// A message that is not terminal because it waits on its banned account's
+/// chat, and says so.
+fn held_for_its_chat(r: &MessageState) -> bool {
+    r.3.as_deref() == Some("banned")
+        && matches!(r.1.as_str(), "queued" | "sending")
+        && r.4
+            .as_deref()
+            .is_some_and(|w| w.starts_with(crate::scheduler::reassign::OUTCOME_UNKNOWN))
+}
+
 type MessageState = (
     String,
     String,
@@ -1101,7 +1114,13 @@ async fn check_and_report(
         match (row, got) {
             (None, _) => lost.push(format!("{chat}: accepted, no message row")),
             (Some(r), true) => {
-                if !matches!(r.1.as_str(), "sent" | "delivered" | "read") {
+                if matches!(r.1.as_str(), "sent" | "delivered" | "read") {
+                } else if held_for_its_chat(r) {
+                    // It went out, but its account was banned before the send
+                    // could be confirmed: only that chat can tell, and the row
+                    // says so (scheduler::reassign::hold_unknown_outcomes).
+                    held += 1;
+                } else {
                     unrecorded += 1;
                     if unrecorded <= 5 {
                         failures.push(format!("{chat} reached WhatsApp but its row says {}", r.1));
@@ -1118,10 +1137,7 @@ async fn check_and_report(
                     "{chat}: recorded {} but never reached WhatsApp",
                     r.1
                 )),
-                s if r.3.as_deref() == Some("banned") => {
-                    let _ = s;
-                    held += 1;
-                }
+                _ if held_for_its_chat(r) => held += 1,
                 s => lost.push(format!(
                     "{chat}: still {s} ({})",
                     r.4.clone().unwrap_or_default()

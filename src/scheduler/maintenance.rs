@@ -200,6 +200,7 @@ pub async fn run(
         }
         Task::Reassign => {
             let r = reassign::reassign(pool, settings).await?;
+            let held = reassign::hold_unknown_outcomes(pool, settings).await?;
             let assigned = reassign::assign_pending(pool, settings).await?;
             let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM mkt_wap_messages WHERE status = 'pending' AND job_id IS NULL",
@@ -208,7 +209,8 @@ pub async fn run(
             .await?;
             metrics::gauge!(crate::metrics::MESSAGES_WAITING_ACCOUNT).set(waiting as f64);
             format!(
-                "{} job(s) moved, {} sent back to pending, {assigned} pending assigned, {waiting} waiting",
+                "{} job(s) moved, {} sent back to pending, {held} held (outcome unknown), \
+                 {assigned} pending assigned, {waiting} waiting",
                 r.moved, r.waiting
             )
         }

@@ -10,6 +10,13 @@
 //!   row follows and gets a `reassign` event. With no eligible account the job
 //!   is cancelled (its key cleared) and the message goes back to `pending`
 //!   with the reason: never dropped.
+//! - [`hold_unknown_outcomes`]: a send that was attempted (its outcome is
+//!   unknown: the worker died or lost its lease mid-send) on an account that
+//!   became unavailable is *not* moved, because only that account's chat can
+//!   tell whether it went out; moving it could send it twice. It stays with
+//!   its account, and the message and job get a `waiting_reason` that says so,
+//!   counted in `courier_messages_outcome_unknown`. When the account comes
+//!   back, the next attempt reads its chat and adopts or sends.
 //! - [`assign_pending`]: pending messages get an account and a send job once
 //!   one is eligible.
 //! - [`withdraw_cancelled`]: a cancelled schedule's messages that have not
@@ -157,6 +164,27 @@ pub async fn reassign(pool: &PgPool, settings: &Settings) -> Result<Reassigned, 
         "reassigned queued sends"
     );
     Ok(out)
+}
+
+/// The reason a held send carries; it starts with [`OUTCOME_UNKNOWN`].
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
+
+/// Marks attempted sends held on an unavailable account (see the module
+/// docs) with the reason, on the message and its job. Returns how many sends
+/// are held in all; a message that is already marked is left as is.
+pub async fn hold_unknown_outcomes(
+    pool: &PgPool,
+    settings: &Settings,
+) -> Result<i64, SchedulerError> {
+    let held: (i64,) = sqlx::query_as(
+        "WITH h AS (              SELECT j.id AS job, m.id AS message,                     format('%s: a send was attempted on account %s, which is %s; only its chat                             can confirm it, so it is held there and never re-sent from another                             account', $2::text, a.id,                            CASE WHEN a.status = 'paused' THEN 'paused (' || coalesce(a.pause_reason, 'no reason') || ')'                                 ELSE a.status END) AS reason              FROM queue_jobs j              JOIN mkt_wap_accounts a ON a.id = j.account_id              JOIN mkt_wap_messages m ON m.id = (j.payload->>'message_id')::uuid AND m.job_id = j.id              WHERE j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable')                AND (j.attempt > 0 OR j.rescues > 0 OR m.attempt_started_at IS NOT NULL)                AND m.status IN ('queued', 'sending')                AND (a.status IN ('banned', 'logged_out', 'failed')                     OR (a.status = 'paused' AND (                         (a.paused_until IS NULL AND a.status_changed_at < now() - $1)                         OR a.paused_until > now() + $1)))),          jm AS (UPDATE queue_jobs j SET waiting_reason = h.reason FROM h                 WHERE j.id = h.job AND j.waiting_reason IS DISTINCT FROM h.reason                   AND j.state IN ('available', 'scheduled', 'retryable')),          mm AS (UPDATE mkt_wap_messages m SET waiting_reason = h.reason FROM h                 WHERE m.id = h.message AND m.waiting_reason IS DISTINCT FROM h.reason)          SELECT count(*) FROM h",
+    )
+    .bind(interval(settings.scheduler.reassign_after))
+    .bind(OUTCOME_UNKNOWN)
+    .fetch_one(pool)
+    .await?;
+    metrics::gauge!(crate::metrics::MESSAGES_OUTCOME_UNKNOWN).set(held.0 as f64);
+    Ok(held.0)
 }
 
 /// Cancels the jobs (clearing their keys so a later job can take them) and
