@@ -208,6 +208,18 @@ pub async fn connect(url: &str, max: u32, timeout: Duration) -> Result<PgPool, D
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(timeout)
+        // Courier's statements are short and many; Postgres's JIT compiles
+        // any whose cost estimate passes `jit_above_cost`, which for the
+        // queue's subquery-heavy claims costs more than the query (it was 13 %
+        // of the server's CPU and half the throughput in the queue benchmark,
+        // docs/benchmarks.md). A SET rather than a startup option, so poolers
+        // that refuse startup options still work.
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                sqlx::query("SET jit = off").execute(conn).await?;
+                Ok(())
+            })
+        })
         .connect_with(opts)
         .await
         .map_err(|source| DbError::Connect { target, source })

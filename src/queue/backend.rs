@@ -609,6 +609,12 @@ async fn step(
         .as_ref()
         .map(|b| b.limits.clone())
         .unwrap_or_else(|| shared.budget.limits());
+    // The copy of the log was loaded under this lease and has every slot
+    // granted since (only the holder adds to the log): an upper bound.
+    let known_sends = held
+        .budget
+        .as_ref()
+        .map_or(i64::MAX, |b| b.sends.len() as i64);
     let (reply, answer) = oneshot::channel();
     shared
         .round_for(lease.account_id)
@@ -617,6 +623,7 @@ async fn step(
                 lease: lease.clone(),
                 sends_allowed,
                 limits,
+                known_sends,
             },
             reply,
         }))
