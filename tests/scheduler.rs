@@ -882,6 +882,32 @@ async fn an_attempted_send_on_a_banned_account_is_held_with_the_reason_not_moved
         .await
         .unwrap();
     assert!(note.contains("1 held (outcome unknown)"), "{note}");
+
+    // The operator's way out: cancelling the held job fails the message,
+    // saying it may have gone out; the sweep does not retry it.
+    courier::queue::cancel(p, attempted).await.unwrap();
+    maintenance::run(p, &settings, Task::Sweep, chrono::Utc::now())
+        .await
+        .unwrap();
+    let (status, error, why): (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT status, error_message, waiting_reason FROM mkt_wap_messages WHERE job_id = $1",
+    )
+    .bind(attempted)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("cancelled") && error.contains("may have reached WhatsApp"),
+        "{error}"
+    );
+    assert_eq!(why, None);
+    let retries: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_jobs WHERE kind = 'retry'")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert_eq!(retries, 0, "a cancelled send is not retried");
 }
 
 #[tokio::test]

@@ -120,9 +120,12 @@ impl Runtime {
             .register_n(shared.queue.capacity, move |index, _restarts| {
                 WorkerBuilder::new(format!("{}#{index}", slot_shared.owner))
                     .backend(AccountSlot::new(slot_shared.clone()))
+                    // Outermost first: the timeout wraps the trace (as apalis
+                    // asks, so a timeout shows in the span), the panic catcher
+                    // sits closest to the handler.
+                    .layer(tower::timeout::TimeoutLayer::new(timeout))
                     .layer(TraceLayer::new())
                     .layer(CatchPanicLayer::new())
-                    .layer(tower::timeout::TimeoutLayer::new(timeout))
                     .build(Dispatch::new(handlers.clone()))
             })
             .shutdown_timeout(shared.queue.shutdown_grace);

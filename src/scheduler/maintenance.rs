@@ -249,16 +249,27 @@ async fn per_account_jobs(
 /// last error, so [`sweep`] can give them a `retry` job (which checks the
 /// chat for a copy before sending: the outcome of an interrupted attempt is
 /// unknown). Without this they would stay in flight forever.
+///
+/// A send job an operator cancelled (`POST /v1/jobs/{id}/cancel`, e.g. one
+/// held with an unknown outcome on a banned account) fails its message too,
+/// saying whether an attempt may have reached WhatsApp; [`sweep`] never
+/// retries those (it only takes discarded jobs).
 pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "WITH orphan AS ( \
-            SELECT m.id, coalesce(j.last_error, 'no error recorded') AS why FROM mkt_wap_messages m \
+            SELECT m.id, CASE WHEN j.state = 'discarded' \
+                THEN 'its job was discarded: ' || coalesce(j.last_error, 'no error recorded') \
+                WHEN m.status = 'sending' OR m.attempt_started_at IS NOT NULL \
+                THEN 'its job was cancelled after an attempt whose outcome is unknown \
+                      (it may have reached WhatsApp)' \
+                ELSE 'its job was cancelled before it was sent' END AS why \
+            FROM mkt_wap_messages m \
             JOIN queue_jobs j ON j.id = m.job_id \
-            WHERE m.status IN ('queued', 'sending') AND j.state = 'discarded' \
+            WHERE m.status IN ('queued', 'sending') AND j.state IN ('discarded', 'cancelled') \
             FOR UPDATE OF m SKIP LOCKED \
          ), upd AS ( \
             UPDATE mkt_wap_messages m SET status = 'failed', failed_at = now(), \
-                error_message = 'its job was discarded: ' || o.why \
+                error_message = o.why, waiting_reason = NULL \
             FROM orphan o WHERE m.id = o.id RETURNING m.id, m.error_message \
          ) \
          INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
