@@ -185,6 +185,85 @@ async fn batch_enqueue_writes_thousands_of_jobs_in_one_statement() {
     assert_eq!(j.run_at.timestamp_micros(), at.timestamp_micros());
 }
 
+/// The job → account reference is checked once per statement (migration
+/// 0008), not by a per-row foreign key; it must refuse and cascade exactly
+/// as the key did.
+#[tokio::test]
+async fn a_job_for_an_unknown_account_is_refused_whole_and_deleting_an_account_removes_its_jobs() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let b = account(&t.pool, serde_json::json!({})).await;
+    let ghost = Uuid::new_v4();
+    let count = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM queue_jobs")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+
+    // One unknown account in a batch of 1 000: nothing is written, and the
+    // error names the reference like the foreign key did (the API's 422).
+    let mut jobs: Vec<NewJob> = (0..999)
+        .map(|i| send(if i % 2 == 0 { a } else { b }))
+        .collect();
+    jobs.insert(500, send(ghost));
+    let err = courier::queue::enqueue_batch(&t.pool, &jobs)
+        .await
+        .unwrap_err();
+    let QueueError::Db(sqlx::Error::Database(d)) = &err else {
+        panic!("expected a database error, got {err:?}")
+    };
+    assert_eq!(d.code().as_deref(), Some("23503"), "{d}");
+    assert_eq!(d.constraint(), Some("queue_jobs_account_id_fkey"));
+    assert!(d.message().contains("queue_jobs_account_id_fkey"), "{d}");
+    assert_eq!(count(t.pool.clone()).await, 0, "half a batch was written");
+    // The single-job path too.
+    assert!(courier::queue::enqueue(&t.pool, &send(ghost))
+        .await
+        .is_err());
+    assert_eq!(count(t.pool.clone()).await, 0);
+
+    // Moving a job to an account that does not exist is refused.
+    jobs.remove(500);
+    let ids = courier::queue::enqueue_batch(&t.pool, &jobs).await.unwrap();
+    let moved = sqlx::query("UPDATE queue_jobs SET account_id = $1 WHERE id = $2")
+        .bind(ghost)
+        .bind(ids[0].id)
+        .execute(&t.pool)
+        .await;
+    assert!(moved.is_err(), "a job was moved to an unknown account");
+    sqlx::query("UPDATE queue_jobs SET account_id = $1 WHERE id = $2")
+        .bind(b)
+        .bind(ids[0].id)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+
+    // Deleting an account deletes its jobs and its send log, and only those.
+    sqlx::query("INSERT INTO account_sends (account_id, job_id, epoch, sent_at) VALUES ($1, $2, 1, now()), ($3, $2, 1, now())")
+        .bind(a)
+        .bind(ids[1].id)
+        .bind(b)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM mkt_wap_accounts WHERE id = $1")
+        .bind(a)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    let left: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT account_id, count(*) FROM queue_jobs GROUP BY 1 \
+         UNION ALL SELECT account_id, -count(*) FROM account_sends GROUP BY 1",
+    )
+    .fetch_all(&t.pool)
+    .await
+    .unwrap();
+    let mut left = left;
+    left.sort_by_key(|r| r.1);
+    assert_eq!(left, vec![(b, -1), (b, 500)]);
+}
+
 #[tokio::test]
 async fn cancel_works_until_the_job_starts() {
     let t = fresh_database().await.unwrap();
