@@ -121,7 +121,14 @@ async fn no_generated_input_produces_a_server_error() {
         AppState::new(db.pool.clone(), TOKEN),
         std::future::pending(),
     ));
-    let http = reqwest::Client::new();
+    // No keep-alive: the server may answer a malformed request before reading
+    // its body and then close the connection (correct HTTP); a pooled client
+    // can send the next request into that closing connection and get
+    // `IncompleteMessage` (seen once in CI, not reproducible with the seed).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
 
     // Real rows so generated ids sometimes hit existing records.
     let account: uuid::Uuid = sqlx::query_scalar(
@@ -469,7 +476,14 @@ async fn every_documented_operation_survives_inputs_generated_from_its_schema() 
         AppState::new(db.pool.clone(), TOKEN),
         std::future::pending(),
     ));
-    let http = reqwest::Client::new();
+    // No keep-alive: the server may answer a malformed request before reading
+    // its body and then close the connection (correct HTTP); a pooled client
+    // can send the next request into that closing connection and get
+    // `IncompleteMessage` (seen once in CI, not reproducible with the seed).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let account: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO mkt_wap_accounts (account_name) VALUES ('fuzz') RETURNING id",
     )
