@@ -175,6 +175,37 @@ async fn batch_enqueue_writes_thousands_of_jobs_in_one_statement() {
         .await
         .unwrap();
     assert_eq!(n, 5000);
+
+    // A large batch that repeats one existing key, inside the producer's own
+    // transaction: the fast plain insert fails on the key, only its savepoint
+    // rolls back, and the batch goes through ON CONFLICT. The producer's
+    // earlier write in the same transaction survives.
+    let mut again: Vec<NewJob> = (0..199).map(|_| send(a)).collect();
+    again.insert(150, jobs[7].clone());
+    let mut tx = t.pool.begin().await.unwrap();
+    sqlx::query("UPDATE mkt_wap_accounts SET account_name = 'renamed in tx' WHERE id = $1")
+        .bind(a)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let out2 = courier::queue::store::enqueue_batch_in(&mut tx, &again)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(out2.len(), 200);
+    assert_eq!(out2[150].id, out[7].id);
+    assert!(!out2[150].created);
+    assert_eq!(out2.iter().filter(|e| e.created).count(), 199);
+    let (n, name): (i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM queue_jobs), account_name FROM mkt_wap_accounts WHERE id = $1",
+    )
+    .bind(a)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(n, 5199);
+    assert_eq!(name, "renamed in tx");
+
     // Future jobs are scheduled, with microsecond run_at.
     let at = Utc::now() + chrono::Duration::milliseconds(123_456);
     let e = courier::queue::enqueue(&t.pool, &discover(a).run_at(at))

@@ -132,13 +132,13 @@ pub const ROUND_TASKS: usize = 2;
 
 /// Serves its share of the accounts in rounds: every request that arrived
 /// while the previous round ran forms the next one (natural batching, no
-/// delay when idle). A round first writes the outcomes — completions of all
-/// finished jobs in one statement, failures and snoozes one by one — and then
-/// claims for every waiting slot in one statement. A slot hands its finished
-/// job's completion over and asks for its next job at once (it does not wait
-/// for the write), so one round completes the previous job and claims the
-/// next: the completion is written first, as the one-running-job-per-account
-/// index requires, and the two no longer wait for each other.
+/// delay when idle). A round writes failures and snoozes one by one, then
+/// completes every finished job and claims for every waiting slot in one
+/// statement ([`store::claim_batch`]). A slot hands its finished job's
+/// completion over and asks for its next job at once (it does not wait for
+/// the write), so one statement completes the previous job and claims the
+/// next: the completion runs first inside it, as the one-running-job-per-
+/// account index requires, and the two no longer wait for each other.
 pub async fn run_rounds(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Request>,
@@ -167,7 +167,6 @@ pub async fn run_rounds(
                 Request::Ack(a) => other.push(*a),
             }
         }
-        write_completions(&shared, done).await;
         for a in other {
             let AckRequest {
                 claimed,
@@ -178,51 +177,20 @@ pub async fn run_rounds(
             record(&shared, &claimed, result, permanent).await;
             let _ = reply.send(());
         }
-        if !claims.is_empty() {
-            claim_round(&shared, claims).await;
+        if !claims.is_empty() || !done.is_empty() {
+            round(&shared, done, claims).await;
         }
     }
 }
 
-async fn claim_round(shared: &Shared, batch: Vec<ClaimRequest>) {
+/// Completes the round's finished jobs and claims for its waiting slots, in
+/// one statement ([`store::claim_batch`]).
+async fn round(shared: &Shared, done: Vec<AckRequest>, mut claims: Vec<ClaimRequest>) {
     if shared.stop.is_cancelled() {
-        // Shutting down: no new claims.
-        for r in batch {
+        // Shutting down: no new claims, but the outcomes are still written.
+        for r in claims.drain(..) {
             let _ = r.reply.send(Ok(None));
         }
-        return;
-    }
-    let asks: Vec<store::ClaimAsk> = batch.iter().map(|r| r.ask.clone()).collect();
-    let started = Instant::now();
-    let result = store::claim_batch(&shared.pool, &shared.owner, &asks).await;
-    tracing::trace!(
-        asks = asks.len(),
-        claimed = result.as_ref().map(Vec::len).unwrap_or(0),
-        took_us = started.elapsed().as_micros() as u64,
-        "claim round"
-    );
-    match result {
-        Ok(rows) => {
-            let mut by_account: std::collections::HashMap<uuid::Uuid, store::ClaimedRow> =
-                rows.into_iter().map(|r| (r.job.account_id, r)).collect();
-            for r in batch {
-                let row = by_account.remove(&r.ask.lease.account_id);
-                let _ = r.reply.send(Ok(row));
-            }
-        }
-        Err(e) => {
-            let msg = crate::cli::error_chain(&e);
-            for r in batch {
-                let _ = r.reply.send(Err(msg.clone()));
-            }
-        }
-    }
-}
-
-/// Completions of every finished job of the round in one statement.
-async fn write_completions(shared: &Shared, done: Vec<AckRequest>) {
-    if done.is_empty() {
-        return;
     }
     let keys: Vec<(uuid::Uuid, uuid::Uuid, i64)> = done
         .iter()
@@ -234,25 +202,47 @@ async fn write_completions(shared: &Shared, done: Vec<AckRequest>) {
             )
         })
         .collect();
+    let asks: Vec<store::ClaimAsk> = claims.iter().map(|r| r.ask.clone()).collect();
     let started = Instant::now();
-    let result = store::complete_batch(&shared.pool, &shared.owner, &keys).await;
+    let result = store::claim_batch(&shared.pool, &shared.owner, &keys, &asks).await;
     tracing::trace!(
-        jobs = keys.len(),
+        completions = keys.len(),
+        asks = asks.len(),
+        claimed = result.as_ref().map(|r| r.claimed.len()).unwrap_or(0),
         took_us = started.elapsed().as_micros() as u64,
-        "completion round"
+        "round"
     );
     match result {
-        Ok(ids) => {
-            let ids: std::collections::HashSet<uuid::Uuid> = ids.into_iter().collect();
+        Ok(round) => {
+            let completed: std::collections::HashSet<uuid::Uuid> =
+                round.completed.into_iter().collect();
             for a in done {
-                if !ids.contains(&a.claimed.job.id) {
+                if !completed.contains(&a.claimed.job.id) {
                     fenced(&a.claimed);
                 }
                 let _ = a.reply.send(());
             }
+            let mut by_account: std::collections::HashMap<uuid::Uuid, store::ClaimedRow> = round
+                .claimed
+                .into_iter()
+                .map(|r| (r.job.account_id, r))
+                .collect();
+            for r in claims {
+                let row = by_account.remove(&r.ask.lease.account_id);
+                let _ = r.reply.send(Ok(row));
+            }
         }
         Err(e) => {
-            tracing::warn!(error = %crate::cli::error_chain(&e), "batched completion failed; writing one by one");
+            // Nothing of the statement happened: the slots ask again, and
+            // the completions are written one by one (a claim's error must
+            // not cost a finished job its outcome).
+            let msg = crate::cli::error_chain(&e);
+            for r in claims {
+                let _ = r.reply.send(Err(msg.clone()));
+            }
+            if !done.is_empty() {
+                tracing::warn!(error = %msg, "batched round failed; writing its completions one by one");
+            }
             for a in done {
                 record(shared, &a.claimed, Ok(Outcome::Completed), false).await;
                 let _ = a.reply.send(());

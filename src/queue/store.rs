@@ -60,70 +60,133 @@ pub async fn enqueue_batch(pool: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueue
     enqueue_batch_in(&mut conn, jobs).await
 }
 
+/// Batches at least this large first try a plain `INSERT` (see
+/// [`enqueue_batch_in`]); smaller ones go straight to `ON CONFLICT`.
+const PLAIN_INSERT_MIN: usize = 64;
+
+/// The columns of a batch of new jobs, as the arrays the insert unnests.
+struct JobColumns<'a> {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    accounts: Vec<Uuid>,
+    payloads: Vec<String>,
+    priorities: Vec<i16>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+    max_attempts: Vec<i32>,
+    keys: Vec<Option<&'a str>>,
+}
+
+impl<'a> JobColumns<'a> {
+    fn new(jobs: &'a [NewJob], ids: Vec<Uuid>) -> Self {
+        debug_assert_eq!(jobs.len(), ids.len());
+        Self {
+            ids,
+            kinds: jobs.iter().map(|j| j.kind.as_str()).collect(),
+            accounts: jobs.iter().map(|j| j.account_id).collect(),
+            payloads: jobs.iter().map(|j| j.payload.to_string()).collect(),
+            priorities: jobs.iter().map(|j| j.priority).collect(),
+            run_ats: jobs.iter().map(|j| j.run_at).collect(),
+            max_attempts: jobs.iter().map(|j| j.max_attempts).collect(),
+            keys: jobs.iter().map(|j| j.idempotency_key.as_deref()).collect(),
+        }
+    }
+
+    /// `INSERT … SELECT … FROM unnest(…)` of every column, followed by `tail`.
+    fn insert<'q>(
+        &'q self,
+        tail: &str,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, state, \
+                                    max_attempts, idempotency_key) \
+             SELECT id, kind, account_id, payload::jsonb, priority, coalesce(run_at, now()), \
+                    CASE WHEN run_at > now() THEN 'scheduled' ELSE 'available' END, \
+                    max_attempts, idempotency_key \
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int2[], \
+                         $6::timestamptz[], $7::int4[], $8::text[]) \
+                  AS t(id, kind, account_id, payload, priority, run_at, max_attempts, idempotency_key) \
+             {tail}"
+        )))
+        .bind(&self.ids)
+        .bind(&self.kinds)
+        .bind(&self.accounts)
+        .bind(&self.payloads)
+        .bind(&self.priorities)
+        .bind(&self.run_ats)
+        .bind(&self.max_attempts)
+        .bind(&self.keys)
+    }
+}
+
+/// Whether `e` is a repeated idempotency key.
+fn is_key_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.constraint() == Some("queue_jobs_idempotency_key_idx"))
+}
+
 /// [`enqueue_batch`] on a connection or inside a transaction, so producers can
 /// commit their own rows (messages, schedule status) and the jobs together.
+///
+/// A batch of [`PLAIN_INSERT_MIN`] jobs or more whose keys are distinct is
+/// first inserted with a plain `INSERT` under a savepoint: `ON CONFLICT`
+/// inserts every row speculatively (a look-up of the key, a speculative
+/// insertion lock and a confirmation record per row), which took a third of
+/// the server's time for a batch of 10 000 new jobs. Only when a key already
+/// exists does the savepoint roll back and the batch go through
+/// `ON CONFLICT DO NOTHING`, which returns the existing jobs.
 pub async fn enqueue_batch_in(
     conn: &mut sqlx::PgConnection,
     jobs: &[NewJob],
 ) -> Result<Vec<Enqueued>, QueueError> {
+    use sqlx::Connection;
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
     let n = jobs.len();
-    let mut ids: Vec<Uuid> = Vec::with_capacity(n);
-    let mut kinds = Vec::with_capacity(n);
-    let mut accounts = Vec::with_capacity(n);
-    let mut payloads = Vec::with_capacity(n);
-    let mut priorities = Vec::with_capacity(n);
-    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut max_attempts = Vec::with_capacity(n);
-    let mut keys: Vec<Option<String>> = Vec::with_capacity(n);
-    for j in jobs {
-        ids.push(Uuid::now_v7());
-        kinds.push(j.kind.as_str());
-        accounts.push(j.account_id);
-        payloads.push(j.payload.to_string());
-        priorities.push(j.priority);
-        run_ats.push(j.run_at);
-        max_attempts.push(j.max_attempts);
-        keys.push(j.idempotency_key.clone());
-    }
-    // Fast path: one INSERT; only rows whose key already existed (or repeated
-    // inside the batch) need a second look-up.
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, state, \
-                                max_attempts, idempotency_key) \
-         SELECT id, kind, account_id, payload::jsonb, priority, coalesce(run_at, now()), \
-                CASE WHEN run_at > now() THEN 'scheduled' ELSE 'available' END, \
-                max_attempts, idempotency_key \
-         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int2[], \
-                     $6::timestamptz[], $7::int4[], $8::text[]) \
-              AS t(id, kind, account_id, payload, priority, run_at, max_attempts, idempotency_key) \
-         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING id",
-    )
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&accounts)
-    .bind(&payloads)
-    .bind(&priorities)
-    .bind(&run_ats)
-    .bind(&max_attempts)
-    .bind(&keys)
-    .fetch_all(&mut *conn)
-    .await?;
-    if inserted.len() == n {
-        return Ok(ids
+    let cols = JobColumns::new(jobs, (0..n).map(|_| Uuid::now_v7()).collect());
+    let all_created = |cols: JobColumns<'_>| {
+        cols.ids
             .into_iter()
             .map(|id| Enqueued { id, created: true })
-            .collect());
+            .collect()
+    };
+    if n >= PLAIN_INSERT_MIN {
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        if cols.keys.iter().flatten().all(|k| seen.insert(*k)) {
+            let mut tx = conn.begin().await?;
+            match cols.insert("").execute(&mut *tx).await {
+                Ok(_) => {
+                    tx.commit().await?;
+                    return Ok(all_created(cols));
+                }
+                Err(e) if is_key_conflict(&e) => tx.rollback().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    // One INSERT; only rows whose key already existed (or repeated inside
+    // the batch) need a second look-up.
+    let inserted: Vec<Uuid> = cols
+        .insert(
+            "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING id",
+        )
+        .try_map(|row: sqlx::postgres::PgRow| {
+            use sqlx::Row;
+            row.try_get::<Uuid, _>(0)
+        })
+        .fetch_all(&mut *conn)
+        .await?;
+    if inserted.len() == n {
+        return Ok(all_created(cols));
     }
     let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
-    let missing: Vec<String> = ids
+    let missing: Vec<&str> = cols
+        .ids
         .iter()
-        .zip(&keys)
+        .zip(&cols.keys)
         .filter(|(id, _)| !inserted.contains(id))
-        .filter_map(|(_, k)| k.clone())
+        .filter_map(|(_, k)| *k)
         .collect();
     let existing: std::collections::HashMap<String, Uuid> = sqlx::query_as::<_, (String, Uuid)>(
         "SELECT idempotency_key, id FROM queue_jobs WHERE idempotency_key = ANY($1)",
@@ -133,8 +196,9 @@ pub async fn enqueue_batch_in(
     .await?
     .into_iter()
     .collect();
-    ids.iter()
-        .zip(&keys)
+    cols.ids
+        .iter()
+        .zip(&cols.keys)
         .map(|(id, key)| {
             if inserted.contains(id) {
                 return Ok(Enqueued {
@@ -142,8 +206,7 @@ pub async fn enqueue_batch_in(
                     created: true,
                 });
             }
-            key.as_ref()
-                .and_then(|k| existing.get(k))
+            key.and_then(|k| existing.get(k))
                 .map(|id| Enqueued {
                     id: *id,
                     created: false,
@@ -213,45 +276,12 @@ pub async fn insert_new_jobs_in(
     if jobs.is_empty() {
         return Ok(());
     }
-    let n = jobs.len();
-    let mut kinds = Vec::with_capacity(n);
-    let mut accounts = Vec::with_capacity(n);
-    let mut payloads = Vec::with_capacity(n);
-    let mut priorities = Vec::with_capacity(n);
-    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut max_attempts = Vec::with_capacity(n);
-    let mut keys: Vec<Option<String>> = Vec::with_capacity(n);
-    for j in jobs {
-        kinds.push(j.kind.as_str());
-        accounts.push(j.account_id);
-        payloads.push(j.payload.to_string());
-        priorities.push(j.priority);
-        run_ats.push(j.run_at);
-        max_attempts.push(j.max_attempts);
-        keys.push(j.idempotency_key.clone());
-    }
-    let inserted = sqlx::query(
-        "INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, state, \
-                                 max_attempts, idempotency_key) \
-         SELECT id, kind, account_id, payload::jsonb, priority, coalesce(run_at, now()), \
-                CASE WHEN run_at > now() THEN 'scheduled' ELSE 'available' END, \
-                max_attempts, idempotency_key \
-         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int2[], \
-                     $6::timestamptz[], $7::int4[], $8::text[]) \
-              AS t(id, kind, account_id, payload, priority, run_at, max_attempts, idempotency_key)",
-    )
-    .bind(ids)
-    .bind(&kinds)
-    .bind(&accounts)
-    .bind(&payloads)
-    .bind(&priorities)
-    .bind(&run_ats)
-    .bind(&max_attempts)
-    .bind(&keys)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    debug_assert_eq!(inserted as usize, n);
+    let inserted = JobColumns::new(jobs, ids.to_vec())
+        .insert("")
+        .execute(conn)
+        .await?
+        .rows_affected();
+    debug_assert_eq!(inserted as usize, jobs.len());
     Ok(())
 }
 
@@ -776,10 +806,50 @@ pub struct ClaimedRow {
     pub slot_at: Option<DateTime<Utc>>,
 }
 
-/// Claims the next runnable job of many leased accounts in one statement,
-/// and for budget-spending kinds reserves the send slot — and moves the
-/// job's message to `sending` with its attempt start and event — in the same
-/// statement. Accounts whose lease is gone or that are paused get nothing.
+/// What one [`claim_batch`] statement did.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Jobs completed (the others asked for were fenced).
+    pub completed: Vec<Uuid>,
+    /// Jobs claimed, at most one per account.
+    pub claimed: Vec<ClaimedRow>,
+}
+
+/// A row of [`claim_batch`]'s result: a completed job's id, or a claimed job.
+enum RoundRow {
+    Completed(Uuid),
+    Claimed(Box<ClaimedRow>),
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for RoundRow {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        match row.try_get::<Option<Uuid>, _>("completed_id")? {
+            Some(id) => Ok(Self::Completed(id)),
+            None => Ok(Self::Claimed(Box::new(ClaimedRow::from_row(row)?))),
+        }
+    }
+}
+
+/// One round of a worker's account slots, in one statement: completes the
+/// jobs in `done` (`(job, account, epoch)`, each fenced by its lease), then
+/// claims the next runnable job of every account in `asks`, and for
+/// budget-spending kinds reserves the send slot — and moves the job's message
+/// to `sending` with its attempt start and event — in the same statement.
+/// Accounts whose lease is gone or that are paused get nothing.
+///
+/// An account's previous job and its next one can be in the same round: the
+/// completion runs first (the claim waits on its row count), so when the
+/// claim makes the next job `running`, the one-running-job index sees the
+/// previous one as already finished by this transaction.
+///
+/// Completions need no share lock on the lease row: a takeover rescues the
+/// running job (an update of the same job row), so the two serialise on that
+/// row and whichever comes second matches nothing. `lease_epoch = epoch` alone
+/// says the job is running under that lease (a CHECK ties a non-null epoch to
+/// `running`); naming `state = 'running'` too let the planner scan the whole
+/// one-running index and filter every running job against every request
+/// (1.1 ms of a 1.5 ms statement at 190 running jobs).
 ///
 /// The windows are checked without counting the log: for a window W with cap
 /// L, fewer than L sends lie in `(t - W, t]` iff the L-th most recent send is
@@ -788,12 +858,17 @@ pub struct ClaimedRow {
 /// of every send in it. The probe reads the log itself (the delivery handler
 /// moves a slot's `sent_at` forward to when WhatsApp accepted the message, so
 /// no copy held elsewhere would do), under the lease's share lock, so nobody
-/// else can append for the account meanwhile.
+/// else can append for the account meanwhile. Every slot of a round is
+/// granted at the instant the windows were checked at (`clock.ts`).
 pub async fn claim_batch(
     pool: &PgPool,
     owner: &str,
+    done: &[(Uuid, Uuid, i64)],
     asks: &[ClaimAsk],
-) -> Result<Vec<ClaimedRow>, QueueError> {
+) -> Result<Round, QueueError> {
+    let done_ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
+    let done_accounts: Vec<Uuid> = done.iter().map(|d| d.1).collect();
+    let done_epochs: Vec<i64> = done.iter().map(|d| d.2).collect();
     let accounts: Vec<Uuid> = asks.iter().map(|a| a.lease.account_id).collect();
     let epochs: Vec<i64> = asks.iter().map(|a| a.lease.epoch).collect();
     let sends_ok: Vec<bool> = asks.iter().map(|a| a.sends_allowed).collect();
@@ -804,8 +879,16 @@ pub async fn claim_batch(
     let ph: Vec<i64> = asks.iter().map(|a| i64::from(a.limits.per_hour)).collect();
     let pd: Vec<i64> = asks.iter().map(|a| i64::from(a.limits.per_day)).collect();
     let known: Vec<i64> = asks.iter().map(|a| a.known_sends).collect();
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH req AS ( \
+    let rows: Vec<RoundRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH fin AS ( \
+            SELECT * FROM unnest($10::uuid[], $11::uuid[], $12::int8[]) AS f(id, account_id, epoch) \
+         ), done AS ( \
+            UPDATE queue_jobs q SET state = 'completed', finished_at = now(), lease_epoch = NULL \
+            FROM fin JOIN account_leases l ON l.account_id = fin.account_id AND l.epoch = fin.epoch \
+            WHERE l.owner = $7 AND q.id = fin.id AND q.lease_epoch = fin.epoch \
+            RETURNING q.id \
+         ), done_n AS MATERIALIZED (SELECT count(*) AS n FROM done \
+         ), req AS ( \
             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bool[], $4::int8[], $5::int8[], $6::int8[], \
                                  $9::int8[]) \
                 AS r(account_id, epoch, sends_ok, per_minute, per_hour, per_day, known) \
@@ -821,6 +904,7 @@ pub async fn claim_batch(
                    AS may_send \
             FROM lease JOIN mkt_wap_accounts a ON a.id = lease.account_id \
             WHERE NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+              AND (SELECT n FROM done_n) >= 0 \
          ), pick AS ( \
             SELECT j.id, budget.epoch FROM budget CROSS JOIN LATERAL ( \
                 SELECT q.id FROM queue_jobs q \
@@ -836,22 +920,25 @@ pub async fn claim_batch(
             RETURNING q.* \
          ), sent AS ( \
             INSERT INTO account_sends (account_id, job_id, epoch, sent_at) \
-            SELECT account_id, id, lease_epoch, clock_timestamp() FROM claimed WHERE kind = ANY($8) \
-            RETURNING job_id, sent_at \
+            SELECT account_id, id, lease_epoch, (SELECT ts FROM clock) FROM claimed WHERE kind = ANY($8) \
          ), marked AS ( \
             UPDATE mkt_wap_messages m SET status = 'sending', sending_at = now(), \
                 attempt_started_at = now(), job_id = c.id, error_message = NULL, waiting_reason = NULL \
-            FROM claimed c JOIN sent s ON s.job_id = c.id \
+            FROM claimed c \
             WHERE c.kind IN ('send', 'retry') AND m.id = (c.payload->>'message_id')::uuid \
               AND m.status IN ('pending', 'queued') \
-            RETURNING m.id, c.id AS job_id, c.attempt, s.sent_at \
+            RETURNING m.id, c.id AS job_id, c.attempt \
          ), marked_events AS ( \
             INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
             SELECT id, 'sending', 'worker', \
-                   jsonb_build_object('job_id', job_id, 'attempt', attempt, 'slot_at', sent_at) \
+                   jsonb_build_object('job_id', job_id, 'attempt', attempt, 'slot_at', (SELECT ts FROM clock)) \
             FROM marked \
          ) \
-         SELECT claimed.*, sent.sent_at AS slot_at FROM claimed LEFT JOIN sent ON sent.job_id = claimed.id",
+         SELECT NULL::uuid AS completed_id, claimed.*, \
+                CASE WHEN claimed.kind = ANY($8) THEN (SELECT ts FROM clock) END AS slot_at \
+         FROM claimed \
+         UNION ALL \
+         SELECT done.id, (NULL::queue_jobs).*, NULL FROM done",
         minute = window_room("per_minute", Window::Minute.guarded_secs()),
         hour = window_room("per_hour", Window::Hour.guarded_secs()),
         day = window_room("per_day", Window::Day.guarded_secs()),
@@ -865,42 +952,19 @@ pub async fn claim_batch(
     .bind(owner)
     .bind(&super::BUDGET_KINDS[..])
     .bind(&known)
+    .bind(&done_ids)
+    .bind(&done_accounts)
+    .bind(&done_epochs)
     .fetch_all(pool)
-    .await?)
-}
-
-/// Completes many running jobs in one statement, each fenced by its lease.
-/// Returns the ids completed; any other was fenced.
-///
-/// Unlike claims, completions need no share lock on the lease row: a
-/// takeover rescues the running job (an update of the same job row), so the
-/// two serialise on that row and whichever comes second matches nothing.
-pub async fn complete_batch(
-    pool: &PgPool,
-    owner: &str,
-    done: &[(Uuid, Uuid, i64)],
-) -> Result<Vec<Uuid>, QueueError> {
-    let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
-    let accounts: Vec<Uuid> = done.iter().map(|d| d.1).collect();
-    let epochs: Vec<i64> = done.iter().map(|d| d.2).collect();
-    Ok(sqlx::query_scalar(
-        "WITH req AS ( \
-            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int8[]) AS r(id, account_id, epoch) \
-         ), lease AS ( \
-            SELECT r.* FROM account_leases l \
-            JOIN req r ON r.account_id = l.account_id AND r.epoch = l.epoch \
-            WHERE l.owner = $4 \
-         ) \
-         UPDATE queue_jobs q SET state = 'completed', finished_at = now(), lease_epoch = NULL \
-         FROM lease WHERE q.id = lease.id AND q.state = 'running' AND q.lease_epoch = lease.epoch \
-         RETURNING q.id",
-    )
-    .bind(&ids)
-    .bind(&accounts)
-    .bind(&epochs)
-    .bind(owner)
-    .fetch_all(pool)
-    .await?)
+    .await?;
+    let mut round = Round::default();
+    for row in rows {
+        match row {
+            RoundRow::Completed(id) => round.completed.push(id),
+            RoundRow::Claimed(c) => round.claimed.push(*c),
+        }
+    }
+    Ok(round)
 }
 
 /// What an account holder needs to know when it found nothing to claim.
