@@ -140,7 +140,7 @@ pub async fn mark_sent(
     }
     sqlx::query(
         "UPDATE account_sends SET sent_at = greatest(sent_at, clock_timestamp()) \
-         WHERE id = (SELECT id FROM account_sends WHERE job_id = $1 ORDER BY sent_at DESC LIMIT 1)",
+         WHERE ctid = (SELECT ctid FROM account_sends WHERE job_id = $1 ORDER BY sent_at DESC LIMIT 1)",
     )
     .bind(job_id)
     .execute(&mut *tx)

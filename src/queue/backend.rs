@@ -126,9 +126,34 @@ pub struct AckRequest {
 /// Most requests one batched statement serves.
 const BATCH_MAX: usize = 512;
 
-/// How many round tasks a process runs (each with its own connection at a
-/// time), so one round's statements overlap with another's.
-pub const ROUND_TASKS: usize = 2;
+/// How many round tasks a process runs (each with its own connection), so
+/// one round's statement overlaps with another's.
+pub const ROUND_TASKS: usize = 4;
+
+/// A round task's own connection, taken out of the pool: it runs nothing but
+/// the round statement, under a generic plan. Postgres re-plans a prepared
+/// statement for every execution while the custom plan looks cheaper, and for
+/// the round statement that planning took 1.4 ms of a 4.8 ms execution (50
+/// claims); its generic plan runs as fast and is planned once per connection.
+/// Like every cached plan it is made again when the statistics of a table it
+/// reads change (`ANALYZE`, autovacuum), so it follows the tables as they
+/// grow just as a custom plan would. The setting would not suit every
+/// statement, so the connection leaves the pool (the pool opens another in
+/// its place) and is closed, never returned, after an error.
+struct RoundConnection(Option<sqlx::PgConnection>);
+
+impl RoundConnection {
+    async fn get(&mut self, pool: &PgPool) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
+        if self.0.is_none() {
+            let mut conn = pool.acquire().await?.detach();
+            sqlx::query("SET plan_cache_mode = force_generic_plan")
+                .execute(&mut conn)
+                .await?;
+            self.0 = Some(conn);
+        }
+        Ok(self.0.as_mut().expect("set above"))
+    }
+}
 
 /// Serves its share of the accounts in rounds: every request that arrived
 /// while the previous round ran forms the next one (natural batching, no
@@ -144,11 +169,12 @@ pub async fn run_rounds(
     mut rx: mpsc::UnboundedReceiver<Request>,
     stop: CancellationToken,
 ) {
+    let mut conn = RoundConnection(None);
     loop {
         let first = tokio::select! {
             // On shutdown, keep writing outcomes until every slot is gone.
-            r = rx.recv() => match r { Some(r) => r, None => return },
-            _ = stop.cancelled(), if rx.is_empty() => return,
+            r = rx.recv() => match r { Some(r) => r, None => break },
+            _ = stop.cancelled(), if rx.is_empty() => break,
         };
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -178,14 +204,23 @@ pub async fn run_rounds(
             let _ = reply.send(());
         }
         if !claims.is_empty() || !done.is_empty() {
-            round(&shared, done, claims).await;
+            round(&shared, &mut conn, done, claims).await;
         }
+    }
+    if let Some(c) = conn.0.take() {
+        use sqlx::Connection;
+        let _ = c.close().await;
     }
 }
 
 /// Completes the round's finished jobs and claims for its waiting slots, in
 /// one statement ([`store::claim_batch`]).
-async fn round(shared: &Shared, done: Vec<AckRequest>, mut claims: Vec<ClaimRequest>) {
+async fn round(
+    shared: &Shared,
+    conn: &mut RoundConnection,
+    done: Vec<AckRequest>,
+    mut claims: Vec<ClaimRequest>,
+) {
     if shared.stop.is_cancelled() {
         // Shutting down: no new claims, but the outcomes are still written.
         for r in claims.drain(..) {
@@ -204,7 +239,14 @@ async fn round(shared: &Shared, done: Vec<AckRequest>, mut claims: Vec<ClaimRequ
         .collect();
     let asks: Vec<store::ClaimAsk> = claims.iter().map(|r| r.ask.clone()).collect();
     let started = Instant::now();
-    let result = store::claim_batch(&shared.pool, &shared.owner, &keys, &asks).await;
+    let result = match conn.get(&shared.pool).await {
+        Ok(c) => store::claim_batch(c, &shared.owner, &keys, &asks).await,
+        Err(e) => Err(e.into()),
+    };
+    if result.is_err() {
+        // The connection may be broken: the next round opens another.
+        conn.0 = None;
+    }
     tracing::trace!(
         completions = keys.len(),
         asks = asks.len(),
@@ -285,7 +327,8 @@ impl BudgetView {
         let now = self.now();
         for w in budget::Window::ALL {
             let since = now - w.length();
-            let used = self.sends.iter().filter(|t| **t > since).count();
+            // Ascending: a binary search, not a walk of the whole log.
+            let used = self.sends.len() - self.sends.partition_point(|t| *t <= since);
             crate::metrics::record_budget(account, w.name(), used, self.limits.cap(w));
         }
     }
@@ -625,6 +668,11 @@ async fn step(
     if let Some(row) = claimed {
         if let (Some(at), Some(b)) = (row.slot_at, held.budget.as_mut()) {
             b.sends.push(at);
+            // Sends older than the longest window can no longer count: the
+            // copy stays bounded, and so does `known_sends`.
+            let horizon = at - budget::Window::Day.guarded();
+            let gone = b.sends.partition_point(|t| *t <= horizon);
+            b.sends.drain(..gone);
             b.jitter = draw_jitter(b.base.jitter);
             b.record_metrics(lease.account_id);
         }

@@ -861,7 +861,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for RoundRow {
 /// else can append for the account meanwhile. Every slot of a round is
 /// granted at the instant the windows were checked at (`clock.ts`).
 pub async fn claim_batch(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     owner: &str,
     done: &[(Uuid, Uuid, i64)],
     asks: &[ClaimAsk],
@@ -955,7 +955,7 @@ pub async fn claim_batch(
     .bind(&done_ids)
     .bind(&done_accounts)
     .bind(&done_epochs)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     let mut round = Round::default();
     for row in rows {
