@@ -11,13 +11,13 @@ LANGUAGE plpgsql AS $$
 DECLARE
     missing uuid;
     ids uuid[];
-    found bigint;
+    locked bigint;
 BEGIN
     IF TG_LEVEL = 'STATEMENT' THEN
         ids := ARRAY(SELECT DISTINCT account_id FROM new_jobs);
-        SELECT count(*) INTO found FROM (
+        SELECT count(*) INTO locked FROM (
             SELECT 1 FROM mkt_wap_accounts a WHERE a.id = ANY (ids) FOR KEY SHARE OF a) l;
-        IF found < cardinality(ids) THEN
+        IF locked < cardinality(ids) THEN
             SELECT i INTO missing FROM unnest(ids) i
             WHERE NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = i)
             LIMIT 1;
