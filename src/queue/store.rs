@@ -116,9 +116,7 @@ impl<'a> JobColumns<'a> {
         .bind(&self.max_attempts)
         .bind(&self.keys)
     }
-}
 
-impl JobColumns<'_> {
     /// Writes the batch with `COPY … FROM STDIN (FORMAT binary)`: Postgres
     /// inserts its rows a page at a time (one WAL record per page instead of
     /// per row) and reads no `unnest`. Only for jobs due now: `run_at` and
