@@ -251,6 +251,7 @@ async fn engine(rows: &mut Vec<Row>, jobs: usize, n_accounts: usize, samples: us
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
     pool.close().await;
+    t.drop_database().await.unwrap();
 }
 
 async fn noop_apalis(_job: u32, seen: apalis_core::task::data::Data<Arc<AtomicUsize>>) {
@@ -366,6 +367,7 @@ async fn stock_apalis(rows: &mut Vec<Row>, jobs: usize, samples: usize) {
             task.abort();
         }
         pool.close().await;
+        t.drop_database().await.unwrap();
     }
 }
 
@@ -463,6 +465,7 @@ async fn raw_loop(rows: &mut Vec<Row>, jobs: usize) {
         rate(jobs, start.elapsed()),
     );
     pool.close().await;
+    t.drop_database().await.unwrap();
 }
 
 fn main() {

@@ -135,18 +135,23 @@ pub async fn pause(
     Ok(())
 }
 
-/// Lifts a pause by hand.
+/// Lifts a pause by hand, and wakes the workers (`courier_jobs`) when the
+/// account has jobs waiting: idle slots do not poll a hand-paused account.
 pub async fn resume(pool: &PgPool, account: Uuid) -> Result<bool, HealthError> {
-    let n = sqlx::query(
-        "UPDATE mkt_wap_accounts SET status = 'active', status_reason = 'resumed by hand', \
-         pause_reason = NULL, paused_until = NULL, status_deadline = NULL, \
-         status_changed_at = now() WHERE id = $1 AND status = 'paused'",
+    let resumed: Option<i64> = sqlx::query_scalar(
+        "WITH r AS ( \
+            UPDATE mkt_wap_accounts SET status = 'active', status_reason = 'resumed by hand', \
+                pause_reason = NULL, paused_until = NULL, status_deadline = NULL, \
+                status_changed_at = now() WHERE id = $1 AND status = 'paused' RETURNING id) \
+         SELECT (SELECT count(*) FROM (SELECT pg_notify('courier_jobs', '') \
+                 WHERE EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = r.id \
+                               AND j.state IN ('available', 'scheduled', 'retryable'))) n) \
+         FROM r",
     )
     .bind(account)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .fetch_optional(pool)
+    .await?;
+    Ok(resumed.is_some())
 }
 
 /// Resumes every pause whose deadline has passed; returns how many.

@@ -27,6 +27,29 @@ pub struct TestDb {
     pub name: String,
 }
 
+impl TestDb {
+    /// Closes the pool and drops the database (benchmarks, which make large
+    /// ones; a test run's cluster is removed whole by `scripts/test`).
+    pub async fn drop_database(self) -> Result<(), DbError> {
+        self.pool.close().await;
+        let admin_url = replace_database(&self.url, "postgres");
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .map_err(|source| DbError::Connect {
+                target: db::redact_url(&admin_url),
+                source,
+            })?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await?;
+        admin.close().await?;
+        Ok(())
+    }
+}
+
 /// The data directory of this run's private cluster. `COURIER_TEST_PG_DIR`
 /// overrides it; by default it is keyed by the working directory so two
 /// checkouts do not share a cluster.

@@ -564,11 +564,33 @@ async fn a_held_back_send_is_snoozed_to_the_exact_instant_the_window_frees() {
     w.stop().await;
 }
 
+/// Transactions committed in this test's database over `span`, asserted to
+/// be those of workers at rest. The worker has 5 slots polling every 200 ms
+/// at most (settings above), about 50 statements a second with the
+/// maintenance; a slot that asked again every 5 ms made ~2 000.
+async fn assert_idle_without_spinning(pool: &PgPool, span: Duration) {
+    let commits = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let before = commits().await;
+    tokio::time::sleep(span).await;
+    let per_second = (commits().await - before) as f64 / span.as_secs_f64();
+    assert!(
+        per_second < 400.0,
+        "idle workers committed {per_second:.0} transactions a second: they poll instead of sleeping"
+    );
+}
+
 #[tokio::test]
 async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
     let t = fresh_database().await.unwrap();
     let a = account(&t.pool, serde_json::json!({})).await;
-    let until = Utc::now() + chrono::Duration::seconds(2);
+    let until = Utc::now() + chrono::Duration::seconds(4);
     courier::health::pause(&t.pool, a, "health score 10 below 20", Some(until))
         .await
         .unwrap();
@@ -576,7 +598,10 @@ async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
         .await
         .unwrap();
     let w = start(&t, &settings(&[]), recorder(&t));
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Idle slots wait for the pause's end (or their poll interval, 200 ms
+    // here); they do not ask again every few milliseconds while it lasts.
+    assert_idle_without_spinning(&t.pool, Duration::from_millis(2_500)).await;
     assert_eq!(state(&t.pool, e.id).await.state(), JobState::Available);
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -611,7 +636,8 @@ async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
     let e2 = courier::queue::enqueue(&t.pool, &discover(a))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_idle_without_spinning(&t.pool, Duration::from_millis(2_000)).await;
     assert_eq!(state(&t.pool, e2.id).await.state(), JobState::Available);
     assert!(courier::health::resume(&t.pool, a).await.unwrap());
     assert!(
@@ -817,4 +843,32 @@ async fn with_more_busy_accounts_than_slots_the_lease_rotates_so_every_account_i
         .unwrap();
     assert_eq!(max_runs, 1);
     w.stop().await;
+}
+
+#[tokio::test]
+async fn the_database_refuses_a_job_kind_outside_a_z_and_underscore_1_to_40() {
+    let t = fresh_database().await.unwrap();
+    let a = account(&t.pool, serde_json::json!({})).await;
+    let insert = |kind: String| {
+        let pool = t.pool.clone();
+        async move {
+            sqlx::query("INSERT INTO queue_jobs (id, kind, account_id) VALUES ($1, $2, $3)")
+                .bind(Uuid::now_v7())
+                .bind(kind)
+                .bind(a)
+                .execute(&pool)
+                .await
+        }
+    };
+    for bad in ["Send", "", "send-now", "é", "send ", &"a".repeat(41)] {
+        let e = insert(bad.to_string()).await.expect_err(bad);
+        assert_eq!(
+            e.as_database_error().and_then(|d| d.constraint()),
+            Some("queue_jobs_kind_check"),
+            "{bad:?}: {e}"
+        );
+    }
+    for good in ["send", "health_check", "_", &"z".repeat(40)] {
+        insert(good.to_string()).await.expect(good);
+    }
 }

@@ -1047,26 +1047,47 @@ pub async fn account_work(pool: &PgPool, account_id: Uuid) -> Result<AccountWork
     .await?)
 }
 
-/// How many of the earliest runnable jobs [`next_free_due`] looks at.
+/// How many of the earliest deferred jobs [`next_free_due`] looks at.
 const NEXT_DUE_SCAN: i64 = 1_000;
 
-/// The earliest `run_at` among runnable jobs of accounts nobody holds, and
-/// the database clock. Only the [`NEXT_DUE_SCAN`] earliest runnable jobs are
-/// looked at (in `run_at` order, by index): when all of those belong to held
-/// accounts the answer is `None` and the idle slot sleeps its
-/// `queue.poll_interval` (or until a NOTIFY). Unbounded, the scan read every
-/// queued job of every busy account each time a slot went idle (24 ms at
-/// 20 000 queued jobs, the largest single cost in the queue benchmark).
+/// When an idle slot should look for work again, and the database clock. An
+/// idle slot asks this after leasing found no free account with due work, so
+/// what it waits for is one of:
+/// - the earliest `run_at` among deferred (`scheduled`, `retryable`) jobs of
+///   accounts nobody holds, the whole account's pause included: a job of an
+///   account paused until T comes due at T at the earliest, and a job of an
+///   account paused by hand (no deadline) waits for the resume, which
+///   notifies. Only the [`NEXT_DUE_SCAN`] earliest deferred jobs are looked at
+///   (in `run_at` order, by `queue_jobs_wake_idx`): when all of those belong to
+///   held accounts the answer is `None` and the slot sleeps its
+///   `queue.poll_interval` (or until a NOTIFY);
+/// - the end of a timed pause of a free account that has runnable jobs.
+///
+/// `available` jobs are due already (see migration 0011), so a free account
+/// holding one was either just leased by someone else or is paused: neither
+/// is a reason to look again before the pause ends. Counting them (as this
+/// did before) made every idle slot of every worker ask again every 5 ms for
+/// as long as any account with queued jobs was paused.
 pub async fn next_free_due(
     pool: &PgPool,
 ) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>), QueueError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT (SELECT min(j.run_at) FROM ( \
-                    SELECT run_at, account_id, kind FROM queue_jobs \
-                    WHERE state IN {RUNNABLE} ORDER BY run_at LIMIT {NEXT_DUE_SCAN}) j \
-            WHERE {gate} \
-              AND NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = j.account_id \
-                              AND l.owner IS NOT NULL AND l.expires_at > now())), now()",
+        "SELECT least( \
+            (SELECT min(greatest(j.run_at, CASE WHEN a.status = 'paused' THEN a.paused_until END)) \
+             FROM (SELECT run_at, account_id, kind FROM queue_jobs \
+                   WHERE state IN ('scheduled', 'retryable') \
+                   ORDER BY run_at LIMIT {NEXT_DUE_SCAN}) j \
+             JOIN mkt_wap_accounts a ON a.id = j.account_id \
+             WHERE {gate} \
+               AND NOT (a.status = 'paused' AND a.paused_until IS NULL) \
+               AND NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = j.account_id \
+                               AND l.owner IS NOT NULL AND l.expires_at > now())), \
+            (SELECT min(a.paused_until) FROM mkt_wap_accounts a \
+             WHERE a.status = 'paused' AND a.paused_until > now() \
+               AND NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = a.id \
+                               AND l.owner IS NOT NULL AND l.expires_at > now()) \
+               AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id \
+                           AND j.state IN {RUNNABLE} AND {gate}))), now()",
         gate = session_gate!("j.account_id")
     )))
     .fetch_one(pool)
