@@ -120,46 +120,61 @@ impl<'a> JobColumns<'a> {
     /// Writes the batch with `COPY … FROM STDIN (FORMAT binary)`: Postgres
     /// inserts its rows a page at a time (one WAL record per page instead of
     /// per row) and reads no `unnest`. Only for jobs due now: `run_at` and
-    /// `state` take their defaults (`now()`, `available`).
+    /// `state` take their defaults (`now()`, `available`). Rows are encoded
+    /// and sent [`COPY_CHUNK`] at a time, so the server inserts the first
+    /// ones while the rest are encoded.
     async fn copy_in(&self, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
         fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
             buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
             buf.extend_from_slice(bytes);
         }
-        let mut buf = Vec::with_capacity(64 + self.ids.len() * 200);
-        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.extend_from_slice(&0i32.to_be_bytes()); // flags
-        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension
-        for i in 0..self.ids.len() {
-            buf.extend_from_slice(&7i16.to_be_bytes());
-            field(&mut buf, self.ids[i].as_bytes());
-            field(&mut buf, self.kinds[i].as_bytes());
-            field(&mut buf, self.accounts[i].as_bytes());
-            // jsonb's binary form: a version byte, then the text.
-            buf.extend_from_slice(&(self.payloads[i].len() as i32 + 1).to_be_bytes());
-            buf.push(1);
-            buf.extend_from_slice(self.payloads[i].as_bytes());
-            field(&mut buf, &self.priorities[i].to_be_bytes());
-            field(&mut buf, &self.max_attempts[i].to_be_bytes());
-            match self.keys[i] {
-                Some(k) => field(&mut buf, k.as_bytes()),
-                None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
-            }
-        }
-        buf.extend_from_slice(&(-1i16).to_be_bytes());
         let mut copy = conn
             .copy_in_raw(
                 "COPY queue_jobs (id, kind, account_id, payload, priority, max_attempts, \
                  idempotency_key) FROM STDIN (FORMAT binary)",
             )
             .await?;
-        if let Err(e) = copy.send(buf).await {
-            let _ = copy.abort("enqueue failed").await;
-            return Err(e);
+        let n = self.ids.len();
+        let mut start = 0;
+        while start < n {
+            let end = (start + COPY_CHUNK).min(n);
+            let mut buf = Vec::with_capacity(32 + (end - start) * 200);
+            if start == 0 {
+                buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+                buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+                buf.extend_from_slice(&0i32.to_be_bytes()); // header extension
+            }
+            for i in start..end {
+                buf.extend_from_slice(&7i16.to_be_bytes());
+                field(&mut buf, self.ids[i].as_bytes());
+                field(&mut buf, self.kinds[i].as_bytes());
+                field(&mut buf, self.accounts[i].as_bytes());
+                // jsonb's binary form: a version byte, then the text.
+                buf.extend_from_slice(&(self.payloads[i].len() as i32 + 1).to_be_bytes());
+                buf.push(1);
+                buf.extend_from_slice(self.payloads[i].as_bytes());
+                field(&mut buf, &self.priorities[i].to_be_bytes());
+                field(&mut buf, &self.max_attempts[i].to_be_bytes());
+                match self.keys[i] {
+                    Some(k) => field(&mut buf, k.as_bytes()),
+                    None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+            if end == n {
+                buf.extend_from_slice(&(-1i16).to_be_bytes());
+            }
+            if let Err(e) = copy.send(buf).await {
+                let _ = copy.abort("enqueue failed").await;
+                return Err(e);
+            }
+            start = end;
         }
         copy.finish().await.map(|_| ())
     }
 }
+
+/// Rows per message of a batch's `COPY`.
+const COPY_CHUNK: usize = 1_000;
 
 /// Whether `e` is a repeated idempotency key.
 fn is_key_conflict(e: &sqlx::Error) -> bool {
