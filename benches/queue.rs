@@ -196,7 +196,7 @@ async fn engine(rows: &mut Vec<Row>, jobs: usize, n_accounts: usize, samples: us
         .execute(&pool)
         .await
         .unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut first_rx) = tokio::sync::mpsc::unbounded_channel();
     let seen = Arc::new(AtomicUsize::new(0));
     let handlers = Handlers::new().register_all(Arc::new(Counting {
         seen: seen.clone(),
@@ -222,6 +222,17 @@ async fn engine(rows: &mut Vec<Row>, jobs: usize, n_accounts: usize, samples: us
         &format!("claim+complete ({jobs} jobs)"),
         rate(jobs, took),
     );
+    // Of which: from the runtime's start to its first handler call (leasing
+    // the accounts and loading their budgets).
+    if let Ok(first) = first_rx.try_recv() {
+        row(
+            rows,
+            &case,
+            "of which: start to first job",
+            format!("{:.0} ms", (first - start).as_secs_f64() * 1e3),
+        );
+    }
+    drop(first_rx);
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
 

@@ -127,8 +127,9 @@ pub struct AckRequest {
 const BATCH_MAX: usize = 512;
 
 /// How many round tasks a process runs (each with its own connection), so
-/// one round's statement overlaps with another's.
-pub const ROUND_TASKS: usize = 4;
+/// one round's statement overlaps with another's. Two beat four, three and
+/// one in alternating benchmark runs (docs/queue.md).
+pub const ROUND_TASKS: usize = 2;
 
 /// A round task's own connection, taken out of the pool: it runs nothing but
 /// the round statement, under a generic plan. Postgres re-plans a prepared
