@@ -663,6 +663,22 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
         .await
         .unwrap();
 
+    // A text with line breaks is one message, its lines kept (a bare Enter
+    // would have sent the first line alone).
+    let lines = "Offer of the week\nRice 5 kg: 250\r\n\nReply STOP to opt out";
+    let multi = page.send_text(&contact, lines).await.unwrap();
+    assert_eq!(
+        multi.text.as_deref(),
+        Some("Offer of the week\nRice 5 kg: 250\n\nReply STOP to opt out")
+    );
+    let recent = page.recent_outgoing(&contact, 6).await.unwrap();
+    let offers: Vec<_> = recent
+        .iter()
+        .filter(|m| m.text.as_deref().is_some_and(|t| t.contains("Offer")))
+        .collect();
+    assert_eq!(offers.len(), 1, "{recent:?}");
+    assert_eq!(offers[0].data_id, multi.data_id, "{recent:?}");
+
     // A lazily rendered participant list is read to the end.
     let members = page.participants(&group).await.unwrap();
     assert_eq!(members.len(), 45);
@@ -680,7 +696,13 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     );
 
     let back = env.ctl.messages(&sid).await.unwrap();
-    assert_eq!(back.messages.len(), 6, "each send reached WhatsApp once");
+    assert_eq!(back.messages.len(), 7, "each send reached WhatsApp once");
+    assert!(
+        back.messages.iter().any(|d| d.message.body.as_deref()
+            == Some("Offer of the week\nRice 5 kg: 250\n\nReply STOP to opt out")),
+        "the multi-line text reached WhatsApp whole: {:?}",
+        back.messages
+    );
     drop(page);
     pool.shutdown().await;
 }

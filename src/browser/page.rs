@@ -612,8 +612,10 @@ impl WhatsAppPage {
         // `before` can miss rows: the page opens a chat with an empty history
         // and fills it in from the server moments later, so an older message
         // may appear "new". The row must also carry the text just typed (the
-        // caption of a media send), trimmed as the page shows it.
-        let want = text.map(str::trim).filter(|t| !t.is_empty());
+        // caption of a media send), trimmed as the page shows it, with its
+        // line breaks as typed (see `typed`).
+        let want = text.map(as_shown);
+        let want = want.as_deref().map(str::trim).filter(|t| !t.is_empty());
         loop {
             let rows = self.recent_outgoing_in_open_chat(5).await?;
             if let Some(m) = rows.into_iter().rev().find(|m| {
@@ -687,7 +689,7 @@ impl WhatsAppPage {
         let compose = self
             .wait_for("conversation.compose", &s.conversation.compose)
             .await?;
-        self.cmd("type", compose.send_keys(text)).await?;
+        self.cmd("type", compose.send_keys(&typed(text))).await?;
         let send = self
             .wait_for("conversation.send_button", &s.conversation.send_button)
             .await?;
@@ -704,7 +706,7 @@ impl WhatsAppPage {
         let compose = self
             .wait_for("conversation.compose", &s.conversation.compose)
             .await?;
-        self.cmd("type", compose.send_keys(text)).await?;
+        self.cmd("type", compose.send_keys(&typed(text))).await?;
         self.wait_for(
             "conversation.compose_link_preview",
             &s.conversation.compose_link_preview,
@@ -746,7 +748,7 @@ impl WhatsAppPage {
             .await?;
         if let Some(c) = caption.filter(|c| !c.is_empty()) {
             let cap = self.wait_for("attach.caption", &s.attach.caption).await?;
-            self.cmd("type", cap.send_keys(c)).await?;
+            self.cmd("type", cap.send_keys(&typed(c))).await?;
         }
         let send = self
             .wait_for("attach.send_button", &s.attach.send_button)
@@ -854,5 +856,33 @@ impl WhatsAppPage {
                 after: timeout,
             }),
         }
+    }
+}
+
+/// `text` as keystrokes for a compose box: every line break is typed as
+/// Shift+Enter (WebDriver's Shift, Enter, then Null to release Shift), which
+/// starts a new line. A bare Enter would send what was typed so far, cutting
+/// one message into several.
+fn typed(text: &str) -> String {
+    as_shown(text).replace('\n', "\u{E008}\u{E007}\u{E000}")
+}
+
+/// `text` with its line breaks as the page shows them once sent: `\r\n` and
+/// `\r` become `\n`. Compare a message's text with the page's through this.
+pub fn as_shown(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::typed;
+
+    #[test]
+    fn line_breaks_are_typed_as_shift_enter() {
+        assert_eq!(typed("plain"), "plain");
+        assert_eq!(
+            typed("a\nb\r\nc\rd"),
+            "a\u{E008}\u{E007}\u{E000}b\u{E008}\u{E007}\u{E000}c\u{E008}\u{E007}\u{E000}d"
+        );
     }
 }

@@ -317,7 +317,8 @@ impl Delivery {
         msg: &MessageRow,
     ) -> Result<Option<OutgoingMessage>, PageError> {
         let rows = page.recent_outgoing(&msg.target_chat_id, 50).await?;
-        let want = msg.chat_text().map(str::trim);
+        let want = msg.chat_text().map(crate::browser::page::as_shown);
+        let want = want.as_deref().map(str::trim);
         let media = matches!(msg.message_type.as_str(), "image" | "video" | "document");
         let candidates: Vec<OutgoingMessage> = rows
             .into_iter()
