@@ -664,8 +664,9 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
         .unwrap();
 
     // A text with line breaks is one message, its lines kept (a bare Enter
-    // would have sent the first line alone).
-    let lines = "Offer of the week\nRice 5 kg: 250\r\n\nReply STOP to opt out";
+    // would have sent the first line alone); a tab is typed as a space (a Tab
+    // key would move the focus out of the compose box).
+    let lines = "Offer of the week\nRice 5 kg:\t250\r\n\nReply STOP to opt out";
     let multi = page.send_text(&contact, lines).await.unwrap();
     assert_eq!(
         multi.text.as_deref(),

@@ -867,10 +867,14 @@ fn typed(text: &str) -> String {
     as_shown(text).replace('\n', "\u{E008}\u{E007}\u{E000}")
 }
 
-/// `text` with its line breaks as the page shows them once sent: `\r\n` and
-/// `\r` become `\n`. Compare a message's text with the page's through this.
+/// `text` as Courier types it and the page shows it once sent: `\r\n` and
+/// `\r` become `\n`, and a tab a space (a typed Tab would move the focus out
+/// of the compose box, and the rest of the text with it). Compare a message's
+/// text with the page's through this.
 pub fn as_shown(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\r', "\n")
+    text.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\t', " ")
 }
 
 #[cfg(test)]
@@ -880,6 +884,7 @@ mod tests {
     #[test]
     fn line_breaks_are_typed_as_shift_enter() {
         assert_eq!(typed("plain"), "plain");
+        assert_eq!(typed("a\tb"), "a b");
         assert_eq!(
             typed("a\nb\r\nc\rd"),
             "a\u{E008}\u{E007}\u{E000}b\u{E008}\u{E007}\u{E000}c\u{E008}\u{E007}\u{E000}d"
