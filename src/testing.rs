@@ -32,13 +32,7 @@ impl TestDb {
     /// ones; a test run's cluster is removed whole by `scripts/test`).
     pub async fn drop_database(self) -> Result<(), DbError> {
         self.pool.close().await;
-        let admin_url = replace_database(&self.url, "postgres");
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .map_err(|source| DbError::Connect {
-                target: db::redact_url(&admin_url),
-                source,
-            })?;
+        let mut admin = connect_admin(&replace_database(&self.url, "postgres")).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
@@ -48,6 +42,17 @@ impl TestDb {
         admin.close().await?;
         Ok(())
     }
+}
+
+/// One connection to the cluster's `postgres` database (`url`), for creating
+/// and dropping databases.
+async fn connect_admin(url: &str) -> Result<sqlx::PgConnection, DbError> {
+    sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|source| DbError::Connect {
+            target: db::redact_url(url),
+            source,
+        })
 }
 
 /// The data directory of this run's private cluster. `COURIER_TEST_PG_DIR`
@@ -126,12 +131,7 @@ pub async fn fresh_database() -> Result<TestDb, DbError> {
     // template cannot be cloned while anyone is connected to it.
     let lock_path = test_cluster_dir().with_extension("tpl.lock");
     let lock = tokio::task::spawn_blocking(move || db::lock_file(&lock_path)).await??;
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .map_err(|source| DbError::Connect {
-            target: db::redact_url(&admin_url),
-            source,
-        })?;
+    let mut admin = connect_admin(&admin_url).await?;
     let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND NOT datistemplate)",
     )
