@@ -138,16 +138,17 @@ pub async fn pause(
 /// Lifts a pause by hand, and wakes the workers (`courier_jobs`) when the
 /// account has jobs waiting: idle slots do not poll a hand-paused account.
 pub async fn resume(pool: &PgPool, account: Uuid) -> Result<bool, HealthError> {
-    let resumed: Option<i64> = sqlx::query_scalar(
+    let resumed: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "WITH r AS ( \
             UPDATE mkt_wap_accounts SET status = 'active', status_reason = 'resumed by hand', \
                 pause_reason = NULL, paused_until = NULL, status_deadline = NULL, \
                 status_changed_at = now() WHERE id = $1 AND status = 'paused' RETURNING id) \
          SELECT (SELECT count(*) FROM (SELECT pg_notify('courier_jobs', '') \
                  WHERE EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = r.id \
-                               AND j.state IN ('available', 'scheduled', 'retryable'))) n) \
+                               AND j.state IN {RUNNABLE})) n) \
          FROM r",
-    )
+        RUNNABLE = crate::queue::store::RUNNABLE
+    )))
     .bind(account)
     .fetch_optional(pool)
     .await?;

@@ -19,7 +19,7 @@ use super::{Enqueued, Job, JobState, Lease, NewJob, QueueError};
 use crate::budget::{Limits, Window};
 
 /// States the claim considers (with `run_at <= now()`).
-const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
+pub(crate) const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
 
 /// Only maintenance kinds run for a logged-out or banned account: its other
 /// jobs stay queued (never claimed, never failed) until it logs in again or
@@ -1094,16 +1094,15 @@ pub async fn next_free_due(
                    ORDER BY run_at LIMIT {NEXT_DUE_SCAN}) j \
              JOIN mkt_wap_accounts a ON a.id = j.account_id \
              WHERE {gate} \
-               AND NOT (a.status = 'paused' AND a.paused_until IS NULL) \
-               AND NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = j.account_id \
-                               AND l.owner IS NOT NULL AND l.expires_at > now())), \
+               AND NOT (a.status = 'paused' AND a.paused_until IS NULL) AND {free}), \
             (SELECT min(a.paused_until) FROM mkt_wap_accounts a \
-             WHERE a.status = 'paused' AND a.paused_until > now() \
-               AND NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = a.id \
-                               AND l.owner IS NOT NULL AND l.expires_at > now()) \
+             WHERE a.status = 'paused' AND a.paused_until > now() AND {free} \
                AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id \
                            AND j.state IN {RUNNABLE} AND {gate}))), now()",
-        gate = session_gate!("j.account_id")
+        gate = session_gate!("j.account_id"),
+        // Both parts join the account as `a`: nobody holds a live lease on it.
+        free = "NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = a.id \
+                AND l.owner IS NOT NULL AND l.expires_at > now())"
     )))
     .fetch_one(pool)
     .await?)
