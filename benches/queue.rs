@@ -20,7 +20,7 @@ use courier::jobs::send::SendJob;
 use courier::queue::handler::{ClaimedJob, HandlerError, Handlers, JobHandler, Outcome};
 use courier::queue::runtime::Runtime;
 use courier::queue::NewJob;
-use courier::testing::fresh_database;
+use courier_testkit::fresh_database;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
 use uuid::Uuid;

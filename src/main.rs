@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cli;
+
 fn main() -> ExitCode {
-    let cli = courier::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -14,10 +16,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(courier::cli::run(cli)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", courier::cli::error_chain(&*e));
+            eprintln!("error: {}", courier::error::chain(&*e));
             ExitCode::FAILURE
         }
     }

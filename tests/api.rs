@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use courier::api::{self, AppState};
-use courier::testing::{fresh_database, TestDb};
+use courier_testkit::{fresh_database, TestDb};
 
 const TOKEN: &str = "test-token-0123456789";
 

@@ -9,8 +9,8 @@ use courier::browser::driver::{ChromeDriver, DriverOptions};
 use courier::browser::SnapshotKey;
 use courier::config::{Secret, Settings};
 use courier::queue::runtime::Runtime;
-use courier::sim::{SimConfig, Simulator};
-use courier::testing::fresh_database;
+use courier_sim::{SimConfig, Simulator};
+use courier_testkit::fresh_database;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "e2e-token-0123456789";

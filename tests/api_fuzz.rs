@@ -7,7 +7,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
 
 use courier::api::{self, AppState};
-use courier::testing::fresh_database;
+use courier_testkit::fresh_database;
 
 const TOKEN: &str = "fuzz-token-0123456789";
 

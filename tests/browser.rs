@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use courier::browser::{login::start_login, schedule_health_check, BrowserPool, SnapshotKey};
 use courier::config::{Secret, Settings};
 use courier::queue::NewJob;
-use courier::sim::{SimConfig, SimControl, Simulator};
-use courier::testing::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};
+use courier_sim::{SimConfig, SimControl, Simulator};
+use courier_testkit::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};
 use serde_json::json;
 use uuid::Uuid;
 

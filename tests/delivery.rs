@@ -18,8 +18,8 @@ use courier::jobs::send::{Content, MediaKind, MediaSource};
 use courier::jobs::{ChatId, MessageBody};
 use courier::messages::{create_batch, NewMessage, Source};
 use courier::queue::NewJob;
-use courier::sim::{SimConfig, SimControl, Simulator};
-use courier::testing::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};
+use courier_sim::{SimConfig, SimControl, Simulator};
+use courier_testkit::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use courier::db::{self, EmbeddedOptions, EmbeddedPostgres};
-use courier::testing::fresh_database;
+use courier_testkit::fresh_database;
 
 fn courier() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));

@@ -3,7 +3,7 @@
 use courier::jobs::send::Content;
 use courier::jobs::{ChatId, MessageBody};
 use courier::messages::{create_batch, NewMessage, Source};
-use courier::testing::fresh_database;
+use courier_testkit::fresh_database;
 
 fn msg(account: Option<uuid::Uuid>, chat: &str, key: &str) -> NewMessage {
     NewMessage {

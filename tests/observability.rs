@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use courier::browser::{login::start_login, schedule_health_check};
 use courier::config::{Secret, Settings};
 use courier::queue::runtime::Runtime;
-use courier::sim::{SimConfig, Simulator};
-use courier::testing::fresh_database;
+use courier_sim::{SimConfig, Simulator};
+use courier_testkit::fresh_database;
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -13,7 +13,7 @@ use courier::queue::handler::{ClaimedJob, HandlerError, Handlers, Outcome, Recor
 use courier::queue::runtime::Runtime;
 use courier::queue::store::{self, Reservation};
 use courier::queue::{JobState, NewJob, QueueError};
-use courier::testing::{fresh_database, TestDb};
+use courier_testkit::{fresh_database, TestDb};
 use futures::future::BoxFuture;
 use sqlx::PgPool;
 use uuid::Uuid;

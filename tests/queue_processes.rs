@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use courier::jobs::send::SendJob;
 use courier::queue::NewJob;
-use courier::testing::{fresh_database, TestDb};
+use courier_testkit::{fresh_database, TestDb};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sqlx::PgPool;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use courier::config::{Settings, Sources};
 use courier::scheduler::maintenance::{self, Task};
 use courier::scheduler::{expand, Outcome, Scheduler};
-use courier::testing::fresh_database;
+use courier_testkit::fresh_database;
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use courier::config::{Settings, Sources};
 use courier::scheduler::{expand, Expansion, Outcome};
-use courier::testing::{fresh_database, TestDb};
+use courier_testkit::{fresh_database, TestDb};
 use sqlx::{Acquire, PgPool};
 use uuid::Uuid;
 

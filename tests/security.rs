@@ -298,7 +298,7 @@ const PUBLIC: &[&str] = &["/livez", "/readyz", "/openapi.json"];
 
 #[tokio::test]
 async fn every_route_in_the_openapi_document_refuses_a_missing_or_wrong_token() {
-    let db = courier::testing::fresh_database().await.unwrap();
+    let db = courier_testkit::fresh_database().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = courier::api::AppState::new(db.pool.clone(), TOKEN);
@@ -442,7 +442,7 @@ fn assert_no_secret(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_logs_metrics_error_bodies_or_the_printed_config() {
-    let db = courier::testing::fresh_database().await.unwrap();
+    let db = courier_testkit::fresh_database().await.unwrap();
     let url = with_password(&db.url);
     assert!(url.contains(DB_PASSWORD));
     let port = {
@@ -596,7 +596,7 @@ async fn secrets_never_reach_logs_metrics_error_bodies_or_the_printed_config() {
 
 #[tokio::test]
 async fn the_api_does_not_serve_the_simulator_control_api() {
-    let db = courier::testing::fresh_database().await.unwrap();
+    let db = courier_testkit::fresh_database().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = courier::api::AppState::new(db.pool.clone(), TOKEN);

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use courier::browser::{AckLevel, ChromeDriver, DriverOptions, Selectors};
-use courier::sim::{SimConfig, Simulator};
+use courier_sim::{SimConfig, Simulator};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use courier::sim::{SimConfig, Simulator, StartError};
+use courier_sim::{SimConfig, Simulator, StartError};
 use serde_json::{json, Value};
 
 /// Refs that outlive any test step, even on a loaded machine.

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use courier::soak::sample_browser_tree;
+use courier_lab::soak::sample_browser_tree;
 
 struct Kill(Child);
 

@@ -1,0 +1,195 @@
+//! Builds the roles (API, worker, scheduler) from [`Settings`]: the one place
+//! that wires Courier's parts together. The binary, the test kit and the lab
+//! start roles through here; nothing else imports it.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::config::Settings;
+use crate::db::{redact_url, Database, OpenReport};
+use crate::error::BoxError;
+use crate::queue::handler::Handlers;
+
+/// Applies pending migrations and reports what it did.
+pub async fn migrate(settings: &Settings) -> Result<(), BoxError> {
+    let (db, report) = Database::open(settings).await?;
+    print_open_report(&db, &report);
+    db.close().await?;
+    Ok(())
+}
+
+/// `courier api`: serves the HTTP API until a shutdown signal.
+pub async fn api(settings: &Settings) -> Result<(), BoxError> {
+    let (db, report) = Database::open(settings).await?;
+    print_open_report(&db, &report);
+    let result = serve_api(settings, &db, crate::shutdown::signal()).await;
+    db.close().await?;
+    result
+}
+
+/// `courier worker`: leases accounts and runs their jobs until a shutdown
+/// signal. `queue.metrics_listen`, when set, serves `/metrics`.
+pub async fn worker(settings: &Settings) -> Result<(), BoxError> {
+    settings.validate()?;
+    let (db, report) = Database::open(settings).await?;
+    print_open_report(&db, &report);
+    crate::metrics::install();
+    let metrics = match settings.queue.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (queue.metrics_listen): {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "worker /metrics listening");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                crate::shutdown::signal(),
+            )))
+        }
+        None => None,
+    };
+    let (handlers, browser) = worker_handlers(settings, &db.pool).await?;
+    let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), settings, handlers);
+    let result = runtime.run_until(crate::shutdown::signal()).await;
+    if let Some(b) = browser {
+        b.shutdown().await;
+    }
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    result?;
+    db.close().await?;
+    Ok(())
+}
+
+/// `courier scheduler`: expands due schedules and runs maintenance (one
+/// leader per cluster) until a shutdown signal.
+pub async fn scheduler(settings: &Settings) -> Result<(), BoxError> {
+    let (db, report) = Database::open(settings).await?;
+    print_open_report(&db, &report);
+    let scheduler = crate::scheduler::Scheduler::new(db.pool.clone(), settings);
+    let result = scheduler.run_until(crate::shutdown::signal()).await;
+    db.close().await?;
+    Ok(result?)
+}
+
+/// `courier run`: every role in one process; the API and the worker share
+/// the pool and stop together on Ctrl-C / SIGTERM.
+pub async fn run_all(settings: &Settings) -> Result<(), BoxError> {
+    let (db, report) = Database::open(settings).await?;
+    print_open_report(&db, &report);
+    let (handlers, browser) = worker_handlers(settings, &db.pool).await?;
+    let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), settings, handlers);
+    let scheduler = async {
+        if settings.scheduler.enabled {
+            crate::scheduler::Scheduler::new(db.pool.clone(), settings)
+                .run_until(crate::shutdown::signal())
+                .await
+        } else {
+            Ok(())
+        }
+    };
+    let (api, worker, scheduler) = tokio::join!(
+        serve_api(settings, &db, crate::shutdown::signal()),
+        runtime.run_until(crate::shutdown::signal()),
+        scheduler
+    );
+    tracing::info!("shutting down");
+    if let Some(b) = browser {
+        b.shutdown().await;
+    }
+    db.close().await?;
+    api?;
+    worker?;
+    scheduler?;
+    Ok(())
+}
+
+/// Serves the API on `api.listen` until `shutdown` resolves, with the
+/// database-derived gauges sampled every 15 s.
+pub async fn serve_api(
+    settings: &Settings,
+    db: &Database,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    let token = settings.api.token.as_ref().ok_or(
+        "api.token is not set; the API refuses to start without a bearer token \
+         (set COURIER__API__TOKEN, at least 16 characters)",
+    )?;
+    let listener = tokio::net::TcpListener::bind(settings.api.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.api.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    let state =
+        crate::api::AppState::new(db.pool.clone(), token.expose()).with_settings(settings.clone());
+    let sampler = tokio::spawn(crate::metrics::sample_forever(
+        db.pool.clone(),
+        crate::metrics::SampleOptions {
+            per_account: settings.queue.metrics_per_account,
+        },
+        std::time::Duration::from_secs(15),
+    ));
+    let served = crate::api::serve(listener, state, shutdown).await;
+    sampler.abort();
+    served?;
+    Ok(())
+}
+
+/// The handler registry `queue.handler` names, plus the browser pool when
+/// it is `browser` (the caller shuts it down after the runtime stops, so
+/// every profile is flushed).
+pub async fn worker_handlers(
+    settings: &Settings,
+    pool: &PgPool,
+) -> Result<(Handlers, Option<Arc<crate::browser::BrowserPool>>), BoxError> {
+    if settings.queue.handler == "browser" {
+        let (handlers, browser) = crate::browser::browser_registry(settings, pool).await?;
+        return Ok((handlers, Some(browser)));
+    }
+    Ok((handlers_for(settings, pool)?, None))
+}
+
+/// The handler registry `queue.handler` names (the non-browser ones; see
+/// [`worker_handlers`] for `browser`).
+pub fn handlers_for(settings: &Settings, pool: &PgPool) -> Result<Handlers, BoxError> {
+    use crate::queue::handler::{NoopHandler, RecordingHandler};
+    match settings.queue.handler.as_str() {
+        "noop-record" => Ok(Handlers::new().register_all(Arc::new(RecordingHandler::new(
+            pool.clone(),
+            settings.queue.handler_delay,
+        )))),
+        "noop" => Ok(Handlers::new().register_all(Arc::new(NoopHandler))),
+        other => Err(format!(
+            "queue.handler `{other}` needs the browser pool: use `worker_handlers`"
+        )
+        .into()),
+    }
+}
+
+/// Prints how the database was opened: the embedded cluster (if any) and the
+/// migrations applied.
+pub fn print_open_report(db: &Database, report: &OpenReport) {
+    if let Some(pg) = &db.embedded {
+        println!(
+            "        embedded PostgreSQL at {} ({}; binaries {})",
+            pg.data_dir().display(),
+            match (pg.initialised_here(), pg.started_here()) {
+                (true, _) => "new cluster initialised and started",
+                (false, true) => "existing cluster reused, started",
+                (false, false) => "existing cluster already running, joined",
+            },
+            pg.bin_dir().display()
+        );
+    }
+    if report.applied.is_empty() {
+        println!(
+            "        schema up to date ({} migrations) at {}",
+            report.known,
+            redact_url(db.url())
+        );
+    } else {
+        for (version, description) in &report.applied {
+            println!("        applied migration {version} {description}");
+        }
+    }
+}

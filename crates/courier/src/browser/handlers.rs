@@ -1,0 +1,375 @@
+//! The `login` and `health_check` job handlers, and the browser handler
+//! registry (`queue.handler = "browser"`).
+//!
+//! Both drive the [`LoginMachine`] over the account's page until it reaches a
+//! final state, writing every transition (status, reason, deadline) to the
+//! account row, fenced by the lease. They differ in what a QR means: for a
+//! login it is the next step; for a health check it means the saved session
+//! is gone (logged out). A browser crash is retried on a fresh session and
+//! never counted against the account's health.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use super::login::{self, Action, Deadlines, LoginMachine, LoginState, PageView, Transition};
+use super::session::{BrowserError, BrowserPool, SessionGuard};
+use crate::config::{HealthSettings, Settings};
+use crate::health::{self, HealthEvent};
+use crate::jobs::JobKind;
+use crate::queue::handler::{ClaimedJob, HandlerError, Handlers, JobHandler, Outcome};
+use crate::queue::{Lease, NewJob};
+
+/// What a drive of the page is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Log in: a QR is expected and stored.
+    Login,
+    /// Verify a session that should exist: a QR means logged out.
+    Check,
+}
+
+/// Shared by the browser handlers.
+#[derive(Debug, Clone)]
+pub struct BrowserHandlers {
+    pool: Arc<BrowserPool>,
+    health: HealthSettings,
+    /// A page drive ends before the queue's job timeout would cut it off.
+    run_cap: Duration,
+}
+
+fn retry(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Retryable(e.to_string())
+}
+
+impl BrowserHandlers {
+    /// Handlers over `pool`.
+    pub fn new(pool: Arc<BrowserPool>, health: HealthSettings, job_timeout: Duration) -> Self {
+        Self {
+            pool,
+            health,
+            run_cap: job_timeout.saturating_sub(Duration::from_secs(5)),
+        }
+    }
+
+    /// The registry: `login` and `health_check` on the browser. Kinds whose
+    /// handlers are not built yet are snoozed (no attempt spent, never
+    /// discarded) until a build that has them picks them up; their modules
+    /// replace [`NotYetHandled`] with `register`.
+    pub fn registry(&self) -> Handlers {
+        let me = Arc::new(self.clone());
+        Handlers::new()
+            .register_all(Arc::new(NotYetHandled))
+            .register(JobKind::Login, me.clone())
+            .register(JobKind::HealthCheck, me)
+    }
+
+    fn deadlines(&self) -> Deadlines {
+        let s = self.pool.settings();
+        Deadlines {
+            starting: s.starting_deadline,
+            qr: s.qr_deadline,
+            authenticating: s.authenticating_deadline,
+        }
+    }
+
+    async fn apply(&self, lease: &Lease, t: &Transition, mode: Mode) -> Result<(), HandlerError> {
+        let db = self.pool.db();
+        metrics::counter!(crate::metrics::LOGIN_TRANSITIONS,
+            "from" => t.from.status(), "to" => t.to.status())
+        .increment(1);
+        tracing::info!(account_id = %lease.account_id, from = %t.from, to = %t.to, reason = %t.reason,
+            ?mode, "login transition");
+        if t.to == LoginState::Ready {
+            return Ok(()); // written by write_ready with the phone
+        }
+        // Health first: a health pause must not overwrite the fault status.
+        let event = match t.to {
+            LoginState::Blocked => Some(HealthEvent::Blocked),
+            LoginState::LoggedOut => Some(HealthEvent::LoggedOut),
+            _ => None,
+        };
+        if let Some(ev) = event {
+            health::record(db, lease.account_id, ev, &self.health)
+                .await
+                .map_err(retry)?;
+        }
+        let written = login::write_status(db, lease, t.to, &t.reason, self.deadlines().of(t.to))
+            .await
+            .map_err(retry)?;
+        if !written && !self.is_paused(lease.account_id).await {
+            return Err(HandlerError::Retryable(
+                "the account's lease was lost; its new holder takes over".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn is_paused(&self, account: Uuid) -> bool {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT status = 'paused' FROM mkt_wap_accounts WHERE id = $1",
+        )
+        .bind(account)
+        .fetch_optional(self.pool.db())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    }
+
+    /// Drives the page until the machine is final; returns the final state.
+    pub async fn drive(&self, job: &ClaimedJob, mode: Mode) -> Result<LoginState, HandlerError> {
+        let lease = &job.lease.lease;
+        let mut session = self.session_with_retry(lease).await?;
+        if mode == Mode::Login && !session.is_fresh() {
+            // A login always starts from a freshly loaded page.
+            session.open().await.map_err(retry)?;
+        }
+        let settings = self.pool.settings().clone();
+        let mut machine = LoginMachine::start(Instant::now(), self.deadlines());
+        if mode == Mode::Login {
+            let t = Transition {
+                from: LoginState::Inactive,
+                to: LoginState::Starting,
+                reason: "opening WhatsApp Web".into(),
+            };
+            self.apply(lease, &t, mode).await?;
+        }
+        let mut qr_count = 0u32;
+        let mut restarts = 0u32;
+        // A check of a page left on the logout screen reloads it once: the
+        // logout is already recorded, and the reload shows what is true now
+        // (a QR, or a ban screen).
+        let mut reloaded = session.is_fresh();
+        let run_started = Instant::now();
+        loop {
+            if job.lease.is_lost() {
+                return Err(HandlerError::Retryable("lease lost".into()));
+            }
+            if run_started.elapsed() >= self.run_cap {
+                // The queue would cut the job off here: end with a reason
+                // instead of leaving the status to the reaper.
+                let to = if machine.state() == LoginState::QrPending {
+                    LoginState::Inactive
+                } else {
+                    LoginState::Failed
+                };
+                let t = Transition {
+                    from: machine.state(),
+                    to,
+                    reason: format!(
+                        "the login run reached queue.job_timeout ({:?}) in {}; start it again",
+                        self.run_cap + Duration::from_secs(5),
+                        machine.state()
+                    ),
+                };
+                self.apply(lease, &t, mode).await?;
+                return Ok(to);
+            }
+            let view = match session.view().await {
+                Ok(v) => v,
+                Err(e) if e.is_infrastructure() && restarts < 3 => {
+                    restarts += 1;
+                    session.restart().await.map_err(retry)?;
+                    continue;
+                }
+                Err(e) if e.is_infrastructure() => return Err(retry(e)),
+                Err(e) => {
+                    // A slow page: let the deadline decide.
+                    tracing::debug!(error = %e, "reading the page failed; observing again");
+                    PageView::default()
+                }
+            };
+            let now = Instant::now();
+            if mode == Mode::Check && view.logged_out && !reloaded {
+                reloaded = true;
+                session.open().await.map_err(retry)?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            if mode == Mode::Check
+                && (view.qr.is_some() || view.qr_exhausted)
+                && !view.banned
+                && !view.logged_out
+            {
+                let t = Transition {
+                    from: machine.state(),
+                    to: LoginState::LoggedOut,
+                    reason: "logged out: the saved session is gone (the page asks for a QR)".into(),
+                };
+                self.apply(lease, &t, mode).await?;
+                return Ok(LoginState::LoggedOut);
+            }
+            let (t, action) = machine.observe(&view, now);
+            if let Some(t) = &t {
+                // A health check writes only outcomes, not the passage of a
+                // reopened page through loading.
+                if mode == Mode::Login || !t.to.is_transient() {
+                    self.apply(lease, t, mode).await?;
+                }
+                if t.to == LoginState::Ready {
+                    let phone = view.phone.clone().expect("ready implies a phone");
+                    self.ready(&mut session, lease, &phone, &t.reason, mode)
+                        .await?;
+                }
+            }
+            match action {
+                Action::Stop => return Ok(machine.state()),
+                Action::StoreQr(token) => {
+                    let ttl = if qr_count == 0 {
+                        settings.qr_first_ref_ttl
+                    } else {
+                        settings.qr_next_ref_ttl
+                    };
+                    qr_count += 1;
+                    if mode == Mode::Login
+                        && !login::write_qr(self.pool.db(), lease, &token, ttl)
+                            .await
+                            .map_err(retry)?
+                    {
+                        return Err(HandlerError::Retryable("lease lost".into()));
+                    }
+                }
+                Action::ClickUseHere => {
+                    tracing::info!(account_id = %lease.account_id, "conflict: clicking \"Use here\" once");
+                    if let Err(e) = session.click_use_here().await {
+                        tracing::warn!(error = %e, "clicking \"Use here\" failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Action::Wait => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn session_with_retry(&self, lease: &Lease) -> Result<SessionGuard, HandlerError> {
+        match self.pool.session(lease).await {
+            Ok(s) => Ok(s),
+            Err(BrowserError::Snapshot(e)) => Err(HandlerError::Permanent(crate::error::chain(&e))),
+            Err(e) => {
+                tracing::warn!(error = %crate::error::chain(&e), "opening a session failed; trying once more");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.pool
+                    .session(lease)
+                    .await
+                    .map_err(|e| retry(crate::error::chain(&e)))
+            }
+        }
+    }
+
+    async fn ready(
+        &self,
+        session: &mut SessionGuard,
+        lease: &Lease,
+        phone: &str,
+        reason: &str,
+        mode: Mode,
+    ) -> Result<(), HandlerError> {
+        let db = self.pool.db();
+        match login::write_ready(db, lease, phone, reason).await {
+            Ok(true) => {}
+            Ok(false) => return Err(HandlerError::Retryable("lease lost".into())),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                let why = format!("phone {phone} is already registered to another account");
+                login::write_status(db, lease, LoginState::Failed, &why, None)
+                    .await
+                    .map_err(retry)?;
+                return Err(HandlerError::Permanent(why));
+            }
+            Err(e) => return Err(retry(e)),
+        }
+        if mode == Mode::Login {
+            if let Err(e) = session.snapshot().await {
+                tracing::warn!(account_id = %lease.account_id, error = %crate::error::chain(&e),
+                    "session snapshot failed; the profile directory still holds the session");
+            }
+        }
+        schedule_health_check(
+            db,
+            lease.account_id,
+            self.pool.settings().health_check_interval,
+        )
+        .await
+        .map_err(retry)?;
+        Ok(())
+    }
+}
+
+/// Enqueues the account's next health check `after` from now (idempotent per
+/// interval slot, so a chain never forks). `after` zero means "check now"
+/// and always enqueues.
+pub async fn schedule_health_check(
+    db: &sqlx::PgPool,
+    account: Uuid,
+    after: Duration,
+) -> Result<(), crate::queue::QueueError> {
+    let at = chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+    let slot = at.timestamp() / after.as_secs().max(1) as i64;
+    let job = NewJob::new(
+        account,
+        &crate::jobs::maintenance::HealthCheckJob {
+            account_id: account,
+        },
+    )?
+    .run_at(at)
+    .priority(50)
+    .idempotency_key((!after.is_zero()).then(|| format!("health_check:{account}:{slot}")));
+    crate::queue::enqueue(db, &job).await?;
+    Ok(())
+}
+
+impl JobHandler for BrowserHandlers {
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(async move {
+            let mode = match job.job.job_kind() {
+                Some(JobKind::Login) => Mode::Login,
+                Some(JobKind::HealthCheck) => Mode::Check,
+                _ => {
+                    return Err(HandlerError::Permanent(format!(
+                        "the browser handler does not run `{}` jobs",
+                        job.job.kind
+                    )))
+                }
+            };
+            let end = self.drive(job, mode).await?;
+            tracing::info!(account_id = %job.job.account_id, state = %end, ?mode, "page drive finished");
+            Ok(Outcome::Completed)
+        })
+    }
+}
+
+/// Builds the browser pool and the handler registry for `queue.handler = "browser"`.
+pub async fn browser_registry(
+    settings: &Settings,
+    db: &sqlx::PgPool,
+) -> Result<(Handlers, Arc<BrowserPool>), BrowserError> {
+    let selectors = super::Selectors::load_default().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot load config/selectors.toml; using the built-in copy");
+        super::Selectors::builtin()
+    });
+    let pool = BrowserPool::start(db.clone(), &settings.browser, selectors).await?;
+    let browser = BrowserHandlers::new(
+        pool.clone(),
+        settings.health.clone(),
+        settings.queue.job_timeout,
+    );
+    let handlers = crate::delivery::register(browser.registry(), browser, pool.clone(), settings);
+    Ok((handlers, pool))
+}
+
+/// Snoozes jobs of kinds this build has no handler for, so none is lost.
+#[derive(Debug, Clone, Copy)]
+pub struct NotYetHandled;
+
+impl JobHandler for NotYetHandled {
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(async move {
+            Ok(Outcome::Snooze {
+                until: chrono::Utc::now() + chrono::Duration::minutes(10),
+                reason: format!("no `{}` handler in this worker build yet", job.job.kind),
+            })
+        })
+    }
+}

@@ -1,0 +1,682 @@
+//! WebDriver supervision and one Chromium session per leased account.
+//!
+//! [`WebDriverHub`] is either a local chromedriver that Courier starts on a
+//! free loopback port and restarts with backoff when it dies (killing the
+//! orphaned Chromium of the dead one), or a configured remote endpoint such
+//! as a Selenium Grid. [`BrowserPool`] keeps one [`WhatsAppPage`] per account
+//! this process holds the lease of, on that account's own profile directory
+//! (`<profiles_dir>/<account id>`, mode 0700). A session whose lease is no
+//! longer held is closed cleanly after `browser.idle_close` (closing flushes
+//! the profile). A session that died with its browser or chromedriver is
+//! reopened on the same profile; that is an infrastructure fault and never
+//! touches the account's health.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::driver::{self, ChromeDriver, DriverError, DriverOptions};
+use super::page::{MediaOptions, PageError, WhatsAppPage};
+use super::selectors::Selectors;
+use super::snapshot::{self, SnapshotError, SnapshotKey};
+use crate::config::BrowserSettings;
+use crate::queue::Lease;
+
+/// Errors of the browser layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    /// chromedriver or the session could not start.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// A page command failed.
+    #[error(transparent)]
+    Page(#[from] PageError),
+    /// Snapshot trouble.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The profile directory could not be prepared.
+    #[error("profile directory {path}")]
+    Profile {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A query failed.
+    #[error("browser query")]
+    Db(#[from] sqlx::Error),
+    /// The media settings are invalid (`browser.media_allow_cidrs`).
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
+    /// The pool is shutting down.
+    #[error("the browser pool is shut down")]
+    ShutDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    url: String,
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct HubInner {
+    remote: bool,
+    chromium: PathBuf,
+    options: DriverOptions,
+    current: watch::Sender<Option<Endpoint>>,
+    pid: Mutex<Option<u32>>,
+    stop: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Where WebDriver sessions come from: a supervised local chromedriver or a
+/// remote endpoint.
+#[derive(Debug, Clone)]
+pub struct WebDriverHub {
+    inner: Arc<HubInner>,
+}
+
+impl WebDriverHub {
+    /// Uses a remote WebDriver endpoint (e.g. a Selenium Grid). Profile paths
+    /// then refer to the node's file system.
+    pub fn remote(url: &str, chromium: PathBuf, options: DriverOptions) -> Self {
+        let (current, _) = watch::channel(Some(Endpoint {
+            url: url.trim_end_matches('/').to_string(),
+            generation: 0,
+        }));
+        Self {
+            inner: Arc::new(HubInner {
+                remote: true,
+                chromium,
+                options,
+                current,
+                pid: Mutex::new(None),
+                stop: CancellationToken::new(),
+                task: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Starts chromedriver on a free loopback port and supervises it: when it
+    /// dies, its process group (the orphaned Chromium) is killed and a new one
+    /// is started after `backoff` (doubling to 10 s while starts fail).
+    pub async fn local(options: DriverOptions, backoff: Duration) -> Result<Self, DriverError> {
+        let first = ChromeDriver::start(options.clone()).await?;
+        let (current, _) = watch::channel(Some(Endpoint {
+            url: first.url(),
+            generation: 1,
+        }));
+        let inner = Arc::new(HubInner {
+            remote: false,
+            chromium: first.chromium().to_path_buf(),
+            options,
+            current,
+            pid: Mutex::new(first.pid()),
+            stop: CancellationToken::new(),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(supervise(inner.clone(), first, backoff));
+        *inner.task.lock().expect("hub task") = Some(task);
+        Ok(Self { inner })
+    }
+
+    /// The local chromedriver's process id (None when remote or restarting).
+    pub fn driver_pid(&self) -> Option<u32> {
+        *self.inner.pid.lock().expect("hub pid")
+    }
+
+    /// Whether sessions go to a remote endpoint.
+    pub fn is_remote(&self) -> bool {
+        self.inner.remote
+    }
+
+    async fn endpoint(&self) -> Result<Endpoint, DriverError> {
+        let mut rx = self.inner.current.subscribe();
+        let wait = self.inner.options.startup_timeout * 3;
+        let got = tokio::time::timeout(wait, rx.wait_for(|e| e.is_some())).await;
+        match got {
+            Ok(Ok(e)) => Ok(e.clone().expect("checked")),
+            _ => Err(DriverError::NotReady {
+                port: 0,
+                waited: wait,
+            }),
+        }
+    }
+
+    /// The current chromedriver generation (bumped on each restart).
+    fn generation(&self) -> u64 {
+        self.inner
+            .current
+            .borrow()
+            .as_ref()
+            .map(|e| e.generation)
+            .unwrap_or(0)
+    }
+
+    /// Opens a Chromium session on `profile`; returns it with the driver generation.
+    pub async fn open(&self, profile: &Path) -> Result<(fantoccini::Client, u64), DriverError> {
+        let ep = self.endpoint().await?;
+        let args = driver::chromium_args(
+            profile,
+            self.inner.options.headless,
+            &self.inner.options.extra_args,
+        );
+        let client =
+            driver::connect(&ep.url, driver::capabilities(&self.inner.chromium, args)).await?;
+        Ok((client, ep.generation))
+    }
+
+    /// Stops supervising and kills the local chromedriver (and its Chromium).
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        let task = self.inner.task.lock().expect("hub task").take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn supervise(inner: Arc<HubInner>, mut driver: ChromeDriver, backoff: Duration) {
+    let mut generation = 1;
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => {
+                drop(driver);
+                inner.current.send_replace(None);
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if !driver.has_exited() {
+            continue;
+        }
+        let old = driver.pid();
+        tracing::warn!(pid = ?old, "chromedriver exited; restarting it");
+        inner.current.send_replace(None);
+        *inner.pid.lock().expect("hub pid") = None;
+        // Its Chromium processes are orphans in its process group: kill them
+        // so the profiles they hold are free for the new sessions.
+        if let Some(pid) = old {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        drop(driver);
+        metrics::counter!(crate::metrics::BROWSER_RESTARTS, "component" => "chromedriver")
+            .increment(1);
+        let mut delay = backoff;
+        driver = loop {
+            tokio::select! {
+                _ = inner.stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match ChromeDriver::start(inner.options.clone()).await {
+                Ok(d) => break d,
+                Err(e) => {
+                    tracing::error!(error = %crate::error::chain(&e), retry_in = ?delay * 2,
+                        "chromedriver restart failed");
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        generation += 1;
+        *inner.pid.lock().expect("hub pid") = driver.pid();
+        tracing::info!(url = %driver.url(), generation, "chromedriver restarted");
+        inner.current.send_replace(Some(Endpoint {
+            url: driver.url(),
+            generation,
+        }));
+    }
+}
+
+/// An open session.
+#[derive(Debug)]
+struct Open {
+    page: WhatsAppPage,
+    generation: u64,
+    opened: Instant,
+}
+
+#[derive(Debug)]
+struct Slot {
+    open: Arc<tokio::sync::Mutex<Option<Open>>>,
+    last_used: Mutex<Instant>,
+    lease: Mutex<Lease>,
+}
+
+/// One Chromium session per leased account.
+#[derive(Debug)]
+pub struct BrowserPool {
+    hub: WebDriverHub,
+    db: PgPool,
+    settings: BrowserSettings,
+    sel: Arc<Selectors>,
+    key: Option<SnapshotKey>,
+    fetcher: crate::media::MediaFetcher,
+    slots: Mutex<HashMap<Uuid, Arc<Slot>>>,
+    stop: CancellationToken,
+}
+
+/// A locked session of one account. Derefs to the [`WhatsAppPage`].
+#[derive(Debug)]
+pub struct SessionGuard {
+    pool: Arc<BrowserPool>,
+    account: Uuid,
+    guard: tokio::sync::OwnedMutexGuard<Option<Open>>,
+    fresh: bool,
+}
+
+impl std::ops::Deref for SessionGuard {
+    type Target = WhatsAppPage;
+    fn deref(&self) -> &WhatsAppPage {
+        &self
+            .guard
+            .as_ref()
+            .expect("a guard always holds an open session")
+            .page
+    }
+}
+
+impl SessionGuard {
+    /// Whether this guard opened the session (the page was just loaded).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Closes the current session and opens a new one on the same profile
+    /// (after a crash). Counts a Chromium restart; health is not touched.
+    pub async fn restart(&mut self) -> Result<(), BrowserError> {
+        if let Some(old) = self.guard.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), old.page.close()).await;
+        }
+        metrics::counter!(crate::metrics::BROWSER_RESTARTS, "component" => "chromium").increment(1);
+        tracing::warn!(account_id = %self.account, "browser session lost; reopening it");
+        *self.guard = Some(self.pool.open(self.account).await?);
+        self.fresh = true;
+        Ok(())
+    }
+
+    /// Closes the session cleanly (flushing the profile), snapshots the
+    /// profile into Postgres, and reopens it. No-op without a session key.
+    pub async fn snapshot(&mut self) -> Result<Option<usize>, BrowserError> {
+        let Some(key) = self.pool.key.clone() else {
+            return Ok(None);
+        };
+        if let Some(old) = self.guard.take() {
+            old.page.close().await?;
+        }
+        let profile = self.pool.profile_dir(self.account);
+        let size = snapshot::save(&self.pool.db, &key, self.account, &profile).await?;
+        tracing::info!(account_id = %self.account, bytes = size, "session snapshot stored");
+        *self.guard = Some(self.pool.open(self.account).await?);
+        self.fresh = true;
+        Ok(Some(size))
+    }
+}
+
+impl BrowserPool {
+    /// Starts the pool: a local chromedriver (or the configured remote
+    /// endpoint), the profiles directory, and the idle-session reaper.
+    pub async fn start(
+        db: PgPool,
+        settings: &BrowserSettings,
+        selectors: Selectors,
+    ) -> Result<Arc<Self>, BrowserError> {
+        let options = DriverOptions {
+            chromedriver: settings.chromedriver.clone(),
+            chromium: settings.chromium.clone(),
+            headless: settings.headless,
+            extra_args: settings.extra_args.clone(),
+            ..DriverOptions::default()
+        };
+        let hub = match &settings.webdriver_url {
+            Some(url) => WebDriverHub::remote(
+                url,
+                settings
+                    .chromium
+                    .clone()
+                    .map_or_else(driver::find_chromium, Ok)
+                    .unwrap_or_else(|_| PathBuf::from("chromium")),
+                options,
+            ),
+            None => WebDriverHub::local(options, settings.restart_backoff).await?,
+        };
+        let key = match &settings.session_key {
+            Some(k) => Some(SnapshotKey::parse(k.expose())?),
+            None => None,
+        };
+        snapshot::create_private_dir(&settings.profiles_dir).map_err(|source| {
+            BrowserError::Profile {
+                path: settings.profiles_dir.clone(),
+                source,
+            }
+        })?;
+        let fetcher = crate::media::MediaFetcher::from_settings(settings)?;
+        let pool = Arc::new(Self {
+            hub,
+            db,
+            settings: settings.clone(),
+            sel: Arc::new(selectors),
+            key,
+            fetcher,
+            slots: Mutex::default(),
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(reap_idle(Arc::downgrade(&pool), pool.stop.clone()));
+        Ok(pool)
+    }
+
+    /// The WebDriver hub (tests kill its chromedriver).
+    pub fn hub(&self) -> &WebDriverHub {
+        &self.hub
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &BrowserSettings {
+        &self.settings
+    }
+
+    /// The database pool.
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    /// The account's profile directory.
+    pub fn profile_dir(&self, account: Uuid) -> PathBuf {
+        self.settings.profiles_dir.join(account.to_string())
+    }
+
+    /// The account's WhatsApp Web URL.
+    pub fn page_url(&self, account: Uuid) -> String {
+        self.settings
+            .page_url
+            .replace("{account}", &account.to_string())
+    }
+
+    /// Accounts with an open session.
+    pub fn open_accounts(&self) -> Vec<Uuid> {
+        self.slots.lock().expect("slots").keys().copied().collect()
+    }
+
+    /// The account's session, opened (and navigated) if needed. The caller
+    /// must hold the account's lease; only one guard per account exists at a
+    /// time. A session left over from a dead chromedriver is reopened.
+    pub async fn session(self: &Arc<Self>, lease: &Lease) -> Result<SessionGuard, BrowserError> {
+        if self.stop.is_cancelled() {
+            return Err(BrowserError::ShutDown);
+        }
+        let slot = {
+            let mut slots = self.slots.lock().expect("slots");
+            slots
+                .entry(lease.account_id)
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        open: Arc::default(),
+                        last_used: Mutex::new(Instant::now()),
+                        lease: Mutex::new(lease.clone()),
+                    })
+                })
+                .clone()
+        };
+        *slot.lease.lock().expect("slot lease") = lease.clone();
+        *slot.last_used.lock().expect("slot time") = Instant::now();
+        let mut guard = slot.open.clone().lock_owned().await;
+        let mut fresh = false;
+        let stale = guard
+            .as_ref()
+            .is_some_and(|o| !self.hub.is_remote() && o.generation != self.hub.generation());
+        if stale {
+            // Its chromedriver died: the session is gone with it.
+            guard.take();
+            metrics::counter!(crate::metrics::BROWSER_RESTARTS, "component" => "chromium")
+                .increment(1);
+            tracing::warn!(account_id = %lease.account_id, "session belonged to a dead chromedriver; reopening");
+        }
+        let recycle = self.settings.recycle_after;
+        let aged = guard
+            .as_ref()
+            .is_some_and(|o| !recycle.is_zero() && o.opened.elapsed() >= recycle);
+        if aged {
+            // A WhatsApp Web tab grows for as long as it lives (the one-hour
+            // soak measured ~130 MiB/h per session); reopening it on the same
+            // profile, between jobs, bounds that. No QR: the profile keeps
+            // the login.
+            if let Some(old) = guard.take() {
+                tracing::info!(account_id = %lease.account_id, age_s = old.opened.elapsed().as_secs(),
+                    "recycling a long-lived browser session (browser.recycle_after)");
+                match tokio::time::timeout(self.settings.command_timeout, old.page.close()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(account_id = %lease.account_id, error = %e, "closing an aged session failed")
+                    }
+                    Err(_) => {
+                        tracing::debug!(account_id = %lease.account_id, "closing an aged session timed out")
+                    }
+                }
+            }
+        }
+        if guard.is_none() {
+            *guard = Some(self.open(lease.account_id).await?);
+            fresh = true;
+        }
+        Ok(SessionGuard {
+            pool: self.clone(),
+            account: lease.account_id,
+            guard,
+            fresh,
+        })
+    }
+
+    /// Opens Chromium on the account's profile (restoring the snapshot into
+    /// an empty profile) and navigates to WhatsApp Web.
+    async fn open(&self, account: Uuid) -> Result<Open, BrowserError> {
+        let profile = self.profile_dir(account);
+        let perr = |source| BrowserError::Profile {
+            path: profile.clone(),
+            source,
+        };
+        snapshot::create_private_dir(&profile).map_err(perr)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o700))
+                .map_err(perr)?;
+        }
+        if !self.hub.is_remote() {
+            clear_stale_lock(&profile).await;
+            repair_profile(&profile);
+        }
+        if let Some(key) = &self.key {
+            if snapshot::profile_is_empty(&profile)
+                && snapshot::restore(&self.db, key, account, &profile).await?
+            {
+                tracing::info!(account_id = %account, "restored the session snapshot into an empty profile");
+            }
+        }
+        let started = Instant::now();
+        let (client, generation) = self.hub.open(&profile).await?;
+        metrics::histogram!(crate::metrics::BROWSER_COMMAND_SECONDS, "command" => "new_session")
+            .record(started.elapsed().as_secs_f64());
+        let page = WhatsAppPage::new(
+            client,
+            self.sel.clone(),
+            self.page_url(account),
+            self.settings.command_timeout,
+            MediaOptions {
+                dir: self.settings.media_dir.clone(),
+                fetcher: self.fetcher.clone(),
+            },
+        );
+        page.open().await?;
+        sqlx::query("UPDATE mkt_wap_accounts SET session_storage_path = $2 WHERE id = $1 AND session_storage_path IS DISTINCT FROM $2")
+            .bind(account)
+            .bind(profile.to_string_lossy().as_ref())
+            .execute(&self.db)
+            .await?;
+        self.update_gauge();
+        Ok(Open {
+            page,
+            generation,
+            opened: Instant::now(),
+        })
+    }
+
+    /// Sessions by state: `busy` (a job holds it), `open` (idle, browser up),
+    /// `closed` (the account's slot has no browser right now).
+    fn update_gauge(&self) {
+        let (mut busy, mut open, mut closed) = (0u32, 0u32, 0u32);
+        for slot in self.slots.lock().expect("slots").values() {
+            match slot.open.try_lock() {
+                Err(_) => busy += 1,
+                Ok(g) if g.is_some() => open += 1,
+                Ok(_) => closed += 1,
+            }
+        }
+        for (state, n) in [("busy", busy), ("open", open), ("closed", closed)] {
+            metrics::gauge!(crate::metrics::BROWSER_SESSIONS, "state" => state).set(f64::from(n));
+        }
+    }
+
+    /// Closes the account's session cleanly (the profile is flushed).
+    pub async fn close(&self, account: Uuid) {
+        let slot = self.slots.lock().expect("slots").remove(&account);
+        if let Some(slot) = slot {
+            let mut g = slot.open.lock().await;
+            if let Some(o) = g.take() {
+                if let Err(e) = o.page.close().await {
+                    tracing::debug!(account_id = %account, error = %e, "closing a session failed");
+                }
+            }
+        }
+        self.update_gauge();
+    }
+
+    /// Closes every session cleanly and stops chromedriver.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        for account in self.open_accounts() {
+            self.close(account).await;
+        }
+        self.hub.shutdown().await;
+    }
+
+    /// Simulates a crash of this process's browsers (tests): kills the local
+    /// chromedriver's whole process group without closing anything.
+    pub fn crash(&self) {
+        self.stop.cancel();
+        self.hub.inner.stop.cancel();
+        if let Some(pid) = self.hub.driver_pid() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Closes sessions whose account lease this process no longer holds and
+/// that have been idle for `idle_close`.
+async fn reap_idle(pool: std::sync::Weak<BrowserPool>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Some(pool) = pool.upgrade() else { return };
+        let idle: Vec<(Uuid, Lease)> = {
+            let slots = pool.slots.lock().expect("slots");
+            slots
+                .iter()
+                .filter(|(_, s)| {
+                    s.last_used.lock().expect("slot time").elapsed() >= pool.settings.idle_close
+                        && s.open.try_lock().is_ok()
+                })
+                .map(|(a, s)| (*a, s.lease.lock().expect("slot lease").clone()))
+                .collect()
+        };
+        for (account, lease) in idle {
+            let held: Result<bool, _> = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM account_leases WHERE account_id = $1 AND owner = $2 \
+                 AND expires_at > now())",
+            )
+            .bind(account)
+            .bind(&*lease.owner)
+            .fetch_one(&pool.db)
+            .await;
+            if matches!(held, Ok(false)) {
+                tracing::debug!(account_id = %account, "lease gone and session idle; closing it");
+                pool.close(account).await;
+            }
+        }
+    }
+}
+
+/// Frees a profile held by a Chromium that outlived its worker or its
+/// chromedriver: kills the process named in `SingletonLock` when it is a
+/// Chromium on this profile, then removes the lock files. Safe because only
+/// the account's lease holder opens its profile.
+async fn clear_stale_lock(profile: &Path) {
+    let lock = profile.join("SingletonLock");
+    let Ok(target) = std::fs::read_link(&lock) else {
+        return;
+    };
+    let target = target.to_string_lossy().into_owned();
+    if let Some(pid) = target
+        .rsplit('-')
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = format!("--user-data-dir={}", profile.display());
+        let ours = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|a| a == needle);
+        if ours {
+            tracing::warn!(pid, profile = %profile.display(), "killing a stale Chromium that holds the profile");
+            let p = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline
+                && std::fs::read(format!("/proc/{pid}/stat"))
+                    .map(|s| !String::from_utf8_lossy(&s).contains(") Z "))
+                    .unwrap_or(false)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            metrics::counter!(crate::metrics::BROWSER_RESTARTS, "component" => "stale_chromium")
+                .increment(1);
+        }
+    }
+    for f in ["SingletonLock", "SingletonCookie", "SingletonSocket"] {
+        let _ = std::fs::remove_file(profile.join(f));
+    }
+}
+
+/// Removes JSON profile files a killed Chromium left truncated. chromedriver
+/// merges its preferences into them and refuses to start a session on a file
+/// it cannot parse; Chromium recreates them, and the session itself lives in
+/// Local Storage and IndexedDB, which are untouched.
+fn repair_profile(profile: &Path) {
+    for f in [
+        "Local State",
+        "Default/Preferences",
+        "Default/Secure Preferences",
+    ] {
+        let path = profile.join(f);
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        if serde_json::from_slice::<serde_json::Value>(&text).is_err() {
+            tracing::warn!(file = %path.display(), "removing a truncated profile file left by a killed Chromium");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}

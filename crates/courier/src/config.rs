@@ -1,0 +1,775 @@
+//! Layered configuration: built-in defaults, `config/default.toml`, an optional
+//! `config/<COURIER_ENV>.toml`, then `COURIER__SECTION__KEY` environment variables.
+//!
+//! Parsing is strict (`deny_unknown_fields`), so a typo is refused at start with
+//! the offending key named, and [`Settings::validate`] checks the cross-field
+//! rules serde cannot express. Secrets are wrapped in [`Secret`], whose `Debug`
+//! and `Serialize` never show the value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The built-in copy of `config/default.toml`, used when the file is absent
+/// (a binary installed outside the repository still starts).
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Errors loading or validating configuration. Each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or environment variable could not be parsed into the schema.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] config::ConfigError),
+    /// A value parsed but breaks a rule.
+    #[error("invalid configuration: `{key}`: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `database.max_connections`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A named environment file does not exist.
+    #[error("configuration file for COURIER_ENV={env} not found: {path}")]
+    MissingEnvFile {
+        /// The value of `COURIER_ENV`.
+        env: String,
+        /// The file looked for.
+        path: PathBuf,
+    },
+}
+
+/// A secret string: never printed, never serialised in clear.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where Courier's data lives.
+    pub database: DatabaseSettings,
+    /// The private cluster used when `database.url` is unset.
+    pub embedded: EmbeddedSettings,
+    /// The HTTP API.
+    pub api: ApiSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The queue engine: leases, claiming, retries, retention.
+    pub queue: QueueSettings,
+    /// Default per-account send budgets (an account's `rate_limit_config` overrides).
+    pub budget: BudgetSettings,
+    /// Health score thresholds.
+    pub health: HealthSettings,
+    /// The scheduler: schedule expansion, assignment and periodic maintenance.
+    pub scheduler: SchedulerSettings,
+    /// Chromium sessions on WhatsApp Web: WebDriver, profiles, login deadlines.
+    pub browser: BrowserSettings,
+    /// Sending and ack tracking (see `src/delivery/`).
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+}
+
+/// How messages are sent and followed up (see `src/delivery/`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Simulated typing time per character of the typed text (0 = off).
+    #[serde(with = "humantime_serde")]
+    pub typing_per_char: Duration,
+    /// Cap on the simulated typing time of one message.
+    #[serde(with = "humantime_serde")]
+    pub typing_max: Duration,
+    /// After a send, the account's chats are read again this much later to
+    /// collect acks that arrive after the last send.
+    #[serde(with = "humantime_serde")]
+    pub ack_followup: Duration,
+    /// A sent message with no delivery after this is flagged (and lowers health).
+    #[serde(with = "humantime_serde")]
+    pub undelivered_after: Duration,
+    /// Most chats read per catch-up pass.
+    pub catch_up_chats: i64,
+    /// Test hook: wait this long between WhatsApp accepting a send and
+    /// recording it, widening the crash window the exactly-once tests aim
+    /// at. Keep zero in production.
+    #[serde(with = "humantime_serde")]
+    pub record_delay: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            typing_per_char: Duration::from_millis(40),
+            typing_max: Duration::from_secs(8),
+            ack_followup: Duration::from_secs(30),
+            undelivered_after: Duration::from_secs(3600),
+            catch_up_chats: 40,
+            record_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The scheduler role (see `docs/scheduler.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// Run the scheduler inside `courier run`.
+    pub enabled: bool,
+    /// How often the leader looks for due schedules.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// How often a follower tries to become the leader.
+    #[serde(with = "humantime_serde")]
+    pub leader_retry: Duration,
+    /// Messages written per statement batch inside an expansion.
+    pub batch_size: usize,
+    /// Health-check jobs for every account, this often.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// Group rediscovery (`discover` jobs) for every active account, this often.
+    #[serde(with = "humantime_serde")]
+    pub discover_interval: Duration,
+    /// The sweeper of failed messages that are still retryable, this often.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Failed messages older than this are left alone by the sweeper.
+    #[serde(with = "humantime_serde")]
+    pub sweep_window: Duration,
+    /// Stuck-state reaping (accounts past their status deadline), this often.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    /// Job retention pruning, this often (the age is `queue.retention`).
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Reassignment of queued jobs and assignment of pending messages, this often.
+    #[serde(with = "humantime_serde")]
+    pub reassign_interval: Duration,
+    /// A pause longer than this (remaining, or held by hand for this long)
+    /// moves the account's queued sends to other accounts.
+    #[serde(with = "humantime_serde")]
+    pub reassign_after: Duration,
+}
+
+/// The browser layer (see `docs/browser.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserSettings {
+    /// A WebDriver endpoint to use instead of a local chromedriver (e.g. a
+    /// Selenium Grid). Unset: Courier starts and supervises chromedriver.
+    #[serde(default)]
+    pub webdriver_url: Option<String>,
+    /// The chromedriver binary (local mode).
+    pub chromedriver: PathBuf,
+    /// The Chromium binary; searched for when unset.
+    #[serde(default)]
+    pub chromium: Option<PathBuf>,
+    /// Run Chromium headless.
+    pub headless: bool,
+    /// Extra Chromium arguments (e.g. `--renderer-process-limit=1`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// One Chromium profile per account lives under here (mode 0700).
+    pub profiles_dir: PathBuf,
+    /// The WhatsApp Web URL; `{account}` is replaced by the account id (the
+    /// simulator routes by it; the real site ignores it).
+    pub page_url: String,
+    /// Longest time from opening the page to a recognisable screen.
+    #[serde(with = "humantime_serde")]
+    pub starting_deadline: Duration,
+    /// Longest time a QR may wait for a scan.
+    #[serde(with = "humantime_serde")]
+    pub qr_deadline: Duration,
+    /// Longest time from the scan (or a restored session) to ready.
+    #[serde(with = "humantime_serde")]
+    pub authenticating_deadline: Duration,
+    /// How long the first QR ref lives (for `qr_expires_at`).
+    #[serde(with = "humantime_serde")]
+    pub qr_first_ref_ttl: Duration,
+    /// How long each later QR ref lives.
+    #[serde(with = "humantime_serde")]
+    pub qr_next_ref_ttl: Duration,
+    /// Every WebDriver command (and each page-object step) times out after this.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// How often a health check runs per active account.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// A session whose account lease is no longer held is closed after this idle time.
+    #[serde(with = "humantime_serde")]
+    pub idle_close: Duration,
+    /// A session open this long is closed and reopened on the same profile
+    /// before its account's next job, bounding the page's memory growth
+    /// (0 = never).
+    #[serde(with = "humantime_serde")]
+    pub recycle_after: Duration,
+    /// First delay before restarting a crashed chromedriver; doubles, capped at 10 s.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff: Duration,
+    /// Key of the session snapshots: 32 bytes as 64 hex characters. Unset:
+    /// no snapshots are written or restored.
+    #[serde(default)]
+    pub session_key: Option<Secret>,
+    /// Media paths (`media_path`) are resolved inside this directory and may
+    /// not leave it (no absolute paths, `..` or escaping symlinks); media
+    /// fetched from URLs are staged here too.
+    pub media_dir: PathBuf,
+    /// Largest media file accepted (path or URL; a download is counted while
+    /// it streams).
+    pub media_max_bytes: u64,
+    /// Longest time one media download may take (connect, redirects, body).
+    #[serde(with = "humantime_serde")]
+    pub media_timeout: Duration,
+    /// Most redirects one media download follows (each target is re-checked).
+    pub media_max_redirects: usize,
+    /// Address ranges (CIDRs) media URLs may reach although they are private,
+    /// loopback, link-local, … Empty: public addresses only (SSRF guard).
+    #[serde(default)]
+    pub media_allow_cidrs: Vec<String>,
+}
+
+/// The queue engine.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Accounts one worker process drives at once (browser sessions).
+    pub capacity: usize,
+    /// How long a lease lives without a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often held leases are extended.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Fallback poll when no notification arrives.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Keep an idle account's lease when its next job is due within this.
+    #[serde(with = "humantime_serde")]
+    pub lease_hold: Duration,
+    /// Hand an account to another slot after this long when others wait.
+    #[serde(with = "humantime_serde")]
+    pub lease_rotate: Duration,
+    /// Longest a handler may run before it is failed.
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
+    /// On shutdown, how long in-flight jobs may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// A job returned by crashes/lost leases this many times is discarded.
+    pub max_rescues: i32,
+    /// First retry delay; doubles per attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Completed/discarded/cancelled jobs are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often the cleaner runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Which handlers run jobs: `browser` (the real driver, when built) or
+    /// `noop-record` (records each job; tests and benchmarks).
+    pub handler: String,
+    /// How long the `noop-record` handler takes per job (tests that need jobs
+    /// in flight when a worker is killed).
+    #[serde(with = "humantime_serde", default)]
+    pub handler_delay: Duration,
+    /// Where a worker-only process (`courier worker`) serves `/metrics`
+    /// (unauthenticated; bind it to a private interface). Unset: no listener.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Emit per-account series (budget, health, status, lease held). Turn off
+    /// for very large fleets; the fleet-wide series remain.
+    #[serde(default = "default_true")]
+    pub metrics_per_account: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Default per-account budgets.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// Sends in any 60 s window.
+    pub per_minute: u32,
+    /// Sends in any 3600 s window.
+    pub per_hour: u32,
+    /// Sends in any 86 400 s window (the seeds' 200 a day).
+    pub per_day: u32,
+    /// Least time between two sends.
+    #[serde(with = "humantime_serde")]
+    pub min_gap: Duration,
+    /// Random extra gap, uniformly 0..=jitter.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// Quiet hours `"HH:MM-HH:MM"` in each account's time zone; empty for none.
+    #[serde(default)]
+    pub quiet_hours: String,
+    /// Daily caps for an account's first days (day 0, 1, …); empty disables.
+    #[serde(default)]
+    pub warmup: Vec<u32>,
+}
+
+/// Health score thresholds (see `health.rs` for the rules).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// At or below this score the caps are halved.
+    pub caution: i32,
+    /// Below this score the account is paused.
+    pub pause_below: i32,
+    /// How long an automatic health pause lasts.
+    #[serde(with = "humantime_serde")]
+    pub pause_for: Duration,
+}
+
+/// Database connection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// A Postgres URL. Unset means: start the embedded cluster.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// Pool size per process.
+    pub max_connections: u32,
+    /// How long to wait for the first connection before giving up.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+/// The embedded PostgreSQL cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSettings {
+    /// Data directory (relative paths are taken from the working directory).
+    pub data_dir: PathBuf,
+    /// Directory of the server binaries; searched for when unset.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// OS user that runs the server when Courier runs as root.
+    pub run_as: String,
+    /// Stop the cluster when the process that started it exits.
+    pub stop_on_exit: bool,
+    /// Name of the database Courier uses inside the cluster.
+    pub database: String,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// Bearer token required on every route but the probes.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// A tracing filter directive (`info`, `courier=debug,sqlx=warn`, …).
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where to load configuration from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Directory holding `default.toml` and `<env>.toml` (default `config`).
+    pub dir: Option<PathBuf>,
+    /// Environment name (`COURIER_ENV`).
+    pub env: Option<String>,
+    /// An extra file layered after the environment file.
+    pub file: Option<PathBuf>,
+    /// Environment variables to read instead of the process environment (tests).
+    pub vars: Option<Vec<(String, String)>>,
+}
+
+impl Settings {
+    /// Loads from the process environment: `COURIER_CONFIG_DIR`, `COURIER_ENV`.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(Sources {
+            dir: std::env::var_os("COURIER_CONFIG_DIR").map(PathBuf::from),
+            env: std::env::var("COURIER_ENV").ok().filter(|e| !e.is_empty()),
+            file: None,
+            vars: None,
+        })
+    }
+
+    /// The built-in defaults alone (no files, no environment).
+    pub fn defaults() -> Self {
+        config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("the built-in default.toml is valid")
+    }
+
+    /// Loads from explicit sources, then validates.
+    pub fn load_from(sources: Sources) -> Result<Self, ConfigError> {
+        let dir = sources.dir.unwrap_or_else(|| PathBuf::from("config"));
+        let default_file = dir.join("default.toml");
+        let mut builder = config::Config::builder();
+        builder = if default_file.is_file() {
+            builder.add_source(config::File::from(default_file.as_path()))
+        } else {
+            builder.add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+        };
+        if let Some(env) = sources.env {
+            let path = dir.join(format!("{env}.toml"));
+            if !path.is_file() {
+                return Err(ConfigError::MissingEnvFile { env, path });
+            }
+            builder = builder.add_source(config::File::from(path.as_path()));
+        }
+        if let Some(file) = sources.file {
+            builder = builder.add_source(config::File::from(file.as_path()).required(true));
+        }
+        let mut env = config::Environment::with_prefix("COURIER")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true);
+        if let Some(vars) = sources.vars {
+            env = env.source(Some(vars.into_iter().collect()));
+        }
+        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Cross-field and range rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.database.connect_timeout.is_zero() {
+            return invalid("database.connect_timeout", "must be longer than 0s");
+        }
+        if let Some(url) = &self.database.url {
+            let u = url.expose();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return invalid(
+                    "database.url",
+                    "must start with postgres:// or postgresql://",
+                );
+            }
+        }
+        if self.embedded.data_dir.as_os_str().is_empty() {
+            return invalid("embedded.data_dir", "must not be empty");
+        }
+        if !is_identifier(&self.embedded.database) {
+            return invalid(
+                "embedded.database",
+                "must be a plain identifier (letters, digits, underscore)",
+            );
+        }
+        if let Some(token) = &self.api.token {
+            if token.expose().len() < 16 {
+                return invalid("api.token", "must be at least 16 characters");
+            }
+        }
+        if self.queue.capacity == 0 {
+            return invalid("queue.capacity", "must be at least 1");
+        }
+        if self.queue.heartbeat_interval * 2 > self.queue.lease_ttl {
+            return invalid(
+                "queue.heartbeat_interval",
+                "must be at most half of queue.lease_ttl",
+            );
+        }
+        if self.queue.max_rescues < 1 {
+            return invalid("queue.max_rescues", "must be at least 1");
+        }
+        if !matches!(
+            self.queue.handler.as_str(),
+            "browser" | "noop-record" | "noop"
+        ) {
+            return invalid("queue.handler", "must be one of browser, noop-record, noop");
+        }
+        if let Some(key) = &self.browser.session_key {
+            if crate::browser::snapshot::SnapshotKey::parse(key.expose()).is_err() {
+                return invalid(
+                    "browser.session_key",
+                    "must be 32 bytes written as 64 hex characters",
+                );
+            }
+        }
+        if !self.browser.page_url.starts_with("http://")
+            && !self.browser.page_url.starts_with("https://")
+        {
+            return invalid("browser.page_url", "must be an http(s) URL");
+        }
+        if self.browser.command_timeout.is_zero() {
+            return invalid("browser.command_timeout", "must be longer than 0s");
+        }
+        if self.browser.media_timeout.is_zero() {
+            return invalid("browser.media_timeout", "must be longer than 0s");
+        }
+        if self.browser.media_max_bytes == 0 {
+            return invalid("browser.media_max_bytes", "must be at least 1");
+        }
+        if let Err(e) = crate::media::AddressPolicy::new(&self.browser.media_allow_cidrs) {
+            return invalid("browser.media_allow_cidrs", &e.to_string());
+        }
+        if let Err(e) = self.budget.quiet_hours() {
+            return invalid("budget.quiet_hours", &e);
+        }
+        if !(0..=100).contains(&self.health.caution)
+            || !(0..=100).contains(&self.health.pause_below)
+            || self.health.pause_below > self.health.caution
+        {
+            return invalid(
+                "health.pause_below",
+                "thresholds must be 0..=100 with pause_below <= caution",
+            );
+        }
+        if self.scheduler.tick.is_zero() || self.scheduler.leader_retry.is_zero() {
+            return invalid(
+                "scheduler.tick",
+                "scheduler.tick and scheduler.leader_retry must be longer than 0s",
+            );
+        }
+        if self.scheduler.batch_size == 0 {
+            return invalid("scheduler.batch_size", "must be at least 1");
+        }
+        for (key, d) in [
+            (
+                "scheduler.health_check_interval",
+                self.scheduler.health_check_interval,
+            ),
+            (
+                "scheduler.discover_interval",
+                self.scheduler.discover_interval,
+            ),
+            ("scheduler.sweep_interval", self.scheduler.sweep_interval),
+            ("scheduler.reap_interval", self.scheduler.reap_interval),
+            ("scheduler.prune_interval", self.scheduler.prune_interval),
+            (
+                "scheduler.reassign_interval",
+                self.scheduler.reassign_interval,
+            ),
+        ] {
+            if d < Duration::from_secs(1) {
+                return invalid(key, "must be at least 1s");
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "is not a valid tracing filter directive");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Resolves `embedded.data_dir` against `base` when relative.
+    pub fn embedded_data_dir(&self, base: &Path) -> PathBuf {
+        if self.embedded.data_dir.is_absolute() {
+            self.embedded.data_dir.clone()
+        } else {
+            base.join(&self.embedded.data_dir)
+        }
+    }
+}
+
+impl BudgetSettings {
+    /// The parsed quiet hours, if any.
+    pub fn quiet_hours(&self) -> Result<Option<crate::budget::QuietHours>, String> {
+        let q = self.quiet_hours.trim();
+        if q.is_empty() {
+            return Ok(None);
+        }
+        let (a, b) = q
+            .split_once('-')
+            .ok_or_else(|| format!("`{q}` is not HH:MM-HH:MM"))?;
+        let t = |s: &str| {
+            chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
+                .map_err(|_| format!("`{s}` is not a HH:MM time"))
+        };
+        Ok(Some(crate::budget::QuietHours {
+            start: t(a)?,
+            end: t(b)?,
+        }))
+    }
+
+    /// The defaults as budget limits.
+    pub fn limits(&self) -> crate::budget::Limits {
+        crate::budget::Limits {
+            per_minute: self.per_minute,
+            per_hour: self.per_hour,
+            per_day: self.per_day,
+            min_gap: self.min_gap,
+            jitter: self.jitter,
+            quiet_hours: self.quiet_hours().ok().flatten(),
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(Sources {
+            dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")),
+            vars: Some(
+                vars.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = load(&[]).unwrap();
+        assert!(s.database.url.is_none());
+        assert_eq!(s.embedded.database, "courier");
+    }
+
+    #[test]
+    fn env_vars_override_nested_keys() {
+        let s = load(&[
+            ("COURIER__DATABASE__MAX_CONNECTIONS", "7"),
+            ("COURIER__API__LISTEN", "0.0.0.0:9000"),
+        ])
+        .unwrap();
+        assert_eq!(s.database.max_connections, 7);
+        assert_eq!(s.api.listen.port(), 9000);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_connections"), "{err}");
+        let err = load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = load(&[("COURIER__DATABASE__MAX_CONECTIONS", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_everywhere() {
+        let s = load(&[
+            ("COURIER__DATABASE__URL", "postgres://u:hunter2hunter2@h/db"),
+            ("COURIER__API__TOKEN", "tok-0123456789abcdef"),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}\n{}", s.to_redacted_toml());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+        assert_eq!(s.api.token.unwrap().expose(), "tok-0123456789abcdef");
+    }
+
+    #[test]
+    fn bad_database_url_is_refused() {
+        let err = load(&[("COURIER__DATABASE__URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    #[test]
+    fn builtin_defaults_validate() {
+        super::Settings::defaults().validate().unwrap();
+    }
+
+    #[test]
+    fn media_settings_are_validated_with_the_key_named() {
+        let mut s = super::Settings::defaults();
+        assert!(
+            s.browser.media_allow_cidrs.is_empty(),
+            "public addresses only by default"
+        );
+        s.browser.media_allow_cidrs = vec!["10.0.0.0/8".into(), "fd00::/8".into()];
+        s.validate().unwrap();
+        s.browser.media_allow_cidrs = vec!["10.0.0.0/33".into()];
+        let e = s.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("browser.media_allow_cidrs") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        let mut s = super::Settings::defaults();
+        s.browser.media_timeout = std::time::Duration::ZERO;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("browser.media_timeout"), "{e}");
+    }
+}

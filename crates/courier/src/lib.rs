@@ -1,0 +1,32 @@
+//! Courier: durable, budget-aware WhatsApp Web campaign sending.
+//!
+//! The flow (see `../shared/DESIGN.md` and `docs/`): campaign schedules and
+//! HTTP requests become durable jobs in Postgres; workers lease accounts and run
+//! those jobs through a headless Chromium session of WhatsApp Web, within
+//! per-account budgets; every delivery update is recorded.
+//!
+//! The binary (`src/main.rs` at the workspace root) is a thin clap front over
+//! [`app`], which wires the roles; everything a test needs is reachable from here.
+//! The simulator, the test kit and the lab are crates of their own
+//! (`crates/sim`, `crates/testkit`, `crates/lab`) that this crate never depends on.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod browser;
+pub mod budget;
+pub mod config;
+pub mod db;
+pub mod delivery;
+pub mod error;
+pub mod health;
+pub mod media;
+pub mod messages;
+pub mod metrics;
+pub mod queue;
+pub mod scheduler;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use courier_jobs as jobs;

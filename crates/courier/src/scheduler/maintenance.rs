@@ -1,0 +1,357 @@
+//! Periodic maintenance the leader runs, each task on its own interval:
+//!
+//! | task | what |
+//! |---|---|
+//! | `health_checks` | a `health_check` job for every account with a session |
+//! | `discover` | a `discover` job (group rediscovery) for every active account |
+//! | `sweep` | messages whose job was discarded without an outcome become `failed`; failed messages still retryable get a `retry` job |
+//! | `reap` | accounts stuck past their `status_deadline` move on, with the reason |
+//! | `prune` | finished jobs past `queue.retention`, and the old send log, are deleted |
+//! | `reassign` | queued sends leave unavailable accounts; pending messages get one |
+//!
+//! A task run is claimed in `scheduler_tasks` (`last_run_at` moves forward in
+//! the claiming statement), so a leader hand-over neither repeats a daily task
+//! nor forgets it, and two processes cannot run the same task at once by
+//! accident. Jobs carry an idempotency key per interval bucket as well.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{reassign, SchedulerError};
+use crate::config::Settings;
+use crate::jobs::discover::DiscoverJob;
+use crate::jobs::maintenance::HealthCheckJob;
+use crate::jobs::retry::RetryJob;
+use crate::queue::{store, NewJob};
+
+/// The maintenance tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Health-check jobs for every account.
+    HealthChecks,
+    /// Group rediscovery.
+    Discover,
+    /// Retry failed, still-retryable messages.
+    Sweep,
+    /// Move stuck accounts on.
+    Reap,
+    /// Delete finished jobs past retention.
+    Prune,
+    /// Reassign and assign.
+    Reassign,
+}
+
+impl Task {
+    /// Every task, in the order a tick runs them.
+    pub const ALL: [Task; 6] = [
+        Task::Reap,
+        Task::Reassign,
+        Task::HealthChecks,
+        Task::Discover,
+        Task::Sweep,
+        Task::Prune,
+    ];
+
+    /// The name in `scheduler_tasks`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::HealthChecks => "health_checks",
+            Task::Discover => "discover",
+            Task::Sweep => "sweep",
+            Task::Reap => "reap",
+            Task::Prune => "prune",
+            Task::Reassign => "reassign",
+        }
+    }
+
+    /// How often it runs.
+    pub fn every(self, settings: &Settings) -> Duration {
+        let s = &settings.scheduler;
+        match self {
+            Task::HealthChecks => s.health_check_interval,
+            Task::Discover => s.discover_interval,
+            Task::Sweep => s.sweep_interval,
+            Task::Reap => s.reap_interval,
+            Task::Prune => s.prune_interval,
+            Task::Reassign => s.reassign_interval,
+        }
+    }
+}
+
+fn interval(d: Duration) -> sqlx::postgres::types::PgInterval {
+    sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: d.as_micros().min(i64::MAX as u128) as i64,
+    }
+}
+
+/// Claims a run of `task` if its interval has passed; returns the database
+/// clock when claimed.
+pub async fn claim(
+    pool: &PgPool,
+    task: Task,
+    every: Duration,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO scheduler_tasks AS t (name, last_run_at) VALUES ($1, now()) \
+         ON CONFLICT (name) DO UPDATE SET last_run_at = now() \
+           WHERE t.last_run_at <= now() - $2 \
+         RETURNING now()",
+    )
+    .bind(task.name())
+    .bind(interval(every))
+    .fetch_optional(pool)
+    .await
+}
+
+async fn record(pool: &PgPool, task: Task, result: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE scheduler_tasks SET last_result = $2 WHERE name = $1")
+        .bind(task.name())
+        .bind(result)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Runs every task whose interval has passed; returns (task, result) lines.
+pub async fn run_due(pool: &PgPool, settings: &Settings) -> Vec<(Task, String)> {
+    let mut out = Vec::new();
+    for task in Task::ALL {
+        let every = task.every(settings);
+        let now = match claim(pool, task, every).await {
+            Ok(Some(now)) => now,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(task = task.name(), error = %e, "claiming a maintenance task failed");
+                continue;
+            }
+        };
+        let result = run(pool, settings, task, now).await;
+        let line = match &result {
+            Ok(line) => line.clone(),
+            Err(e) => format!("error: {}", crate::error::chain(e)),
+        };
+        match &result {
+            Ok(_) => tracing::debug!(task = task.name(), result = %line, "maintenance"),
+            Err(_) => tracing::warn!(task = task.name(), result = %line, "maintenance failed"),
+        }
+        if let Err(e) = record(pool, task, &line).await {
+            tracing::warn!(task = task.name(), error = %e, "recording a maintenance result failed");
+        }
+        out.push((task, line));
+    }
+    out
+}
+
+/// Runs one task now (regardless of its interval).
+pub async fn run(
+    pool: &PgPool,
+    settings: &Settings,
+    task: Task,
+    now: DateTime<Utc>,
+) -> Result<String, SchedulerError> {
+    let bucket = |every: Duration| now.timestamp() / (every.as_secs().max(1) as i64);
+    Ok(match task {
+        Task::HealthChecks => {
+            let b = bucket(settings.scheduler.health_check_interval);
+            let n = per_account_jobs(
+                pool,
+                "('active', 'warming', 'standby', 'paused')",
+                "health_check",
+                |id| {
+                    Ok(NewJob::new(id, &HealthCheckJob { account_id: id })?
+                        .priority(10)
+                        .idempotency_key(Some(format!("health_check:{id}:{b}"))))
+                },
+            )
+            .await?;
+            format!("{n} health_check job(s) enqueued")
+        }
+        Task::Discover => {
+            let b = bucket(settings.scheduler.discover_interval);
+            let n = per_account_jobs(pool, "('active')", "discover", |id| {
+                Ok(NewJob::new(id, &DiscoverJob { account_id: id })?
+                    .priority(50)
+                    .idempotency_key(Some(format!("discover:{id}:{b}"))))
+            })
+            .await?;
+            format!("{n} discover job(s) enqueued")
+        }
+        Task::Sweep => {
+            let orphans = fail_orphans(pool).await?;
+            let n = sweep(pool, settings.scheduler.sweep_window).await?;
+            format!(
+                "{orphans} orphaned message(s) failed; {n} failed message(s) re-queued for retry"
+            )
+        }
+        Task::Reap => {
+            let resumed = crate::health::resume_expired(pool).await?;
+            let moved = reap_stuck_accounts(pool).await?;
+            format!("{resumed} expired pause(s) resumed; {moved} stuck account(s) moved on")
+        }
+        Task::Prune => {
+            let jobs = store::prune(pool, settings.queue.retention, 10_000).await?;
+            let sends = store::prune_send_log(pool).await?;
+            format!("{jobs} finished job(s) and {sends} send-log row(s) pruned")
+        }
+        Task::Reassign => {
+            let r = reassign::reassign(pool, settings).await?;
+            let held = reassign::hold_unknown_outcomes(pool, settings).await?;
+            let assigned = reassign::assign_pending(pool, settings).await?;
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM mkt_wap_messages WHERE status = 'pending' AND job_id IS NULL",
+            )
+            .fetch_one(pool)
+            .await?;
+            metrics::gauge!(crate::metrics::MESSAGES_WAITING_ACCOUNT).set(waiting as f64);
+            format!(
+                "{} job(s) moved, {} sent back to pending, {held} held (outcome unknown), \
+                 {assigned} pending assigned, {waiting} waiting",
+                r.moved, r.waiting
+            )
+        }
+    })
+}
+
+/// Enqueues one job per account in `statuses` that has no such job waiting or
+/// running already (a stalled account does not pile them up).
+async fn per_account_jobs(
+    pool: &PgPool,
+    statuses: &str,
+    kind: &str,
+    make: impl Fn(Uuid) -> Result<NewJob, crate::queue::QueueError>,
+) -> Result<usize, SchedulerError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT a.id FROM mkt_wap_accounts a WHERE a.status IN {statuses} \
+           AND NOT EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id AND j.kind = $1 \
+                           AND j.state IN ('available', 'scheduled', 'retryable', 'running')) \
+         ORDER BY a.id"
+    )))
+    .bind(kind)
+    .fetch_all(pool)
+    .await?;
+    let jobs: Vec<NewJob> = ids.into_iter().map(make).collect::<Result<_, _>>()?;
+    let out = store::enqueue_batch(pool, &jobs).await?;
+    let created = out.iter().filter(|e| e.created).count();
+    metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => kind.to_string())
+        .increment(created as u64);
+    Ok(created)
+}
+
+/// Messages left `queued` or `sending` by a job that ended without
+/// recording an outcome — a send job discarded because its attempts ran out
+/// before the page was ever reached (a session that never became ready), or
+/// because crashes returned it too often — become `failed` with the job's
+/// last error, so [`sweep`] can give them a `retry` job (which checks the
+/// chat for a copy before sending: the outcome of an interrupted attempt is
+/// unknown). Without this they would stay in flight forever.
+///
+/// A send job an operator cancelled (`POST /v1/jobs/{id}/cancel`, e.g. one
+/// held with an unknown outcome on a banned account) fails its message too,
+/// saying whether an attempt may have reached WhatsApp; [`sweep`] never
+/// retries those (it only takes discarded jobs).
+pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "WITH orphan AS ( \
+            SELECT m.id, CASE WHEN j.state = 'discarded' \
+                THEN 'its job was discarded: ' || coalesce(j.last_error, 'no error recorded') \
+                WHEN m.status = 'sending' OR m.attempt_started_at IS NOT NULL \
+                THEN 'its job was cancelled after an attempt whose outcome is unknown \
+                      (it may have reached WhatsApp)' \
+                ELSE 'its job was cancelled before it was sent' END AS why \
+            FROM mkt_wap_messages m \
+            JOIN queue_jobs j ON j.id = m.job_id \
+            WHERE m.status IN ('queued', 'sending') AND j.state IN ('discarded', 'cancelled') \
+            FOR UPDATE OF m SKIP LOCKED \
+         ), upd AS ( \
+            UPDATE mkt_wap_messages m SET status = 'failed', failed_at = now(), \
+                error_message = o.why, waiting_reason = NULL \
+            FROM orphan o WHERE m.id = o.id RETURNING m.id, m.error_message \
+         ) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'failed', 'sweeper', jsonb_build_object('error', error_message) FROM upd",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Failed messages that are still retryable — their send job gave up
+/// (`discarded`), they have retries left, they failed within `window`, and their
+/// account can still send — get a `retry` job on the same account (whose chat
+/// the retry checks first), and go back to `queued`.
+pub async fn sweep(pool: &PgPool, window: Duration) -> Result<usize, SchedulerError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(Uuid, Uuid, i32)> = sqlx::query_as(
+        "SELECT m.id, m.account_id, m.retry_count FROM mkt_wap_messages m \
+         JOIN queue_jobs j ON j.id = m.job_id \
+         JOIN mkt_wap_accounts a ON a.id = m.account_id \
+         WHERE m.status = 'failed' AND m.retry_count < m.max_retries \
+           AND m.failed_at > now() - $1 AND j.state = 'discarded' \
+           AND a.status NOT IN ('banned', 'logged_out', 'failed') \
+         ORDER BY m.failed_at LIMIT 10000 \
+         FOR UPDATE OF m SKIP LOCKED",
+    )
+    .bind(interval(window))
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let jobs: Vec<NewJob> = rows
+        .iter()
+        .map(|(m, a, n)| {
+            NewJob::new(
+                *a,
+                &RetryJob {
+                    message_id: *m,
+                    retry_number: (*n + 1) as u32,
+                },
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let enqueued = store::enqueue_batch_in(&mut tx, &jobs).await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let job_ids: Vec<Uuid> = enqueued.iter().map(|e| e.id).collect();
+    sqlx::query(
+        "WITH m AS (UPDATE mkt_wap_messages m SET status = 'queued', job_id = u.job_id, \
+                       retry_count = m.retry_count + 1, queued_at = now() \
+                   FROM unnest($1::uuid[], $2::uuid[]) AS u(id, job_id) \
+                   WHERE m.id = u.id RETURNING m.id, m.retry_count) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'queued', 'sweeper', jsonb_build_object('retry', retry_count) FROM m",
+    )
+    .bind(&ids)
+    .bind(&job_ids)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => "retry")
+        .increment(enqueued.iter().filter(|e| e.created).count() as u64);
+    Ok(rows.len())
+}
+
+/// Accounts stuck in a transient status past its deadline move on, with the
+/// reason recorded: a browser that never started has `failed`; a QR nobody
+/// scanned, or a login that never became ready, is `logged_out` (its queued
+/// sends are then reassigned). Timed pauses are [`crate::health::resume_expired`]'s.
+pub async fn reap_stuck_accounts(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE mkt_wap_accounts SET \
+            status = CASE status WHEN 'starting' THEN 'failed' ELSE 'logged_out' END, \
+            status_reason = 'stuck in ' || status || ' past its deadline (' || \
+                to_char(status_deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || \
+                '); moved on by the scheduler', \
+            status_deadline = NULL, status_changed_at = now() \
+         WHERE status IN ('starting', 'qr_pending', 'authenticating') \
+           AND status_deadline IS NOT NULL AND status_deadline < now()",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
