@@ -91,7 +91,11 @@ pub(crate) async fn run(cli: Cli) -> Result<(), BoxError> {
             if let Some(c) = capacity {
                 settings.queue.capacity = c;
             }
-            courier::app::worker(&settings).await
+            #[cfg(feature = "lab")]
+            let extra = courier_lab::extra_handlers;
+            #[cfg(not(feature = "lab"))]
+            let extra = courier::app::no_extra_handlers;
+            courier::app::worker(&settings, extra).await
         }
         #[cfg(feature = "lab")]
         Command::Demo(args) => courier_lab::demo::run(&settings, args).await,

@@ -92,9 +92,7 @@ async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = courier::api::AppState::new(db.pool.clone(), TOKEN).with_settings(s.clone());
     tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
-    let (handlers, browser) = courier::browser::browser_registry(&s, &db.pool)
-        .await
-        .unwrap();
+    let (handlers, browser) = courier::worker::registry(&s, &db.pool).await.unwrap();
     let runtime = Runtime::new(db.pool.clone(), &s, handlers);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(async move {

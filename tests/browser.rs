@@ -13,9 +13,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use courier::browser::{login::start_login, schedule_health_check, BrowserPool, SnapshotKey};
+use courier::account::login::start_login;
+use courier::browser::{BrowserPool, SnapshotKey};
 use courier::config::{Secret, Settings};
 use courier::queue::NewJob;
+use courier::worker::schedule_health_check;
 use courier_sim::{SimConfig, SimControl, Simulator};
 use courier_testkit::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};
 use serde_json::json;
@@ -723,7 +725,7 @@ async fn a_login_status_whose_worker_died_moves_on_by_itself_after_its_deadline(
         .unwrap();
         ids.push(id);
     }
-    let moved = courier::browser::login::reap_expired(&db.pool, Duration::from_secs(5))
+    let moved = courier::account::login::reap_expired(&db.pool, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(moved, 3);

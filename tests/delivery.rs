@@ -12,11 +12,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use courier::browser::login::start_login;
+use courier::account::login::start_login;
 use courier::config::Settings;
 use courier::jobs::send::{Content, MediaKind, MediaSource};
 use courier::jobs::{ChatId, MessageBody};
-use courier::messages::{create_batch, NewMessage, Source};
+use courier::message::{create_batch, NewMessage, Source};
 use courier::queue::NewJob;
 use courier_sim::{SimConfig, SimControl, Simulator};
 use courier_testkit::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};

@@ -2,7 +2,7 @@
 
 use courier::jobs::send::Content;
 use courier::jobs::{ChatId, MessageBody};
-use courier::messages::{create_batch, NewMessage, Source};
+use courier::message::{create_batch, NewMessage, Source};
 use courier_testkit::fresh_database;
 
 fn msg(account: Option<uuid::Uuid>, chat: &str, key: &str) -> NewMessage {

@@ -17,9 +17,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use courier::browser::{login::start_login, schedule_health_check};
+use courier::account::login::start_login;
 use courier::config::{Secret, Settings};
 use courier::queue::runtime::Runtime;
+use courier::worker::schedule_health_check;
 use courier_sim::{SimConfig, Simulator};
 use courier_testkit::fresh_database;
 use serde_json::Value;
@@ -377,9 +378,7 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
         let stop = stopped();
         tokio::spawn(async move { s.run_until(stop).await })
     };
-    let (handlers, browser) = courier::browser::browser_registry(&settings, &pool)
-        .await
-        .unwrap();
+    let (handlers, browser) = courier::worker::registry(&settings, &pool).await.unwrap();
     let runtime = Runtime::new(pool.clone(), &settings, handlers);
     let worker = {
         let stop = stopped();

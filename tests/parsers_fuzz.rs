@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use courier::browser::login::{Deadlines, LoginMachine, PageView};
+use courier::account::login::{Deadlines, LoginMachine, PageView};
 use courier::browser::{AckLevel, Selectors};
 use courier::jobs::send::MediaSource;
 use courier::jobs::{ChatId, MessageBody, PhoneNumber};
@@ -239,7 +239,7 @@ proptest! {
                 // Whatever was accepted is usable by the budget gate.
                 let _ = l.effective(3, &[5, 10], 50, 60);
             }
-            Err(courier::budget::BudgetError::Config { key, problem }) => {
+            Err(courier::account::budget::BudgetError::Config { key, problem }) => {
                 prop_assert!(!key.is_empty() && !problem.is_empty());
             }
         }
@@ -257,7 +257,7 @@ proptest! {
         if let Some(a) = AckLevel::from_code(code) {
             prop_assert_eq!(i64::from(a.code()), code);
         }
-        if let Some(phone) = courier::browser::login::phone_from_wid(&wid) {
+        if let Some(phone) = courier::account::login::phone_from_wid(&wid) {
             prop_assert!(PhoneNumber::parse(&phone).is_ok(), "{wid} gave {phone}");
         }
     }

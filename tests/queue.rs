@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use courier::config::{Settings, Sources};
 use courier::jobs::send::SendJob;
 use courier::jobs::JobKind;
-use courier::queue::handler::{ClaimedJob, HandlerError, Handlers, Outcome, RecordingHandler};
+use courier::queue::handler::{ClaimedJob, HandlerError, Handlers, Outcome};
 use courier::queue::runtime::Runtime;
 use courier::queue::store::{self, Reservation};
 use courier::queue::{JobState, NewJob, QueueError};
-use courier_testkit::{fresh_database, TestDb};
+use courier_testkit::{fresh_database, RecordingHandler, TestDb};
 use futures::future::BoxFuture;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -384,9 +384,15 @@ async fn a_worker_that_lost_its_lease_cannot_write_anything_for_the_account() {
     assert!(store::claim(&t.pool, &old, true).await.unwrap().is_none());
     let limits = settings(&[]).budget.limits();
     assert_eq!(
-        store::reserve_send(&t.pool, &old, e.id, &limits)
-            .await
-            .unwrap(),
+        store::reserve_send(
+            &t.pool,
+            &courier::message::CLAIM_POLICY,
+            &old,
+            e.id,
+            &limits
+        )
+        .await
+        .unwrap(),
         Reservation::Fenced
     );
     assert!(!store::release_lease(&t.pool, &old).await.unwrap());
@@ -394,9 +400,15 @@ async fn a_worker_that_lost_its_lease_cannot_write_anything_for_the_account() {
     // The new holder runs it.
     let job = store::claim(&t.pool, &new, true).await.unwrap().unwrap();
     assert!(matches!(
-        store::reserve_send(&t.pool, &new, job.id, &limits)
-            .await
-            .unwrap(),
+        store::reserve_send(
+            &t.pool,
+            &courier::message::CLAIM_POLICY,
+            &new,
+            job.id,
+            &limits
+        )
+        .await
+        .unwrap(),
         Reservation::Granted(_)
     ));
     assert!(store::complete(&t.pool, &new, e.id).await.unwrap());
@@ -556,7 +568,7 @@ async fn a_held_back_send_is_snoozed_to_the_exact_instant_the_window_frees() {
         third.run_at,
         slots[0]
             + chrono::Duration::seconds(60)
-            + chrono::Duration::from_std(courier::budget::SEND_DEADLINE).unwrap(),
+            + chrono::Duration::from_std(courier::account::budget::SEND_DEADLINE).unwrap(),
         "snoozed to the instant the oldest send leaves the minute window \
          (a grant counts the minute plus budget::SEND_DEADLINE)"
     );
@@ -591,7 +603,7 @@ async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
     let t = fresh_database().await.unwrap();
     let a = account(&t.pool, serde_json::json!({})).await;
     let until = Utc::now() + chrono::Duration::seconds(4);
-    courier::health::pause(&t.pool, a, "health score 10 below 20", Some(until))
+    courier::account::health::pause(&t.pool, a, "health score 10 below 20", Some(until))
         .await
         .unwrap();
     let e = courier::queue::enqueue(&t.pool, &discover(a))
@@ -630,7 +642,7 @@ async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
     assert!(status().await.1.unwrap().contains("pause expired"));
 
     // A manual pause has no deadline: nothing runs until resumed by hand.
-    courier::health::pause(&t.pool, a, "by hand", None)
+    courier::account::health::pause(&t.pool, a, "by hand", None)
         .await
         .unwrap();
     let e2 = courier::queue::enqueue(&t.pool, &discover(a))
@@ -639,7 +651,7 @@ async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_idle_without_spinning(&t.pool, Duration::from_millis(2_000)).await;
     assert_eq!(state(&t.pool, e2.id).await.state(), JobState::Available);
-    assert!(courier::health::resume(&t.pool, a).await.unwrap());
+    assert!(courier::account::health::resume(&t.pool, a).await.unwrap());
     assert!(
         eventually(Duration::from_secs(10), || async {
             state(&t.pool, e2.id).await.state() == JobState::Completed
@@ -659,10 +671,10 @@ async fn health_below_the_threshold_pauses_the_account_with_a_reason() {
         .execute(&t.pool)
         .await
         .unwrap();
-    let score = courier::health::record(
+    let score = courier::account::health::record(
         &t.pool,
         a,
-        courier::health::HealthEvent::SendFailed,
+        courier::account::health::HealthEvent::SendFailed,
         &s.health,
     )
     .await

@@ -222,7 +222,7 @@ async fn budgets_hold_across_three_worker_processes_at_the_full_allowed_rate() {
         // … and the next send goes out when the minute window frees (counted
         // over the minute plus the send deadline, see budget::SEND_DEADLINE),
         // not later.
-        let frees = s[0] + courier::budget::Window::Minute.guarded();
+        let frees = s[0] + courier::account::budget::Window::Minute.guarded();
         let late = s[per_minute] - frees;
         assert!(
             late >= chrono::Duration::zero() && late < chrono::Duration::seconds(3),

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use courier::config::{Settings, Sources};
-use courier::scheduler::maintenance::{self, Task};
+use courier::maintenance::{self, Task};
 use courier::scheduler::{expand, Outcome, Scheduler};
 use courier_testkit::fresh_database;
 use sqlx::PgPool;
@@ -1068,34 +1068,67 @@ async fn maintenance_enqueues_health_checks_and_discovery_once_per_interval() {
 }
 
 #[tokio::test]
-async fn stuck_accounts_are_reaped_with_the_reason() {
+async fn stuck_login_statuses_move_on_by_the_login_machines_one_rule() {
+    // One rule, wherever it is applied (the login run itself or this
+    // reaper): an unscanned QR leaves the account inactive; a page that never
+    // started or never became ready is failed. Within the grace after the
+    // deadline a live login run decides first, so nothing moves.
     let t = fresh_database().await.unwrap();
     let p = &t.pool;
     sqlx::query(
         "INSERT INTO mkt_wap_accounts (account_name, status, status_deadline) VALUES \
-           ('qr', 'qr_pending', now() - interval '1 minute'), \
-           ('boot', 'starting', now() - interval '1 minute'), \
-           ('fine', 'qr_pending', now() + interval '1 minute')",
+           ('a-qr', 'qr_pending', now() - interval '1 minute'), \
+           ('b-boot', 'starting', now() - interval '1 minute'), \
+           ('c-auth', 'authenticating', now() - interval '1 minute'), \
+           ('d-fine', 'qr_pending', now() + interval '1 minute'), \
+           ('e-grace', 'qr_pending', now() - interval '1 second')",
     )
     .execute(p)
     .await
     .unwrap();
-    let n = maintenance::reap_stuck_accounts(p).await.unwrap();
-    assert_eq!(n, 2);
+    let line = maintenance::run(p, &settings(), Task::Reap, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(line.contains("3 stuck account(s) moved on"), "{line}");
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT account_name, status, status_reason FROM mkt_wap_accounts ORDER BY account_name",
     )
     .fetch_all(p)
     .await
     .unwrap();
-    assert_eq!(rows[0].1, "failed");
-    assert_eq!(rows[1].1, "qr_pending");
-    assert_eq!(rows[2].1, "logged_out");
-    assert!(rows[2]
-        .2
-        .as_deref()
-        .unwrap()
-        .contains("stuck in qr_pending"));
+    let status: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    assert_eq!(
+        status,
+        vec![
+            ("a-qr", "inactive"),
+            ("b-boot", "failed"),
+            ("c-auth", "failed"),
+            ("d-fine", "qr_pending"),
+            ("e-grace", "qr_pending"),
+        ]
+    );
+    for (name, from) in [
+        ("a-qr", "qr_pending"),
+        ("b-boot", "starting"),
+        ("c-auth", "authenticating"),
+    ] {
+        let reason = rows
+            .iter()
+            .find(|r| r.0 == name)
+            .unwrap()
+            .2
+            .clone()
+            .unwrap();
+        assert!(
+            reason.contains(&format!("no progress in {from} before its deadline")),
+            "{name}: {reason}"
+        );
+    }
+    // The same rule as the machine's own deadline handling.
+    use courier::account::login::LoginState;
+    assert_eq!(LoginState::QrPending.on_deadline().status(), "inactive");
+    assert_eq!(LoginState::Starting.on_deadline().status(), "failed");
+    assert_eq!(LoginState::Authenticating.on_deadline().status(), "failed");
 }
 
 #[tokio::test]

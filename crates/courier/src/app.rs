@@ -28,9 +28,19 @@ pub async fn api(settings: &Settings) -> Result<(), BoxError> {
     result
 }
 
+/// Handler registries from outside the product, by `queue.handler` name: the
+/// test kit's `noop-record` in a build with the lab. `None`: not one of its
+/// names.
+pub type ExtraHandlers = fn(name: &str, settings: &Settings, pool: &PgPool) -> Option<Handlers>;
+
+/// No handlers beyond the product's (`browser`, `noop`).
+pub fn no_extra_handlers(_: &str, _: &Settings, _: &PgPool) -> Option<Handlers> {
+    None
+}
+
 /// `courier worker`: leases accounts and runs their jobs until a shutdown
 /// signal. `queue.metrics_listen`, when set, serves `/metrics`.
-pub async fn worker(settings: &Settings) -> Result<(), BoxError> {
+pub async fn worker(settings: &Settings, extra: ExtraHandlers) -> Result<(), BoxError> {
     settings.validate()?;
     let (db, report) = Database::open(settings).await?;
     print_open_report(&db, &report);
@@ -48,7 +58,10 @@ pub async fn worker(settings: &Settings) -> Result<(), BoxError> {
         }
         None => None,
     };
-    let (handlers, browser) = worker_handlers(settings, &db.pool).await?;
+    let (handlers, browser) = match extra(&settings.queue.handler, settings, &db.pool) {
+        Some(h) => (h, None),
+        None => worker_handlers(settings, &db.pool).await?,
+    };
     let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), settings, handlers);
     let result = runtime.run_until(crate::shutdown::signal()).await;
     if let Some(b) = browser {
@@ -142,25 +155,18 @@ pub async fn worker_handlers(
     settings: &Settings,
     pool: &PgPool,
 ) -> Result<(Handlers, Option<Arc<crate::browser::BrowserPool>>), BoxError> {
-    if settings.queue.handler == "browser" {
-        let (handlers, browser) = crate::browser::browser_registry(settings, pool).await?;
-        return Ok((handlers, Some(browser)));
-    }
-    Ok((handlers_for(settings, pool)?, None))
-}
-
-/// The handler registry `queue.handler` names (the non-browser ones; see
-/// [`worker_handlers`] for `browser`).
-pub fn handlers_for(settings: &Settings, pool: &PgPool) -> Result<Handlers, BoxError> {
-    use crate::queue::handler::{NoopHandler, RecordingHandler};
     match settings.queue.handler.as_str() {
-        "noop-record" => Ok(Handlers::new().register_all(Arc::new(RecordingHandler::new(
-            pool.clone(),
-            settings.queue.handler_delay,
-        )))),
-        "noop" => Ok(Handlers::new().register_all(Arc::new(NoopHandler))),
+        "browser" => {
+            let (handlers, browser) = crate::worker::registry(settings, pool).await?;
+            Ok((handlers, Some(browser)))
+        }
+        "noop" => Ok((
+            Handlers::new().register_all(Arc::new(crate::queue::handler::NoopHandler)),
+            None,
+        )),
         other => Err(format!(
-            "queue.handler `{other}` needs the browser pool: use `worker_handlers`"
+            "queue.handler `{other}` is not in this build (browser, noop; \
+             noop-record needs a build with the lab)"
         )
         .into()),
     }

@@ -630,7 +630,7 @@ impl Settings {
 
 impl BudgetSettings {
     /// The parsed quiet hours, if any.
-    pub fn quiet_hours(&self) -> Result<Option<crate::budget::QuietHours>, String> {
+    pub fn quiet_hours(&self) -> Result<Option<crate::account::budget::QuietHours>, String> {
         let q = self.quiet_hours.trim();
         if q.is_empty() {
             return Ok(None);
@@ -642,15 +642,15 @@ impl BudgetSettings {
             chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
                 .map_err(|_| format!("`{s}` is not a HH:MM time"))
         };
-        Ok(Some(crate::budget::QuietHours {
+        Ok(Some(crate::account::budget::QuietHours {
             start: t(a)?,
             end: t(b)?,
         }))
     }
 
     /// The defaults as budget limits.
-    pub fn limits(&self) -> crate::budget::Limits {
-        crate::budget::Limits {
+    pub fn limits(&self) -> crate::account::budget::Limits {
+        crate::account::budget::Limits {
             per_minute: self.per_minute,
             per_hour: self.per_hour,
             per_day: self.per_day,

@@ -12,21 +12,22 @@
 
 #![warn(missing_docs)]
 
+pub mod account;
 pub mod api;
 pub mod app;
 pub mod browser;
-pub mod budget;
 pub mod config;
 pub mod db;
-pub mod delivery;
+pub mod directory;
 pub mod error;
-pub mod health;
+pub mod maintenance;
 pub mod media;
-pub mod messages;
+pub mod message;
 pub mod metrics;
 pub mod queue;
 pub mod scheduler;
 pub mod shutdown;
 pub mod telemetry;
+pub mod worker;
 
 pub use courier_jobs as jobs;

@@ -279,7 +279,7 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
         sqlx::query_as("SELECT status, count(*) FROM mkt_wap_messages GROUP BY status")
             .fetch_all(pool)
             .await?;
-    for status in crate::messages::MESSAGE_STATUSES {
+    for status in crate::message::MessageStatus::ALL.map(crate::message::MessageStatus::as_str) {
         let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
         gauge!(MESSAGES, "status" => status).set(n as f64);
     }
@@ -428,7 +428,7 @@ pub async fn sample_forever(pool: PgPool, opts: SampleOptions, every: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::{Hold, Window};
+    use crate::account::budget::{Hold, Window};
 
     #[test]
     fn snooze_reasons_map_to_bounded_labels() {

@@ -207,7 +207,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
         courier::metrics::SampleOptions { per_account: true },
         Duration::from_secs(5),
     ));
-    let (handlers, browser) = courier::browser::browser_registry(&s, &pool).await?;
+    let (handlers, browser) = courier::worker::registry(&s, &pool).await?;
     let runtime = courier::queue::runtime::Runtime::new(pool.clone(), &s, handlers);
     let worker_task = tokio::spawn({
         let stop = stop.clone();

@@ -17,3 +17,15 @@ pub mod bench;
 pub mod chaos;
 pub mod demo;
 pub mod soak;
+
+use courier::config::Settings;
+use courier::queue::handler::Handlers;
+
+/// The lab's handler registries for `courier worker --handler NAME`:
+/// `noop-record`, the test kit's recording handler (its table exists in test
+/// databases only). Passed to `courier::app::worker`.
+pub fn extra_handlers(name: &str, settings: &Settings, pool: &sqlx::PgPool) -> Option<Handlers> {
+    (name == "noop-record").then(|| {
+        courier_testkit::RecordingHandler::registry(pool.clone(), settings.queue.handler_delay)
+    })
+}

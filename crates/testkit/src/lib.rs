@@ -18,6 +18,9 @@ use sqlx::{Connection, PgPool};
 
 use courier::db::{self, DbError, EmbeddedOptions, EmbeddedPostgres, MIGRATOR};
 
+mod recording;
+pub use recording::RecordingHandler;
+
 /// A database of one's own.
 #[derive(Debug, Clone)]
 pub struct TestDb {
@@ -120,10 +123,15 @@ fn replace_database(url: &str, db: &str) -> String {
 /// Creates a fresh, fully migrated database and returns a pool on it.
 pub async fn fresh_database() -> Result<TestDb, DbError> {
     let template_url = server_url_template().await?;
+    // The template is named after the migrations and the test kit's own
+    // schema, so a change to either builds a new one.
     let checksum = MIGRATOR.iter().fold(0u64, |h, m| {
         m.checksum.iter().fold(h ^ m.version as u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
         })
+    });
+    let checksum = recording::SCHEMA.bytes().fold(checksum, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     });
     let template = format!("courier_tpl_{:012x}", checksum & 0xffff_ffff_ffff);
     let name = format!("courier_test_{}", uuid::Uuid::new_v4().simple());
@@ -160,6 +168,7 @@ pub async fn fresh_database() -> Result<TestDb, DbError> {
         )
         .await?;
         db::migrate(&tpl_pool).await?;
+        sqlx::query(recording::SCHEMA).execute(&tpl_pool).await?;
         tpl_pool.close().await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "ALTER DATABASE {template} WITH IS_TEMPLATE true"
@@ -195,7 +204,7 @@ impl InProcessWorker {
         pool: &PgPool,
         settings: &courier::config::Settings,
     ) -> Result<Self, courier::browser::BrowserError> {
-        let (handlers, browser) = courier::browser::browser_registry(settings, pool).await?;
+        let (handlers, browser) = courier::worker::registry(settings, pool).await?;
         let runtime = courier::queue::runtime::Runtime::new(pool.clone(), settings, handlers);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(runtime.run_until(async move {

@@ -182,7 +182,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AccountDetail>, ApiError> {
-    use crate::budget::{self, Window};
+    use crate::account::budget::{self, Window};
     let account = fetch(&state, id).await?;
     let lease: Option<LeaseView> = sqlx::query_as(
         "SELECT owner, epoch, expires_at FROM account_leases \
@@ -289,7 +289,7 @@ pub async fn pause(
     if account.status == "banned" {
         return Err(ApiError::Conflict("the account is banned".into()));
     }
-    crate::health::pause(&state.pool, id, reason, body.until)
+    crate::account::health::pause(&state.pool, id, reason, body.until)
         .await
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     fetch(&state, id).await.map(Json)
@@ -305,7 +305,7 @@ pub async fn resume(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Account>, ApiError> {
     fetch(&state, id).await?;
-    let resumed = crate::health::resume(&state.pool, id)
+    let resumed = crate::account::health::resume(&state.pool, id)
         .await
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     if !resumed {
@@ -359,9 +359,11 @@ pub async fn update_limits(
         .budget
         .limits()
         .resolve(&body.rate_limit_config)
-        .map_err(|crate::budget::BudgetError::Config { key, problem }| {
-            ApiError::invalid(format!("rate_limit_config.{key}"), problem)
-        })?;
+        .map_err(
+            |crate::account::budget::BudgetError::Config { key, problem }| {
+                ApiError::invalid(format!("rate_limit_config.{key}"), problem)
+            },
+        )?;
     for (key, v) in [
         ("per_minute", resolved.per_minute),
         ("per_hour", resolved.per_hour),

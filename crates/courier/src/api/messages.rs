@@ -14,7 +14,7 @@ use courier_jobs::{ChatId, MessageBody, PhoneNumber, ValidationError};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::AppState;
-use crate::messages::{create_batch, NewMessage, Source};
+use crate::message::{create_batch, NewMessage, Source};
 
 /// A message as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
@@ -460,12 +460,17 @@ pub async fn list(
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
     }
     if let Some(s) = &f.status {
-        if !crate::messages::MESSAGE_STATUSES.contains(&s.as_str()) {
+        if !crate::message::MessageStatus::ALL
+            .map(crate::message::MessageStatus::as_str)
+            .contains(&s.as_str())
+        {
             return Err(ApiError::invalid(
                 "status",
                 format!(
                     "unknown status `{s}`; expected one of {}",
-                    crate::messages::MESSAGE_STATUSES.join(", ")
+                    crate::message::MessageStatus::ALL
+                        .map(crate::message::MessageStatus::as_str)
+                        .join(", ")
                 ),
             ));
         }

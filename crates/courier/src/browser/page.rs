@@ -15,8 +15,8 @@ use fantoccini::{Client, Locator};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::login::{phone_from_wid, PageView};
 use super::selectors::{AckLevel, Selectors};
+use crate::account::login::{phone_from_wid, PageView};
 
 /// Errors of page commands.
 #[derive(Debug, thiserror::Error)]

@@ -43,7 +43,7 @@ use super::handler::{ClaimedJob, HandlerError, Handlers, Outcome};
 use super::lease::{HeldLease, LeaseKeeper};
 use super::store;
 use super::QueueError;
-use crate::budget::{self, AccountClock, Decision, Limits};
+use crate::account::budget::{self, AccountClock, Decision, Limits};
 use crate::config::{BudgetSettings, HealthSettings, QueueSettings};
 
 /// What every slot of a worker process shares.
@@ -73,6 +73,8 @@ pub struct Shared {
     pub handoff: std::sync::Mutex<Vec<(HeldLease, chrono::Duration)>>,
     /// Held by the slot that is leasing (one at a time per process).
     pub acquiring: Mutex<()>,
+    /// What the domain adds to the claim statement.
+    pub policy: super::Policy,
     /// The round tasks, each serving a fixed share of the accounts (by id), so
     /// one account's outcome and its next claim always go through the same
     /// task, in order. See [`run_rounds`].
@@ -241,7 +243,7 @@ async fn round(
     let asks: Vec<store::ClaimAsk> = claims.iter().map(|r| r.ask.clone()).collect();
     let started = Instant::now();
     let result = match conn.get(&shared.pool).await {
-        Ok(c) => store::claim_batch(c, &shared.owner, &keys, &asks).await,
+        Ok(c) => store::claim_batch(c, &shared.policy, &shared.owner, &keys, &asks).await,
         Err(e) => Err(e.into()),
     };
     if result.is_err() {

@@ -1,8 +1,8 @@
 //! Job handlers: what runs a job of each kind.
 //!
-//! Later parts plug in the real send/discover/scrape handlers by implementing
-//! [`JobHandler`] and registering them in [`Handlers`] by [`JobKind`]. A
-//! handler sees the claimed job and its lease; it never writes the job's state
+//! The worker's handlers (`crate::worker::handlers`, one file per job kind)
+//! implement [`JobHandler`] and are registered in [`Handlers`] by
+//! [`JobKind`], with the domain's [`Policy`] for the claim. A handler sees the claimed job and its lease; it never writes the job's state
 //! itself: it returns an [`Outcome`] or a [`HandlerError`], and the engine's
 //! ack layer records it, fenced by the lease epoch.
 
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use super::lease::HeldLease;
-use super::Job;
+use super::{Job, Policy};
 use crate::jobs::JobKind;
 
 /// A claimed job, as handed to a handler.
@@ -59,16 +59,19 @@ pub trait JobHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>>;
 }
 
-/// The registry: one handler per kind.
+/// The registry: one handler per kind, and the domain's additions to the
+/// claim ([`Policy`]).
 #[derive(Clone, Default)]
 pub struct Handlers {
     by_kind: HashMap<JobKind, Arc<dyn JobHandler>>,
+    policy: Policy,
 }
 
 impl std::fmt::Debug for Handlers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handlers")
             .field("kinds", &self.by_kind.keys().collect::<Vec<_>>())
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -93,51 +96,23 @@ impl Handlers {
         self
     }
 
+    /// Sets what the claim statement does for the domain (the message of a
+    /// send moves to `sending` with its slot).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The domain's additions to the claim.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
     /// The handler for a stored kind name.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn JobHandler>> {
         kind.parse::<JobKind>()
             .ok()
             .and_then(|k| self.by_kind.get(&k))
-    }
-}
-
-/// Succeeds at once and records the job in `queue_handler_records` (job,
-/// account, kind, send slot, time, worker). Tests and benchmarks check
-/// budgets and exactly-once from these rows.
-#[derive(Debug, Clone)]
-pub struct RecordingHandler {
-    pool: sqlx::PgPool,
-    delay: std::time::Duration,
-}
-
-impl RecordingHandler {
-    /// A recorder writing through `pool`, taking `delay` per job.
-    pub fn new(pool: sqlx::PgPool, delay: std::time::Duration) -> Self {
-        Self { pool, delay }
-    }
-}
-
-impl JobHandler for RecordingHandler {
-    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
-        Box::pin(async move {
-            if !self.delay.is_zero() {
-                tokio::time::sleep(self.delay).await;
-            }
-            sqlx::query(
-                "INSERT INTO queue_handler_records (job_id, account_id, kind, slot_at, worker) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (job_id) DO UPDATE SET runs = queue_handler_records.runs + 1",
-            )
-            .bind(job.job.id)
-            .bind(job.job.account_id)
-            .bind(&job.job.kind)
-            .bind(job.slot_at)
-            .bind(&*job.lease.lease.owner)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| HandlerError::Retryable(format!("recording: {e}")))?;
-            Ok(Outcome::Completed)
-        })
     }
 }
 

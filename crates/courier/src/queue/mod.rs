@@ -3,7 +3,7 @@
 //! How it fits the flow: producers (the API, the scheduler, the CLI) call
 //! [`enqueue`] / [`enqueue_batch`]; worker processes ([`runtime::Runtime`])
 //! lease accounts ([`lease`]), claim that account's jobs one at a time, gate
-//! sends through the account's budget ([`crate::budget`]), run the job's
+//! sends through the account's budget ([`crate::account::budget`]), run the job's
 //! [`handler::JobHandler`], and record the outcome. Every write a worker makes
 //! for an account carries the lease epoch (the fencing token), so a worker that
 //! lost its lease cannot change anything.
@@ -13,12 +13,15 @@
 //! - [`backend`]: the apalis backend (one per account slot) and the ack layer.
 //! - [`runtime`]: the worker process: apalis monitor, slots, listener, cleaner.
 //! - [`handler`]: the handler trait and the registry by job kind.
+//! - [`policy`]: what the domain adds to the claim (an SQL fragment), so the
+//!   engine imports no domain code.
 //!
 //! See `docs/queue.md` for the state machine and the invariants.
 
 pub mod backend;
 pub mod handler;
 pub mod lease;
+pub mod policy;
 pub mod runtime;
 pub mod store;
 
@@ -29,6 +32,7 @@ use uuid::Uuid;
 use crate::jobs::{JobKind, JobPayload, ValidationError};
 
 pub use lease::Lease;
+pub use policy::Policy;
 pub use store::{cancel, enqueue, enqueue_batch, get_job};
 
 /// Errors of the queue engine.

@@ -1,7 +1,10 @@
 //! The worker process: an apalis [`Monitor`] running `queue.capacity` account
 //! slots ([`AccountSlot`]), each an apalis worker with tracing, catch-panic and
-//! timeout layers; beside them the NOTIFY listener, the lease heartbeat and the
-//! maintenance loop (pause expiry, pruning).
+//! timeout layers; beside them the NOTIFY listener and the lease heartbeat.
+//! The worker runs no maintenance of its own: pause expiry, login deadlines
+//! and pruning are the maintenance service's (`crate::maintenance`, run by the
+//! scheduler leader). A timed pause that has ended never holds a claim back
+//! meanwhile: the claim reads `paused_until` itself.
 //!
 //! Shutdown (SIGTERM / Ctrl-C, or the future given to [`Runtime::run_until`]):
 //! slots stop leasing and claiming, in-flight jobs get `queue.shutdown_grace`
@@ -76,6 +79,7 @@ impl Runtime {
                 stop: CancellationToken::new(),
                 handoff: Default::default(),
                 acquiring: Default::default(),
+                policy: handlers.policy(),
                 rounds: rounds_tx,
             }),
             handlers: Arc::new(handlers),
@@ -102,7 +106,6 @@ impl Runtime {
                     .clone()
                     .run(shared.queue.heartbeat_interval, background.clone()),
             ),
-            tokio::spawn(maintain(shared.clone(), background.clone())),
         ];
         for rx in self.rounds {
             tasks.push(tokio::spawn(super::backend::run_rounds(
@@ -183,42 +186,6 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Pause expiry every poll interval; pruning every prune interval.
-async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut last_prune = tokio::time::Instant::now() - shared.queue.prune_interval;
-    loop {
-        match crate::health::resume_expired(&shared.pool).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(accounts = n, "pauses expired; accounts resumed");
-                shared.idle.notify_one();
-            }
-            Err(e) => tracing::warn!(error = %e, "resuming expired pauses failed"),
-        }
-        // Login statuses whose run died with its worker move on by themselves.
-        match crate::browser::login::reap_expired(&shared.pool, Duration::from_secs(5)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(accounts = n, "moved login statuses past their deadline"),
-            Err(e) => tracing::warn!(error = %e, "reaping login deadlines failed"),
-        }
-        if last_prune.elapsed() >= shared.queue.prune_interval {
-            last_prune = tokio::time::Instant::now();
-            match store::prune(&shared.pool, shared.queue.retention, 10_000).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(jobs = n, "pruned finished jobs"),
-                Err(e) => tracing::warn!(error = %e, "pruning failed"),
-            }
-            if let Err(e) = store::prune_send_log(&shared.pool).await {
-                tracing::warn!(error = %e, "pruning the send log failed");
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(shared.queue.poll_interval) => {}
         }
     }
 }

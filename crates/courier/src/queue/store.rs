@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
-use super::{Enqueued, Job, JobState, Lease, NewJob, QueueError};
-use crate::budget::{Limits, Window};
+use super::{Enqueued, Job, JobState, Lease, NewJob, Policy, QueueError};
+use crate::account::budget::{Limits, Window};
 
 /// States the claim considers (with `run_at <= now()`).
 pub(crate) const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
@@ -681,17 +681,17 @@ pub enum Reservation {
 }
 
 /// Grants a send slot for `job_id`: appends to the send log only if the lease
-/// is still ours and every window has room, in one statement. In the same
-/// transaction, the job's message (for `send`/`retry`) moves to `sending`
-/// with its attempt start and event ([`crate::delivery::status::mark_sending_in`]),
-/// so a slot and the status change commit together or not at all.
+/// is still ours and every window has room, in one statement. The same
+/// statement runs the domain's [`Policy`] fragment for the job (the message
+/// of a `send`/`retry` job moves to `sending` with its attempt start and
+/// event), so a slot and the status change commit together or not at all.
 pub async fn reserve_send(
     pool: &PgPool,
+    policy: &Policy,
     lease: &Lease,
     job_id: Uuid,
     limits: &Limits,
 ) -> Result<Reservation, QueueError> {
-    let mut tx = pool.begin().await?;
     let (leased, at): (bool, Option<DateTime<Utc>>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH {LEASE_CTE}, t AS (SELECT clock_timestamp() AS ts), \
          ins AS ( \
@@ -704,12 +704,15 @@ pub async fn reserve_send(
                    AND s.sent_at > t.ts - make_interval(secs => {h})) < $6 \
               AND (SELECT count(*) FROM account_sends s WHERE s.account_id = $1 \
                    AND s.sent_at > t.ts - make_interval(secs => {d})) < $7 \
-            RETURNING sent_at \
-         ) \
+            RETURNING job_id, sent_at \
+         ), granted AS ( \
+            SELECT q.id, q.kind, q.payload, q.attempt FROM queue_jobs q JOIN ins ON q.id = ins.job_id \
+         ){policy} \
          SELECT EXISTS (SELECT 1 FROM lease), (SELECT sent_at FROM ins)",
         m = Window::Minute.guarded_secs(),
         h = Window::Hour.guarded_secs(),
         d = Window::Day.guarded_secs(),
+        policy = policy.slot_ctes("granted", "(SELECT sent_at FROM ins)"),
     )))
     .bind(lease.account_id)
     .bind(lease.epoch)
@@ -718,12 +721,8 @@ pub async fn reserve_send(
     .bind(i64::from(limits.per_minute))
     .bind(i64::from(limits.per_hour))
     .bind(i64::from(limits.per_day))
-    .fetch_one(&mut *tx)
+    .fetch_one(pool)
     .await?;
-    if let Some(at) = at {
-        crate::delivery::status::mark_sending_in(&mut tx, job_id, at).await?;
-    }
-    tx.commit().await?;
     Ok(match (leased, at) {
         (_, Some(at)) => Reservation::Granted(at),
         (true, None) => Reservation::WindowFull,
@@ -926,6 +925,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for RoundRow {
 /// granted at the instant the windows were checked at (`clock.ts`).
 pub async fn claim_batch(
     conn: &mut sqlx::PgConnection,
+    policy: &Policy,
     owner: &str,
     done: &[(Uuid, Uuid, i64)],
     asks: &[ClaimAsk],
@@ -985,19 +985,7 @@ pub async fn claim_batch(
          ), sent AS ( \
             INSERT INTO account_sends (account_id, job_id, epoch, sent_at) \
             SELECT account_id, id, lease_epoch, (SELECT ts FROM clock) FROM claimed WHERE kind = ANY($8) \
-         ), marked AS ( \
-            UPDATE mkt_wap_messages m SET status = 'sending', sending_at = now(), \
-                attempt_started_at = now(), job_id = c.id, error_message = NULL, waiting_reason = NULL \
-            FROM claimed c \
-            WHERE c.kind IN ('send', 'retry') AND m.id = (c.payload->>'message_id')::uuid \
-              AND m.status IN ('pending', 'queued') \
-            RETURNING m.id, c.id AS job_id, c.attempt \
-         ), marked_events AS ( \
-            INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-            SELECT id, 'sending', 'worker', \
-                   jsonb_build_object('job_id', job_id, 'attempt', attempt, 'slot_at', (SELECT ts FROM clock)) \
-            FROM marked \
-         ) \
+         ){policy} \
          SELECT NULL::uuid AS completed_id, claimed.*, \
                 CASE WHEN claimed.kind = ANY($8) THEN (SELECT ts FROM clock) END AS slot_at \
          FROM claimed \
@@ -1006,6 +994,7 @@ pub async fn claim_batch(
         minute = window_room("per_minute", Window::Minute.guarded_secs()),
         hour = window_room("per_hour", Window::Hour.guarded_secs()),
         day = window_room("per_day", Window::Day.guarded_secs()),
+        policy = policy.slot_ctes("claimed", "(SELECT ts FROM clock)"),
     )))
     .bind(&accounts)
     .bind(&epochs)

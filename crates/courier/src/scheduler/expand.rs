@@ -26,7 +26,7 @@ use super::segment::{self, Survey};
 use super::targets::{self, Recipient};
 use super::SchedulerError;
 use crate::config::Settings;
-use crate::messages::{create_batch_in, NewMessage, Source};
+use crate::message::{create_batch_in, NewMessage, Source};
 use crate::metrics::{JOBS_ENQUEUED, SCHEDULER_EXPANSIONS};
 
 /// What happened to one schedule row.

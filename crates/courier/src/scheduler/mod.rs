@@ -9,12 +9,13 @@
 //!    decided ([`occurrence`], catch-up policy), its targets resolved
 //!    ([`targets`]), each recipient given an account ([`assign`]), and the
 //!    messages, events, send jobs, contact preferences and the row's new
-//!    status committed in one transaction ([`crate::messages::create_batch_in`]
+//!    status committed in one transaction ([`crate::message::create_batch_in`]
 //!    for explicit targets, [`segment`] for a contact segment, on the server).
-//! 2. [`reassign::withdraw_cancelled`]: cancelled schedules lose their
-//!    not-started work.
-//! 3. [`maintenance`]: health checks, rediscovery, the retry sweeper, stuck
-//!    accounts, pruning, reassignment — each on its own interval.
+//! 2. Cancelled schedules lose their not-started work
+//!    ([`crate::maintenance::reassign::withdraw_cancelled`]).
+//! 3. [`crate::maintenance`], the one maintenance service: health checks,
+//!    rediscovery, the retry sweeper, pause expiry and login deadlines,
+//!    pruning, reassignment — each on its own interval.
 //!
 //! See `docs/scheduler.md` for the guarantees and the rules.
 //!
@@ -28,9 +29,7 @@
 pub mod assign;
 pub mod expand;
 pub mod leader;
-pub mod maintenance;
 pub mod occurrence;
-pub mod reassign;
 pub mod schedule;
 pub mod segment;
 pub mod targets;
@@ -53,9 +52,9 @@ pub enum SchedulerError {
     /// Writing messages or jobs failed.
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
-    /// Resuming expired pauses failed.
+    /// A maintenance step of the tick failed.
     #[error(transparent)]
-    Health(#[from] crate::health::HealthError),
+    Maintenance(#[from] crate::maintenance::MaintenanceError),
 }
 
 /// What one tick did.
@@ -66,7 +65,7 @@ pub struct TickReport {
     /// Messages of cancelled schedules withdrawn.
     pub withdrawn: usize,
     /// Maintenance tasks run, with their one-line results.
-    pub maintenance: Vec<(maintenance::Task, String)>,
+    pub maintenance: Vec<(crate::maintenance::Task, String)>,
     /// Lag after the tick, seconds.
     pub lag_seconds: f64,
 }
@@ -101,8 +100,8 @@ impl Scheduler {
     /// One pass: expansions, withdrawals, due maintenance, the lag gauge.
     pub async fn tick(&self) -> Result<TickReport, SchedulerError> {
         let expansions = self.expand_due().await?;
-        let withdrawn = reassign::withdraw_cancelled(&self.pool).await?;
-        let maintenance = maintenance::run_due(&self.pool, &self.settings).await;
+        let withdrawn = crate::maintenance::reassign::withdraw_cancelled(&self.pool).await?;
+        let maintenance = crate::maintenance::run_due(&self.pool, &self.settings).await;
         let lag_seconds = expand::lag_seconds(&self.pool).await?;
         metrics::gauge!(SCHEDULER_LAG_SECONDS).set(lag_seconds);
         Ok(TickReport {

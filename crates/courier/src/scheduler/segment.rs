@@ -20,7 +20,7 @@
 //! election) can deadlock on them; Postgres then aborts one, nothing of it is
 //! committed, and its schedule row is still due at the next tick.
 //!
-//! The messages are those [`crate::messages::create_batch_in`] would write for
+//! The messages are those [`crate::message::create_batch_in`] would write for
 //! the same recipients: same columns, same idempotency key
 //! (`sched:<schedule>:<occurrence>:<chat>`), same job (`send`, key
 //! `send:<message id>`), and ids that are UUIDv7 like the client's, so message
@@ -33,7 +33,8 @@ use uuid::Uuid;
 use super::assign::{Assigner, Choice, Need};
 use super::schedule::Schedule;
 use crate::jobs::JobKind;
-use crate::messages::{content_columns, Source};
+use crate::message::create::content_columns;
+use crate::message::Source;
 
 /// A contact's chat id, as `targets` builds it.
 const CHAT_SQL: &str = "coalesce(wa_id, phone_number || '@c.us')";

@@ -494,7 +494,7 @@ async fn drive(
                AND (coalesce(a.status, '') <> 'banned' \
                     OR m.waiting_reason IS NULL OR NOT starts_with(m.waiting_reason, $1))",
         )
-        .bind(courier::scheduler::reassign::OUTCOME_UNKNOWN)
+        .bind(courier::maintenance::reassign::OUTCOME_UNKNOWN)
         .fetch_one(&ctx.pool)
         .await
         .unwrap_or(i64::MAX);
@@ -1048,7 +1048,7 @@ fn held_for_its_chat(r: &MessageState) -> bool {
         && matches!(r.1.as_str(), "queued" | "sending")
         && r.4
             .as_deref()
-            .is_some_and(|w| w.starts_with(courier::scheduler::reassign::OUTCOME_UNKNOWN))
+            .is_some_and(|w| w.starts_with(courier::maintenance::reassign::OUTCOME_UNKNOWN))
 }
 
 type MessageState = (

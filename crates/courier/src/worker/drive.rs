@@ -1,26 +1,26 @@
-//! The `login` and `health_check` job handlers, and the browser handler
-//! registry (`queue.handler = "browser"`).
+//! Driving an account's page through the login lifecycle: the shared step of
+//! the `login` and `health_check` handlers.
 //!
-//! Both drive the [`LoginMachine`] over the account's page until it reaches a
-//! final state, writing every transition (status, reason, deadline) to the
-//! account row, fenced by the lease. They differ in what a QR means: for a
-//! login it is the next step; for a health check it means the saved session
-//! is gone (logged out). A browser crash is retried on a fresh session and
-//! never counted against the account's health.
+//! [`PageDriver::drive`] feeds the [`LoginMachine`] what the page shows until
+//! it reaches a final state, writing every transition (status, reason,
+//! deadline) to the account row, fenced by the lease. The two modes differ in
+//! what a QR means: for a login it is the next step; for a health check it
+//! means the saved session is gone (logged out). A browser crash is retried on
+//! a fresh session and never counted against the account's health.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use super::login::{self, Action, Deadlines, LoginMachine, LoginState, PageView, Transition};
-use super::session::{BrowserError, BrowserPool, SessionGuard};
-use crate::config::{HealthSettings, Settings};
-use crate::health::{self, HealthEvent};
-use crate::jobs::JobKind;
-use crate::queue::handler::{ClaimedJob, HandlerError, Handlers, JobHandler, Outcome};
-use crate::queue::{Lease, NewJob};
+use crate::account::health::{self, HealthEvent};
+use crate::account::login::{
+    self, Action, Deadlines, LoginMachine, LoginState, PageView, Transition,
+};
+use crate::browser::{BrowserError, BrowserPool, SessionGuard};
+use crate::config::HealthSettings;
+use crate::queue::handler::{ClaimedJob, HandlerError};
+use crate::queue::Lease;
 
 /// What a drive of the page is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +31,9 @@ pub enum Mode {
     Check,
 }
 
-/// Shared by the browser handlers.
+/// Drives pages for the login and health-check handlers.
 #[derive(Debug, Clone)]
-pub struct BrowserHandlers {
+pub struct PageDriver {
     pool: Arc<BrowserPool>,
     health: HealthSettings,
     /// A page drive ends before the queue's job timeout would cut it off.
@@ -44,26 +44,14 @@ fn retry(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Retryable(e.to_string())
 }
 
-impl BrowserHandlers {
-    /// Handlers over `pool`.
+impl PageDriver {
+    /// A driver over `pool`.
     pub fn new(pool: Arc<BrowserPool>, health: HealthSettings, job_timeout: Duration) -> Self {
         Self {
             pool,
             health,
             run_cap: job_timeout.saturating_sub(Duration::from_secs(5)),
         }
-    }
-
-    /// The registry: `login` and `health_check` on the browser. Kinds whose
-    /// handlers are not built yet are snoozed (no attempt spent, never
-    /// discarded) until a build that has them picks them up; their modules
-    /// replace [`NotYetHandled`] with `register`.
-    pub fn registry(&self) -> Handlers {
-        let me = Arc::new(self.clone());
-        Handlers::new()
-            .register_all(Arc::new(NotYetHandled))
-            .register(JobKind::Login, me.clone())
-            .register(JobKind::HealthCheck, me)
     }
 
     fn deadlines(&self) -> Deadlines {
@@ -151,11 +139,7 @@ impl BrowserHandlers {
             if run_started.elapsed() >= self.run_cap {
                 // The queue would cut the job off here: end with a reason
                 // instead of leaving the status to the reaper.
-                let to = if machine.state() == LoginState::QrPending {
-                    LoginState::Inactive
-                } else {
-                    LoginState::Failed
-                };
+                let to = machine.state().on_deadline();
                 let t = Transition {
                     from: machine.state(),
                     to,
@@ -286,7 +270,7 @@ impl BrowserHandlers {
                     "session snapshot failed; the profile directory still holds the session");
             }
         }
-        schedule_health_check(
+        super::schedule_health_check(
             db,
             lease.account_id,
             self.pool.settings().health_check_interval,
@@ -294,82 +278,5 @@ impl BrowserHandlers {
         .await
         .map_err(retry)?;
         Ok(())
-    }
-}
-
-/// Enqueues the account's next health check `after` from now (idempotent per
-/// interval slot, so a chain never forks). `after` zero means "check now"
-/// and always enqueues.
-pub async fn schedule_health_check(
-    db: &sqlx::PgPool,
-    account: Uuid,
-    after: Duration,
-) -> Result<(), crate::queue::QueueError> {
-    let at = chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
-    let slot = at.timestamp() / after.as_secs().max(1) as i64;
-    let job = NewJob::new(
-        account,
-        &crate::jobs::maintenance::HealthCheckJob {
-            account_id: account,
-        },
-    )?
-    .run_at(at)
-    .priority(50)
-    .idempotency_key((!after.is_zero()).then(|| format!("health_check:{account}:{slot}")));
-    crate::queue::enqueue(db, &job).await?;
-    Ok(())
-}
-
-impl JobHandler for BrowserHandlers {
-    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
-        Box::pin(async move {
-            let mode = match job.job.job_kind() {
-                Some(JobKind::Login) => Mode::Login,
-                Some(JobKind::HealthCheck) => Mode::Check,
-                _ => {
-                    return Err(HandlerError::Permanent(format!(
-                        "the browser handler does not run `{}` jobs",
-                        job.job.kind
-                    )))
-                }
-            };
-            let end = self.drive(job, mode).await?;
-            tracing::info!(account_id = %job.job.account_id, state = %end, ?mode, "page drive finished");
-            Ok(Outcome::Completed)
-        })
-    }
-}
-
-/// Builds the browser pool and the handler registry for `queue.handler = "browser"`.
-pub async fn browser_registry(
-    settings: &Settings,
-    db: &sqlx::PgPool,
-) -> Result<(Handlers, Arc<BrowserPool>), BrowserError> {
-    let selectors = super::Selectors::load_default().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot load config/selectors.toml; using the built-in copy");
-        super::Selectors::builtin()
-    });
-    let pool = BrowserPool::start(db.clone(), &settings.browser, selectors).await?;
-    let browser = BrowserHandlers::new(
-        pool.clone(),
-        settings.health.clone(),
-        settings.queue.job_timeout,
-    );
-    let handlers = crate::delivery::register(browser.registry(), browser, pool.clone(), settings);
-    Ok((handlers, pool))
-}
-
-/// Snoozes jobs of kinds this build has no handler for, so none is lost.
-#[derive(Debug, Clone, Copy)]
-pub struct NotYetHandled;
-
-impl JobHandler for NotYetHandled {
-    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
-        Box::pin(async move {
-            Ok(Outcome::Snooze {
-                until: chrono::Utc::now() + chrono::Duration::minutes(10),
-                reason: format!("no `{}` handler in this worker build yet", job.job.kind),
-            })
-        })
     }
 }

@@ -1,11 +1,13 @@
-//! Periodic maintenance the leader runs, each task on its own interval:
+//! The maintenance service: every periodic task that keeps accounts,
+//! messages and the queue moving, run by the scheduler leader (one process in
+//! the cluster), each task on its own interval. Workers run none of their own.
 //!
 //! | task | what |
 //! |---|---|
 //! | `health_checks` | a `health_check` job for every account with a session |
 //! | `discover` | a `discover` job (group rediscovery) for every active account |
 //! | `sweep` | messages whose job was discarded without an outcome become `failed`; failed messages still retryable get a `retry` job |
-//! | `reap` | accounts stuck past their `status_deadline` move on, with the reason |
+//! | `reap` | timed pauses that ended resume; login statuses past their `status_deadline` (+5 s) move on by the login machine's one rule ([`crate::account::login::LoginState::on_deadline`]), with the reason |
 //! | `prune` | finished jobs past `queue.retention`, and the old send log, are deleted |
 //! | `reassign` | queued sends leave unavailable accounts; pending messages get one |
 //!
@@ -20,12 +22,28 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{reassign, SchedulerError};
+pub mod reassign;
+
+use crate::account::{health, login};
 use crate::config::Settings;
 use crate::jobs::discover::DiscoverJob;
 use crate::jobs::maintenance::HealthCheckJob;
 use crate::jobs::retry::RetryJob;
 use crate::queue::{store, NewJob};
+
+/// Errors of a maintenance task.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// A query failed.
+    #[error("maintenance query")]
+    Db(#[from] sqlx::Error),
+    /// Writing messages or jobs failed.
+    #[error("maintenance enqueue")]
+    Queue(#[from] crate::queue::QueueError),
+    /// Resuming expired pauses failed.
+    #[error("resuming expired pauses")]
+    Health(#[from] health::HealthError),
+}
 
 /// The maintenance tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +171,7 @@ pub async fn run(
     settings: &Settings,
     task: Task,
     now: DateTime<Utc>,
-) -> Result<String, SchedulerError> {
+) -> Result<String, MaintenanceError> {
     let bucket = |every: Duration| now.timestamp() / (every.as_secs().max(1) as i64);
     Ok(match task {
         Task::HealthChecks => {
@@ -189,8 +207,8 @@ pub async fn run(
             )
         }
         Task::Reap => {
-            let resumed = crate::health::resume_expired(pool).await?;
-            let moved = reap_stuck_accounts(pool).await?;
+            let resumed = health::resume_expired(pool).await?;
+            let moved = login::reap_expired(pool, login::REAP_GRACE).await?;
             format!("{resumed} expired pause(s) resumed; {moved} stuck account(s) moved on")
         }
         Task::Prune => {
@@ -224,7 +242,7 @@ async fn per_account_jobs(
     statuses: &str,
     kind: &str,
     make: impl Fn(Uuid) -> Result<NewJob, crate::queue::QueueError>,
-) -> Result<usize, SchedulerError> {
+) -> Result<usize, MaintenanceError> {
     let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT a.id FROM mkt_wap_accounts a WHERE a.status IN {statuses} \
            AND NOT EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id AND j.kind = $1 \
@@ -284,7 +302,7 @@ pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// (`discarded`), they have retries left, they failed within `window`, and their
 /// account can still send — get a `retry` job on the same account (whose chat
 /// the retry checks first), and go back to `queued`.
-pub async fn sweep(pool: &PgPool, window: Duration) -> Result<usize, SchedulerError> {
+pub async fn sweep(pool: &PgPool, window: Duration) -> Result<usize, MaintenanceError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<(Uuid, Uuid, i32)> = sqlx::query_as(
         "SELECT m.id, m.account_id, m.retry_count FROM mkt_wap_messages m \
@@ -334,24 +352,4 @@ pub async fn sweep(pool: &PgPool, window: Duration) -> Result<usize, SchedulerEr
     metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => "retry")
         .increment(enqueued.iter().filter(|e| e.created).count() as u64);
     Ok(rows.len())
-}
-
-/// Accounts stuck in a transient status past its deadline move on, with the
-/// reason recorded: a browser that never started has `failed`; a QR nobody
-/// scanned, or a login that never became ready, is `logged_out` (its queued
-/// sends are then reassigned). Timed pauses are [`crate::health::resume_expired`]'s.
-pub async fn reap_stuck_accounts(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE mkt_wap_accounts SET \
-            status = CASE status WHEN 'starting' THEN 'failed' ELSE 'logged_out' END, \
-            status_reason = 'stuck in ' || status || ' past its deadline (' || \
-                to_char(status_deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || \
-                '); moved on by the scheduler', \
-            status_deadline = NULL, status_changed_at = now() \
-         WHERE status IN ('starting', 'qr_pending', 'authenticating') \
-           AND status_deadline IS NOT NULL AND status_deadline < now()",
-    )
-    .execute(pool)
-    .await?
-    .rows_affected())
 }

@@ -1,4 +1,5 @@
-//! Messages: the rows of `mkt_wap_messages` and the send jobs that deliver them.
+//! Creating messages: the rows of `mkt_wap_messages`, their first event and
+//! the send jobs that deliver them.
 //!
 //! Every producer (the API, the scheduler, retries) creates messages through
 //! [`create_batch`] — except a schedule's contact segment, which
@@ -14,59 +15,10 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::Source;
 use crate::jobs::send::{Content, MediaSource, SendJob};
 use crate::jobs::ChatId;
 use crate::queue::{store, NewJob, QueueError};
-
-/// Every status a message can have (`mkt_wap_messages.status`), in lifecycle
-/// order.
-pub const MESSAGE_STATUSES: [&str; 7] = [
-    "pending",
-    "queued",
-    "sending",
-    "sent",
-    "delivered",
-    "read",
-    "failed",
-];
-
-/// Who caused a message event (the event log's `source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// An HTTP request.
-    Api,
-    /// A schedule expansion.
-    Scheduler,
-    /// A worker acting on the account's session.
-    Worker,
-    /// The in-page ack watcher.
-    AckWatcher,
-    /// Reading a chat after the session came back.
-    CatchUp,
-    /// A retry request.
-    Retry,
-    /// The periodic sweeper.
-    Sweeper,
-    /// Reassignment to another account.
-    Reassign,
-}
-
-impl Source {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Api => "api",
-            Source::Scheduler => "scheduler",
-            Source::Worker => "worker",
-            Source::AckWatcher => "ack_watcher",
-            Source::CatchUp => "catch_up",
-            Source::Retry => "retry",
-            Source::Sweeper => "sweeper",
-            Source::Reassign => "reassign",
-        }
-    }
-}
 
 /// One message to create.
 #[derive(Debug, Clone)]

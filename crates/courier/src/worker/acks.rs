@@ -1,5 +1,5 @@
 //! Ack tracking: reading the ticks the page shows and turning each change
-//! into a forward-only status update with events ([`super::status::record_ack`]),
+//! into a forward-only status update with events ([`crate::message::status::record_ack`]),
 //! a health signal (deliveries and reads raise it; messages left undelivered
 //! past `delivery.undelivered_after` lower it) and the
 //! `courier_ack_latency_seconds` histogram by stage.
@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{status, Delivery};
+use super::handlers::Context;
+use crate::account::health::HealthEvent;
 use crate::browser::page::PageError;
 use crate::browser::SessionGuard;
-use crate::health::HealthEvent;
-use crate::messages::Source;
+use crate::message::status;
+use crate::message::Source;
 
 /// Errors of an ack pass.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,7 @@ pub enum AckError {
 }
 
 /// Records one observed ack level for a WhatsApp message id.
-pub(super) async fn apply(d: &Delivery, account: Uuid, wa_id: &str, level: i8, source: Source) {
+pub async fn apply(d: &Context, account: Uuid, wa_id: &str, level: i8, source: Source) {
     match status::record_ack(d.pool.db(), wa_id, level, source).await {
         Ok(c) => {
             if c.delivered {
@@ -57,7 +58,7 @@ pub(super) async fn apply(d: &Delivery, account: Uuid, wa_id: &str, level: i8, s
 
 /// Reads the ticks of the open chat's outgoing messages and records changes.
 pub async fn scan_open_chat(
-    d: &Delivery,
+    d: &Context,
     page: &SessionGuard,
     account: Uuid,
 ) -> Result<usize, AckError> {
@@ -83,7 +84,7 @@ pub fn next_look(newest_age: Duration, followup: Duration) -> Duration {
 /// what their ticks show, then flags messages undelivered for too long.
 /// Returns when to look again (`None`: nothing is waiting).
 pub async fn catch_up(
-    d: &Delivery,
+    d: &Context,
     page: &SessionGuard,
     account: Uuid,
 ) -> Result<Option<Duration>, AckError> {

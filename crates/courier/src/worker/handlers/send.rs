@@ -1,12 +1,10 @@
-//! Delivery: the `send`, `retry`, `discover` and `scrape` job handlers, and
-//! ack tracking. Registered for `queue.handler = "browser"` by
-//! [`crate::browser::browser_registry`].
+//! The `send` and `retry` jobs: one message through the account's page.
 //!
 //! # A send, end to end
 //!
 //! 1. The queue claims the job and reserves the budget slot; in the same
-//!    transaction the message becomes `sending` with `attempt_started_at`
-//!    ([`status::mark_sending_in`]).
+//!    statement the message becomes `sending` with `attempt_started_at`
+//!    (the message domain's claim policy, [`crate::message::claim_fragment`]).
 //! 2. If the message was already `sending` before this attempt (the worker
 //!    that tried it died, or the page never confirmed), the chat is read
 //!    first: an outgoing copy with the same text that no other message owns
@@ -15,21 +13,15 @@
 //! 3. Otherwise the page types (paced in proportion to the text length) and
 //!    sends; on the first server tick the row becomes `sent` with WhatsApp's
 //!    id, fenced by the lease.
-//! 4. Acks: after every send the open chat's ack icons are read; when a
-//!    session (re)starts, and `delivery.ack_followup` after the last send (a
-//!    `health_check` job), the chats of sent-but-unread messages are read
-//!    ([`acks`]). Each change is a forward-only update with its events.
+//! 4. Acks are the ack-tracking step's ([`crate::worker::acks`]): the ticks
+//!    the open chat shows now are recorded, and a follow-up `health_check`
+//!    job looks again after `delivery.ack_followup`.
 //!
 //! Failures: a quota refusal or page error is retried with the queue's
 //! backoff, lowers health, and after the job's last attempt (3) marks the
 //! message `failed`. Media that cannot be fetched or is too large fails the
 //! message at once (permanent).
 
-pub mod acks;
-pub mod directory;
-pub mod status;
-
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,54 +29,18 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
+use super::{retry, Context};
+use crate::account::health::HealthEvent;
 use crate::browser::page::{MediaSource, OutgoingMessage, PageError};
-use crate::browser::{BrowserHandlers, BrowserPool, SessionGuard};
-use crate::config::{DeliverySettings, HealthSettings, Settings};
-use crate::health::{self, HealthEvent};
-use crate::jobs::JobKind;
-use crate::messages::Source;
-use crate::queue::handler::{ClaimedJob, HandlerError, Handlers, JobHandler, Outcome};
-use crate::queue::Lease;
-use status::MessageRow;
+use crate::browser::SessionGuard;
+use crate::message::status::{self, MessageRow};
+use crate::message::{MessageStatus, Source};
+use crate::queue::handler::{ClaimedJob, HandlerError, JobHandler, Outcome};
+use crate::worker::acks;
 
-/// Everything the delivery handlers share.
+/// The `send` and `retry` handler.
 #[derive(Debug, Clone)]
-pub struct Delivery {
-    pool: Arc<BrowserPool>,
-    settings: DeliverySettings,
-    health: HealthSettings,
-    media_dir: PathBuf,
-    media_max_bytes: u64,
-    browser: BrowserHandlers,
-}
-
-fn retry(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Retryable(e.to_string())
-}
-
-/// Adds the delivery handlers to the browser registry: send, retry,
-/// discover, scrape, and a health check that also catches up acks.
-pub fn register(
-    handlers: Handlers,
-    browser: BrowserHandlers,
-    pool: Arc<BrowserPool>,
-    settings: &Settings,
-) -> Handlers {
-    let d = Arc::new(Delivery {
-        pool,
-        settings: settings.delivery.clone(),
-        health: settings.health.clone(),
-        media_dir: settings.browser.media_dir.clone(),
-        media_max_bytes: settings.browser.media_max_bytes,
-        browser,
-    });
-    handlers
-        .register(JobKind::Send, d.clone())
-        .register(JobKind::Retry, d.clone())
-        .register(JobKind::Discover, d.clone())
-        .register(JobKind::Scrape, d.clone())
-        .register(JobKind::HealthCheck, d)
-}
+pub struct Send(pub Arc<Context>);
 
 /// How simulated typing scales with the text (pure).
 pub fn typing_time(chars: usize, per_char: Duration, max: Duration) -> Duration {
@@ -110,47 +66,10 @@ fn known_not_sent(e: &PageError) -> bool {
     )
 }
 
-impl Delivery {
-    async fn health(&self, account: Uuid, ev: HealthEvent) {
-        if let Err(e) = health::record(self.pool.db(), account, ev, &self.health).await {
-            tracing::warn!(%account, error = %e, "recording a health event failed");
-        }
-    }
-
-    /// The account's session, ready on the main screen. A session that was
-    /// just opened (the account's session came back) first catches up acks.
-    async fn ready_session(&self, lease: &Lease) -> Result<SessionGuard, HandlerError> {
-        let session = match self.pool.session(lease).await {
-            Ok(s) => s,
-            Err(e) => return Err(retry(crate::error::chain(&e))),
-        };
-        let within = self.pool.settings().starting_deadline;
-        match session.wait_ready(within).await {
-            Ok(_) => {}
-            Err(e @ (PageError::LoggedOut | PageError::Blocked | PageError::Conflict)) => {
-                // The health check records the status (and the health hit),
-                // which stops this account's sends at the claim.
-                let _ = crate::browser::schedule_health_check(
-                    self.pool.db(),
-                    lease.account_id,
-                    Duration::ZERO,
-                )
-                .await;
-                return Err(retry(e));
-            }
-            Err(e) => return Err(retry(e)),
-        }
-        if session.is_fresh() {
-            if let Err(e) = acks::catch_up(self, &session, lease.account_id).await {
-                tracing::warn!(account_id = %lease.account_id, error = %e, "ack catch-up failed");
-            }
-        }
-        Ok(session)
-    }
-
+impl Send {
     async fn send(&self, job: &ClaimedJob, message_id: Uuid) -> Result<Outcome, HandlerError> {
         let lease = &job.lease.lease;
-        let db = self.pool.db();
+        let db = self.0.pool.db();
         let Some(msg) = status::load(db, message_id).await.map_err(retry)? else {
             return Err(HandlerError::Permanent(format!(
                 "message {message_id} does not exist"
@@ -161,16 +80,16 @@ impl Delivery {
                 "message {message_id} belongs to another account"
             )));
         }
-        match msg.status.as_str() {
-            "sent" | "delivered" | "read" => return Ok(Outcome::Completed),
-            "failed" => return Ok(Outcome::Completed),
-            "sending" => {}
+        match msg.status {
+            s if s.reached_whatsapp() => return Ok(Outcome::Completed),
+            MessageStatus::Failed => return Ok(Outcome::Completed),
+            MessageStatus::Sending => {}
             other => {
                 // No slot was reserved for it (e.g. queued again by hand).
                 return Err(retry(format!("message is `{other}`, not `sending`")));
             }
         }
-        let session = self.ready_session(lease).await?;
+        let session = self.0.ready_session(lease).await?;
         let interrupted = match (msg.attempt_started_at, job.job.attempted_at) {
             (Some(started), Some(claimed)) => started < claimed,
             _ => false,
@@ -189,8 +108,8 @@ impl Delivery {
         let typed = msg.chat_text().map(str::chars).map(Iterator::count);
         let pause = typing_time(
             typed.unwrap_or(0),
-            self.settings.typing_per_char,
-            self.settings.typing_max,
+            self.0.settings.typing_per_char,
+            self.0.settings.typing_max,
         );
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
@@ -200,7 +119,7 @@ impl Delivery {
         // than land outside the window the grant was counted in.
         if let Some(slot) = job.slot_at {
             let waited = Utc::now() - slot;
-            if waited.to_std().unwrap_or_default() > crate::budget::SEND_START_WITHIN {
+            if waited.to_std().unwrap_or_default() > crate::account::budget::SEND_START_WITHIN {
                 metrics::counter!(crate::metrics::MESSAGES, "status" => "slot_expired")
                     .increment(1);
                 return Ok(Outcome::Snooze {
@@ -213,8 +132,8 @@ impl Delivery {
             }
         }
         let result = self.type_and_send(&session, &msg).await;
-        if result.is_ok() && !self.settings.record_delay.is_zero() {
-            tokio::time::sleep(self.settings.record_delay).await;
+        if result.is_ok() && !self.0.settings.record_delay.is_zero() {
+            tokio::time::sleep(self.0.settings.record_delay).await;
         }
         match result {
             Ok(m) => self.record_sent(job, &session, &msg, &m, false).await,
@@ -243,7 +162,9 @@ impl Delivery {
                             | PageError::NoSuchChat(_)
                     )
                 {
-                    self.health(lease.account_id, HealthEvent::SendFailed).await;
+                    self.0
+                        .health(lease.account_id, HealthEvent::SendFailed)
+                        .await;
                 }
                 if matches!(e, PageError::QuotaRefused(_)) {
                     metrics::counter!(crate::metrics::MESSAGES, "status" => "refused").increment(1);
@@ -292,7 +213,7 @@ impl Delivery {
                     // Confined to the media directory, symlinks resolved,
                     // at send time against this worker's configuration.
                     (None, Some(p)) => MediaSource::Path(
-                        crate::media::confine(&self.media_dir, p, self.media_max_bytes)
+                        crate::media::confine(&self.0.media_dir, p, self.0.media_max_bytes)
                             .map_err(|e| PageError::Media(e.to_string()))?,
                     ),
                     (None, None) => return Err(PageError::Media("no media source".into())),
@@ -330,7 +251,7 @@ impl Delivery {
             return Ok(None);
         }
         let ids: Vec<String> = candidates.iter().map(|c| c.data_id.clone()).collect();
-        let owned = status::owned_wa_ids(self.pool.db(), &ids)
+        let owned = status::owned_wa_ids(self.0.pool.db(), &ids)
             .await
             .map_err(|e| PageError::WebDriver(e.to_string()))?;
         Ok(candidates.into_iter().find(|c| !owned.contains(&c.data_id)))
@@ -345,7 +266,7 @@ impl Delivery {
         adopted: bool,
     ) -> Result<Outcome, HandlerError> {
         let lease = &job.lease.lease;
-        let db = self.pool.db();
+        let db = self.0.pool.db();
         if !status::mark_sent(db, lease, job.job.id, msg.id, &m.data_id, adopted)
             .await
             .map_err(retry)?
@@ -359,53 +280,23 @@ impl Delivery {
                 .record(secs);
         }
         if let Some(level) = m.ack.map(|a| a.code()).filter(|c| *c >= 2) {
-            acks::apply(self, lease.account_id, &m.data_id, level, Source::Worker).await;
+            acks::apply(&self.0, lease.account_id, &m.data_id, level, Source::Worker).await;
         }
         // Acks of this chat's earlier messages, visible now at no cost.
-        if let Err(e) = acks::scan_open_chat(self, page, lease.account_id).await {
+        if let Err(e) = acks::scan_open_chat(&self.0, page, lease.account_id).await {
             tracing::debug!(error = %e, "reading the open chat's acks failed");
         }
         if let Err(e) =
-            crate::browser::schedule_health_check(db, lease.account_id, self.settings.ack_followup)
+            crate::worker::schedule_health_check(db, lease.account_id, self.0.settings.ack_followup)
                 .await
         {
             tracing::warn!(error = %e, "scheduling the ack follow-up failed");
         }
         Ok(Outcome::Completed)
     }
-
-    async fn health_check(&self, job: &ClaimedJob) -> Result<Outcome, HandlerError> {
-        let out = self.browser.handle(job).await?;
-        let lease = &job.lease.lease;
-        if job.lease.is_lost() {
-            return Ok(out);
-        }
-        let mut again = None;
-        if let Ok(session) = self.pool.session(lease).await {
-            if session.ensure_ready().await.is_ok() {
-                match acks::catch_up(self, &session, lease.account_id).await {
-                    Ok(next) => again = next,
-                    Err(e) => {
-                        tracing::warn!(account_id = %lease.account_id, error = %e, "ack catch-up failed");
-                        again = Some(self.settings.ack_followup);
-                    }
-                }
-            }
-        }
-        // Messages still waiting for acks: look again later, even if no
-        // send comes (acks arrive minutes or hours after the last one).
-        if let Some(after) = again {
-            if let Err(e) =
-                crate::browser::schedule_health_check(self.pool.db(), lease.account_id, after).await
-            {
-                tracing::warn!(error = %e, "scheduling the next ack look failed");
-            }
-        }
-        Ok(out)
-    }
 }
 
-impl JobHandler for Delivery {
+impl JobHandler for Send {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
         Box::pin(async move {
             let payload = &job.job.payload;
@@ -415,16 +306,7 @@ impl JobHandler for Delivery {
                     .and_then(|s| s.parse::<Uuid>().ok())
                     .ok_or_else(|| HandlerError::Permanent("payload has no message_id".into()))
             };
-            match job.job.job_kind() {
-                Some(JobKind::Send) | Some(JobKind::Retry) => self.send(job, message_id()?).await,
-                Some(JobKind::Discover) => directory::discover(self, job).await,
-                Some(JobKind::Scrape) => directory::scrape(self, job).await,
-                Some(JobKind::HealthCheck) => self.health_check(job).await,
-                _ => Err(HandlerError::Permanent(format!(
-                    "the delivery handler does not run `{}` jobs",
-                    job.job.kind
-                ))),
-            }
+            self.send(job, message_id()?).await
         })
     }
 }

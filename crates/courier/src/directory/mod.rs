@@ -1,5 +1,6 @@
-//! `discover` and `scrape`: what an account's page says about groups and
-//! their members, persisted. Discovery upserts `mkt_wap_groups` by WhatsApp
+//! The directory: groups, contacts and memberships, as accounts' pages show
+//! them (the `discover` and `scrape` handlers in `crate::worker::handlers`
+//! read the page; this module owns the writes). Discovery upserts `mkt_wap_groups` by WhatsApp
 //! group id (name, member count, the discovering account) and never touches
 //! admin metadata (region, state, district, segment tags). Scraping upserts
 //! one `mkt_wap_contacts` row per person (by E.164 phone, else by `@lid` id),
@@ -7,71 +8,24 @@
 //! and recomputes the denormalised `group_memberships` / `scraped_from_groups`.
 //! A rerun updates in place; departed members lose the membership.
 
-use std::time::Duration;
-
-use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::Delivery;
-use crate::browser::page::{PageError, Participant};
-use crate::browser::SessionGuard;
+use crate::browser::page::Participant;
 use crate::jobs::PhoneNumber;
-use crate::queue::handler::{ClaimedJob, HandlerError, Outcome};
 
-fn retry(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Retryable(e.to_string())
-}
-
-/// Reads the member count a group's info drawer shows (without scrolling).
-async fn member_count(page: &SessionGuard, group: &str) -> Result<Option<i32>, PageError> {
-    page.open_chat(group).await?;
-    let s = page.selectors().clone();
-    let title = page
-        .wait_for("conversation.header_title", &s.conversation.header_title)
-        .await?;
-    title.click().await.map_err(PageError::from)?;
-    page.wait_for("group_info.list", &s.group_info.list).await?;
-    let started = std::time::Instant::now();
-    let mut count = None;
-    while started.elapsed() < Duration::from_secs(3) {
-        let v = page
-            .client()
-            .execute(
-                "const c = document.querySelector(arguments[0]); \
-                 const m = c ? c.innerText.match(/(\\d+)/) : null; return m ? parseInt(m[1], 10) : null;",
-                vec![json!(s.group_info.member_count)],
-            )
-            .await
-            .map_err(PageError::from)?;
-        if let Some(n) = v.as_i64() {
-            count = Some(n as i32);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let close = page
-        .wait_for("group_info.close_button", &s.group_info.close_button)
-        .await?;
-    close.click().await.map_err(PageError::from)?;
-    Ok(count)
-}
-
-/// The `discover` handler.
-pub(super) async fn discover(d: &Delivery, job: &ClaimedJob) -> Result<Outcome, HandlerError> {
-    let lease = &job.lease.lease;
-    let session = d.ready_session(lease).await?;
-    let chats = session.chat_list().await.map_err(retry)?;
-    let mut found = Vec::new();
-    for c in chats.into_iter().filter(|c| c.id.ends_with("@g.us")) {
-        let count = member_count(&session, &c.id).await.map_err(retry)?;
-        found.push((c, count));
-    }
-    drop(session);
-    let db = d.pool.db();
-    let mut tx = db.begin().await.map_err(retry)?;
-    let mut ids = Vec::with_capacity(found.len());
-    for (c, count) in &found {
+/// Records what an account's chat list showed: upserts each group by its
+/// WhatsApp id (name, member count, the discovering account; admin metadata
+/// untouched), marks the account a member of each, and ends its membership
+/// of groups no longer listed. One transaction. Returns the groups' row ids.
+pub async fn save_discovered(
+    db: &PgPool,
+    account: Uuid,
+    groups: &[DiscoveredGroup],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let mut ids = Vec::with_capacity(groups.len());
+    for g in groups {
         let id: Uuid = sqlx::query_scalar(
             "INSERT INTO mkt_wap_groups (group_id, name, member_count, account_id) \
              VALUES ($1, $2, coalesce($3, 0), $4) \
@@ -80,13 +34,12 @@ pub(super) async fn discover(d: &Delivery, job: &ClaimedJob) -> Result<Outcome, 
                 account_id = coalesce(mkt_wap_groups.account_id, EXCLUDED.account_id) \
              RETURNING id",
         )
-        .bind(&c.id)
-        .bind(&c.name)
-        .bind(*count)
-        .bind(lease.account_id)
+        .bind(&g.wa_id)
+        .bind(&g.name)
+        .bind(g.member_count)
+        .bind(account)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(retry)?;
+        .await?;
         ids.push(id);
     }
     sqlx::query(
@@ -94,53 +47,37 @@ pub(super) async fn discover(d: &Delivery, job: &ClaimedJob) -> Result<Outcome, 
          SELECT $1, g, now() FROM unnest($2::uuid[]) g \
          ON CONFLICT (account_id, group_id) DO UPDATE SET seen_at = now()",
     )
-    .bind(lease.account_id)
+    .bind(account)
     .bind(&ids)
     .execute(&mut *tx)
-    .await
-    .map_err(retry)?;
+    .await?;
     // Groups the account is no longer in.
     sqlx::query("DELETE FROM mkt_wap_account_groups WHERE account_id = $1 AND group_id <> ALL($2)")
-        .bind(lease.account_id)
+        .bind(account)
         .bind(&ids)
         .execute(&mut *tx)
-        .await
-        .map_err(retry)?;
-    tx.commit().await.map_err(retry)?;
-    tracing::info!(account_id = %lease.account_id, groups = ids.len(), "groups discovered");
-    Ok(Outcome::Completed)
+        .await?;
+    tx.commit().await?;
+    Ok(ids)
 }
 
-/// The `scrape` handler.
-pub(super) async fn scrape(d: &Delivery, job: &ClaimedJob) -> Result<Outcome, HandlerError> {
-    let lease = &job.lease.lease;
-    let group: Uuid = job.job.payload["group_id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| HandlerError::Permanent("payload has no group_id".into()))?;
-    let db = d.pool.db();
-    let wa_group: Option<String> =
-        sqlx::query_scalar("SELECT group_id FROM mkt_wap_groups WHERE id = $1")
-            .bind(group)
-            .fetch_optional(db)
-            .await
-            .map_err(retry)?;
-    let wa_group =
-        wa_group.ok_or_else(|| HandlerError::Permanent(format!("group {group} does not exist")))?;
-    let session = d.ready_session(lease).await?;
-    let people = match session.participants(&wa_group).await {
-        Ok(p) => p,
-        Err(PageError::NoSuchChat(c)) => {
-            return Err(HandlerError::Permanent(format!(
-                "the account is not in group {c}"
-            )))
-        }
-        Err(e) => return Err(retry(e)),
-    };
-    drop(session);
-    let stored = save_members(db, group, &people).await.map_err(retry)?;
-    tracing::info!(account_id = %lease.account_id, %group, members = stored, "group scraped");
-    Ok(Outcome::Completed)
+/// A group as the chat list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredGroup {
+    /// WhatsApp's group id (`…@g.us`).
+    pub wa_id: String,
+    /// Its name.
+    pub name: String,
+    /// The member count the group info showed, if it showed one.
+    pub member_count: Option<i32>,
+}
+
+/// A group's WhatsApp id by its row id.
+pub async fn group_wa_id(db: &PgPool, group: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT group_id FROM mkt_wap_groups WHERE id = $1")
+        .bind(group)
+        .fetch_optional(db)
+        .await
 }
 
 /// A participant as a contact: (E.164 digits, wa id).

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::AccountStatus;
 use crate::queue::Lease;
 
 /// The states of the login lifecycle.
@@ -48,17 +49,34 @@ pub enum LoginState {
 }
 
 impl LoginState {
+    /// The account status this state is stored as.
+    pub fn account_status(self) -> AccountStatus {
+        match self {
+            LoginState::Inactive => AccountStatus::Inactive,
+            LoginState::Starting => AccountStatus::Starting,
+            LoginState::QrPending => AccountStatus::QrPending,
+            LoginState::Authenticating => AccountStatus::Authenticating,
+            LoginState::Ready => AccountStatus::Active,
+            LoginState::LoggedOut => AccountStatus::LoggedOut,
+            LoginState::Blocked => AccountStatus::Banned,
+            LoginState::Failed => AccountStatus::Failed,
+        }
+    }
+
     /// The `mkt_wap_accounts.status` value.
     pub fn status(self) -> &'static str {
+        self.account_status().as_str()
+    }
+
+    /// Where the state goes when its deadline passes with no progress: the
+    /// one rule for every place that decides it (the login run itself, and
+    /// the maintenance reaper for a run whose worker died). An unscanned QR
+    /// leaves the account `inactive` (not logged in, as before the login);
+    /// a page that never started or never became ready is `failed`.
+    pub fn on_deadline(self) -> LoginState {
         match self {
-            LoginState::Inactive => "inactive",
-            LoginState::Starting => "starting",
-            LoginState::QrPending => "qr_pending",
-            LoginState::Authenticating => "authenticating",
-            LoginState::Ready => "active",
-            LoginState::LoggedOut => "logged_out",
-            LoginState::Blocked => "banned",
-            LoginState::Failed => "failed",
+            LoginState::QrPending => LoginState::Inactive,
+            _ => LoginState::Failed,
         }
     }
 
@@ -294,19 +312,20 @@ impl LoginMachine {
             return None;
         }
         let waited = self.deadlines.of(self.state).unwrap_or_default();
+        let to = self.state.on_deadline();
         Some(match self.state {
             LoginState::Starting => self.go(
-                LoginState::Failed,
+                to,
                 now,
                 format!("the page showed neither a QR nor a session within {waited:?}"),
             ),
             LoginState::QrPending => self.go(
-                LoginState::Inactive,
+                to,
                 now,
                 format!("no scan within {waited:?}; start the login again"),
             ),
             _ => self.go(
-                LoginState::Failed,
+                to,
                 now,
                 format!(
                     "authenticated but not ready within {waited:?} (stuck loading or own number unreadable)"
@@ -417,13 +436,19 @@ pub async fn write_ready(
     Ok(r.rows_affected() == 1)
 }
 
+/// How long after a status deadline the reaper waits, so a live login run
+/// decides first.
+pub const REAP_GRACE: Duration = Duration::from_secs(5);
+
 /// Moves rows whose transient status outlived its deadline (plus `grace`,
-/// so a live login run decides first): `qr_pending` → `inactive`, `starting`
-/// and `authenticating` → `failed`, with the reason. Returns the rows moved.
+/// so a live login run decides first) by [`LoginState::on_deadline`]:
+/// `qr_pending` → `inactive`, `starting` and `authenticating` → `failed`,
+/// with the reason. Returns the rows moved. The maintenance service runs it
+/// (`crate::maintenance`); a test pins it to `on_deadline`.
 pub async fn reap_expired(pool: &PgPool, grace: Duration) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "UPDATE mkt_wap_accounts SET \
-             status = CASE status WHEN 'qr_pending' THEN 'inactive' ELSE 'failed' END, \
+             status = CASE status WHEN 'starting' THEN $2 WHEN 'qr_pending' THEN $3 ELSE $4 END, \
              status_reason = 'no progress in ' || status || ' before its deadline (' || \
                  to_char(status_deadline, 'YYYY-MM-DD HH24:MI:SS') || ' UTC); the login run ended', \
              status_changed_at = now(), status_deadline = NULL, qr_token = NULL, qr_expires_at = NULL \
@@ -435,6 +460,9 @@ pub async fn reap_expired(pool: &PgPool, grace: Duration) -> Result<u64, sqlx::E
         days: 0,
         microseconds: grace.as_micros() as i64,
     })
+    .bind(LoginState::Starting.on_deadline().status())
+    .bind(LoginState::QrPending.on_deadline().status())
+    .bind(LoginState::Authenticating.on_deadline().status())
     .execute(pool)
     .await?
     .rows_affected())

@@ -5,10 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::messages::Source;
+use super::{MessageStatus, Source};
 use crate::queue::Lease;
 
 /// The lease check: a write for an account only lands while its lease is ours.
@@ -23,7 +23,7 @@ pub struct MessageRow {
     /// The sending account.
     pub account_id: Option<Uuid>,
     /// Current status.
-    pub status: String,
+    pub status: MessageStatus,
     /// text, image, video, document, link.
     pub message_type: String,
     /// Where it goes.
@@ -65,34 +65,6 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<MessageRow>, sqlx::E
     .bind(id)
     .fetch_optional(pool)
     .await
-}
-
-/// Inside the budget reservation's transaction: moves the message of a
-/// `send`/`retry` job to `sending`, stamping the attempt start, with its
-/// event. A message already `sending` (an earlier attempt's outcome is
-/// unknown) keeps its original attempt start, so the next attempt can look
-/// for a copy sent after it.
-pub async fn mark_sending_in(
-    conn: &mut PgConnection,
-    job_id: Uuid,
-    slot_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH j AS (SELECT (payload->>'message_id')::uuid AS mid, attempt FROM queue_jobs \
-                    WHERE id = $1 AND kind IN ('send', 'retry')), \
-         upd AS (UPDATE mkt_wap_messages m SET status = 'sending', sending_at = now(), \
-                    attempt_started_at = now(), job_id = $1, error_message = NULL, waiting_reason = NULL \
-                 FROM j WHERE m.id = j.mid AND m.status IN ('pending', 'queued') \
-                 RETURNING m.id, j.attempt) \
-         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-         SELECT id, 'sending', 'worker', jsonb_build_object('job_id', $1, 'attempt', attempt, 'slot_at', $2::timestamptz) \
-         FROM upd",
-    )
-    .bind(job_id)
-    .bind(slot_at)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// `sending` → `sent` with WhatsApp's id (fenced by the lease). `adopted`

@@ -27,11 +27,11 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::assign::{self, Choice, Need};
-use super::SchedulerError;
+use super::MaintenanceError;
 use crate::config::Settings;
 use crate::jobs::send::SendJob;
 use crate::queue::{store, NewJob};
+use crate::scheduler::assign::{self, Choice, Need};
 
 /// Most rows one pass handles (the next pass takes the rest).
 const PASS_LIMIT: i64 = 10_000;
@@ -54,7 +54,7 @@ fn interval(d: Duration) -> sqlx::postgres::types::PgInterval {
 }
 
 /// Moves not-started send jobs off unavailable accounts.
-pub async fn reassign(pool: &PgPool, settings: &Settings) -> Result<Reassigned, SchedulerError> {
+pub async fn reassign(pool: &PgPool, settings: &Settings) -> Result<Reassigned, MaintenanceError> {
     let mut tx = pool.begin().await?;
     // Jobs never attempted (attempt 0, no send started): moving them cannot
     // duplicate a send. A job whose outcome is unknown stays with its account,
@@ -175,7 +175,7 @@ pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
 pub async fn hold_unknown_outcomes(
     pool: &PgPool,
     settings: &Settings,
-) -> Result<i64, SchedulerError> {
+) -> Result<i64, MaintenanceError> {
     let held: (i64,) = sqlx::query_as(
         "WITH h AS (              SELECT j.id AS job, m.id AS message,                     format('%s: a send was attempted on account %s, which is %s; only its chat                             can confirm it, so it is held there and never re-sent from another                             account', $2::text, a.id,                            CASE WHEN a.status = 'paused' THEN 'paused (' || coalesce(a.pause_reason, 'no reason') || ')'                                 ELSE a.status END) AS reason              FROM queue_jobs j              JOIN mkt_wap_accounts a ON a.id = j.account_id              JOIN mkt_wap_messages m ON m.id = (j.payload->>'message_id')::uuid AND m.job_id = j.id              WHERE j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable')                AND (j.attempt > 0 OR j.rescues > 0 OR m.attempt_started_at IS NOT NULL)                AND m.status IN ('queued', 'sending')                AND (a.status IN ('banned', 'logged_out', 'failed')                     OR (a.status = 'paused' AND (                         (a.paused_until IS NULL AND a.status_changed_at < now() - $1)                         OR a.paused_until > now() + $1)))),          jm AS (UPDATE queue_jobs j SET waiting_reason = h.reason FROM h                 WHERE j.id = h.job AND j.waiting_reason IS DISTINCT FROM h.reason                   AND j.state IN ('available', 'scheduled', 'retryable')),          mm AS (UPDATE mkt_wap_messages m SET waiting_reason = h.reason FROM h                 WHERE m.id = h.message AND m.waiting_reason IS DISTINCT FROM h.reason)          SELECT count(*) FROM h",
     )
@@ -221,7 +221,7 @@ async fn withdraw_to_pending(
 /// Gives pending messages (no account yet) an account and a send job when one
 /// is eligible; otherwise refreshes their waiting reason. Returns how many got
 /// an account.
-pub async fn assign_pending(pool: &PgPool, settings: &Settings) -> Result<usize, SchedulerError> {
+pub async fn assign_pending(pool: &PgPool, settings: &Settings) -> Result<usize, MaintenanceError> {
     let mut tx = pool.begin().await?;
     #[allow(clippy::type_complexity)]
     let rows: Vec<(
@@ -317,7 +317,7 @@ pub async fn assign_pending(pool: &PgPool, settings: &Settings) -> Result<usize,
 
 /// Withdraws the not-yet-started messages of cancelled schedules. Returns how
 /// many were withdrawn.
-pub async fn withdraw_cancelled(pool: &PgPool) -> Result<usize, SchedulerError> {
+pub async fn withdraw_cancelled(pool: &PgPool) -> Result<usize, MaintenanceError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
         "SELECT m.id, m.job_id FROM mkt_con_schedule s \

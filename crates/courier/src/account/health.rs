@@ -14,7 +14,7 @@
 //!
 //! Recovery therefore happens over time through deliveries and reads. The
 //! score is clamped to 0..=100. At or below `health.caution` the budget caps
-//! are halved ([`crate::budget::Limits::effective`]); below
+//! are halved ([`crate::account::budget::Limits::effective`]); below
 //! `health.pause_below` the account is paused for `health.pause_for` with the
 //! reason recorded, and resumes by itself at the deadline ([`resume_expired`]).
 //! Pauses can also be set by hand ([`pause`] with no deadline) and lifted by

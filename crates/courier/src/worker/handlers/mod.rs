@@ -1,0 +1,95 @@
+//! One handler per job kind. Each is a thin type over the shared [`Context`]
+//! and does its one job; what two of them share lives beside them
+//! ([`super::drive`], [`super::acks`]).
+
+pub mod discover;
+pub mod health_check;
+pub mod login;
+pub mod scrape;
+pub mod send;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::drive::PageDriver;
+use crate::account::health::{self, HealthEvent};
+use crate::browser::page::PageError;
+use crate::browser::{BrowserPool, SessionGuard};
+use crate::config::{DeliverySettings, HealthSettings, Settings};
+use crate::queue::handler::HandlerError;
+use crate::queue::Lease;
+
+/// What the browser handlers share: the sessions, the settings they read,
+/// and the page driver.
+#[derive(Debug)]
+pub struct Context {
+    pub(crate) pool: Arc<BrowserPool>,
+    pub(crate) settings: DeliverySettings,
+    pub(crate) health: HealthSettings,
+    pub(crate) media_dir: PathBuf,
+    pub(crate) media_max_bytes: u64,
+    pub(crate) driver: PageDriver,
+}
+
+impl Context {
+    /// The context of a worker's handlers.
+    pub fn new(pool: Arc<BrowserPool>, settings: &Settings) -> Self {
+        Self {
+            driver: PageDriver::new(
+                pool.clone(),
+                settings.health.clone(),
+                settings.queue.job_timeout,
+            ),
+            pool,
+            settings: settings.delivery.clone(),
+            health: settings.health.clone(),
+            media_dir: settings.browser.media_dir.clone(),
+            media_max_bytes: settings.browser.media_max_bytes,
+        }
+    }
+
+    /// Records a health event for the account; a failure is logged, never
+    /// fails the job (the score is a signal, the job's outcome is not).
+    pub(crate) async fn health(&self, account: Uuid, ev: HealthEvent) {
+        if let Err(e) = health::record(self.pool.db(), account, ev, &self.health).await {
+            tracing::warn!(%account, error = %e, "recording a health event failed");
+        }
+    }
+
+    /// The account's session, ready on the main screen. A session that was
+    /// just opened (the account's session came back) first catches up acks
+    /// ([`super::acks::catch_up`]), its own step before the job's.
+    pub(crate) async fn ready_session(&self, lease: &Lease) -> Result<SessionGuard, HandlerError> {
+        let session = match self.pool.session(lease).await {
+            Ok(s) => s,
+            Err(e) => return Err(retry(crate::error::chain(&e))),
+        };
+        let within = self.pool.settings().starting_deadline;
+        match session.wait_ready(within).await {
+            Ok(_) => {}
+            Err(e @ (PageError::LoggedOut | PageError::Blocked | PageError::Conflict)) => {
+                // The health check records the status (and the health hit),
+                // which stops this account's sends at the claim.
+                let _ =
+                    super::schedule_health_check(self.pool.db(), lease.account_id, Duration::ZERO)
+                        .await;
+                return Err(retry(e));
+            }
+            Err(e) => return Err(retry(e)),
+        }
+        if session.is_fresh() {
+            if let Err(e) = super::acks::catch_up(self, &session, lease.account_id).await {
+                tracing::warn!(account_id = %lease.account_id, error = %e, "ack catch-up failed");
+            }
+        }
+        Ok(session)
+    }
+}
+
+/// A failure worth another attempt.
+pub(crate) fn retry(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Retryable(e.to_string())
+}

@@ -1,0 +1,88 @@
+//! The worker's side of a job: what runs each kind on the account's browser
+//! session.
+//!
+//! - [`handlers`]: one file per job kind (send and retry, discover, scrape,
+//!   login, health check), each doing its one job. This is the one place that
+//!   joins the browser adapter, the domain modules and the queue's handler
+//!   trait.
+//! - [`drive`]: the page drive through the login lifecycle that the login
+//!   and health-check handlers share.
+//! - [`acks`]: ack tracking, its own step: reading ticks, forward-only
+//!   updates, the health signal of deliveries and reads, and the undelivered
+//!   deadline.
+//!
+//! [`registry`] builds the browser pool and the handlers for
+//! `queue.handler = "browser"`, with the message domain's claim policy
+//! ([`crate::message::CLAIM_POLICY`]).
+
+pub mod acks;
+pub mod drive;
+pub mod handlers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::browser::{BrowserError, BrowserPool, Selectors};
+use crate::config::Settings;
+use crate::jobs::JobKind;
+use crate::queue::handler::Handlers;
+use crate::queue::NewJob;
+
+/// Builds the browser pool and the handler registry for `queue.handler = "browser"`.
+pub async fn registry(
+    settings: &Settings,
+    db: &sqlx::PgPool,
+) -> Result<(Handlers, Arc<BrowserPool>), BrowserError> {
+    let selectors = Selectors::load_default().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot load config/selectors.toml; using the built-in copy");
+        Selectors::builtin()
+    });
+    let pool = BrowserPool::start(db.clone(), &settings.browser, selectors).await?;
+    let ctx = Arc::new(handlers::Context::new(pool.clone(), settings));
+    let handlers = Handlers::new()
+        .with_policy(crate::message::CLAIM_POLICY)
+        .register(JobKind::Send, Arc::new(handlers::send::Send(ctx.clone())))
+        .register(JobKind::Retry, Arc::new(handlers::send::Send(ctx.clone())))
+        .register(
+            JobKind::Discover,
+            Arc::new(handlers::discover::Discover(ctx.clone())),
+        )
+        .register(
+            JobKind::Scrape,
+            Arc::new(handlers::scrape::Scrape(ctx.clone())),
+        )
+        .register(
+            JobKind::Login,
+            Arc::new(handlers::login::Login(ctx.clone())),
+        )
+        .register(
+            JobKind::HealthCheck,
+            Arc::new(handlers::health_check::HealthCheck(ctx)),
+        );
+    Ok((handlers, pool))
+}
+
+/// Enqueues the account's next health check `after` from now (idempotent per
+/// interval slot, so a chain never forks). `after` zero means "check now"
+/// and always enqueues.
+pub async fn schedule_health_check(
+    db: &sqlx::PgPool,
+    account: Uuid,
+    after: Duration,
+) -> Result<(), crate::queue::QueueError> {
+    let at = chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+    let slot = at.timestamp() / after.as_secs().max(1) as i64;
+    let job = NewJob::new(
+        account,
+        &crate::jobs::maintenance::HealthCheckJob {
+            account_id: account,
+        },
+    )?
+    .run_at(at)
+    .priority(50)
+    .idempotency_key((!after.is_zero()).then(|| format!("health_check:{account}:{slot}")));
+    crate::queue::enqueue(db, &job).await?;
+    Ok(())
+}
