@@ -562,7 +562,7 @@ impl Settings {
         if self.browser.media_max_bytes == 0 {
             return invalid("browser.media_max_bytes", "must be at least 1");
         }
-        if let Err(e) = crate::media::AddressPolicy::new(&self.browser.media_allow_cidrs) {
+        if let Err(e) = crate::media::address::AddressPolicy::new(&self.browser.media_allow_cidrs) {
             return invalid("browser.media_allow_cidrs", &e.to_string());
         }
         if let Err(e) = self.budget.quiet_hours() {
