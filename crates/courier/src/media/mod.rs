@@ -506,10 +506,6 @@ fn clone_refusal(m: &MediaError) -> Option<MediaError> {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
     #[test]
     fn urls_are_checked_for_scheme_and_literal_hosts() {
         let p = AddressPolicy::default();
