@@ -26,6 +26,7 @@ pub mod message;
 pub mod metrics;
 pub mod queue;
 pub mod scheduler;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod worker;

@@ -94,9 +94,9 @@ impl AccountStatus {
     }
 
     /// The SQL list of [`is_unavailable`](Self::is_unavailable) statuses,
-    /// `('banned', 'logged_out', 'failed')`, for statements that decide the
+    /// `('logged_out', 'banned', 'failed')`, for statements that decide the
     /// same thing on the server.
-    pub const UNAVAILABLE_SQL: &'static str = "('banned', 'logged_out', 'failed')";
+    pub const UNAVAILABLE_SQL: &'static str = "('logged_out', 'banned', 'failed')";
 }
 
 impl fmt::Display for AccountStatus {

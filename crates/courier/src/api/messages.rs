@@ -213,6 +213,8 @@ pub struct SendResult {
     pub messages: Vec<MessageView>,
 }
 
+// Why one long handler: it is the request's validation, field by field, in
+// the order the errors are reported, then one call to create the messages.
 /// Send a message (enqueue): 202 with the queued message(s); 200 with the
 /// existing ones for a repeated idempotency key.
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessage,

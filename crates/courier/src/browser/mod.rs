@@ -14,13 +14,15 @@
 //! See `docs/browser.md`.
 
 pub mod driver;
+pub mod hub;
 pub mod page;
 pub mod selectors;
 pub mod session;
 pub mod snapshot;
 
 pub use driver::{ChromeDriver, DriverError, DriverOptions};
+pub use hub::WebDriverHub;
 pub use page::{ChatSummary, MediaSource, OutgoingMessage, PageError, Participant, WhatsAppPage};
 pub use selectors::{AckLevel, Selectors};
-pub use session::{BrowserError, BrowserPool, SessionGuard, WebDriverHub};
+pub use session::{BrowserError, BrowserPool, SessionGuard};
 pub use snapshot::{SnapshotError, SnapshotKey};

@@ -54,6 +54,10 @@ pub struct Resolved {
     pub invalid: usize,
 }
 
+/// Why one long function: groups, filters, contacts and numbers are read in
+/// turn into one de-duplicated recipient list (`push` keeps the first of each
+/// chat); apart, each part would need that set and the counters passed along.
+///
 /// Reads the rows behind `spec`, except its segment tags: a segment can be
 /// large, and is expanded on the server ([`super::segment`]).
 pub async fn resolve(conn: &mut PgConnection, spec: &TargetSpec) -> Result<Resolved, sqlx::Error> {

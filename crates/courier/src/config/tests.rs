@@ -1,0 +1,101 @@
+//! Tests of `config`.
+
+use super::*;
+
+fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(Sources {
+        dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")),
+        vars: Some(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn defaults_load_and_validate() {
+    let s = load(&[]).unwrap();
+    assert!(s.database.url.is_none());
+    assert_eq!(s.embedded.database, "courier");
+}
+
+#[test]
+fn env_vars_override_nested_keys() {
+    let s = load(&[
+        ("COURIER__DATABASE__MAX_CONNECTIONS", "7"),
+        ("COURIER__API__LISTEN", "0.0.0.0:9000"),
+    ])
+    .unwrap();
+    assert_eq!(s.database.max_connections, 7);
+    assert_eq!(s.api.listen.port(), 9000);
+}
+
+#[test]
+fn bad_value_names_the_key() {
+    let err = load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "lots")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_connections"), "{err}");
+    let err = load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.max_connections"), "{err}");
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let err = load(&[("COURIER__DATABASE__MAX_CONECTIONS", "3")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_conections"), "{err}");
+}
+
+#[test]
+fn secrets_are_redacted_everywhere() {
+    let s = load(&[
+        ("COURIER__DATABASE__URL", "postgres://u:hunter2hunter2@h/db"),
+        ("COURIER__API__TOKEN", "tok-0123456789abcdef"),
+    ])
+    .unwrap();
+    let shown = format!("{s:?}\n{}", s.to_redacted_toml());
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    assert!(shown.contains("[redacted]"));
+    assert_eq!(s.api.token.unwrap().expose(), "tok-0123456789abcdef");
+}
+
+#[test]
+fn bad_database_url_is_refused() {
+    let err = load(&[("COURIER__DATABASE__URL", "mysql://x")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.url"), "{err}");
+}
+
+#[test]
+fn builtin_defaults_validate() {
+    Settings::defaults().validate().unwrap();
+}
+
+#[test]
+fn media_settings_are_validated_with_the_key_named() {
+    let mut s = Settings::defaults();
+    assert!(
+        s.browser.media_allow_cidrs.is_empty(),
+        "public addresses only by default"
+    );
+    s.browser.media_allow_cidrs = vec!["10.0.0.0/8".into(), "fd00::/8".into()];
+    s.validate().unwrap();
+    s.browser.media_allow_cidrs = vec!["10.0.0.0/33".into()];
+    let e = s.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("browser.media_allow_cidrs") && e.contains("10.0.0.0/33"),
+        "{e}"
+    );
+    let mut s = Settings::defaults();
+    s.browser.media_timeout = std::time::Duration::ZERO;
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("browser.media_timeout"), "{e}");
+}

@@ -1,0 +1,145 @@
+//! The cross-field and range rules of [`Settings`]: every bad value is refused
+//! at start with its key named.
+
+use std::time::Duration;
+
+use super::{ConfigError, Settings};
+
+impl Settings {
+    /// Why one long function: it is the list of rules, one per key, read top
+    /// to bottom; split by section, a key's rule would be harder to find.
+    /// Cross-field and range rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.database.connect_timeout.is_zero() {
+            return invalid("database.connect_timeout", "must be longer than 0s");
+        }
+        if let Some(url) = &self.database.url {
+            let u = url.expose();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return invalid(
+                    "database.url",
+                    "must start with postgres:// or postgresql://",
+                );
+            }
+        }
+        if self.embedded.data_dir.as_os_str().is_empty() {
+            return invalid("embedded.data_dir", "must not be empty");
+        }
+        if !is_identifier(&self.embedded.database) {
+            return invalid(
+                "embedded.database",
+                "must be a plain identifier (letters, digits, underscore)",
+            );
+        }
+        if let Some(token) = &self.api.token {
+            if token.expose().len() < 16 {
+                return invalid("api.token", "must be at least 16 characters");
+            }
+        }
+        if self.queue.capacity == 0 {
+            return invalid("queue.capacity", "must be at least 1");
+        }
+        if self.queue.heartbeat_interval * 2 > self.queue.lease_ttl {
+            return invalid(
+                "queue.heartbeat_interval",
+                "must be at most half of queue.lease_ttl",
+            );
+        }
+        if self.queue.max_rescues < 1 {
+            return invalid("queue.max_rescues", "must be at least 1");
+        }
+        if !matches!(
+            self.queue.handler.as_str(),
+            "browser" | "noop-record" | "noop"
+        ) {
+            return invalid("queue.handler", "must be one of browser, noop-record, noop");
+        }
+        if let Some(key) = &self.browser.session_key {
+            if crate::browser::snapshot::SnapshotKey::parse(key.expose()).is_err() {
+                return invalid(
+                    "browser.session_key",
+                    "must be 32 bytes written as 64 hex characters",
+                );
+            }
+        }
+        if !self.browser.page_url.starts_with("http://")
+            && !self.browser.page_url.starts_with("https://")
+        {
+            return invalid("browser.page_url", "must be an http(s) URL");
+        }
+        if self.browser.command_timeout.is_zero() {
+            return invalid("browser.command_timeout", "must be longer than 0s");
+        }
+        if self.browser.media_timeout.is_zero() {
+            return invalid("browser.media_timeout", "must be longer than 0s");
+        }
+        if self.browser.media_max_bytes == 0 {
+            return invalid("browser.media_max_bytes", "must be at least 1");
+        }
+        if let Err(e) = crate::media::address::AddressPolicy::new(&self.browser.media_allow_cidrs) {
+            return invalid("browser.media_allow_cidrs", &e.to_string());
+        }
+        if let Err(e) = self.budget.quiet_hours() {
+            return invalid("budget.quiet_hours", &e);
+        }
+        if !(0..=100).contains(&self.health.caution)
+            || !(0..=100).contains(&self.health.pause_below)
+            || self.health.pause_below > self.health.caution
+        {
+            return invalid(
+                "health.pause_below",
+                "thresholds must be 0..=100 with pause_below <= caution",
+            );
+        }
+        if self.scheduler.tick.is_zero() || self.scheduler.leader_retry.is_zero() {
+            return invalid(
+                "scheduler.tick",
+                "scheduler.tick and scheduler.leader_retry must be longer than 0s",
+            );
+        }
+        if self.scheduler.batch_size == 0 {
+            return invalid("scheduler.batch_size", "must be at least 1");
+        }
+        for (key, d) in [
+            (
+                "scheduler.health_check_interval",
+                self.scheduler.health_check_interval,
+            ),
+            (
+                "scheduler.discover_interval",
+                self.scheduler.discover_interval,
+            ),
+            ("scheduler.sweep_interval", self.scheduler.sweep_interval),
+            ("scheduler.reap_interval", self.scheduler.reap_interval),
+            ("scheduler.prune_interval", self.scheduler.prune_interval),
+            (
+                "scheduler.reassign_interval",
+                self.scheduler.reassign_interval,
+            ),
+        ] {
+            if d < Duration::from_secs(1) {
+                return invalid(key, "must be at least 1s");
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "is not a valid tracing filter directive");
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}

@@ -1,0 +1,55 @@
+//! Every SQL statement of the queue engine.
+//!
+//! Writes a worker makes for an account take the account's lease row `FOR
+//! SHARE` and check `epoch = $epoch AND owner = $owner` in the same statement:
+//! a takeover (which updates that row) waits for them, and after a takeover
+//! they match nothing. A fenced write returns `false` / `None`; the caller must
+//! stop driving the account.
+//!
+//! Times come from the database clock (`now()`, `clock_timestamp()`), so
+//! several machines with drifting clocks agree.
+
+use std::time::Duration;
+
+/// States the claim considers (with `run_at <= now()`).
+pub(crate) const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
+
+/// Only maintenance kinds run for a logged-out or banned account: its other
+/// jobs stay queued (never claimed, never failed) until it logs in again or
+/// the scheduler re-assigns them. `{a}` is the account id expression.
+macro_rules! session_gate {
+    ($a:literal) => {
+        concat!(
+            "(kind IN ('login', 'health_check') OR NOT EXISTS (SELECT 1 FROM mkt_wap_accounts g \
+             WHERE g.id = ",
+            $a,
+            " AND g.status IN ('logged_out', 'banned')))"
+        )
+    };
+}
+
+fn interval(d: Duration) -> sqlx::postgres::types::PgInterval {
+    sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: d.as_micros().min(i64::MAX as u128) as i64,
+    }
+}
+
+/// The lease check shared by fenced writes: a CTE named `lease`.
+const LEASE_CTE: &str = "lease AS (SELECT 1 FROM account_leases \
+     WHERE account_id = $1 AND epoch = $2 AND owner = $3 FOR SHARE)";
+
+mod claim;
+mod enqueue;
+mod jobs;
+mod lease;
+mod round;
+mod work;
+
+pub use claim::*;
+pub use enqueue::*;
+pub use jobs::*;
+pub use lease::*;
+pub use round::*;
+pub use work::*;
