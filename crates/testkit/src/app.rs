@@ -18,6 +18,7 @@
 use std::net::SocketAddr;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -291,13 +292,14 @@ impl TestApp {
     }
 
     /// `POST path` with the token and `body` as JSON (see [`TestApp::send`]).
-    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.send(self.request(Method::POST, path).json(body)).await
+    pub async fn post_json(&self, path: &str, body: impl Serialize) -> (StatusCode, Value) {
+        self.send(self.request(Method::POST, path).json(&body))
+            .await
     }
 
     /// `PATCH path` with the token and `body` as JSON (see [`TestApp::send`]).
-    pub async fn patch_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.send(self.request(Method::PATCH, path).json(body))
+    pub async fn patch_json(&self, path: &str, body: impl Serialize) -> (StatusCode, Value) {
+        self.send(self.request(Method::PATCH, path).json(&body))
             .await
     }
 
