@@ -3,65 +3,11 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use courier::api::{self, AppState};
-use courier_testkit::{fresh_database, TestDb};
-
-const TOKEN: &str = "test-token-0123456789";
-
-struct App {
-    base: String,
-    http: reqwest::Client,
-    db: TestDb,
-}
-
-impl App {
-    async fn spawn() -> App {
-        let db = fresh_database().await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(db.pool.clone(), TOKEN);
-        tokio::spawn(api::serve(listener, state, std::future::pending()));
-        App {
-            base,
-            http: reqwest::Client::new(),
-            db,
-        }
-    }
-
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-    }
-
-    async fn send(&self, rb: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = rb.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.req(reqwest::Method::GET, path)).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.req(reqwest::Method::POST, path).json(&body))
-            .await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.req(reqwest::Method::PATCH, path).json(&body))
-            .await
-    }
-}
+use courier_testkit::{spawn_app, TestApp, TestDb, TEST_TOKEN as TOKEN};
 
 #[tokio::test]
 async fn every_protected_route_requires_the_token() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     for path in [
         "/v1/accounts",
         "/v1/groups",
@@ -105,9 +51,9 @@ async fn every_protected_route_requires_the_token() {
 
 #[tokio::test]
 async fn accounts_are_created_validated_and_listed() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let (s, a) = app
-        .post("/v1/accounts", json!({"account_name": "Sales 1", "phone_number": "+44 7700 900123", "timezone": "Asia/Kolkata"}))
+        .post_json("/v1/accounts", json!({"account_name": "Sales 1", "phone_number": "+44 7700 900123", "timezone": "Asia/Kolkata"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{a}");
     assert_eq!(a["phone_number"], "447700900123");
@@ -151,14 +97,14 @@ async fn accounts_are_created_validated_and_listed() {
             StatusCode::BAD_REQUEST,
         ),
     ] {
-        let (s, e) = app.post("/v1/accounts", body.clone()).await;
+        let (s, e) = app.post_json("/v1/accounts", body.clone()).await;
         assert_eq!(s, status, "{body} -> {e}");
         assert_eq!(e["field"], field, "{body} -> {e}");
         assert!(e["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
     // A phone number belongs to one account.
     let (s, e) = app
-        .post(
+        .post_json(
             "/v1/accounts",
             json!({"account_name": "dup", "phone_number": "447700900123"}),
         )
@@ -175,7 +121,7 @@ async fn accounts_are_created_validated_and_listed() {
     // A body that is not JSON at all.
     let (s, e) = app
         .send(
-            app.req(reqwest::Method::POST, "/v1/accounts")
+            app.request(reqwest::Method::POST, "/v1/accounts")
                 .header("content-type", "application/json")
                 .body("{"),
         )
@@ -183,7 +129,7 @@ async fn accounts_are_created_validated_and_listed() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     let (s, e) = app
         .send(
-            app.req(reqwest::Method::POST, "/v1/accounts")
+            app.request(reqwest::Method::POST, "/v1/accounts")
                 .body("account_name=x"),
         )
         .await;
@@ -201,12 +147,12 @@ async fn seed_group(db: &TestDb, gid: &str, name: &str) -> uuid::Uuid {
 
 #[tokio::test]
 async fn groups_are_filtered_and_tagged() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let g1 = seed_group(&app.db, "120363000000000001@g.us", "Poultry Farmers Pune").await;
     let _g2 = seed_group(&app.db, "120363000000000002@g.us", "Feed Dealers Nashik").await;
 
     let (s, g) = app
-        .patch(&format!("/v1/groups/{g1}"), json!({"region": "west", "district": "Pune", "segment_tags": ["farmer", "layer", "farmer"]}))
+        .patch_json(&format!("/v1/groups/{g1}"), json!({"region": "west", "district": "Pune", "segment_tags": ["farmer", "layer", "farmer"]}))
         .await;
     assert_eq!(s, StatusCode::OK, "{g}");
     assert_eq!(g["segment_tags"], json!(["farmer", "layer"]));
@@ -227,7 +173,7 @@ async fn groups_are_filtered_and_tagged() {
 
     // Patching only the region keeps the tags.
     let (_, g) = app
-        .patch(&format!("/v1/groups/{g1}"), json!({"region": "north"}))
+        .patch_json(&format!("/v1/groups/{g1}"), json!({"region": "north"}))
         .await;
     assert_eq!(g["segment_tags"], json!(["farmer", "layer"]));
 
@@ -235,7 +181,7 @@ async fn groups_are_filtered_and_tagged() {
         (json!({"segment_tags": ["ok", " "]}), "segment_tags[1]"),
         (json!({"region": "x".repeat(101)}), "region"),
     ] {
-        let (s, e) = app.patch(&format!("/v1/groups/{g1}"), body).await;
+        let (s, e) = app.patch_json(&format!("/v1/groups/{g1}"), body).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e["field"], field);
     }
@@ -244,16 +190,16 @@ async fn groups_are_filtered_and_tagged() {
     let (s, _) = app.get("/v1/groups?color=red").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = app
-        .patch(&format!("/v1/groups/{}", uuid::Uuid::new_v4()), json!({}))
+        .patch_json(&format!("/v1/groups/{}", uuid::Uuid::new_v4()), json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn seed_routes_speak_camel_case() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let (s, a) = app
-        .post(
+        .post_json(
             "/whatsapp/accounts",
             json!({"accountName": "Legacy", "phoneNumber": "919876543210"}),
         )
@@ -265,7 +211,7 @@ async fn seed_routes_speak_camel_case() {
     let g = seed_group(&app.db, "120363000000000003@g.us", "Legacy group").await;
     let (s, g) = app
         .send(
-            app.req(reqwest::Method::PUT, &format!("/whatsapp/groups/{g}"))
+            app.request(reqwest::Method::PUT, &format!("/whatsapp/groups/{g}"))
                 .json(&json!({"segmentTags": ["broiler"]})),
         )
         .await;
@@ -278,9 +224,9 @@ async fn seed_routes_speak_camel_case() {
 
 #[tokio::test]
 async fn stats_count_by_status() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     for name in ["a", "b"] {
-        app.post("/v1/accounts", json!({"account_name": name}))
+        app.post_json("/v1/accounts", json!({"account_name": name}))
             .await;
     }
     let (s, st) = app.get("/v1/stats").await;
@@ -292,7 +238,7 @@ async fn stats_count_by_status() {
 
 #[tokio::test]
 async fn openapi_describes_every_route_and_its_errors() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let doc: Value = app
         .http
         .get(format!("{}/openapi.json", app.base))
@@ -319,7 +265,7 @@ async fn openapi_describes_every_route_and_its_errors() {
 
 #[tokio::test]
 async fn unknown_routes_are_404_json() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let (s, e) = app.get("/v1/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(e["error"], "not_found");
@@ -327,7 +273,7 @@ async fn unknown_routes_are_404_json() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_not_by_id() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let id = uuid::Uuid::new_v4();
     app.get(&format!("/v1/accounts/{id}")).await;
     courier::metrics::sample_database(
@@ -337,7 +283,7 @@ async fn metrics_count_requests_by_route_not_by_id() {
     .await
     .unwrap();
     let resp = app
-        .req(reqwest::Method::GET, "/metrics")
+        .request(reqwest::Method::GET, "/metrics")
         .send()
         .await
         .unwrap();
@@ -360,9 +306,9 @@ async fn metrics_count_requests_by_route_not_by_id() {
     assert!(!text.contains(TOKEN));
 }
 
-async fn account(app: &App, name: &str) -> String {
+async fn account(app: &TestApp, name: &str) -> String {
     let (s, a) = app
-        .post("/v1/accounts", json!({"account_name": name}))
+        .post_json("/v1/accounts", json!({"account_name": name}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
     a["id"].as_str().unwrap().to_string()
@@ -370,19 +316,19 @@ async fn account(app: &App, name: &str) -> String {
 
 #[tokio::test]
 async fn jobs_enqueue_idempotently_list_and_cancel() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let acc = account(&app, "jobs").await;
     let body = json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "idempotency_key": "d-1"});
-    let (s, j) = app.post("/v1/jobs", body.clone()).await;
+    let (s, j) = app.post_json("/v1/jobs", body.clone()).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{j}");
     assert_eq!(j["state"], "available");
-    let (s, again) = app.post("/v1/jobs", body).await;
+    let (s, again) = app.post_json("/v1/jobs", body).await;
     assert_eq!(s, StatusCode::OK, "a repeated key returns the existing job");
     assert_eq!(again["id"], j["id"]);
     // The key may come in a header too.
     let hdr = app
         .send(
-            app.req(reqwest::Method::POST, "/v1/jobs")
+            app.request(reqwest::Method::POST, "/v1/jobs")
                 .header("Idempotency-Key", "d-2")
                 .json(&json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "run_at": "2099-01-01T00:00:00Z"})),
         )
@@ -402,10 +348,14 @@ async fn jobs_enqueue_idempotently_list_and_cancel() {
     assert!(page2["next"].is_null());
 
     let id = j["id"].as_str().unwrap();
-    let (s, c) = app.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    let (s, c) = app
+        .post_json(&format!("/v1/jobs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{c}");
     assert_eq!(c["state"], "cancelled");
-    let (s, e) = app.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    let (s, e) = app
+        .post_json(&format!("/v1/jobs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     let (s, _) = app.get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4())).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -432,7 +382,7 @@ async fn jobs_enqueue_idempotently_list_and_cancel() {
             "priority",
         ),
     ] {
-        let (s, e) = app.post("/v1/jobs", body.clone()).await;
+        let (s, e) = app.post_json("/v1/jobs", body.clone()).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {e}");
         assert_eq!(e["field"], field, "{body} -> {e}");
     }
@@ -442,12 +392,12 @@ async fn jobs_enqueue_idempotently_list_and_cancel() {
 
 #[tokio::test]
 async fn job_batches_are_all_or_nothing() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let acc = account(&app, "batch").await;
     let good = |i: usize| json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "idempotency_key": format!("b-{i}")});
     let mut jobs: Vec<Value> = (0..500).map(good).collect();
     jobs.push(json!({"kind": "discover", "account_id": acc, "payload": {}}));
-    let (s, e) = app.post("/v1/jobs/batch", json!({"jobs": jobs})).await;
+    let (s, e) = app.post_json("/v1/jobs/batch", json!({"jobs": jobs})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(e["field"], "jobs[500].payload");
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_jobs")
@@ -457,12 +407,12 @@ async fn job_batches_are_all_or_nothing() {
     assert_eq!(n, 0, "nothing is queued when one job is bad");
 
     let jobs: Vec<Value> = (0..500).map(good).collect();
-    let (s, out) = app.post("/v1/jobs/batch", json!({"jobs": jobs})).await;
+    let (s, out) = app.post_json("/v1/jobs/batch", json!({"jobs": jobs})).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(out.as_array().unwrap().len(), 500);
     assert!(out.as_array().unwrap().iter().all(|i| i["created"] == true));
     let (_, again) = app
-        .post(
+        .post_json(
             "/v1/jobs/batch",
             json!({"jobs": (0..3).map(good).collect::<Vec<_>>()}),
         )
@@ -475,16 +425,18 @@ async fn job_batches_are_all_or_nothing() {
     assert_eq!(again[0]["id"], out[0]["id"]);
 
     let too_many: Vec<Value> = (0..10_001).map(good).collect();
-    let (s, e) = app.post("/v1/jobs/batch", json!({"jobs": too_many})).await;
+    let (s, e) = app
+        .post_json("/v1/jobs/batch", json!({"jobs": too_many}))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(e["field"], "jobs");
-    let (s, _) = app.post("/v1/jobs/batch", json!({"jobs": []})).await;
+    let (s, _) = app.post_json("/v1/jobs/batch", json!({"jobs": []})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]
 async fn messages_are_validated_queued_listed_and_retried() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let acc = account(&app, "sender").await;
     let other = account(&app, "other").await;
     let gid = seed_group(&app.db, "120363000000000009@g.us", "Farmers").await;
@@ -496,7 +448,7 @@ async fn messages_are_validated_queued_listed_and_retried() {
         .unwrap();
 
     let (s, r) = app
-        .post("/v1/messages", json!({"account_id": acc, "channel_type": "group", "target_group_id": gid, "message_text": "Hello farmers", "idempotency_key": "m-1"}))
+        .post_json("/v1/messages", json!({"account_id": acc, "channel_type": "group", "target_group_id": gid, "message_text": "Hello farmers", "idempotency_key": "m-1"}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{r}");
     let m = &r["messages"][0];
@@ -504,13 +456,13 @@ async fn messages_are_validated_queued_listed_and_retried() {
     assert_eq!(m["target_chat_id"], "120363000000000009@g.us");
     assert!(m["job_id"].is_string());
     let (s, again) = app
-        .post("/v1/messages", json!({"account_id": acc, "channel_type": "group", "target_group_id": gid, "message_text": "Hello farmers", "idempotency_key": "m-1"}))
+        .post_json("/v1/messages", json!({"account_id": acc, "channel_type": "group", "target_group_id": gid, "message_text": "Hello farmers", "idempotency_key": "m-1"}))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(again["messages"][0]["id"], m["id"]);
 
     let (s, b) = app
-        .post("/v1/messages", json!({"account_id": acc, "channel_type": "broadcast", "recipients": ["+44 7700 900001", "447700900002@c.us", "+447700900001"], "message_type": "link", "link_url": "https://example.com/offer", "message_text": "See"}))
+        .post_json("/v1/messages", json!({"account_id": acc, "channel_type": "broadcast", "recipients": ["+44 7700 900001", "447700900002@c.us", "+447700900001"], "message_type": "link", "link_url": "https://example.com/offer", "message_text": "See"}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     assert_eq!(
@@ -533,7 +485,7 @@ async fn messages_are_validated_queued_listed_and_retried() {
 
     // Retry only failed messages, at most max_retries times.
     let (s, e) = app
-        .post(&format!("/v1/messages/{id}/retry"), json!({}))
+        .post_json(&format!("/v1/messages/{id}/retry"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     sqlx::query("UPDATE mkt_wap_messages SET status = 'failed', error_message = 'quota' WHERE id = $1::uuid")
@@ -542,7 +494,7 @@ async fn messages_are_validated_queued_listed_and_retried() {
         .await
         .unwrap();
     let (s, r) = app
-        .post(&format!("/v1/messages/{id}/retry"), json!({}))
+        .post_json(&format!("/v1/messages/{id}/retry"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{r}");
     assert_eq!(r["status"], "queued");
@@ -561,7 +513,7 @@ async fn messages_are_validated_queued_listed_and_retried() {
     .await
     .unwrap();
     let (s, e) = app
-        .post(&format!("/v1/messages/{id}/retry"), json!({}))
+        .post_json(&format!("/v1/messages/{id}/retry"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
 
@@ -618,7 +570,7 @@ async fn messages_are_validated_queued_listed_and_retried() {
             "content_id",
         ),
     ] {
-        let (s, e) = app.post("/v1/messages", body.clone()).await;
+        let (s, e) = app.post_json("/v1/messages", body.clone()).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
         assert_eq!(e["field"], field, "{e}");
     }
@@ -638,7 +590,7 @@ async fn messages_are_validated_queued_listed_and_retried() {
     .await
     .unwrap();
     let (s, r) = app
-        .post("/v1/messages", json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900003", "message_text": "hi", "campaign_id": campaign, "content_id": content}))
+        .post_json("/v1/messages", json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900003", "message_text": "hi", "campaign_id": campaign, "content_id": content}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{r}");
     assert_eq!(r["messages"][0]["campaign_id"], campaign.to_string());
@@ -647,10 +599,10 @@ async fn messages_are_validated_queued_listed_and_retried() {
 
 #[tokio::test]
 async fn accounts_pause_resume_limits_and_show_their_budget() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let acc = account(&app, "budgeted").await;
     let (s, a) = app
-        .patch(&format!("/v1/accounts/{acc}/limits"), json!({"rate_limit_config": {"per_minute": 2, "per_hour": 30, "per_day": 100, "quiet_hours": {"start": "22:00", "end": "07:00"}}}))
+        .patch_json(&format!("/v1/accounts/{acc}/limits"), json!({"rate_limit_config": {"per_minute": 2, "per_hour": 30, "per_day": 100, "quiet_hours": {"start": "22:00", "end": "07:00"}}}))
         .await;
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(a["daily_usage_limit"], 100);
@@ -668,7 +620,7 @@ async fn accounts_pause_resume_limits_and_show_their_budget() {
         (json!([1, 2]), "rate_limit_config"),
     ] {
         let (s, e) = app
-            .patch(
+            .patch_json(
                 &format!("/v1/accounts/{acc}/limits"),
                 json!({"rate_limit_config": cfg}),
             )
@@ -698,7 +650,7 @@ async fn accounts_pause_resume_limits_and_show_their_budget() {
     assert!(d["lease"].is_null());
 
     let (s, p) = app
-        .post(
+        .post_json(
             &format!("/v1/accounts/{acc}/pause"),
             json!({"reason": "campaign review"}),
         )
@@ -708,20 +660,20 @@ async fn accounts_pause_resume_limits_and_show_their_budget() {
     assert_eq!(p["pause_reason"], "campaign review");
     assert!(p["paused_until"].is_null());
     let (s, r) = app
-        .post(&format!("/v1/accounts/{acc}/resume"), json!({}))
+        .post_json(&format!("/v1/accounts/{acc}/resume"), json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["status"], "active");
     let (s, _) = app
-        .post(&format!("/v1/accounts/{acc}/resume"), json!({}))
+        .post_json(&format!("/v1/accounts/{acc}/resume"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     let (s, e) = app
-        .post(&format!("/v1/accounts/{acc}/pause"), json!({"reason": ""}))
+        .post_json(&format!("/v1/accounts/{acc}/pause"), json!({"reason": ""}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     let (s, _) = app
-        .post(
+        .post_json(
             &format!("/v1/accounts/{acc}/pause"),
             json!({"reason": "x", "until": "2000-01-01T00:00:00Z"}),
         )
@@ -731,10 +683,10 @@ async fn accounts_pause_resume_limits_and_show_their_budget() {
 
 #[tokio::test]
 async fn seed_message_routes_take_camel_case_bodies() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let acc = account(&app, "legacy-sender").await;
     let (s, m) = app
-        .post("/whatsapp/messages", json!({"accountId": acc, "messageType": "text", "messageText": "Hello from PoultryCo!", "channelType": "individual", "targetPhone": "+919876543210"}))
+        .post_json("/whatsapp/messages", json!({"accountId": acc, "messageType": "text", "messageText": "Hello from PoultryCo!", "channelType": "individual", "targetPhone": "+919876543210"}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{m}");
     assert_eq!(m["status"], "queued");
@@ -748,7 +700,7 @@ async fn seed_message_routes_take_camel_case_bodies() {
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     let (s, e) = app
-        .post(
+        .post_json(
             "/whatsapp/messages",
             json!({"accountId": acc, "channelType": "individual", "bogusField": 1}),
         )
@@ -756,22 +708,22 @@ async fn seed_message_routes_take_camel_case_bodies() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert_eq!(e["field"], "bogusField");
     let (s, _) = app
-        .post(&format!("/whatsapp/messages/{id}/retry"), json!({}))
+        .post_json(&format!("/whatsapp/messages/{id}/retry"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 }
 
 #[tokio::test]
 async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let acc = account(&app, "qr").await;
     let (s, j) = app
-        .post(&format!("/v1/accounts/{acc}/login"), json!({}))
+        .post_json(&format!("/v1/accounts/{acc}/login"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{j}");
     assert_eq!(j["kind"], "login");
     let (s, again) = app
-        .post(&format!("/v1/accounts/{acc}/login"), json!({}))
+        .post_json(&format!("/v1/accounts/{acc}/login"), json!({}))
         .await;
     assert_eq!(
         s,
@@ -785,7 +737,7 @@ async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
     assert_eq!(s, StatusCode::OK);
     assert!(q["qr_token"].is_null());
     let r = app
-        .req(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
+        .request(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
         .header("accept", "image/svg+xml")
         .send()
         .await
@@ -802,7 +754,7 @@ async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
     assert_eq!(q["qr_token"], "2@abc,def,ghi,jkl,1");
     assert!(q["qr_expires_at"].is_string());
     let r = app
-        .req(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
+        .request(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
         .header("accept", "image/svg+xml")
         .send()
         .await
@@ -810,7 +762,7 @@ async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
     assert_eq!(r.headers()["content-type"], "image/svg+xml");
     assert!(r.text().await.unwrap().starts_with("<?xml"));
     let r = app
-        .req(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
+        .request(reqwest::Method::GET, &format!("/v1/accounts/{acc}/qr"))
         .header("accept", "image/png")
         .send()
         .await
@@ -834,7 +786,7 @@ async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
 
     // Logout keeps the jobs and marks the account.
     let (s, out) = app
-        .post(&format!("/v1/accounts/{acc}/logout"), json!({}))
+        .post_json(&format!("/v1/accounts/{acc}/logout"), json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(out["status"], "logged_out");
@@ -844,14 +796,14 @@ async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
         .await
         .unwrap();
     let (s, _) = app
-        .post(&format!("/v1/accounts/{acc}/login"), json!({}))
+        .post_json(&format!("/v1/accounts/{acc}/login"), json!({}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "a banned account cannot log in");
 }
 
 #[tokio::test]
 async fn the_login_page_needs_the_token_and_shows_qr_then_connected() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let acc = account(&app, "Page <test>").await;
     let page = |token: Option<&str>| {
         let mut url = format!("{}/ui/accounts/{acc}/login", app.base);
@@ -891,15 +843,17 @@ async fn the_login_page_needs_the_token_and_shows_qr_then_connected() {
 
 #[tokio::test]
 async fn discover_and_scrape_enqueue_browser_jobs() {
-    let app = App::spawn().await;
+    let app = spawn_app().await;
     let acc = account(&app, "disc").await;
     let (s, j) = app
-        .post(&format!("/v1/accounts/{acc}/groups/discover"), json!({}))
+        .post_json(&format!("/v1/accounts/{acc}/groups/discover"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{j}");
     assert_eq!(j["kind"], "discover");
     let g = seed_group(&app.db, "120363000000000077@g.us", "g").await;
-    let (s, e) = app.post(&format!("/v1/groups/{g}/scrape"), json!({})).await;
+    let (s, e) = app
+        .post_json(&format!("/v1/groups/{g}/scrape"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "no member account yet: {e}");
     sqlx::query("INSERT INTO mkt_wap_account_groups (account_id, group_id) VALUES ($1::uuid, $2)")
         .bind(&acc)
@@ -908,26 +862,26 @@ async fn discover_and_scrape_enqueue_browser_jobs() {
         .await
         .unwrap();
     let (s, j) = app
-        .send(app.req(reqwest::Method::POST, &format!("/v1/groups/{g}/scrape")))
+        .send(app.request(reqwest::Method::POST, &format!("/v1/groups/{g}/scrape")))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{j}");
     assert_eq!(j["payload"]["group_id"], g.to_string());
     let (s, e) = app
-        .post(
+        .post_json(
             &format!("/v1/groups/{g}/scrape"),
             json!({"account_id": uuid::Uuid::new_v4()}),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     let (s, _) = app
-        .post(
+        .post_json(
             &format!("/v1/groups/{}/scrape", uuid::Uuid::new_v4()),
             json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, j) = app
-        .post(
+        .post_json(
             &format!("/whatsapp/groups/{g}/scrape-contacts"),
             json!({"accountId": acc}),
         )

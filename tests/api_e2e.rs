@@ -6,44 +6,25 @@
 use std::time::{Duration, Instant};
 
 use courier::browser::driver::{ChromeDriver, DriverOptions};
-use courier::browser::SnapshotKey;
-use courier::config::{Secret, Settings};
-use courier::queue::runtime::Runtime;
-use courier_sim::{SimConfig, Simulator};
-use courier_testkit::fresh_database;
+use courier_sim::SimConfig;
+use courier_testkit::TestApp;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "e2e-token-0123456789";
 const PHONE: &str = "447700900321";
 
-struct Http {
-    base: String,
-    c: reqwest::Client,
+/// `GET path`, which must answer 200.
+async fn get(api: &TestApp, path: &str) -> Value {
+    let (s, v) = api.get(path).await;
+    assert_eq!(s, 200, "GET {path}: {v}");
+    v
 }
 
-impl Http {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self
-            .c
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn get(&self, path: &str) -> Value {
-        let (s, v) = self.call(reqwest::Method::GET, path, None).await;
-        assert_eq!(s, 200, "GET {path}: {v}");
-        v
-    }
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (s, v) = self.call(reqwest::Method::POST, path, Some(body)).await;
-        assert!((200..300).contains(&s), "POST {path}: {s} {v}");
-        v
-    }
+/// `POST path` with `body`, which must succeed.
+async fn post(api: &TestApp, path: &str, body: Value) -> Value {
+    let (s, v) = api.post_json(path, body).await;
+    assert!(s.is_success(), "POST {path}: {s} {v}");
+    v
 }
 
 async fn until<F, Fut>(what: &str, secs: u64, mut f: F)
@@ -60,70 +41,43 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
-    let db = fresh_database().await.unwrap();
-    let sim = Simulator::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SimConfig {
+    // The API and a browser worker on the simulator, as `courier run` would
+    // start them.
+    let api = TestApp::builder()
+        .token(TOKEN)
+        .simulator(SimConfig {
             first_ref: Duration::from_secs(20),
             next_ref: Duration::from_secs(10),
             loading: Duration::from_millis(300),
             ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let ctl = sim.control();
-    let dirs = tempfile::tempdir().unwrap();
-
-    let mut s = Settings::defaults();
-    s.queue.handler = "browser".into();
-    s.queue.capacity = 2;
-    s.queue.poll_interval = Duration::from_millis(200);
-    s.delivery.typing_per_char = Duration::ZERO;
-    s.browser.page_url = format!("{}/?account={{account}}", sim.url());
-    s.browser.profiles_dir = dirs.path().join("profiles");
-    s.browser.media_dir = dirs.path().join("media");
-    s.browser.session_key = Some(Secret::new(SnapshotKey::random().to_hex()));
-    s.api.token = Some(Secret::new(TOKEN));
-    s.validate().unwrap();
-
-    // The API and a worker, as `courier run` would start them.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = courier::api::AppState::new(db.pool.clone(), TOKEN).with_settings(s.clone());
-    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
-    let (handlers, browser) = courier::worker::registry(&s, &db.pool).await.unwrap();
-    let runtime = Runtime::new(db.pool.clone(), &s, handlers);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(async move {
-        runtime
-            .run_until(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    let api = Http {
-        base: base.clone(),
-        c: reqwest::Client::new(),
-    };
+        })
+        .worker()
+        .settings(|s| {
+            s.queue.capacity = 2;
+            s.queue.poll_interval = Duration::from_millis(200);
+            s.delivery.typing_per_char = Duration::ZERO;
+        })
+        .spawn()
+        .await;
+    let ctl = api.sim_control();
+    let base = api.base.clone();
 
     // 1. Create the account and start its login.
-    let acc = api
-        .post("/v1/accounts", json!({"account_name": "E2E"}))
-        .await;
+    let acc = post(&api, "/v1/accounts", json!({"account_name": "E2E"})).await;
     let id = acc["id"].as_str().unwrap().to_string();
     ctl.create_account(&id, Some(PHONE)).await.unwrap();
-    let job = api
-        .post(&format!("/v1/accounts/{id}/login"), json!({}))
-        .await;
+    let job = post(&api, &format!("/v1/accounts/{id}/login"), json!({})).await;
     assert_eq!(job["kind"], "login");
 
     // 2. The login page, in a real browser, shows the QR.
     let viewer = ChromeDriver::start(DriverOptions::default()).await.unwrap();
-    let page = viewer.session(&dirs.path().join("viewer")).await.unwrap();
+    let page = viewer
+        .session(&api.dir.path().join("viewer"))
+        .await
+        .unwrap();
     let login_url = format!("{base}/ui/accounts/{id}/login?token={TOKEN}");
     until("the QR in the database", 60, || async {
-        api.get(&format!("/v1/accounts/{id}/qr")).await["qr_token"].is_string()
+        get(&api, &format!("/v1/accounts/{id}/qr")).await["qr_token"].is_string()
     })
     .await;
     page.goto(&login_url).await.unwrap();
@@ -136,7 +90,7 @@ async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
     .await;
     let shot = page.screenshot().await.unwrap();
     assert_eq!(&shot[..8], b"\x89PNG\r\n\x1a\n");
-    std::fs::write(dirs.path().join("login-qr.png"), &shot).unwrap();
+    std::fs::write(api.dir.path().join("login-qr.png"), &shot).unwrap();
     let text = page
         .find(fantoccini::Locator::Css("#status"))
         .await
@@ -147,15 +101,15 @@ async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
     assert!(text.contains("Scan this code"), "{text}");
 
     // 3. The phone scans the QR the API serves; the account becomes active.
-    let qr = api.get(&format!("/v1/accounts/{id}/qr")).await;
+    let qr = get(&api, &format!("/v1/accounts/{id}/qr")).await;
     let token = qr["qr_token"].as_str().unwrap();
     ctl.scan(&id, token, PHONE).await.unwrap();
     until("status active", 60, || async {
-        api.get(&format!("/v1/accounts/{id}")).await["status"] == "active"
+        get(&api, &format!("/v1/accounts/{id}")).await["status"] == "active"
     })
     .await;
     assert_eq!(
-        api.get(&format!("/v1/accounts/{id}")).await["phone_number"],
+        get(&api, &format!("/v1/accounts/{id}")).await["phone_number"],
         PHONE
     );
 
@@ -168,7 +122,7 @@ async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
     })
     .await;
     let shot = page.screenshot().await.unwrap();
-    std::fs::write(dirs.path().join("login-connected.png"), &shot).unwrap();
+    std::fs::write(api.dir.path().join("login-connected.png"), &shot).unwrap();
     assert!(shot.len() > 1000);
     page.close().await.unwrap();
 
@@ -179,35 +133,37 @@ async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
     ctl.create_group("Layer Farmers", participants, &[id.as_str()])
         .await
         .unwrap();
-    api.post(&format!("/v1/accounts/{id}/groups/discover"), json!({}))
-        .await;
+    post(
+        &api,
+        &format!("/v1/accounts/{id}/groups/discover"),
+        json!({}),
+    )
+    .await;
     until("the group to be discovered", 60, || async {
-        api.get("/v1/groups")
+        get(&api, "/v1/groups")
             .await
             .as_array()
             .is_some_and(|a| a.len() == 1)
     })
     .await;
-    let group = api.get("/v1/groups").await[0].clone();
+    let group = get(&api, "/v1/groups").await[0].clone();
     assert_eq!(group["name"], "Layer Farmers");
     let gid = group["id"].as_str().unwrap().to_string();
-    api.post(&format!("/v1/groups/{gid}/scrape"), json!({}))
-        .await;
+    post(&api, &format!("/v1/groups/{gid}/scrape"), json!({})).await;
     until("the members to be scraped", 60, || async {
-        api.get("/v1/stats").await["contacts"] == 25
+        get(&api, "/v1/stats").await["contacts"] == 25
     })
     .await;
 
     // 6. Send to the group and watch it reach `read`.
-    let sent = api
-        .post("/v1/messages", json!({"account_id": id, "channel_type": "group", "target_group_id": gid, "message_text": "Layer mash 10% off this week"}))
+    let sent = post(&api, "/v1/messages", json!({"account_id": id, "channel_type": "group", "target_group_id": gid, "message_text": "Layer mash 10% off this week"}))
         .await;
     let mid = sent["messages"][0]["id"].as_str().unwrap().to_string();
     until("the message to be read", 90, || async {
-        api.get(&format!("/v1/messages/{mid}")).await["status"] == "read"
+        get(&api, &format!("/v1/messages/{mid}")).await["status"] == "read"
     })
     .await;
-    let detail = api.get(&format!("/v1/messages/{mid}")).await;
+    let detail = get(&api, &format!("/v1/messages/{mid}")).await;
     let statuses: Vec<&str> = detail["events"]
         .as_array()
         .unwrap()
@@ -230,7 +186,5 @@ async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
         "exactly one copy reached WhatsApp"
     );
 
-    let _ = stop_tx.send(());
-    worker.await.unwrap().unwrap();
-    browser.shutdown().await;
+    api.shutdown().await.unwrap();
 }

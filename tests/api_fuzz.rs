@@ -6,8 +6,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
 
-use courier::api::{self, AppState};
-use courier_testkit::fresh_database;
+use courier_testkit::{insert_account, TestApp};
 
 const TOKEN: &str = "fuzz-token-0123456789";
 
@@ -111,39 +110,41 @@ fn value(ids: Vec<String>) -> impl Strategy<Value = Value> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_generated_input_produces_a_server_error() {
-    let db = fresh_database().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(
-        listener,
-        AppState::new(db.pool.clone(), TOKEN),
-        std::future::pending(),
-    ));
+/// The API with [`TOKEN`] and a client without keep-alive, over a database
+/// holding an account and a group (`group_id`) attached to it, whose ids
+/// the generators use.
+async fn spawn_with_rows(group_id: &str) -> (TestApp, uuid::Uuid, uuid::Uuid) {
     // No keep-alive: the server may answer a malformed request before reading
     // its body and then close the connection (correct HTTP); a pooled client
     // can send the next request into that closing connection and get
     // `IncompleteMessage` (seen once in CI, not reproducible with the seed).
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-
-    // Real rows so generated ids sometimes hit existing records.
-    let account: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO mkt_wap_accounts (account_name) VALUES ('fuzz') RETURNING id",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let app = TestApp::builder()
+        .token(TOKEN)
+        .http_client(
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        )
+        .spawn()
+        .await;
+    let account = insert_account(app.pool(), "fuzz").await;
     let group: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO mkt_wap_groups (group_id, name, account_id) VALUES ('120363000000000001@g.us', 'g', $1) RETURNING id",
+        "INSERT INTO mkt_wap_groups (group_id, name, account_id) VALUES ($1, 'g', $2) RETURNING id",
     )
+    .bind(group_id)
     .bind(account)
-    .fetch_one(&db.pool)
+    .fetch_one(app.pool())
     .await
     .unwrap();
+    (app, account, group)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_generated_input_produces_a_server_error() {
+    // Real rows so generated ids sometimes hit existing records.
+    let (app, account, group) = spawn_with_rows("120363000000000001@g.us").await;
+    let (base, http) = (&app.base, &app.http);
     let ids = vec![
         account.to_string(),
         group.to_string(),
@@ -468,35 +469,8 @@ impl Gen<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_survives_inputs_generated_from_its_schema() {
-    let db = fresh_database().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(
-        listener,
-        AppState::new(db.pool.clone(), TOKEN),
-        std::future::pending(),
-    ));
-    // No keep-alive: the server may answer a malformed request before reading
-    // its body and then close the connection (correct HTTP); a pooled client
-    // can send the next request into that closing connection and get
-    // `IncompleteMessage` (seen once in CI, not reproducible with the seed).
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let account: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO mkt_wap_accounts (account_name) VALUES ('fuzz') RETURNING id",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    let group: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO mkt_wap_groups (group_id, name, account_id) VALUES ('120363000000000002@g.us', 'g', $1) RETURNING id",
-    )
-    .bind(account)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (app, account, group) = spawn_with_rows("120363000000000002@g.us").await;
+    let (base, http) = (&app.base, &app.http);
     let doc: Value = http
         .get(format!("{base}/openapi.json"))
         .send()

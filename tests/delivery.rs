@@ -19,7 +19,8 @@ use courier::jobs::{ChatId, MessageBody};
 use courier::message::{create_batch, NewMessage, Source};
 use courier::queue::NewJob;
 use courier_sim::{SimConfig, SimControl, Simulator};
-use courier_testkit::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestDb};
+use courier_testkit::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestApp, TestDb};
+use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -461,13 +462,9 @@ async fn quota_refusals_retry_with_backoff_then_fail_after_three_attempts_and_lo
         .faults(&a.to_string(), json!({ "refuse_sends": false }))
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = courier::api::AppState::new(env.db.pool.clone(), "test-token-0123456789");
-    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/messages/{}/retry", ids[0]))
-        .bearer_auth("test-token-0123456789")
+    let api = TestApp::builder().database(env.db.clone()).spawn().await;
+    let r = api
+        .request(Method::POST, &format!("/v1/messages/{}/retry", ids[0]))
         .send()
         .await
         .unwrap();

@@ -9,6 +9,9 @@
 //! Prometheus's HTTP API: each must parse, and each panel query must return at
 //! least one series (a panel showing "no data" fails the test).
 //!
+//! Without `/usr/bin/prometheus` that test fails, unless
+//! `COURIER_TEST_SKIP_PROMETHEUS=1` is set: then it prints why and skips.
+//!
 //! Grafana itself is not packaged here, so the dashboard JSON is checked
 //! structurally for what Grafana's file provisioning needs (see
 //! docs/operations.md, "How the dashboards are checked").
@@ -18,11 +21,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use courier::account::login::start_login;
-use courier::config::{Secret, Settings};
-use courier::queue::runtime::Runtime;
+use courier::config::Settings;
 use courier::worker::schedule_health_check;
-use courier_sim::{SimConfig, Simulator};
-use courier_testkit::fresh_database;
+use courier_sim::SimConfig;
+use courier_testkit::{insert_account, TestApp};
+use reqwest::Method;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -272,11 +275,11 @@ impl Prom {
     }
 }
 
-fn settings(sim: &Simulator, dirs: &Path) -> Settings {
-    let mut s = Settings::defaults();
-    s.api.token = Some(Secret::new(TOKEN));
+/// The test's settings on top of the kit's (token, simulator page, profile
+/// and media directories, session key, browser handler): `/metrics` without
+/// the token, as Prometheus scrapes it, and short queue and browser timings.
+fn tweak(s: &mut Settings) {
     s.api.metrics_public = true;
-    s.queue.handler = "browser".into();
     s.queue.capacity = 2;
     s.queue.lease_ttl = Duration::from_secs(3);
     s.queue.heartbeat_interval = Duration::from_millis(500);
@@ -285,20 +288,12 @@ fn settings(sim: &Simulator, dirs: &Path) -> Settings {
     s.queue.job_timeout = Duration::from_secs(60);
     s.queue.shutdown_grace = Duration::from_secs(5);
     let b = &mut s.browser;
-    b.page_url = format!("{}/?account={{account}}", sim.url());
-    b.profiles_dir = dirs.join("profiles");
-    b.media_dir = dirs.join("media");
     b.starting_deadline = Duration::from_secs(15);
     b.qr_deadline = Duration::from_secs(30);
     b.authenticating_deadline = Duration::from_secs(15);
     b.command_timeout = Duration::from_secs(5);
     b.idle_close = Duration::from_secs(30);
     b.health_check_interval = Duration::from_secs(3600);
-    b.session_key = Some(Secret::new(
-        courier::browser::SnapshotKey::random().to_hex(),
-    ));
-    s.validate().unwrap();
-    s
 }
 
 async fn wait_status(
@@ -332,10 +327,21 @@ fn dashboards_are_valid_for_grafana_provisioning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_dashboard_and_alert_query_works_against_prometheus() {
     if !Path::new(PROMETHEUS).exists() {
-        eprintln!(
-            "SKIPPED: {PROMETHEUS} is missing (install Debian's `prometheus`: scripts/install-deps --ci)"
+        // A missing Prometheus fails the test: the dashboards and alerts
+        // would otherwise go unchecked without anyone noticing. CI installs
+        // it (scripts/install-deps --ci). Where it cannot be installed,
+        // COURIER_TEST_SKIP_PROMETHEUS=1 skips this test, saying so.
+        if std::env::var("COURIER_TEST_SKIP_PROMETHEUS").as_deref() == Ok("1") {
+            eprintln!(
+                "SKIPPED: {PROMETHEUS} is missing and COURIER_TEST_SKIP_PROMETHEUS=1 \
+                 asks to skip; the dashboard and alert queries were not checked"
+            );
+            return;
+        }
+        panic!(
+            "{PROMETHEUS} is missing: install Debian's `prometheus` \
+             (scripts/install-deps --ci), or set COURIER_TEST_SKIP_PROMETHEUS=1 to skip this test"
         );
-        return;
     }
     let panel_exprs = check_dashboards(&datasource_uid());
     let rule_exprs = alert_exprs();
@@ -343,14 +349,15 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
 
     // Courier: database, simulator, API (+ sampler), scheduler, browser worker.
     courier::metrics::install();
-    let db = fresh_database().await.unwrap();
-    let pool = db.pool.clone();
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
-        .await
-        .unwrap();
-    let ctl = sim.control();
-    let dirs = tempfile::tempdir().unwrap();
-    let settings = settings(&sim, dirs.path());
+    let app = TestApp::builder()
+        .token(TOKEN)
+        .simulator(SimConfig::default())
+        .worker()
+        .settings(tweak)
+        .spawn()
+        .await;
+    let pool = app.pool().clone();
+    let ctl = app.sim_control();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -358,11 +365,6 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = api.local_addr().unwrap();
-    let state = courier::api::AppState::new(pool.clone(), TOKEN).with_settings(settings.clone());
-    let api_task = tokio::spawn(courier::api::serve(api, state, stopped()));
     let sampler = tokio::spawn(courier::metrics::sample_forever(
         pool.clone(),
         courier::metrics::SampleOptions { per_account: true },
@@ -374,27 +376,16 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
     let wm_addr = wm.local_addr().unwrap();
     let wm_task = tokio::spawn(courier::metrics::serve(wm, stopped()));
     let scheduler = {
-        let s = courier::scheduler::Scheduler::new(pool.clone(), &settings);
+        let s = courier::scheduler::Scheduler::new(pool.clone(), &app.settings);
         let stop = stopped();
         tokio::spawn(async move { s.run_until(stop).await })
     };
-    let (handlers, browser) = courier::worker::registry(&settings, &pool).await.unwrap();
-    let runtime = Runtime::new(pool.clone(), &settings, handlers);
-    let worker = {
-        let stop = stopped();
-        tokio::spawn(async move { runtime.run_until(stop).await })
-    };
 
-    let prom = Prom::start(&api_addr.to_string()).await;
+    let prom = Prom::start(&app.address.to_string()).await;
 
     // Real work: an account logs in through the simulator's QR scan, then
     // health checks run through its browser session.
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO mkt_wap_accounts (account_name) VALUES ('obs') RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let id = insert_account(&pool, "obs").await;
     ctl.create_account(&id.to_string(), None).await.unwrap();
     start_login(&pool, id).await.unwrap();
     let (_, qr) = wait_status(&pool, id, |_, qr| qr.is_some()).await;
@@ -414,9 +405,8 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
     ctl.add_contact("447700900999", Some("Obs contact"), &[&id.to_string()])
         .await
         .unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("http://{api_addr}/v1/messages"))
-        .bearer_auth(TOKEN)
+    let r = app
+        .request(Method::POST, "/v1/messages")
         .json(
             &serde_json::json!({"account_id": id, "channel_type": "individual",
             "target_phone": "+447700900999", "message_text": "hello"}),
@@ -443,24 +433,15 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // API traffic (and an unauthorised request, for the error panel).
-    let http = reqwest::Client::new();
     for path in ["/v1/accounts", "/v1/stats", "/v1/jobs"] {
-        let r = http
-            .get(format!("http://{api_addr}{path}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let (status, _) = app.get(path).await;
+        assert!(status.is_success(), "{path}: {status}");
     }
-    let r = http
-        .get(format!("http://{api_addr}/v1/accounts"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/v1/accounts")).send().await.unwrap();
     assert_eq!(r.status(), 401);
 
-    let worker_metrics = http
+    let worker_metrics = app
+        .http
         .get(format!("http://{wm_addr}/metrics"))
         .send()
         .await
@@ -561,12 +542,9 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
     );
 
     let _ = stop_tx.send(true);
-    let _ = worker.await;
-    browser.shutdown().await;
+    let _ = app.shutdown().await;
     let _ = scheduler.await;
-    let _ = api_task.await;
     let _ = wm_task.await;
     sampler.abort();
     drop(prom);
-    drop(sim);
 }

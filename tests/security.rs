@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::response::Redirect;
 use axum::routing::get;
 use courier::media::{AddressPolicy, FetchLimits, MediaError, MediaFetcher};
+use courier_testkit::TestApp;
 
 /// A media host on 127.0.0.1 with files, redirects and a slow route.
 async fn media_host() -> String {
@@ -298,12 +299,8 @@ const PUBLIC: &[&str] = &["/livez", "/readyz", "/openapi.json"];
 
 #[tokio::test]
 async fn every_route_in_the_openapi_document_refuses_a_missing_or_wrong_token() {
-    let db = courier_testkit::fresh_database().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = courier::api::AppState::new(db.pool.clone(), TOKEN);
-    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
-    let http = reqwest::Client::new();
+    let app = TestApp::builder().token(TOKEN).spawn().await;
+    let (base, http) = (&app.base, &app.http);
 
     let doc: serde_json::Value = http
         .get(format!("{base}/openapi.json"))
@@ -596,12 +593,7 @@ async fn secrets_never_reach_logs_metrics_error_bodies_or_the_printed_config() {
 
 #[tokio::test]
 async fn the_api_does_not_serve_the_simulator_control_api() {
-    let db = courier_testkit::fresh_database().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = courier::api::AppState::new(db.pool.clone(), TOKEN);
-    tokio::spawn(courier::api::serve(listener, state, std::future::pending()));
-    let http = reqwest::Client::new();
+    let app = TestApp::builder().token(TOKEN).spawn().await;
     for (m, path) in [
         ("POST", "/_control/reset"),
         ("GET", "/_control/messages"),
@@ -609,12 +601,8 @@ async fn the_api_does_not_serve_the_simulator_control_api() {
         ("GET", "/_page/app.js"),
         ("POST", "/_page/api/send"),
     ] {
-        let r = http
-            .request(
-                reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
-                format!("{base}{path}"),
-            )
-            .bearer_auth(TOKEN)
+        let r = app
+            .request(reqwest::Method::from_bytes(m.as_bytes()).unwrap(), path)
             .send()
             .await
             .unwrap();

@@ -8,6 +8,10 @@
 //! root), runs with fsync off, and is left running for the next test process;
 //! `scripts/test` stops it at the end of a run. Used by integration tests,
 //! benchmarks and the lab; the product crates never depend on it.
+//!
+//! On top of the databases: [`spawn_app`] (the HTTP API on port 0, optionally
+//! with the simulator and an in-process browser worker, see [`TestApp`]) and
+//! shared row fixtures ([`insert_account`]).
 
 #![warn(missing_docs)]
 
@@ -18,7 +22,11 @@ use sqlx::{Connection, PgPool};
 
 use courier::db::{self, DbError, EmbeddedOptions, EmbeddedPostgres, MIGRATOR};
 
+mod app;
+mod fixtures;
 mod recording;
+pub use app::{spawn_app, TestApp, TestAppBuilder, TEST_TOKEN};
+pub use fixtures::insert_account;
 pub use recording::RecordingHandler;
 
 /// A database of one's own.
