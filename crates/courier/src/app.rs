@@ -42,6 +42,12 @@ pub fn no_extra_handlers(_: &str, _: &Settings, _: &PgPool) -> Option<Handlers> 
 /// signal. `queue.metrics_listen`, when set, serves `/metrics`.
 pub async fn worker(settings: &Settings, extra: ExtraHandlers) -> Result<(), BoxError> {
     settings.validate()?;
+    if settings.queue.prune_interval.is_some() {
+        tracing::warn!(
+            "queue.prune_interval is ignored: the scheduler's maintenance service prunes, \
+             every scheduler.prune_interval"
+        );
+    }
     let (db, report) = Database::open(settings).await?;
     print_open_report(&db, &report);
     crate::metrics::install();

@@ -19,7 +19,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file or environment variable could not be parsed into the schema.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Parse(#[from] config::ConfigError),
     /// A value parsed but breaks a rule.
     #[error("invalid configuration: `{key}`: {problem}")]
@@ -263,9 +263,11 @@ pub struct QueueSettings {
     /// Completed/discarded/cancelled jobs are deleted after this.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// How often the cleaner runs.
-    #[serde(with = "humantime_serde")]
-    pub prune_interval: Duration,
+    /// Ignored: workers no longer prune; the maintenance service does, every
+    /// `scheduler.prune_interval`. Still accepted so that existing config
+    /// files load (unknown keys are refused).
+    #[serde(default, with = "humantime_serde")]
+    pub prune_interval: Option<Duration>,
     /// Which handlers run jobs: `browser` (the real driver, when built) or
     /// `noop-record` (records each job; tests and benchmarks).
     pub handler: String,

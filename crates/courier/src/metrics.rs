@@ -420,7 +420,7 @@ pub async fn sample_forever(pool: PgPool, opts: SampleOptions, every: Duration) 
     loop {
         tick.tick().await;
         if let Err(e) = sample_database(&pool, opts).await {
-            tracing::warn!(error = %e, "metrics sampling failed");
+            tracing::warn!(error = %crate::error::chain(&e), "metrics sampling failed");
         }
     }
 }

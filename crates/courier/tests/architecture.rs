@@ -543,3 +543,43 @@ fn each_table_has_one_module_that_writes_it() {
         bad.join("\n")
     );
 }
+
+/// An error's `Display` says what failed, not why: its source is printed by
+/// `error::chain`, once. A variant whose message also formats its `#[from]`
+/// / `#[source]` field (or a field named `source`) would print it twice.
+#[test]
+fn no_error_message_repeats_its_source() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut bad = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let rel = file.strip_prefix(src()).unwrap().display().to_string();
+        for (at, _) in text.match_indices("#[error(\"") {
+            let msg_start = at + "#[error(\"".len();
+            let Some(msg_len) = text[msg_start..].find("\")]") else {
+                continue;
+            };
+            let msg = &text[msg_start..msg_start + msg_len];
+            // The variant: up to the next attribute or the end of the enum.
+            let rest = &text[msg_start + msg_len..];
+            let end = rest[3..]
+                .find("#[error")
+                .map(|e| e + 3)
+                .unwrap_or(rest.len())
+                .min(rest.find("\n}").unwrap_or(rest.len()));
+            let variant = &rest[..end];
+            let tuple_source = variant.contains("(#[from]") || variant.contains("(#[source]");
+            let named_source = variant.contains("source:") || variant.contains("#[source]");
+            if (tuple_source && msg.contains("{0}")) || (named_source && msg.contains("{source}")) {
+                let line = text[..at].matches('\n').count() + 1;
+                bad.push(format!("  {rel}:{line}: #[error(\"{msg}\")]"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "error messages that repeat their source (error::chain prints it):\n{}",
+        bad.join("\n")
+    );
+}

@@ -144,7 +144,7 @@ impl Simulator {
         let app = http::router(shared);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "simulator server stopped");
+                tracing::error!(error = %courier::error::chain(&e), "simulator server stopped");
             }
         });
         tracing::info!(%addr, "WhatsApp Web simulator listening");

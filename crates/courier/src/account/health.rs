@@ -63,7 +63,7 @@ pub enum HealthError {
     #[error("account {0} not found")]
     NoSuchAccount(Uuid),
     /// A query failed.
-    #[error("health query: {0}")]
+    #[error("health query")]
     Db(#[from] sqlx::Error),
 }
 

@@ -195,7 +195,7 @@ pub async fn get(
         .await
         .map_err(|e| match e {
             crate::queue::QueueError::Db(d) => ApiError::Database(d),
-            other => ApiError::Conflict(other.to_string()),
+            other => ApiError::Conflict(crate::error::chain(&other)),
         })?
         .ok_or(ApiError::NotFound("account"))?;
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")

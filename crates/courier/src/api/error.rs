@@ -36,7 +36,7 @@ pub enum ApiError {
         detail: String,
     },
     /// Parsed, but a field breaks a rule.
-    #[error("{0}")]
+    #[error(transparent)]
     Validation(#[from] ValidationError),
     /// No such resource.
     #[error("{0} not found")]
@@ -166,7 +166,7 @@ impl IntoResponse for ApiError {
                         _ => {}
                     }
                 }
-                tracing::error!(error = %e, "database error in request");
+                tracing::error!(error = %crate::error::chain(&e), "database error in request");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorBody {
@@ -266,7 +266,7 @@ impl From<crate::queue::QueueError> for ApiError {
                 "the job is {state}; only jobs that have not started can be cancelled"
             )),
             QueueError::Db(e) => ApiError::Database(e),
-            QueueError::Payload(e) => ApiError::invalid("payload", e.to_string()),
+            QueueError::Payload(e) => ApiError::invalid("payload", crate::error::chain(&e)),
             QueueError::Batch(detail) => ApiError::Conflict(detail),
         }
     }

@@ -99,7 +99,7 @@ fn typed<P: JobPayload>(account: Uuid, payload: &serde_json::Value) -> Result<Ne
         .map_err(|e| ApiError::invalid("payload", e.to_string()))?;
     NewJob::new(account, &p).map_err(|e| match e {
         QueueError::Invalid(v) => ApiError::Validation(v.within("payload")),
-        other => ApiError::invalid("payload", other.to_string()),
+        other => ApiError::invalid("payload", crate::error::chain(&other)),
     })
 }
 

@@ -411,7 +411,7 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             crate::queue::QueueError::Db(d) => ApiError::Database(d),
-            other => ApiError::Conflict(other.to_string()),
+            other => ApiError::Conflict(crate::error::chain(&other)),
         })?;
     let created = out.iter().any(|c| c.created);
     if created {
@@ -581,7 +581,7 @@ pub async fn retry(
         .await
         .map_err(|e| match e {
             crate::queue::QueueError::Db(d) => ApiError::Database(d),
-            other => ApiError::Conflict(other.to_string()),
+            other => ApiError::Conflict(crate::error::chain(&other)),
         })?;
     sqlx::query(
         "UPDATE mkt_wap_messages SET status = 'queued', retry_count = retry_count + 1, job_id = $2,

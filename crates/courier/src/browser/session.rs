@@ -278,7 +278,7 @@ impl BrowserPool {
                 match tokio::time::timeout(self.settings.command_timeout, old.page.close()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        tracing::debug!(account_id = %lease.account_id, error = %e, "closing an aged session failed")
+                        tracing::debug!(account_id = %lease.account_id, error = %crate::error::chain(&e), "closing an aged session failed")
                     }
                     Err(_) => {
                         tracing::debug!(account_id = %lease.account_id, "closing an aged session timed out")
@@ -374,7 +374,7 @@ impl BrowserPool {
             let mut g = slot.open.lock().await;
             if let Some(o) = g.take() {
                 if let Err(e) = o.page.close().await {
-                    tracing::debug!(account_id = %account, error = %e, "closing a session failed");
+                    tracing::debug!(account_id = %account, error = %crate::error::chain(&e), "closing a session failed");
                 }
             }
         }

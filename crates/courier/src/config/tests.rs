@@ -34,21 +34,15 @@ fn env_vars_override_nested_keys() {
 
 #[test]
 fn bad_value_names_the_key() {
-    let err = load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "lots")])
-        .unwrap_err()
-        .to_string();
+    let err = crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "lots")]).unwrap_err());
     assert!(err.contains("max_connections"), "{err}");
-    let err = load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "0")])
-        .unwrap_err()
-        .to_string();
+    let err = crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "0")]).unwrap_err());
     assert!(err.contains("database.max_connections"), "{err}");
 }
 
 #[test]
 fn unknown_key_is_refused() {
-    let err = load(&[("COURIER__DATABASE__MAX_CONECTIONS", "3")])
-        .unwrap_err()
-        .to_string();
+    let err = crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONECTIONS", "3")]).unwrap_err());
     assert!(err.contains("max_conections"), "{err}");
 }
 
@@ -68,9 +62,7 @@ fn secrets_are_redacted_everywhere() {
 
 #[test]
 fn bad_database_url_is_refused() {
-    let err = load(&[("COURIER__DATABASE__URL", "mysql://x")])
-        .unwrap_err()
-        .to_string();
+    let err = crate::error::chain(&load(&[("COURIER__DATABASE__URL", "mysql://x")]).unwrap_err());
     assert!(err.contains("database.url"), "{err}");
 }
 

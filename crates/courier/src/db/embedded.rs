@@ -55,7 +55,7 @@ pub enum EmbeddedError {
         output: String,
     },
     /// Filesystem or process error.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What we were doing.
         context: String,

@@ -24,10 +24,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The embedded cluster could not start.
-    #[error("embedded PostgreSQL: {0}")]
+    #[error("embedded PostgreSQL")]
     Embedded(#[from] EmbeddedError),
     /// The server could not be reached in time.
-    #[error("cannot connect to the database ({target}): {source}")]
+    #[error("cannot connect to the database ({target})")]
     Connect {
         /// Where we tried to connect, without credentials.
         target: String,
@@ -35,16 +35,16 @@ pub enum DbError {
         source: sqlx::Error,
     },
     /// A migration failed; it was rolled back whole.
-    #[error("migration failed (rolled back, nothing half-applied): {0}")]
+    #[error("migration failed (rolled back, nothing half-applied)")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Any other query failure during setup.
-    #[error("database setup: {0}")]
+    #[error("database setup")]
     Setup(#[from] sqlx::Error),
     /// Waiting on a blocking task failed.
-    #[error("embedded PostgreSQL task: {0}")]
+    #[error("embedded PostgreSQL task")]
     Join(#[from] tokio::task::JoinError),
     /// Taking the data-directory lock failed.
-    #[error("locking {path}: {source}")]
+    #[error("locking {path}")]
     Lock {
         /// The lock file.
         path: String,

@@ -144,7 +144,7 @@ pub async fn run_due(pool: &PgPool, settings: &Settings) -> Vec<(Task, String)> 
             Ok(Some(now)) => now,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!(task = task.name(), error = %e, "claiming a maintenance task failed");
+                tracing::warn!(task = task.name(), error = %crate::error::chain(&e), "claiming a maintenance task failed");
                 continue;
             }
         };
@@ -158,7 +158,7 @@ pub async fn run_due(pool: &PgPool, settings: &Settings) -> Vec<(Task, String)> 
             Err(_) => tracing::warn!(task = task.name(), result = %line, "maintenance failed"),
         }
         if let Err(e) = record(pool, task, &line).await {
-            tracing::warn!(task = task.name(), error = %e, "recording a maintenance result failed");
+            tracing::warn!(task = task.name(), error = %crate::error::chain(&e), "recording a maintenance result failed");
         }
         out.push((task, line));
     }

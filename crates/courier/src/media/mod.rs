@@ -45,7 +45,7 @@ pub enum MediaError {
     #[error("media_path `{0}` contains `..`; paths must stay inside browser.media_dir")]
     Traversal(String),
     /// The media directory itself cannot be resolved.
-    #[error("browser.media_dir `{dir}` cannot be resolved: {source}")]
+    #[error("browser.media_dir `{dir}` cannot be resolved")]
     MediaDir {
         /// The configured directory.
         dir: PathBuf,
@@ -53,7 +53,7 @@ pub enum MediaError {
         source: std::io::Error,
     },
     /// The file cannot be resolved or read.
-    #[error("media_path `{path}` cannot be read: {source}")]
+    #[error("media_path `{path}` cannot be read")]
     Unreadable {
         /// The path as given.
         path: String,
@@ -144,7 +144,7 @@ pub enum MediaError {
         detail: String,
     },
     /// Writing the staged download failed.
-    #[error("cannot stage media in `{}`: {source}", path.display())]
+    #[error("cannot stage media in `{}`", path.display())]
     Stage {
         /// Where.
         path: PathBuf,

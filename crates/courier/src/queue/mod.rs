@@ -11,7 +11,8 @@
 //! - [`store`]: every SQL statement of the engine, in one place.
 //! - [`lease`]: leases and the heartbeat that keeps them.
 //! - [`backend`]: the apalis backend (one per account slot) and the ack layer.
-//! - [`runtime`]: the worker process: apalis monitor, slots, listener, cleaner.
+//! - [`runtime`]: the worker process: apalis monitor, slots, listener,
+//!   heartbeat (pruning and pause expiry are `crate::maintenance`'s).
 //! - [`handler`]: the handler trait and the registry by job kind.
 //! - [`policy`]: what the domain adds to the claim (an SQL fragment), so the
 //!   engine imports no domain code.
@@ -39,10 +40,10 @@ pub use store::{cancel, enqueue, enqueue_batch, get_job};
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The payload is invalid; nothing was written.
-    #[error("invalid job: {0}")]
+    #[error("invalid job")]
     Invalid(#[from] ValidationError),
     /// The payload could not be serialised.
-    #[error("job payload: {0}")]
+    #[error("job payload")]
     Payload(#[from] serde_json::Error),
     /// The job cannot be cancelled any more (it started or finished).
     #[error("job {id} cannot be cancelled: it is {state}")]
@@ -56,7 +57,7 @@ pub enum QueueError {
     #[error("job {0} not found")]
     NotFound(Uuid),
     /// A query failed.
-    #[error("queue query: {0}")]
+    #[error("queue query")]
     Db(#[from] sqlx::Error),
     /// A batched statement serving several slots failed.
     #[error("batched queue statement: {0}")]

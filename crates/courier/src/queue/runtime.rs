@@ -158,7 +158,7 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
         let mut listener = match PgListener::connect_with(&shared.pool).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "LISTEN connection failed; polling until it is back");
+                tracing::warn!(error = %crate::error::chain(&e), "LISTEN connection failed; polling until it is back");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -166,7 +166,7 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
             }
         };
         if let Err(e) = listener.listen("courier_jobs").await {
-            tracing::warn!(error = %e, "LISTEN failed");
+            tracing::warn!(error = %crate::error::chain(&e), "LISTEN failed");
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -181,7 +181,7 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                         shared.wakeup.notify_waiters();
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        tracing::warn!(error = %crate::error::chain(&e), "LISTEN connection lost; reconnecting");
                         break;
                     }
                 }

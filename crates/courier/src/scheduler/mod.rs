@@ -47,7 +47,7 @@ pub use expand::{Expansion, Outcome};
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     /// A query failed.
-    #[error("scheduler query: {0}")]
+    #[error("scheduler query")]
     Db(#[from] sqlx::Error),
     /// Writing messages or jobs failed.
     #[error(transparent)]
@@ -125,7 +125,7 @@ impl Scheduler {
             let lock = match leader::Leadership::try_acquire(&self.pool).await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(error = %e, "leader election failed; retrying");
+                    tracing::warn!(error = %crate::error::chain(&e), "leader election failed; retrying");
                     None
                 }
             };

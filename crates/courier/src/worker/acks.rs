@@ -52,7 +52,9 @@ pub async fn apply(d: &Context, account: Uuid, wa_id: &str, level: i8, source: S
                 d.health(account, HealthEvent::Read).await;
             }
         }
-        Err(e) => tracing::warn!(wa_id, error = %e, "recording an ack failed"),
+        Err(e) => {
+            tracing::warn!(wa_id, error = %crate::error::chain(&e), "recording an ack failed")
+        }
     }
 }
 
@@ -95,7 +97,7 @@ pub async fn catch_up(
             Ok(r) => r,
             Err(e) if e.is_infrastructure() => return Err(e.into()),
             Err(e) => {
-                tracing::debug!(chat, error = %e, "catch-up could not read a chat");
+                tracing::debug!(chat, error = %crate::error::chain(&e), "catch-up could not read a chat");
                 continue;
             }
         };

@@ -40,8 +40,8 @@ pub struct PageDriver {
     run_cap: Duration,
 }
 
-fn retry(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Retryable(e.to_string())
+fn retry(e: impl std::error::Error + 'static) -> HandlerError {
+    HandlerError::Retryable(crate::error::chain(&e))
 }
 
 impl PageDriver {
@@ -162,7 +162,7 @@ impl PageDriver {
                 Err(e) if e.is_infrastructure() => return Err(retry(e)),
                 Err(e) => {
                     // A slow page: let the deadline decide.
-                    tracing::debug!(error = %e, "reading the page failed; observing again");
+                    tracing::debug!(error = %crate::error::chain(&e), "reading the page failed; observing again");
                     PageView::default()
                 }
             };
@@ -219,7 +219,7 @@ impl PageDriver {
                 Action::ClickUseHere => {
                     tracing::info!(account_id = %lease.account_id, "conflict: clicking \"Use here\" once");
                     if let Err(e) = session.click_use_here().await {
-                        tracing::warn!(error = %e, "clicking \"Use here\" failed");
+                        tracing::warn!(error = %crate::error::chain(&e), "clicking \"Use here\" failed");
                     }
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
@@ -235,10 +235,7 @@ impl PageDriver {
             Err(e) => {
                 tracing::warn!(error = %crate::error::chain(&e), "opening a session failed; trying once more");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                self.pool
-                    .session(lease)
-                    .await
-                    .map_err(|e| retry(crate::error::chain(&e)))
+                self.pool.session(lease).await.map_err(retry)
             }
         }
     }

@@ -36,7 +36,7 @@ pub async fn registry(
     db: &sqlx::PgPool,
 ) -> Result<(Handlers, Arc<BrowserPool>), BrowserError> {
     let selectors = Selectors::load_default().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot load config/selectors.toml; using the built-in copy");
+        tracing::warn!(error = %crate::error::chain(&e), "cannot load config/selectors.toml; using the built-in copy");
         Selectors::builtin()
     });
     let pool = BrowserPool::start(db.clone(), &settings.browser, selectors).await?;

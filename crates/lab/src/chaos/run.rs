@@ -571,7 +571,7 @@ async fn push_api_sends(ctx: Arc<Ctx>, n: usize, over: Duration) -> Vec<String> 
                     break;
                 }
                 Err(e) if started.elapsed() > Duration::from_secs(120) => {
-                    tracing::warn!(k, error = %e, "API send never accepted; left out");
+                    tracing::warn!(k, error = %courier::error::chain(&*e), "API send never accepted; left out");
                     break;
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
@@ -621,7 +621,7 @@ async fn repair(ctx: &Arc<Ctx>) {
                 )
                 .await;
                 if let Err(e) = &r {
-                    tracing::warn!(account_id = %id, error = %e, "re-login attempt failed");
+                    tracing::warn!(account_id = %id, error = %courier::error::chain(&**e), "re-login attempt failed");
                 }
                 if demo::wait_active(&ctx.api, id, Duration::from_secs(60))
                     .await

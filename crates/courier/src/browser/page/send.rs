@@ -192,7 +192,7 @@ impl WhatsAppPage {
                 .fetcher
                 .fetch(u, &self.media.dir)
                 .await
-                .map_err(|e| PageError::Media(e.to_string())),
+                .map_err(|e| PageError::Media(crate::error::chain(&e))),
         }
     }
 }

@@ -108,6 +108,15 @@ pub struct AckRequest {
     reply: oneshot::Sender<()>,
 }
 
+/// An outcome the database refused: the lease is gone, the slot stops
+/// driving the account.
+fn fenced(claimed: &ClaimedJob) {
+    tracing::warn!(job_id = %claimed.job.id, account_id = %claimed.job.account_id,
+        epoch = claimed.lease.lease.epoch,
+        "outcome refused: the lease was lost (fenced); the new holder reruns the job");
+    claimed.lease.mark_lost();
+}
+
 mod outcome;
 mod round;
 mod slot;

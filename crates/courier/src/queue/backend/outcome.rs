@@ -21,7 +21,6 @@ use crate::account::budget;
 use crate::queue::handler::{ClaimedJob, HandlerError, Handlers, Outcome};
 use crate::queue::store;
 
-use super::round::fenced;
 use super::*;
 
 /// Records each job's outcome (fenced) and frees the slot for the next claim.

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::handler::{ClaimedJob, Outcome};
+use crate::queue::handler::Outcome;
 use crate::queue::store;
 
 use super::outcome::record;
@@ -183,11 +183,4 @@ async fn round(
             }
         }
     }
-}
-
-pub(super) fn fenced(claimed: &ClaimedJob) {
-    tracing::warn!(job_id = %claimed.job.id, account_id = %claimed.job.account_id,
-        epoch = claimed.lease.lease.epoch,
-        "outcome refused: the lease was lost (fenced); the new holder reruns the job");
-    claimed.lease.mark_lost();
 }

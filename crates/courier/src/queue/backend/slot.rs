@@ -117,7 +117,7 @@ async fn load_budget(shared: &Shared, held: &Held) -> Result<Option<BudgetView>,
     let base = match shared.budget.limits().resolve(&row.rate_limit_config) {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(account_id = %held.lease.lease.account_id, error = %e,
+            tracing::warn!(account_id = %held.lease.lease.account_id, error = %crate::error::chain(&e),
                 "ignoring the account's rate_limit_config");
             shared.budget.limits()
         }

@@ -32,7 +32,7 @@ impl JobHandler for HealthCheck {
                     match crate::worker::acks::catch_up(ctx, &session, lease.account_id).await {
                         Ok(next) => again = next,
                         Err(e) => {
-                            tracing::warn!(account_id = %lease.account_id, error = %e, "ack catch-up failed");
+                            tracing::warn!(account_id = %lease.account_id, error = %crate::error::chain(&e), "ack catch-up failed");
                             again = Some(ctx.settings.ack_followup);
                         }
                     }
@@ -43,7 +43,7 @@ impl JobHandler for HealthCheck {
                     crate::worker::schedule_health_check(ctx.pool.db(), lease.account_id, after)
                         .await
                 {
-                    tracing::warn!(error = %e, "scheduling the next ack look failed");
+                    tracing::warn!(error = %crate::error::chain(&e), "scheduling the next ack look failed");
                 }
             }
             Ok(Outcome::Completed)

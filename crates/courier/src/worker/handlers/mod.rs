@@ -55,7 +55,7 @@ impl Context {
     /// fails the job (the score is a signal, the job's outcome is not).
     pub(crate) async fn health(&self, account: Uuid, ev: HealthEvent) {
         if let Err(e) = health::record(self.pool.db(), account, ev, &self.health).await {
-            tracing::warn!(%account, error = %e, "recording a health event failed");
+            tracing::warn!(%account, error = %crate::error::chain(&e), "recording a health event failed");
         }
     }
 
@@ -65,7 +65,7 @@ impl Context {
     pub(crate) async fn ready_session(&self, lease: &Lease) -> Result<SessionGuard, HandlerError> {
         let session = match self.pool.session(lease).await {
             Ok(s) => s,
-            Err(e) => return Err(retry(crate::error::chain(&e))),
+            Err(e) => return Err(retry(e)),
         };
         let within = self.pool.settings().starting_deadline;
         match session.wait_ready(within).await {
@@ -82,14 +82,14 @@ impl Context {
         }
         if session.is_fresh() {
             if let Err(e) = super::acks::catch_up(self, &session, lease.account_id).await {
-                tracing::warn!(account_id = %lease.account_id, error = %e, "ack catch-up failed");
+                tracing::warn!(account_id = %lease.account_id, error = %crate::error::chain(&e), "ack catch-up failed");
             }
         }
         Ok(session)
     }
 }
 
-/// A failure worth another attempt.
-pub(crate) fn retry(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Retryable(e.to_string())
+/// A failure worth another attempt, with its whole cause chain as the reason.
+pub(crate) fn retry(e: impl std::error::Error + 'static) -> HandlerError {
+    HandlerError::Retryable(crate::error::chain(&e))
 }

@@ -86,7 +86,9 @@ impl Send {
             MessageStatus::Sending => {}
             other => {
                 // No slot was reserved for it (e.g. queued again by hand).
-                return Err(retry(format!("message is `{other}`, not `sending`")));
+                return Err(HandlerError::Retryable(format!(
+                    "message is `{other}`, not `sending`"
+                )));
             }
         }
         let session = self.0.ready_session(lease).await?;
@@ -102,7 +104,12 @@ impl Send {
                     return self.record_sent(job, &session, &msg, &found, true).await;
                 }
                 Ok(None) => {}
-                Err(e) => return Err(retry(format!("checking the chat for an earlier copy: {e}"))),
+                Err(e) => {
+                    return Err(HandlerError::Retryable(format!(
+                        "checking the chat for an earlier copy: {}",
+                        crate::error::chain(&e)
+                    )))
+                }
             }
         }
         let typed = msg.chat_text().map(str::chars).map(Iterator::count);
@@ -142,7 +149,7 @@ impl Send {
                 // tick, a page that reloaded): look before deciding.
                 if !known_not_sent(&e) && !e.is_infrastructure() {
                     if let Ok(Some(found)) = self.adopt(&session, &msg).await {
-                        tracing::info!(%message_id, error = %e,
+                        tracing::info!(%message_id, error = %crate::error::chain(&e),
                             "the page reported an error but the message is in the chat; adopting it");
                         return self.record_sent(job, &session, &msg, &found, true).await;
                     }
@@ -214,7 +221,7 @@ impl Send {
                     // at send time against this worker's configuration.
                     (None, Some(p)) => MediaSource::Path(
                         crate::media::confine(&self.0.media_dir, p, self.0.media_max_bytes)
-                            .map_err(|e| PageError::Media(e.to_string()))?,
+                            .map_err(|e| PageError::Media(crate::error::chain(&e)))?,
                     ),
                     (None, None) => return Err(PageError::Media("no media source".into())),
                 };
@@ -271,7 +278,9 @@ impl Send {
             .await
             .map_err(retry)?
         {
-            return Err(retry("recording the send was fenced (lease lost)"));
+            return Err(HandlerError::Retryable(
+                "recording the send was fenced (lease lost)".into(),
+            ));
         }
         metrics::counter!(crate::metrics::MESSAGES, "status" => "sent").increment(1);
         if let Some(started) = msg.attempt_started_at {
@@ -284,13 +293,13 @@ impl Send {
         }
         // Acks of this chat's earlier messages, visible now at no cost.
         if let Err(e) = acks::scan_open_chat(&self.0, page, lease.account_id).await {
-            tracing::debug!(error = %e, "reading the open chat's acks failed");
+            tracing::debug!(error = %crate::error::chain(&e), "reading the open chat's acks failed");
         }
         if let Err(e) =
             crate::worker::schedule_health_check(db, lease.account_id, self.0.settings.ack_followup)
                 .await
         {
-            tracing::warn!(error = %e, "scheduling the ack follow-up failed");
+            tracing::warn!(error = %crate::error::chain(&e), "scheduling the ack follow-up failed");
         }
         Ok(Outcome::Completed)
     }
