@@ -34,15 +34,18 @@ fn env_vars_override_nested_keys() {
 
 #[test]
 fn bad_value_names_the_key() {
-    let err = crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "lots")]).unwrap_err());
+    let err =
+        crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "lots")]).unwrap_err());
     assert!(err.contains("max_connections"), "{err}");
-    let err = crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "0")]).unwrap_err());
+    let err =
+        crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONNECTIONS", "0")]).unwrap_err());
     assert!(err.contains("database.max_connections"), "{err}");
 }
 
 #[test]
 fn unknown_key_is_refused() {
-    let err = crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONECTIONS", "3")]).unwrap_err());
+    let err =
+        crate::error::chain(&load(&[("COURIER__DATABASE__MAX_CONECTIONS", "3")]).unwrap_err());
     assert!(err.contains("max_conections"), "{err}");
 }
 

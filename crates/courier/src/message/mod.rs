@@ -153,9 +153,24 @@ pub enum Source {
     Sweeper,
     /// Reassignment to another account.
     Reassign,
+    /// A schema migration that back-filled the event (never running code).
+    Migration,
 }
 
 impl Source {
+    /// Every source, in the order of the event log's CHECK list.
+    pub const ALL: [Source; 9] = [
+        Source::Api,
+        Source::Scheduler,
+        Source::Worker,
+        Source::AckWatcher,
+        Source::CatchUp,
+        Source::Retry,
+        Source::Sweeper,
+        Source::Reassign,
+        Source::Migration,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -167,6 +182,7 @@ impl Source {
             Source::Retry => "retry",
             Source::Sweeper => "sweeper",
             Source::Reassign => "reassign",
+            Source::Migration => "migration",
         }
     }
 }

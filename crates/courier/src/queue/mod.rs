@@ -85,6 +85,17 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in the order of the `queue_jobs_state_check` list.
+    pub const ALL: [JobState; 7] = [
+        JobState::Available,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Retryable,
+        JobState::Completed,
+        JobState::Discarded,
+        JobState::Cancelled,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
