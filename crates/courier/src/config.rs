@@ -268,8 +268,9 @@ pub struct QueueSettings {
     /// files load (unknown keys are refused).
     #[serde(default, with = "humantime_serde")]
     pub prune_interval: Option<Duration>,
-    /// Which handlers run jobs: `browser` (the real driver, when built) or
-    /// `noop-record` (records each job; tests and benchmarks).
+    /// Which handlers run jobs: `browser` (WhatsApp Web in Chromium), `noop`
+    /// (succeeds at once; benchmarks) or `noop-record` (the test kit's
+    /// recorder, in builds with the lab; tests).
     pub handler: String,
     /// How long the `noop-record` handler takes per job (tests that need jobs
     /// in flight when a worker is killed).

@@ -4,10 +4,12 @@
 //! past `delivery.undelivered_after` lower it) and the
 //! `courier_ack_latency_seconds` histogram by stage.
 //!
-//! Two readers share [`apply`]: [`scan_open_chat`] after every send (the chat
-//! is open, one round trip), and [`catch_up`] when a session (re)starts and on
-//! the follow-up health check, which opens each chat that holds sent-but-unread
-//! messages, so acks that arrived while no worker held the account are not lost.
+//! Two readers share [`apply`]: [`after_send`] (the sent message's ticks and
+//! the open chat's, one round trip), and [`catch_up`], run by the
+//! `health_check` job — enqueued at once when a session (re)opens, and as the
+//! follow-up after sends — which opens each chat that holds sent-but-unread
+//! messages, so acks that arrived while no worker held the account are not
+//! lost. No other job runs a catch-up: a send only sends.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use uuid::Uuid;
 
 use super::handlers::Context;
 use crate::account::health::HealthEvent;
-use crate::browser::page::PageError;
+use crate::browser::page::{OutgoingMessage, PageError};
 use crate::browser::SessionGuard;
 use crate::message::status;
 use crate::message::Source;
@@ -73,6 +75,25 @@ pub async fn scan_open_chat(
         }
     }
     Ok(n)
+}
+
+/// The ack step after a send: the message's own ticks as the page showed
+/// them when it confirmed the send, the ticks of the chat's earlier messages
+/// (visible now at no cost), and the follow-up look `delivery.ack_followup`
+/// later (a `health_check` job, which catches up). Failures are logged, never
+/// fail the send: acks are also caught up later.
+pub async fn after_send(d: &Context, page: &SessionGuard, account: Uuid, sent: &OutgoingMessage) {
+    if let Some(level) = sent.ack.map(|a| a.code()).filter(|c| *c >= 2) {
+        apply(d, account, &sent.data_id, level, Source::Worker).await;
+    }
+    if let Err(e) = scan_open_chat(d, page, account).await {
+        tracing::debug!(error = %crate::error::chain(&e), "reading the open chat's acks failed");
+    }
+    if let Err(e) =
+        crate::worker::schedule_health_check(d.pool.db(), account, d.settings.ack_followup).await
+    {
+        tracing::warn!(error = %crate::error::chain(&e), "scheduling the ack follow-up failed");
+    }
 }
 
 /// When to look again for acks, given how old the newest message still

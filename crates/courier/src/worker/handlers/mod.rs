@@ -60,8 +60,9 @@ impl Context {
     }
 
     /// The account's session, ready on the main screen. A session that was
-    /// just opened (the account's session came back) first catches up acks
-    /// ([`super::acks::catch_up`]), its own step before the job's.
+    /// just opened (the account's session came back) gets a `health_check`
+    /// job at once, whose ack catch-up ([`super::acks::catch_up`]) finds what
+    /// arrived meanwhile.
     pub(crate) async fn ready_session(&self, lease: &Lease) -> Result<SessionGuard, HandlerError> {
         let session = match self.pool.session(lease).await {
             Ok(s) => s,
@@ -81,8 +82,14 @@ impl Context {
             Err(e) => return Err(retry(e)),
         }
         if session.is_fresh() {
-            if let Err(e) = super::acks::catch_up(self, &session, lease.account_id).await {
-                tracing::warn!(account_id = %lease.account_id, error = %crate::error::chain(&e), "ack catch-up failed");
+            // The session came back: acks may have arrived meanwhile. The
+            // catch-up is the health check's step, enqueued now, not this
+            // job's (a send only sends).
+            if let Err(e) =
+                super::schedule_health_check(self.pool.db(), lease.account_id, Duration::ZERO).await
+            {
+                tracing::warn!(account_id = %lease.account_id, error = %crate::error::chain(&e),
+                    "scheduling the ack catch-up failed");
             }
         }
         Ok(session)

@@ -34,7 +34,7 @@ use crate::account::health::HealthEvent;
 use crate::browser::page::{MediaSource, OutgoingMessage, PageError};
 use crate::browser::SessionGuard;
 use crate::message::status::{self, MessageRow};
-use crate::message::{MessageStatus, Source};
+use crate::message::MessageStatus;
 use crate::queue::handler::{ClaimedJob, HandlerError, JobHandler, Outcome};
 use crate::worker::acks;
 
@@ -288,19 +288,9 @@ impl Send {
             metrics::histogram!(crate::metrics::ACK_LATENCY_SECONDS, "stage" => "server")
                 .record(secs);
         }
-        if let Some(level) = m.ack.map(|a| a.code()).filter(|c| *c >= 2) {
-            acks::apply(&self.0, lease.account_id, &m.data_id, level, Source::Worker).await;
-        }
-        // Acks of this chat's earlier messages, visible now at no cost.
-        if let Err(e) = acks::scan_open_chat(&self.0, page, lease.account_id).await {
-            tracing::debug!(error = %crate::error::chain(&e), "reading the open chat's acks failed");
-        }
-        if let Err(e) =
-            crate::worker::schedule_health_check(db, lease.account_id, self.0.settings.ack_followup)
-                .await
-        {
-            tracing::warn!(error = %crate::error::chain(&e), "scheduling the ack follow-up failed");
-        }
+        // Ack tracking is its own step: what the page shows now, and the
+        // follow-up look (a health-check job) for what comes later.
+        acks::after_send(&self.0, page, lease.account_id, m).await;
         Ok(Outcome::Completed)
     }
 }
