@@ -583,3 +583,23 @@ fn no_error_message_repeats_its_source() {
         bad.join("\n")
     );
 }
+
+/// Rule 7 is the compiler's, as long as the manifest says so: the product
+/// crate names none of the simulator, the test kit or the lab, in any
+/// dependency table.
+#[test]
+fn the_product_crate_depends_on_no_lab_crate() {
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    for name in [
+        "courier-sim",
+        "courier-testkit",
+        "courier-lab",
+        "courier-cli",
+    ] {
+        assert!(
+            !manifest.lines().any(|l| l.trim_start().starts_with(name)),
+            "crates/courier/Cargo.toml depends on {name}"
+        );
+    }
+}
