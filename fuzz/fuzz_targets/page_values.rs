@@ -10,7 +10,7 @@ fuzz_target!(|input: (&str, Option<&str>, i64, &str, &str)| {
     if let Some(a) = AckLevel::from_code(code) {
         assert_eq!(i64::from(a.code()), code);
     }
-    if let Some(phone) = courier::browser::login::phone_from_wid(wid) {
+    if let Some(phone) = courier::account::login::phone_from_wid(wid) {
         assert!(courier_jobs::PhoneNumber::parse(&phone).is_ok());
     }
     assert_eq!(

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(l) => {
             let _ = l.effective(3, &[5, 10], 50, 60);
         }
-        Err(courier::budget::BudgetError::Config { key, problem }) => {
+        Err(courier::account::budget::BudgetError::Config { key, problem }) => {
             assert!(!key.is_empty() && !problem.is_empty());
         }
     }
