@@ -80,6 +80,50 @@ pub async fn group_wa_id(db: &PgPool, group: Uuid) -> Result<Option<String>, sql
         .await
 }
 
+/// A group's admin metadata as an operator sets it: `None` leaves a field as
+/// it is, an empty text clears it, and tags given replace the group's tags.
+/// Discovery never writes these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupMetadata {
+    /// Region.
+    pub region: Option<String>,
+    /// State.
+    pub state: Option<String>,
+    /// District.
+    pub district: Option<String>,
+    /// Segment tags (what schedules target).
+    pub segment_tags: Option<Vec<String>>,
+}
+
+/// Sets a group's admin metadata (see [`GroupMetadata`]) and returns the
+/// group as the caller's view type `R`, read from the columns `returning`
+/// names in the same statement. `None`: no such group.
+pub async fn set_metadata<R>(
+    db: &PgPool,
+    group: Uuid,
+    meta: &GroupMetadata,
+    returning: &str,
+) -> Result<Option<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE mkt_wap_groups SET
+            region = CASE WHEN $2::text IS NULL THEN region ELSE NULLIF($2, '') END,
+            state = CASE WHEN $3::text IS NULL THEN state ELSE NULLIF($3, '') END,
+            district = CASE WHEN $4::text IS NULL THEN district ELSE NULLIF($4, '') END,
+            segment_tags = COALESCE($5, segment_tags)
+         WHERE id = $1 RETURNING {returning}"
+    )))
+    .bind(group)
+    .bind(&meta.region)
+    .bind(&meta.state)
+    .bind(&meta.district)
+    .bind(&meta.segment_tags)
+    .fetch_optional(db)
+    .await
+}
+
 /// A participant as a contact: (E.164 digits, wa id).
 fn identity(p: &Participant) -> (Option<String>, Option<String>) {
     let phone = p

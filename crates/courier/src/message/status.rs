@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{MessageStatus, Source};
@@ -110,13 +110,7 @@ pub async fn mark_sent(
     if n != 1 {
         return Ok(false);
     }
-    sqlx::query(
-        "UPDATE account_sends SET sent_at = greatest(sent_at, clock_timestamp()) \
-         WHERE ctid = (SELECT ctid FROM account_sends WHERE job_id = $1 ORDER BY sent_at DESC LIMIT 1)",
-    )
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
+    crate::queue::fragments::advance_slot_to_now(&mut tx, job_id).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -149,6 +143,33 @@ pub async fn mark_attempt_failed(
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+/// An operator's retry of a failed message (`POST /v1/messages/{id}/retry`):
+/// back to `queued` on its new `retry` job `job`, with the retry counted and
+/// the last error cleared, and a `retry` event naming the job and `retry`
+/// (the retry's number). Runs in the caller's transaction, which holds the
+/// message row locked and enqueued the job, so both commit or neither does.
+pub async fn requeue_retry(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    job_id: Uuid,
+    retry: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE mkt_wap_messages SET status = 'queued', retry_count = retry_count + 1, job_id = $2,
+             error_message = NULL, queued_at = now() WHERE id = $1",
+    )
+    .bind(message_id)
+    .bind(job_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO mkt_wap_message_events (message_id, status, source, detail) VALUES ($1, 'queued', 'retry', $2)")
+        .bind(message_id)
+        .bind(json!({"retry": retry, "job_id": job_id}))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// What an ack update changed.
