@@ -172,6 +172,69 @@ pub async fn requeue_retry(
     Ok(())
 }
 
+/// Messages left `queued` or `sending` by a job that ended without
+/// recording an outcome — a send job discarded because its attempts ran out
+/// before the page was ever reached (a session that never became ready), or
+/// because crashes returned it too often — become `failed` with the job's
+/// last error, so the sweep (`crate::maintenance::sweep`) can give them a
+/// `retry` job (which checks the chat for a copy before sending: the outcome
+/// of an interrupted attempt is unknown). Without this they would stay in
+/// flight forever. The maintenance service runs it.
+///
+/// A send job an operator cancelled (`POST /v1/jobs/{id}/cancel`, e.g. one
+/// held with an unknown outcome on a banned account) fails its message too,
+/// saying whether an attempt may have reached WhatsApp; the sweep never
+/// retries those (it only takes discarded jobs).
+pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "WITH orphan AS ( \
+            SELECT m.id, CASE WHEN j.state = 'discarded' \
+                THEN 'its job was discarded: ' || coalesce(j.last_error, 'no error recorded') \
+                WHEN m.status = 'sending' OR m.attempt_started_at IS NOT NULL \
+                THEN 'its job was cancelled after an attempt whose outcome is unknown \
+                      (it may have reached WhatsApp)' \
+                ELSE 'its job was cancelled before it was sent' END AS why \
+            FROM mkt_wap_messages m \
+            JOIN queue_jobs j ON j.id = m.job_id \
+            WHERE m.status IN ('queued', 'sending') AND j.state IN ('discarded', 'cancelled') \
+            FOR UPDATE OF m SKIP LOCKED \
+         ), upd AS ( \
+            UPDATE mkt_wap_messages m SET status = 'failed', failed_at = now(), \
+                error_message = o.why, waiting_reason = NULL \
+            FROM orphan o WHERE m.id = o.id RETURNING m.id, m.error_message \
+         ) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'failed', 'sweeper', jsonb_build_object('error', error_message) FROM upd",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Failed messages `ids[i]` that the sweep gives a `retry` job `job_ids[i]`
+/// (enqueued in the same transaction) go back to `queued`, with the retry
+/// counted and a `sweeper` event naming the retry's number. Unlike
+/// [`requeue_retry`], the last error is kept.
+pub async fn requeue_swept(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    job_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH m AS (UPDATE mkt_wap_messages m SET status = 'queued', job_id = u.job_id, \
+                       retry_count = m.retry_count + 1, queued_at = now() \
+                   FROM unnest($1::uuid[], $2::uuid[]) AS u(id, job_id) \
+                   WHERE m.id = u.id RETURNING m.id, m.retry_count) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'queued', 'sweeper', jsonb_build_object('retry', retry_count) FROM m",
+    )
+    .bind(ids)
+    .bind(job_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// What an ack update changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct AckChange {
