@@ -8,12 +8,18 @@
 //! - [`health`]: the health score, pauses and resumes.
 //! - [`login`]: the login state machine (pure), its account-row writes, the
 //!   deadline reaper the maintenance service runs, and `start_login`.
+//! - [`session`]: what the row keeps of the browser session (the sealed
+//!   snapshot, the profile path), and an operator's disconnect.
+//! - [`admin`]: an operator's writes: registering an account, its limits.
 //!
-//! This module owns the writes to `mkt_wap_accounts` status columns.
+//! This module owns the writes to `mkt_wap_accounts`: the browser adapter and
+//! the API write the row through it.
 
+pub mod admin;
 pub mod budget;
 pub mod health;
 pub mod login;
+pub mod session;
 pub mod status;
 
 pub use status::AccountStatus;

@@ -12,6 +12,7 @@ use courier_jobs::PhoneNumber;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use super::AppState;
+use crate::account::admin;
 
 /// An account as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
@@ -109,15 +110,8 @@ pub async fn create(
     Json(body): Json<CreateAccount>,
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
     let (name, phone, tz) = body.parse()?;
-    let account: Account = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO mkt_wap_accounts (account_name, phone_number, timezone) \
-         VALUES ($1, $2, $3) RETURNING {ACCOUNT_COLUMNS}"
-    )))
-    .bind(name)
-    .bind(phone.map(|p| p.digits().to_string()))
-    .bind(tz)
-    .fetch_one(&state.pool)
-    .await?;
+    let account: Account =
+        admin::create(&state.pool, &name, phone.as_ref(), &tz, ACCOUNT_COLUMNS).await?;
     Ok((StatusCode::CREATED, Json(account)))
 }
 
@@ -382,14 +376,13 @@ pub async fn update_limits(
             "limits must satisfy per_minute <= per_hour <= per_day",
         ));
     }
-    let updated: Option<Account> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE mkt_wap_accounts SET rate_limit_config = $2, daily_usage_limit = $3 \
-         WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}"
-    )))
-    .bind(id)
-    .bind(&body.rate_limit_config)
-    .bind(resolved.per_day as i32)
-    .fetch_optional(&state.pool)
+    let updated: Option<Account> = admin::set_limits(
+        &state.pool,
+        id,
+        &body.rate_limit_config,
+        resolved.per_day as i32,
+        ACCOUNT_COLUMNS,
+    )
     .await?;
     updated.map(Json).ok_or(ApiError::NotFound("account"))
 }

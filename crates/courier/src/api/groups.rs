@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::AppState;
+use crate::directory::{self, GroupMetadata};
 
 /// A group as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
@@ -187,20 +188,13 @@ pub async fn update(
         t.dedup();
         t
     });
-    let group: Option<Group> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE mkt_wap_groups SET
-            region = CASE WHEN $2::text IS NULL THEN region ELSE NULLIF($2, '') END,
-            state = CASE WHEN $3::text IS NULL THEN state ELSE NULLIF($3, '') END,
-            district = CASE WHEN $4::text IS NULL THEN district ELSE NULLIF($4, '') END,
-            segment_tags = COALESCE($5, segment_tags)
-         WHERE id = $1 RETURNING {GROUP_COLUMNS}"
-    )))
-    .bind(id)
-    .bind(blank_to_null(body.region))
-    .bind(blank_to_null(body.state))
-    .bind(blank_to_null(body.district))
-    .bind(tags)
-    .fetch_optional(&state.pool)
-    .await?;
+    let meta = GroupMetadata {
+        region: blank_to_null(body.region),
+        state: blank_to_null(body.state),
+        district: blank_to_null(body.district),
+        segment_tags: tags,
+    };
+    let group: Option<Group> =
+        directory::set_metadata(&state.pool, id, &meta, GROUP_COLUMNS).await?;
     group.map(Json).ok_or(ApiError::NotFound("group"))
 }

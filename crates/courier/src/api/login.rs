@@ -132,15 +132,7 @@ pub async fn logout(
     Path(id): Path<Uuid>,
 ) -> Result<Json<QrState>, ApiError> {
     account_status(&state, id).await?;
-    sqlx::query(
-        "UPDATE mkt_wap_accounts SET status = CASE WHEN status = 'banned' THEN status ELSE 'logged_out' END, \
-         status_reason = 'disconnected by an admin', status_changed_at = now(), status_deadline = NULL, \
-         qr_token = NULL, qr_expires_at = NULL, session_snapshot = NULL, session_snapshot_at = NULL \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&state.pool)
-    .await?;
+    crate::account::session::disconnect(&state.pool, id).await?;
     qr_state(&state, id).await.map(Json)
 }
 

@@ -583,19 +583,7 @@ pub async fn retry(
             crate::queue::QueueError::Db(d) => ApiError::Database(d),
             other => ApiError::Conflict(crate::error::chain(&other)),
         })?;
-    sqlx::query(
-        "UPDATE mkt_wap_messages SET status = 'queued', retry_count = retry_count + 1, job_id = $2,
-             error_message = NULL, queued_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(enq[0].id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO mkt_wap_message_events (message_id, status, source, detail) VALUES ($1, 'queued', 'retry', $2)")
-        .bind(id)
-        .bind(serde_json::json!({"retry": retries + 1, "job_id": enq[0].id}))
-        .execute(&mut *tx)
-        .await?;
+    crate::message::status::requeue_retry(&mut tx, id, enq[0].id, retries + 1).await?;
     tx.commit().await?;
     let view = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM mkt_wap_messages WHERE id = $1"

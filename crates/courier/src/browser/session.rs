@@ -338,10 +338,7 @@ impl BrowserPool {
             },
         );
         page.open().await?;
-        sqlx::query("UPDATE mkt_wap_accounts SET session_storage_path = $2 WHERE id = $1 AND session_storage_path IS DISTINCT FROM $2")
-            .bind(account)
-            .bind(profile.to_string_lossy().as_ref())
-            .execute(&self.db)
+        crate::account::session::record_storage_path(&self.db, account, &profile.to_string_lossy())
             .await?;
         self.update_gauge();
         Ok(Open {

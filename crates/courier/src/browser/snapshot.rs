@@ -1,6 +1,7 @@
 //! Session snapshots: the profile's session state (Local Storage and
 //! IndexedDB) packed, encrypted with XChaCha20-Poly1305 under the key in
-//! `browser.session_key`, and stored in `mkt_wap_accounts.session_snapshot`.
+//! `browser.session_key`, and stored in `mkt_wap_accounts.session_snapshot`
+//! (through [`crate::account::session`], the row's owner).
 //!
 //! This is Courier's RemoteAuth: a worker on another machine, with an empty
 //! profile, restores the snapshot before opening Chromium and comes back
@@ -10,14 +11,22 @@
 //!
 //! Take snapshots only from a closed (flushed) profile: Chromium writes
 //! localStorage lazily.
+//!
+//! This file is the format (pack, seal, open, restore files) and imports
+//! nothing of the crate, so the configuration can check a key with it;
+//! [`save`] and [`restore`] (in `store`) move a snapshot between a profile
+//! and the account row.
 
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use sqlx::PgPool;
 use uuid::Uuid;
+
+mod store;
+
+pub use self::store::{restore, save};
 
 /// The profile subdirectories that hold the session.
 pub const SESSION_DIRS: &[&str] = &["Default/Local Storage", "Default/IndexedDB"];
@@ -258,47 +267,6 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// Snapshots a closed profile into the account's row. Returns the sealed size.
-pub async fn save(
-    pool: &PgPool,
-    key: &SnapshotKey,
-    account: Uuid,
-    profile: &Path,
-) -> Result<usize, SnapshotError> {
-    let files = collect(profile)?;
-    let sealed = seal(key, account, &pack(&files));
-    sqlx::query(
-        "UPDATE mkt_wap_accounts SET session_snapshot = $2, session_snapshot_at = now() WHERE id = $1",
-    )
-    .bind(account)
-    .bind(&sealed)
-    .execute(pool)
-    .await?;
-    Ok(sealed.len())
-}
-
-/// Restores the account's snapshot into an empty `profile`. Returns whether
-/// there was one to restore.
-pub async fn restore(
-    pool: &PgPool,
-    key: &SnapshotKey,
-    account: Uuid,
-    profile: &Path,
-) -> Result<bool, SnapshotError> {
-    let blob: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT session_snapshot FROM mkt_wap_accounts WHERE id = $1")
-            .bind(account)
-            .fetch_optional(pool)
-            .await?
-            .flatten();
-    let Some(blob) = blob else {
-        return Ok(false);
-    };
-    let files = unpack(&open(key, account, &blob)?)?;
-    restore_files(profile, &files)?;
-    Ok(true)
 }
 
 #[cfg(test)]

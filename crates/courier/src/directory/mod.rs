@@ -8,7 +8,7 @@
 //! and recomputes the denormalised `group_memberships` / `scraped_from_groups`.
 //! A rerun updates in place; departed members lose the membership.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::browser::page::Participant;
@@ -78,6 +78,90 @@ pub async fn group_wa_id(db: &PgPool, group: Uuid) -> Result<Option<String>, sql
         .bind(group)
         .fetch_optional(db)
         .await
+}
+
+/// A group's admin metadata as an operator sets it: `None` leaves a field as
+/// it is, an empty text clears it, and tags given replace the group's tags.
+/// Discovery never writes these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupMetadata {
+    /// Region.
+    pub region: Option<String>,
+    /// State.
+    pub state: Option<String>,
+    /// District.
+    pub district: Option<String>,
+    /// Segment tags (what schedules target).
+    pub segment_tags: Option<Vec<String>>,
+}
+
+/// Sets a group's admin metadata (see [`GroupMetadata`]) and returns the
+/// group as the caller's view type `R`, read from the columns `returning`
+/// names in the same statement. `None`: no such group.
+pub async fn set_metadata<R>(
+    db: &PgPool,
+    group: Uuid,
+    meta: &GroupMetadata,
+    returning: &str,
+) -> Result<Option<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE mkt_wap_groups SET
+            region = CASE WHEN $2::text IS NULL THEN region ELSE NULLIF($2, '') END,
+            state = CASE WHEN $3::text IS NULL THEN state ELSE NULLIF($3, '') END,
+            district = CASE WHEN $4::text IS NULL THEN district ELSE NULLIF($4, '') END,
+            segment_tags = COALESCE($5, segment_tags)
+         WHERE id = $1 RETURNING {returning}"
+    )))
+    .bind(group)
+    .bind(&meta.region)
+    .bind(&meta.state)
+    .bind(&meta.district)
+    .bind(&meta.segment_tags)
+    .fetch_optional(db)
+    .await
+}
+
+/// The contacts' first sending account becomes their preferred one, from
+/// `rows` (columns `contact_id`, `account_id`; a CTE's name or a
+/// parenthesised subquery): only where a contact has none and the account
+/// is known, so later messages keep the same sender and a preference once
+/// set is never overwritten by a later send.
+fn remember_accounts_statement(rows: &str) -> String {
+    format!(
+        "UPDATE mkt_wap_contacts c SET preferred_account_id = p.account_id \
+         FROM {rows} p \
+         WHERE c.id = p.contact_id AND p.account_id IS NOT NULL \
+           AND c.preferred_account_id IS NULL"
+    )
+}
+
+/// [`remember_accounts`] as a CTE named `name`, for a statement that writes
+/// the messages and the preferences together (`crate::scheduler::segment`).
+/// It locks the contacts it changes until the commit.
+pub fn remember_accounts_cte(name: &str, rows: &str) -> String {
+    format!("{name} AS ({})", remember_accounts_statement(rows))
+}
+
+/// Stores each contact's first sending account (`pairs`: contact, account)
+/// as its `preferred_account_id` where it has none. Runs in the caller's
+/// transaction (the scheduler's expansion): a contact's preference commits
+/// with its message. Returns how many contacts changed.
+pub async fn remember_accounts(
+    conn: &mut PgConnection,
+    pairs: &[(Uuid, Uuid)],
+) -> Result<u64, sqlx::Error> {
+    let (contacts, accounts): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
+    Ok(sqlx::query(sqlx::AssertSqlSafe(remember_accounts_statement(
+        "(SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS u(contact_id, account_id))",
+    )))
+    .bind(&contacts)
+    .bind(&accounts)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// A participant as a contact: (E.164 digits, wa id).

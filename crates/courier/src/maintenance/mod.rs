@@ -11,6 +11,10 @@
 //! | `prune` | finished jobs past `queue.retention`, and the old send log, are deleted |
 //! | `reassign` | queued sends leave unavailable accounts; pending messages get one |
 //!
+//! The tasks choose what to change and when; the rows change through their
+//! owners (`crate::message::status`, `crate::message::assignment`,
+//! `crate::queue::fragments`), so this module writes only `scheduler_tasks`.
+//!
 //! A task run is claimed in `scheduler_tasks` (`last_run_at` moves forward in
 //! the claiming statement), so a leader hand-over neither repeats a daily task
 //! nor forgets it, and two processes cannot run the same task at once by
@@ -200,7 +204,7 @@ pub async fn run(
             format!("{n} discover job(s) enqueued")
         }
         Task::Sweep => {
-            let orphans = fail_orphans(pool).await?;
+            let orphans = crate::message::status::fail_orphans(pool).await?;
             let n = sweep(pool, settings.scheduler.sweep_window).await?;
             format!(
                 "{orphans} orphaned message(s) failed; {n} failed message(s) re-queued for retry"
@@ -260,44 +264,6 @@ async fn per_account_jobs(
     Ok(created)
 }
 
-/// Messages left `queued` or `sending` by a job that ended without
-/// recording an outcome — a send job discarded because its attempts ran out
-/// before the page was ever reached (a session that never became ready), or
-/// because crashes returned it too often — become `failed` with the job's
-/// last error, so [`sweep`] can give them a `retry` job (which checks the
-/// chat for a copy before sending: the outcome of an interrupted attempt is
-/// unknown). Without this they would stay in flight forever.
-///
-/// A send job an operator cancelled (`POST /v1/jobs/{id}/cancel`, e.g. one
-/// held with an unknown outcome on a banned account) fails its message too,
-/// saying whether an attempt may have reached WhatsApp; [`sweep`] never
-/// retries those (it only takes discarded jobs).
-pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "WITH orphan AS ( \
-            SELECT m.id, CASE WHEN j.state = 'discarded' \
-                THEN 'its job was discarded: ' || coalesce(j.last_error, 'no error recorded') \
-                WHEN m.status = 'sending' OR m.attempt_started_at IS NOT NULL \
-                THEN 'its job was cancelled after an attempt whose outcome is unknown \
-                      (it may have reached WhatsApp)' \
-                ELSE 'its job was cancelled before it was sent' END AS why \
-            FROM mkt_wap_messages m \
-            JOIN queue_jobs j ON j.id = m.job_id \
-            WHERE m.status IN ('queued', 'sending') AND j.state IN ('discarded', 'cancelled') \
-            FOR UPDATE OF m SKIP LOCKED \
-         ), upd AS ( \
-            UPDATE mkt_wap_messages m SET status = 'failed', failed_at = now(), \
-                error_message = o.why, waiting_reason = NULL \
-            FROM orphan o WHERE m.id = o.id RETURNING m.id, m.error_message \
-         ) \
-         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-         SELECT id, 'failed', 'sweeper', jsonb_build_object('error', error_message) FROM upd",
-    )
-    .execute(pool)
-    .await?
-    .rows_affected())
-}
-
 /// Failed messages that are still retryable — their send job gave up
 /// (`discarded`), they have retries left, they failed within `window`, and their
 /// account can still send — get a `retry` job on the same account (whose chat
@@ -336,18 +302,7 @@ pub async fn sweep(pool: &PgPool, window: Duration) -> Result<usize, Maintenance
     let enqueued = store::enqueue_batch_in(&mut tx, &jobs).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let job_ids: Vec<Uuid> = enqueued.iter().map(|e| e.id).collect();
-    sqlx::query(
-        "WITH m AS (UPDATE mkt_wap_messages m SET status = 'queued', job_id = u.job_id, \
-                       retry_count = m.retry_count + 1, queued_at = now() \
-                   FROM unnest($1::uuid[], $2::uuid[]) AS u(id, job_id) \
-                   WHERE m.id = u.id RETURNING m.id, m.retry_count) \
-         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-         SELECT id, 'queued', 'sweeper', jsonb_build_object('retry', retry_count) FROM m",
-    )
-    .bind(&ids)
-    .bind(&job_ids)
-    .execute(&mut *tx)
-    .await?;
+    crate::message::status::requeue_swept(&mut tx, &ids, &job_ids).await?;
     tx.commit().await?;
     metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => "retry")
         .increment(enqueued.iter().filter(|e| e.created).count() as u64);

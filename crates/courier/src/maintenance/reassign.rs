@@ -30,7 +30,8 @@ use uuid::Uuid;
 use super::MaintenanceError;
 use crate::config::Settings;
 use crate::jobs::send::SendJob;
-use crate::queue::{store, NewJob};
+use crate::message::assignment;
+use crate::queue::{fragments, store, NewJob};
 use crate::scheduler::assign::{self, Choice, Need};
 
 /// Most rows one pass handles (the next pass takes the rest).
@@ -123,32 +124,8 @@ pub async fn reassign(pool: &PgPool, settings: &Settings) -> Result<Reassigned, 
         }
     }
     if !moved.0.is_empty() {
-        sqlx::query(
-            "UPDATE queue_jobs j SET account_id = u.to_account, waiting_reason = NULL, \
-                run_at = CASE WHEN j.waiting_reason IS NOT NULL THEN now() ELSE j.run_at END, \
-                state = CASE WHEN j.waiting_reason IS NOT NULL OR j.run_at <= now() \
-                             THEN 'available' ELSE j.state END \
-             FROM unnest($1::uuid[], $2::uuid[]) AS u(id, to_account) \
-             WHERE j.id = u.id AND j.state IN ('available', 'scheduled', 'retryable')",
-        )
-        .bind(&moved.0)
-        .bind(&moved.2)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) \
-                        AS u(id, to_account, reason)), \
-             m AS (UPDATE mkt_wap_messages m SET account_id = u.to_account, waiting_reason = NULL \
-                   FROM u WHERE m.id = u.id RETURNING m.id, u.to_account, u.reason) \
-             INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-             SELECT id, 'queued', 'reassign', jsonb_build_object('to_account', to_account, 'reason', reason) \
-             FROM m",
-        )
-        .bind(&moved.1)
-        .bind(&moved.2)
-        .bind(&moved.3)
-        .execute(&mut *tx)
-        .await?;
+        fragments::move_to_accounts(&mut tx, &moved.0, &moved.2).await?;
+        assignment::move_to_accounts(&mut tx, &moved.1, &moved.2, &moved.3).await?;
     }
     if !waiting.0.is_empty() {
         withdraw_to_pending(&mut tx, &waiting.0, &waiting.1, &waiting.2).await?;
@@ -176,9 +153,13 @@ pub async fn hold_unknown_outcomes(
     pool: &PgPool,
     settings: &Settings,
 ) -> Result<i64, MaintenanceError> {
-    let held: (i64,) = sqlx::query_as(
-        "WITH h AS (              SELECT j.id AS job, m.id AS message,                     format('%s: a send was attempted on account %s, which is %s; only its chat                             can confirm it, so it is held there and never re-sent from another                             account', $2::text, a.id,                            CASE WHEN a.status = 'paused' THEN 'paused (' || coalesce(a.pause_reason, 'no reason') || ')'                                 ELSE a.status END) AS reason              FROM queue_jobs j              JOIN mkt_wap_accounts a ON a.id = j.account_id              JOIN mkt_wap_messages m ON m.id = (j.payload->>'message_id')::uuid AND m.job_id = j.id              WHERE j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable')                AND (j.attempt > 0 OR j.rescues > 0 OR m.attempt_started_at IS NOT NULL)                AND m.status IN ('queued', 'sending')                AND (a.status IN ('banned', 'logged_out', 'failed')                     OR (a.status = 'paused' AND (                         (a.paused_until IS NULL AND a.status_changed_at < now() - $1)                         OR a.paused_until > now() + $1)))),          jm AS (UPDATE queue_jobs j SET waiting_reason = h.reason FROM h                 WHERE j.id = h.job AND j.waiting_reason IS DISTINCT FROM h.reason                   AND j.state IN ('available', 'scheduled', 'retryable')),          mm AS (UPDATE mkt_wap_messages m SET waiting_reason = h.reason FROM h                 WHERE m.id = h.message AND m.waiting_reason IS DISTINCT FROM h.reason)          SELECT count(*) FROM h",
-    )
+    // The jobs and the messages are marked in one statement from one look at
+    // the accounts, each by its owner's fragment.
+    let held: (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH h AS (              SELECT j.id AS job, m.id AS message,                     format('%s: a send was attempted on account %s, which is %s; only its chat                             can confirm it, so it is held there and never re-sent from another                             account', $2::text, a.id,                            CASE WHEN a.status = 'paused' THEN 'paused (' || coalesce(a.pause_reason, 'no reason') || ')'                                 ELSE a.status END) AS reason              FROM queue_jobs j              JOIN mkt_wap_accounts a ON a.id = j.account_id              JOIN mkt_wap_messages m ON m.id = (j.payload->>'message_id')::uuid AND m.job_id = j.id              WHERE j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable')                AND (j.attempt > 0 OR j.rescues > 0 OR m.attempt_started_at IS NOT NULL)                AND m.status IN ('queued', 'sending')                AND (a.status IN ('banned', 'logged_out', 'failed')                     OR (a.status = 'paused' AND (                         (a.paused_until IS NULL AND a.status_changed_at < now() - $1)                         OR a.paused_until > now() + $1)))), {}, {} SELECT count(*) FROM h",
+        fragments::set_waiting_reasons("jm", "(SELECT job AS id, reason FROM h)"),
+        assignment::waiting_reasons_cte("mm", "(SELECT message AS id, reason FROM h)"),
+    )))
     .bind(interval(settings.scheduler.reassign_after))
     .bind(OUTCOME_UNKNOWN)
     .fetch_one(pool)
@@ -195,27 +176,14 @@ async fn withdraw_to_pending(
     messages: &[Uuid],
     reasons: &[String],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE queue_jobs SET state = 'cancelled', finished_at = now(), idempotency_key = NULL, \
-            last_error = 'withdrawn: no eligible account; the message waits as pending' \
-         WHERE id = ANY($1) AND state IN ('available', 'scheduled', 'retryable')",
+    fragments::withdraw(
+        &mut *conn,
+        jobs,
+        "withdrawn: no eligible account; the message waits as pending",
+        true,
     )
-    .bind(jobs)
-    .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS u(id, reason)), \
-         m AS (UPDATE mkt_wap_messages m SET status = 'pending', job_id = NULL, account_id = NULL, \
-                   queued_at = NULL, waiting_reason = u.reason \
-               FROM u WHERE m.id = u.id RETURNING m.id, u.reason) \
-         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-         SELECT id, 'pending', 'reassign', jsonb_build_object('reason', reason) FROM m",
-    )
-    .bind(messages)
-    .bind(reasons)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    assignment::back_to_pending(&mut *conn, messages, reasons).await
 }
 
 /// Gives pending messages (no account yet) an account and a send job when one
@@ -273,14 +241,7 @@ pub async fn assign_pending(pool: &PgPool, settings: &Settings) -> Result<usize,
         }
     }
     if !reasons.0.is_empty() {
-        sqlx::query(
-            "UPDATE mkt_wap_messages m SET waiting_reason = u.reason \
-             FROM unnest($1::uuid[], $2::text[]) AS u(id, reason) WHERE m.id = u.id",
-        )
-        .bind(&reasons.0)
-        .bind(&reasons.1)
-        .execute(&mut *tx)
-        .await?;
+        assignment::set_waiting_reasons(&mut tx, &reasons.0, &reasons.1).await?;
     }
     if !assigned.is_empty() {
         let jobs: Vec<NewJob> = assigned
@@ -291,20 +252,7 @@ pub async fn assign_pending(pool: &PgPool, settings: &Settings) -> Result<usize,
         let ids: Vec<Uuid> = assigned.iter().map(|x| x.0).collect();
         let accounts: Vec<Uuid> = assigned.iter().map(|x| x.1).collect();
         let job_ids: Vec<Uuid> = enqueued.iter().map(|e| e.id).collect();
-        sqlx::query(
-            "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) \
-                        AS u(id, account_id, job_id)), \
-             m AS (UPDATE mkt_wap_messages m SET status = 'queued', account_id = u.account_id, \
-                       job_id = u.job_id, queued_at = now(), waiting_reason = NULL \
-                   FROM u WHERE m.id = u.id RETURNING m.id, u.account_id) \
-             INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-             SELECT id, 'queued', 'scheduler', jsonb_build_object('account', account_id) FROM m",
-        )
-        .bind(&ids)
-        .bind(&accounts)
-        .bind(&job_ids)
-        .execute(&mut *tx)
-        .await?;
+        assignment::assign(&mut tx, &ids, &accounts, &job_ids).await?;
         metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => "send")
             .increment(enqueued.iter().filter(|e| e.created).count() as u64);
     }
@@ -335,13 +283,12 @@ pub async fn withdraw_cancelled(pool: &PgPool) -> Result<usize, MaintenanceError
     }
     let job_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.1).collect();
     // Only jobs that have not started; a running one finishes on its own.
-    let cancelled: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE queue_jobs SET state = 'cancelled', finished_at = now(), \
-            last_error = 'withdrawn: its schedule was cancelled' \
-         WHERE id = ANY($1) AND state IN ('available', 'scheduled', 'retryable') RETURNING id",
+    let cancelled = fragments::withdraw(
+        &mut tx,
+        &job_ids,
+        "withdrawn: its schedule was cancelled",
+        false,
     )
-    .bind(&job_ids)
-    .fetch_all(&mut *tx)
     .await?;
     let cancelled: std::collections::HashSet<Uuid> = cancelled.into_iter().collect();
     let withdraw: Vec<Uuid> = rows
@@ -349,16 +296,7 @@ pub async fn withdraw_cancelled(pool: &PgPool) -> Result<usize, MaintenanceError
         .filter(|(_, job)| job.is_none_or(|j| cancelled.contains(&j)))
         .map(|r| r.0)
         .collect();
-    sqlx::query(
-        "WITH m AS (UPDATE mkt_wap_messages SET status = 'failed', failed_at = now(), \
-                       waiting_reason = NULL, error_message = 'withdrawn: its schedule was cancelled' \
-                   WHERE id = ANY($1) RETURNING id) \
-         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-         SELECT id, 'failed', 'scheduler', '{\"reason\": \"schedule cancelled\"}'::jsonb FROM m",
-    )
-    .bind(&withdraw)
-    .execute(&mut *tx)
-    .await?;
+    assignment::fail_for_cancelled_schedule(&mut tx, &withdraw).await?;
     tx.commit().await?;
     if !withdraw.is_empty() {
         tracing::info!(

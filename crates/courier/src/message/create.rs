@@ -3,7 +3,9 @@
 //!
 //! Every producer (the API, the scheduler, retries) creates messages through
 //! [`create_batch`] — except a schedule's contact segment, which
-//! `scheduler::segment` writes in SQL with the same columns, keys and jobs:
+//! `scheduler::segment` writes in one SQL statement with the same keys and
+//! jobs, taking the message rows and their events from [`insert_ctes`], the
+//! fragment [`create_batch_in`] runs too. Either way
 //! the message rows, their first event, and their send jobs commit in one
 //! transaction, so a message that exists has a job (or, when no
 //! account can take it yet, is `pending` with the reason), and a job that exists
@@ -143,30 +145,21 @@ pub async fn create_batch_in(
     }
     // Insert, with each new row's first event in the same statement; a row
     // whose key exists (or repeats within the batch) is skipped.
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "WITH ins AS ( \
-         INSERT INTO mkt_wap_messages (id, job_id, account_id, campaign_id, content_id, \
-            schedule_id, channel_type, target_chat_id, target_group_id, target_contact_id, \
-            message_type, message_text, media_url, media_path, media_caption, link_url, \
-            idempotency_key, waiting_reason, status, queued_at) \
-         SELECT id, job_id, account_id, campaign_id, content_id, schedule_id, channel_type, \
-                target_chat_id, target_group_id, target_contact_id, message_type, message_text, \
-                media_url, media_path, media_caption, link_url, idempotency_key, waiting_reason, \
-                CASE WHEN account_id IS NULL THEN 'pending' ELSE 'queued' END, \
-                CASE WHEN account_id IS NULL THEN NULL ELSE now() END \
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], \
-                     $7::text[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::text[], \
-                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[]) \
+    let inserted: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "WITH {} SELECT id FROM ins",
+        insert_ctes(
+            "ins",
+            "(SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], \
+                $6::uuid[], $7::text[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], \
+                $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], \
+                $18::text[]) \
               AS t(id, job_id, account_id, campaign_id, content_id, schedule_id, channel_type, \
                    target_chat_id, target_group_id, target_contact_id, message_type, \
                    message_text, media_url, media_path, media_caption, link_url, \
-                   idempotency_key, waiting_reason) \
-         ON CONFLICT (idempotency_key) DO NOTHING \
-         RETURNING id, status), \
-         ev AS (INSERT INTO mkt_wap_message_events (message_id, status, source) \
-                SELECT id, status, $19 FROM ins) \
-         SELECT id FROM ins",
-    )
+                   idempotency_key, waiting_reason))",
+            "$19",
+        )
+    )))
     .bind(&ids)
     .bind(&job_ids)
     .bind(&accounts)
@@ -260,6 +253,40 @@ pub async fn create_batch_in(
     }
     store::insert_new_jobs_in(conn, &jobs, &jids).await?;
     Ok(out)
+}
+
+/// New messages with their first event, as CTEs for a statement that writes
+/// them together with other tables' rows (`crate::scheduler::segment`) or on
+/// their own ([`create_batch_in`]): `name` inserts one message per row of
+/// `rows` (a CTE's name or a parenthesised subquery, with the columns `id`,
+/// `job_id`, `account_id`, `campaign_id`, `content_id`, `schedule_id`,
+/// `channel_type`, `target_chat_id`, `target_group_id`, `target_contact_id`,
+/// `message_type`, `message_text`, `media_url`, `media_path`,
+/// `media_caption`, `link_url`, `idempotency_key`, `waiting_reason`), `queued`
+/// when it has an account and `pending` (with the reason) when not; a row
+/// whose idempotency key exists is skipped. `name` returns `id`, `job_id`,
+/// `account_id`, `target_contact_id` and `status` of the rows written, and
+/// `{name}_events` writes each one's first event with the source `source`
+/// (an SQL expression).
+pub fn insert_ctes(name: &str, rows: &str, source: &str) -> String {
+    format!(
+        "{name} AS ( \
+            INSERT INTO mkt_wap_messages (id, job_id, account_id, campaign_id, content_id, \
+                schedule_id, channel_type, target_chat_id, target_group_id, target_contact_id, \
+                message_type, message_text, media_url, media_path, media_caption, link_url, \
+                idempotency_key, waiting_reason, status, queued_at) \
+            SELECT id, job_id, account_id, campaign_id, content_id, schedule_id, channel_type, \
+                   target_chat_id, target_group_id, target_contact_id, message_type, message_text, \
+                   media_url, media_path, media_caption, link_url, idempotency_key, waiting_reason, \
+                   CASE WHEN account_id IS NULL THEN 'pending' ELSE 'queued' END, \
+                   CASE WHEN account_id IS NULL THEN NULL ELSE now() END \
+            FROM {rows} r \
+            ON CONFLICT (idempotency_key) DO NOTHING \
+            RETURNING id, job_id, account_id, target_contact_id, status), \
+         {name}_events AS ( \
+            INSERT INTO mkt_wap_message_events (message_id, status, source) \
+            SELECT id, status, {source} FROM {name})"
+    )
 }
 
 /// The content columns: (message_text, media_url, media_path, media_caption, link_url).

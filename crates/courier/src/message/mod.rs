@@ -5,6 +5,8 @@
 //! - [`status`]: every status change after that (sending, sent, acks,
 //!   failures), each a forward-only update with its event in the append-only
 //!   log `mkt_wap_message_events`.
+//! - [`assignment`]: which account sends it, as maintenance's reassignment
+//!   changes it (moves, back to `pending`, waiting reasons, withdrawals).
 //! - [`claim_fragment`]: what the queue's claim statement does to a send's
 //!   message, handed to the queue through its [`crate::queue::Policy`]
 //!   ([`CLAIM_POLICY`]).
@@ -12,6 +14,7 @@
 //! This module owns the writes to `mkt_wap_messages` and
 //! `mkt_wap_message_events`.
 
+pub mod assignment;
 pub mod create;
 pub mod status;
 

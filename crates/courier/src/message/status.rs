@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{MessageStatus, Source};
@@ -110,13 +110,7 @@ pub async fn mark_sent(
     if n != 1 {
         return Ok(false);
     }
-    sqlx::query(
-        "UPDATE account_sends SET sent_at = greatest(sent_at, clock_timestamp()) \
-         WHERE ctid = (SELECT ctid FROM account_sends WHERE job_id = $1 ORDER BY sent_at DESC LIMIT 1)",
-    )
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
+    crate::queue::fragments::advance_slot_to_now(&mut tx, job_id).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -149,6 +143,96 @@ pub async fn mark_attempt_failed(
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+/// An operator's retry of a failed message (`POST /v1/messages/{id}/retry`):
+/// back to `queued` on its new `retry` job `job`, with the retry counted and
+/// the last error cleared, and a `retry` event naming the job and `retry`
+/// (the retry's number). Runs in the caller's transaction, which holds the
+/// message row locked and enqueued the job, so both commit or neither does.
+pub async fn requeue_retry(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    job_id: Uuid,
+    retry: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE mkt_wap_messages SET status = 'queued', retry_count = retry_count + 1, job_id = $2,
+             error_message = NULL, queued_at = now() WHERE id = $1",
+    )
+    .bind(message_id)
+    .bind(job_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO mkt_wap_message_events (message_id, status, source, detail) VALUES ($1, 'queued', 'retry', $2)")
+        .bind(message_id)
+        .bind(json!({"retry": retry, "job_id": job_id}))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Messages left `queued` or `sending` by a job that ended without
+/// recording an outcome — a send job discarded because its attempts ran out
+/// before the page was ever reached (a session that never became ready), or
+/// because crashes returned it too often — become `failed` with the job's
+/// last error, so the sweep (`crate::maintenance::sweep`) can give them a
+/// `retry` job (which checks the chat for a copy before sending: the outcome
+/// of an interrupted attempt is unknown). Without this they would stay in
+/// flight forever. The maintenance service runs it.
+///
+/// A send job an operator cancelled (`POST /v1/jobs/{id}/cancel`, e.g. one
+/// held with an unknown outcome on a banned account) fails its message too,
+/// saying whether an attempt may have reached WhatsApp; the sweep never
+/// retries those (it only takes discarded jobs).
+pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "WITH orphan AS ( \
+            SELECT m.id, CASE WHEN j.state = 'discarded' \
+                THEN 'its job was discarded: ' || coalesce(j.last_error, 'no error recorded') \
+                WHEN m.status = 'sending' OR m.attempt_started_at IS NOT NULL \
+                THEN 'its job was cancelled after an attempt whose outcome is unknown \
+                      (it may have reached WhatsApp)' \
+                ELSE 'its job was cancelled before it was sent' END AS why \
+            FROM mkt_wap_messages m \
+            JOIN queue_jobs j ON j.id = m.job_id \
+            WHERE m.status IN ('queued', 'sending') AND j.state IN ('discarded', 'cancelled') \
+            FOR UPDATE OF m SKIP LOCKED \
+         ), upd AS ( \
+            UPDATE mkt_wap_messages m SET status = 'failed', failed_at = now(), \
+                error_message = o.why, waiting_reason = NULL \
+            FROM orphan o WHERE m.id = o.id RETURNING m.id, m.error_message \
+         ) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'failed', 'sweeper', jsonb_build_object('error', error_message) FROM upd",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Failed messages `ids[i]` that the sweep gives a `retry` job `job_ids[i]`
+/// (enqueued in the same transaction) go back to `queued`, with the retry
+/// counted and a `sweeper` event naming the retry's number. Unlike
+/// [`requeue_retry`], the last error is kept.
+pub async fn requeue_swept(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    job_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH m AS (UPDATE mkt_wap_messages m SET status = 'queued', job_id = u.job_id, \
+                       retry_count = m.retry_count + 1, queued_at = now() \
+                   FROM unnest($1::uuid[], $2::uuid[]) AS u(id, job_id) \
+                   WHERE m.id = u.id RETURNING m.id, m.retry_count) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'queued', 'sweeper', jsonb_build_object('retry', retry_count) FROM m",
+    )
+    .bind(ids)
+    .bind(job_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// What an ack update changed.

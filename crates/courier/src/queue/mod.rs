@@ -8,7 +8,7 @@
 //! for an account carries the lease epoch (the fencing token), so a worker that
 //! lost its lease cannot change anything.
 //!
-//! - [`store`]: every SQL statement of the engine, in one place.
+//! - [`store`]: every statement the engine itself runs, in one place.
 //! - [`lease`]: leases and the heartbeat that keeps them.
 //! - [`backend`]: the apalis backend (one per account slot) and the ack layer.
 //! - [`runtime`]: the worker process: apalis monitor, slots, listener,
@@ -16,10 +16,15 @@
 //! - [`handler`]: the handler trait and the registry by job kind.
 //! - [`policy`]: what the domain adds to the claim (an SQL fragment), so the
 //!   engine imports no domain code.
+//! - [`fragments`]: the other way round: the queue's steps in a domain's
+//!   statement or transaction (new jobs, moves, withdrawals, waiting reasons,
+//!   a send slot moved to the instant WhatsApp accepted the message), so no
+//!   other module writes the queue's tables.
 //!
 //! See `docs/queue.md` for the state machine and the invariants.
 
 pub mod backend;
+pub mod fragments;
 pub mod handler;
 pub mod lease;
 pub mod policy;

@@ -340,7 +340,7 @@ pub async fn expand_in(
         })
         .collect();
     if !sticky.is_empty() {
-        remember_accounts(conn, &sticky).await?;
+        crate::directory::remember_accounts(conn, &sticky).await?;
     }
     clock.lap("preferences of explicit contacts");
 
@@ -428,26 +428,6 @@ async fn move_on(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Stores each contact's first sending account as its `preferred_account_id`
-/// (only where it has none), so later messages keep the same sender. Runs in
-/// the expansion's transaction: a contact's preference commits with its message.
-pub async fn remember_accounts(
-    conn: &mut PgConnection,
-    pairs: &[(Uuid, Uuid)],
-) -> Result<u64, sqlx::Error> {
-    let (contacts, accounts): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
-    Ok(sqlx::query(
-        "UPDATE mkt_wap_contacts c SET preferred_account_id = u.account_id \
-         FROM unnest($1::uuid[], $2::uuid[]) AS u(id, account_id) \
-         WHERE c.id = u.id AND c.preferred_account_id IS NULL",
-    )
-    .bind(&contacts)
-    .bind(&accounts)
-    .execute(conn)
-    .await?
-    .rows_affected())
 }
 
 /// The scheduler's lag: the age in seconds of the oldest due schedule not yet

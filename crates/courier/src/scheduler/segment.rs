@@ -13,7 +13,11 @@
 //!    maps the n-th contact without a usable preference (in scan order: no
 //!    sort, no index walk over a random key) onto the n-th pick,
 //!    and writes each message, its first event, its send job and the contact's
-//!    new preferred account (data-modifying CTEs).
+//!    new preferred account (data-modifying CTEs). Each of those steps is the
+//!    fragment of the table's owner ([`crate::message::create::insert_ctes`],
+//!    [`crate::queue::fragments::insert_jobs`],
+//!    [`crate::directory::remember_accounts_cte`]); this module only maps
+//!    contacts to rows, so the statement stays one scan of the contacts.
 //!
 //! The preference update locks the contacts it changes until the commit. Two
 //! expansions of overlapping segments at once (only without the leader
@@ -21,7 +25,8 @@
 //! committed, and its schedule row is still due at the next tick.
 //!
 //! The messages are those [`crate::message::create_batch_in`] would write for
-//! the same recipients: same columns, same idempotency key
+//! the same recipients: same columns and statuses (the same fragment), same
+//! idempotency key
 //! (`sched:<schedule>:<occurrence>:<chat>`), same job (`send`, key
 //! `send:<message id>`), and ids that are UUIDv7 like the client's, so message
 //! ids still sort by creation time.
@@ -34,7 +39,8 @@ use super::assign::{Assigner, Choice, Need};
 use super::schedule::Schedule;
 use crate::jobs::JobKind;
 use crate::message::create::content_columns;
-use crate::message::Source;
+use crate::message::{self, Source};
+use crate::{directory, queue};
 
 /// A contact's chat id, as `targets` builds it.
 const CHAT_SQL: &str = "coalesce(wa_id, phone_number || '@c.us')";
@@ -170,6 +176,34 @@ pub async fn insert(
     let (message_prefix, message_start) = id_base();
     let (job_prefix, job_start) = id_base();
     let key_prefix = format!("sched:{}:{}:", schedule.id, occurrence.timestamp());
+    // One statement: the contacts are scanned once, and each table's step
+    // is its owner's fragment over the rows before it.
+    let messages = message::create::insert_ctes(
+        "m",
+        "(SELECT ($6 || lpad(to_hex($7 + i), 12, '0'))::uuid AS id, \
+                 CASE WHEN account IS NOT NULL \
+                      THEN ($8 || lpad(to_hex($9 + i), 12, '0'))::uuid END AS job_id, \
+                 account AS account_id, $10 AS campaign_id, $11 AS content_id, \
+                 $12 AS schedule_id, 'individual' AS channel_type, chat AS target_chat_id, \
+                 NULL::uuid AS target_group_id, id AS target_contact_id, \
+                 $13 AS message_type, $14 AS message_text, $15 AS media_url, \
+                 $16 AS media_path, $17 AS media_caption, $18 AS link_url, \
+                 $19 || chat AS idempotency_key, \
+                 CASE WHEN account IS NULL THEN $5 END AS waiting_reason \
+          FROM a)",
+        "$20",
+    );
+    let jobs = queue::fragments::insert_jobs(
+        "j",
+        "(SELECT job_id AS id, $21 AS kind, account_id, \
+                 jsonb_build_object('message_id', id) AS payload, 100 AS priority, \
+                 now() AS run_at, $22 AS max_attempts, 'send:' || id AS idempotency_key \
+          FROM m WHERE job_id IS NOT NULL)",
+    );
+    let preferences = directory::remember_accounts_cte(
+        "p",
+        "(SELECT target_contact_id AS contact_id, account_id FROM m)",
+    );
     let row: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH c AS ( \
             SELECT id, chat, pref, coalesce(pref = ANY($3::uuid[]), false) AS keep \
@@ -187,35 +221,7 @@ pub async fn insert(
                         WHEN cardinality($4::uuid[]) > 0 \
                         THEN ($4::uuid[])[1 + (k - 1) % cardinality($4::uuid[])] END AS account \
             FROM n), \
-         m AS ( \
-            INSERT INTO mkt_wap_messages (id, job_id, account_id, campaign_id, content_id, \
-                schedule_id, channel_type, target_chat_id, target_contact_id, message_type, \
-                message_text, media_url, media_path, media_caption, link_url, idempotency_key, \
-                waiting_reason, status, queued_at) \
-            SELECT ($6 || lpad(to_hex($7 + i), 12, '0'))::uuid, \
-                   CASE WHEN account IS NOT NULL \
-                        THEN ($8 || lpad(to_hex($9 + i), 12, '0'))::uuid END, \
-                   account, $10, $11, $12, 'individual', chat, id, $13, $14, $15, $16, $17, \
-                   $18, $19 || chat, CASE WHEN account IS NULL THEN $5 END, \
-                   CASE WHEN account IS NULL THEN 'pending' ELSE 'queued' END, \
-                   CASE WHEN account IS NULL THEN NULL ELSE now() END \
-            FROM a \
-            ON CONFLICT (idempotency_key) DO NOTHING \
-            RETURNING id, job_id, account_id, target_contact_id, status), \
-         ev AS ( \
-            INSERT INTO mkt_wap_message_events (message_id, status, source) \
-            SELECT id, status, $20 FROM m), \
-         j AS ( \
-            INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, state, \
-                                    max_attempts, idempotency_key) \
-            SELECT job_id, $21, account_id, jsonb_build_object('message_id', id), 100, now(), \
-                   'available', $22, 'send:' || id \
-            FROM m WHERE job_id IS NOT NULL), \
-         p AS ( \
-            UPDATE mkt_wap_contacts c SET preferred_account_id = m.account_id \
-            FROM m \
-            WHERE c.id = m.target_contact_id AND m.account_id IS NOT NULL \
-              AND c.preferred_account_id IS NULL) \
+         {messages}, {jobs}, {preferences} \
          SELECT (SELECT count(*) FROM a), \
                 count(*) FILTER (WHERE account_id IS NOT NULL), \
                 count(*) FILTER (WHERE account_id IS NULL) \

@@ -1,0 +1,59 @@
+//! An operator's writes to the account row: registering a number and setting
+//! its limits (the `/v1/accounts` routes validate the input and call these).
+//!
+//! Each returns the written row as the caller's own view type `R`, read from
+//! the columns `returning` names in the same statement: the API answers with
+//! the row as this write left it, not as a second read finds it.
+
+use sqlx::postgres::PgRow;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::jobs::PhoneNumber;
+
+/// Registers an account (status `inactive` until it logs in). A phone number
+/// already registered is refused by the table's unique index.
+pub async fn create<R>(
+    pool: &PgPool,
+    name: &str,
+    phone: Option<&PhoneNumber>,
+    timezone: &str,
+    returning: &str,
+) -> Result<R, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO mkt_wap_accounts (account_name, phone_number, timezone) \
+         VALUES ($1, $2, $3) RETURNING {returning}"
+    )))
+    .bind(name)
+    .bind(phone.map(|p| p.digits().to_string()))
+    .bind(timezone)
+    .fetch_one(pool)
+    .await
+}
+
+/// Sets the account's per-account limit overrides (`rate_limit_config`, as
+/// given) and the daily cap the seed's columns show (`daily_usage_limit`).
+/// `None`: no such account.
+pub async fn set_limits<R>(
+    pool: &PgPool,
+    account: Uuid,
+    rate_limit_config: &serde_json::Value,
+    daily_usage_limit: i32,
+    returning: &str,
+) -> Result<Option<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE mkt_wap_accounts SET rate_limit_config = $2, daily_usage_limit = $3 \
+         WHERE id = $1 RETURNING {returning}"
+    )))
+    .bind(account)
+    .bind(rate_limit_config)
+    .bind(daily_usage_limit)
+    .fetch_optional(pool)
+    .await
+}
