@@ -87,6 +87,10 @@ pub async fn create_batch(
 /// (`send:<message id>`) are new by construction — are inserted with those ids
 /// in one statement. Existing messages (idempotency key seen before) are looked
 /// up only when the insert skipped some.
+///
+/// Why one long function: the fast path's ids, rows, keys and the look-up of
+/// existing messages belong to one transaction and one set of vectors; split
+/// up, every part would pass the same half-dozen column vectors along.
 pub async fn create_batch_in(
     conn: &mut PgConnection,
     msgs: &[NewMessage],

@@ -176,6 +176,11 @@ pub fn message_key(schedule: Uuid, occurrence: DateTime<Utc>, chat: &str) -> Str
     format!("sched:{schedule}:{}:{chat}", occurrence.timestamp())
 }
 
+/// Why one long function: the expansion is one transaction of ordered
+/// steps (occurrences, targets, assignment, messages and jobs, the row's new
+/// status and notes), each reading what the one before decided; it reads as
+/// the sequence docs/scheduler.md describes.
+///
 /// Expands `schedule` inside the caller's transaction (which holds its row).
 pub async fn expand_in(
     conn: &mut PgConnection,

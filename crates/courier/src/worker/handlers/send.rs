@@ -67,6 +67,11 @@ fn known_not_sent(e: &PageError) -> bool {
 }
 
 impl Send {
+    /// One attempt, in the order of the module docs: the message's state, the
+    /// look for an earlier copy, typing, the slot's deadline, the send, and the
+    /// failure's classification. Why one function: each step may end the
+    /// attempt with its own outcome, and the steps share the row, the session
+    /// and the slot.
     async fn send(&self, job: &ClaimedJob, message_id: Uuid) -> Result<Outcome, HandlerError> {
         let lease = &job.lease.lease;
         let db = self.0.pool.db();
