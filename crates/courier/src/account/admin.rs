@@ -13,7 +13,7 @@ use crate::jobs::PhoneNumber;
 
 /// Registers an account (status `inactive` until it logs in). A phone number
 /// already registered is refused by the table's unique index.
-pub async fn create<R>(
+pub(crate) async fn create<R>(
     pool: &PgPool,
     name: &str,
     phone: Option<&PhoneNumber>,
@@ -37,7 +37,7 @@ where
 /// Sets the account's per-account limit overrides (`rate_limit_config`, as
 /// given) and the daily cap the seed's columns show (`daily_usage_limit`).
 /// `None`: no such account.
-pub async fn set_limits<R>(
+pub(crate) async fn set_limits<R>(
     pool: &PgPool,
     account: Uuid,
     rate_limit_config: &serde_json::Value,

@@ -15,11 +15,11 @@
 //! This module owns the writes to `mkt_wap_accounts`: the browser adapter and
 //! the API write the row through it.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod budget;
 pub mod health;
 pub mod login;
-pub mod session;
-pub mod status;
+pub(crate) mod session;
+mod status;
 
-pub use status::AccountStatus;
+pub use status::{AccountStatus, UnknownStatus};

@@ -10,7 +10,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Stores `sealed` as the account's session snapshot, stamped now.
-pub async fn save_snapshot(pool: &PgPool, account: Uuid, sealed: &[u8]) -> Result<(), sqlx::Error> {
+pub(crate) async fn save_snapshot(
+    pool: &PgPool,
+    account: Uuid,
+    sealed: &[u8],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE mkt_wap_accounts SET session_snapshot = $2, session_snapshot_at = now() WHERE id = $1",
     )
@@ -22,7 +26,7 @@ pub async fn save_snapshot(pool: &PgPool, account: Uuid, sealed: &[u8]) -> Resul
 }
 
 /// The account's sealed session snapshot, if it has one.
-pub async fn snapshot(pool: &PgPool, account: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+pub(crate) async fn snapshot(pool: &PgPool, account: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
     Ok(
         sqlx::query_scalar("SELECT session_snapshot FROM mkt_wap_accounts WHERE id = $1")
             .bind(account)
@@ -35,7 +39,7 @@ pub async fn snapshot(pool: &PgPool, account: Uuid) -> Result<Option<Vec<u8>>, s
 /// Records the profile directory the account's session was opened from.
 /// Written only when it changed: a session opens on every reconnect, and an
 /// unchanged path is not worth a new row version.
-pub async fn record_storage_path(
+pub(crate) async fn record_storage_path(
     pool: &PgPool,
     account: Uuid,
     path: &str,
@@ -54,7 +58,7 @@ pub async fn record_storage_path(
 /// An operator's disconnect: the account stops sending and must log in
 /// again (a banned account stays `banned`). Its QR and its stored snapshot
 /// go too, so no worker restores the session it was disconnected from.
-pub async fn disconnect(pool: &PgPool, account: Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn disconnect(pool: &PgPool, account: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE mkt_wap_accounts SET status = CASE WHEN status = 'banned' THEN status ELSE 'logged_out' END, \
          status_reason = 'disconnected by an admin', status_changed_at = now(), status_deadline = NULL, \

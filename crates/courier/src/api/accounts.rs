@@ -16,7 +16,7 @@ use crate::account::admin;
 
 /// An account as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct Account {
+pub(crate) struct Account {
     /// Courier's id.
     pub id: Uuid,
     /// E.164 digits without `+`, known once logged in.
@@ -62,7 +62,7 @@ pub(crate) const ACCOUNT_COLUMNS: &str = "id, phone_number, account_name, status
 /// Body of `POST /v1/accounts`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateAccount {
+pub(crate) struct CreateAccount {
     /// A name for people, 1–200 characters.
     pub account_name: String,
     /// Optional: the number, when known before login (E.164).
@@ -91,7 +91,7 @@ impl CreateAccount {
 }
 
 /// Parses an IANA zone name.
-pub fn parse_timezone(s: &str) -> Result<String, ApiError> {
+pub(crate) fn parse_timezone(s: &str) -> Result<String, ApiError> {
     s.parse::<chrono_tz::Tz>()
         .map(|tz| tz.name().to_string())
         .map_err(|_| ApiError::invalid("timezone", format!("`{s}` is not an IANA time zone")))
@@ -105,7 +105,7 @@ pub fn parse_timezone(s: &str) -> Result<String, ApiError> {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "phone number already used"),
         (status = 422, body = ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateAccount>,
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
@@ -118,7 +118,7 @@ pub async fn create(
 /// List accounts.
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts",
     responses((status = 200, body = [Account]), (status = 401, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Account>>, ApiError> {
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Account>>, ApiError> {
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ACCOUNT_COLUMNS} FROM mkt_wap_accounts ORDER BY created_at, id"
     )))
@@ -129,7 +129,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Account>>, A
 
 /// Who drives the account now.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct LeaseView {
+pub(crate) struct LeaseView {
     /// The worker holding the lease.
     pub owner: String,
     /// The fencing token.
@@ -140,7 +140,7 @@ pub struct LeaseView {
 
 /// One budget window of an account.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct WindowBudget {
+pub(crate) struct WindowBudget {
     /// minute, hour or day.
     pub window: &'static str,
     /// The effective cap (after warm-up and health scaling).
@@ -153,7 +153,7 @@ pub struct WindowBudget {
 
 /// An account with its live state: lease holder and budget.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AccountDetail {
+pub(crate) struct AccountDetail {
     /// The account.
     #[serde(flatten)]
     pub account: Account,
@@ -172,7 +172,7 @@ pub struct AccountDetail {
     params(("id" = Uuid, Path, description = "account id")),
     responses((status = 200, body = AccountDetail), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AccountDetail>, ApiError> {
@@ -254,7 +254,7 @@ pub async fn get(
 /// Body of `POST /v1/accounts/{id}/pause`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PauseAccount {
+pub(crate) struct PauseAccount {
     /// Why (shown by the API), 1–500 characters.
     pub reason: String,
     /// Resume by itself at this instant; absent: until resumed by hand.
@@ -266,7 +266,7 @@ pub struct PauseAccount {
     params(("id" = Uuid, Path)), request_body = PauseAccount,
     responses((status = 200, body = Account), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn pause(
+pub(crate) async fn pause(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Json(body): Json<PauseAccount>,
@@ -294,7 +294,7 @@ pub async fn pause(
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Account), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn resume(
+pub(crate) async fn resume(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Account>, ApiError> {
@@ -311,7 +311,7 @@ pub async fn resume(
 /// Body of `PATCH /v1/accounts/{id}/limits`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateLimits {
+pub(crate) struct UpdateLimits {
     /// Replaces `rate_limit_config`: per_minute, per_hour, per_day (or daily_limit),
     /// min_gap_seconds, jitter_seconds, quiet_hours {start, end} (HH:MM) or null.
     #[schema(value_type = Object)]
@@ -333,7 +333,7 @@ const LIMIT_KEYS: [&str; 7] = [
     params(("id" = Uuid, Path)), request_body = UpdateLimits,
     responses((status = 200, body = Account), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn update_limits(
+pub(crate) async fn update_limits(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateLimits>,

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::AppState;
 
 /// Constant-time equality: the time taken depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -17,7 +17,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Middleware: rejects requests without `Authorization: Bearer <token>`.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(AUTHORIZATION)

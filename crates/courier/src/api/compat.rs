@@ -15,7 +15,7 @@ use super::extract::{Json, Path, Query};
 use super::{accounts, groups, login, messages, stats, AppState};
 
 /// Renames object keys from snake_case to camelCase, recursively.
-pub fn camel(v: Value) -> Value {
+pub(crate) fn camel(v: Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.into_iter()
@@ -44,7 +44,7 @@ fn to_camel(s: &str) -> String {
 }
 
 /// Renames object keys from camelCase to snake_case (top level: request bodies).
-pub fn snake(v: Value) -> Value {
+pub(crate) fn snake(v: Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.into_iter()
@@ -87,7 +87,7 @@ fn json<T: serde::Serialize>(v: T) -> Json<Value> {
 }
 
 /// The routes.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/whatsapp/accounts",

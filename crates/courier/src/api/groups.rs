@@ -14,7 +14,7 @@ use crate::directory::{self, GroupMetadata};
 
 /// A group as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct Group {
+pub(crate) struct Group {
     /// Courier's id.
     pub id: Uuid,
     /// WhatsApp's id, `…@g.us`.
@@ -45,7 +45,7 @@ const GROUP_COLUMNS: &str = "id, group_id, name, member_count, region, state, di
 /// Filters for `GET /v1/groups`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct GroupFilter {
+pub(crate) struct GroupFilter {
     /// Case-insensitive substring of the name.
     pub search: Option<String>,
     /// Exact region.
@@ -64,7 +64,7 @@ pub struct GroupFilter {
 #[utoipa::path(get, path = "/v1/groups", tag = "groups", params(GroupFilter),
     responses((status = 200, body = [Group]), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     Query(f): Query<GroupFilter>,
 ) -> Result<Json<Vec<Group>>, ApiError> {
@@ -108,7 +108,7 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "group id")),
     responses((status = 200, body = Group), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Group>, ApiError> {
@@ -128,7 +128,7 @@ async fn fetch(state: &AppState, id: Uuid) -> Result<Group, ApiError> {
 /// Body of `PATCH /v1/groups/{id}`: only the fields given change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateGroup {
+pub(crate) struct UpdateGroup {
     /// Region (empty string clears).
     pub region: Option<String>,
     /// State (empty string clears).
@@ -175,7 +175,7 @@ impl UpdateGroup {
     responses((status = 200, body = Group), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateGroup>,

@@ -16,9 +16,9 @@ use super::AppState;
 use crate::queue::{self, Job, NewJob, QueueError};
 
 /// Most jobs in one batch.
-pub const MAX_BATCH: usize = 10_000;
+pub(crate) const MAX_BATCH: usize = 10_000;
 /// Longest idempotency key.
-pub const MAX_KEY_LEN: usize = 200;
+pub(crate) const MAX_KEY_LEN: usize = 200;
 
 /// A job as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,7 +78,7 @@ impl From<Job> for JobView {
 /// Body of `POST /v1/jobs` (and each item of a batch).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EnqueueJob {
+pub(crate) struct EnqueueJob {
     /// `send`, `discover`, `scrape`, `retry`, `health_check`, `login`.
     pub kind: String,
     /// The account whose session runs it.
@@ -105,7 +105,7 @@ fn typed<P: JobPayload>(account: Uuid, payload: &serde_json::Value) -> Result<Ne
 
 impl EnqueueJob {
     /// Validates into a queue job.
-    pub fn parse(self, header_key: Option<&str>) -> Result<NewJob, ApiError> {
+    pub(crate) fn parse(self, header_key: Option<&str>) -> Result<NewJob, ApiError> {
         use courier_jobs::{discover, maintenance, retry, scrape, send};
         let kind: JobKind = self.kind.parse().map_err(ApiError::Validation)?;
         let mut job = match kind {
@@ -173,7 +173,7 @@ async fn account_exists(state: &AppState, ids: &[Uuid]) -> Result<(), ApiError> 
     params(("Idempotency-Key" = Option<String>, Header, description = "idempotency key")),
     responses((status = 202, body = JobView), (status = 200, body = JobView, description = "existing job for the key"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<EnqueueJob>,
@@ -198,14 +198,14 @@ pub async fn create(
 /// Body of `POST /v1/jobs/batch`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EnqueueBatch {
+pub(crate) struct EnqueueBatch {
     /// Up to 10,000 jobs; all are enqueued or none.
     pub jobs: Vec<EnqueueJob>,
 }
 
 /// One result of a batch, in input order.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BatchItem {
+pub(crate) struct BatchItem {
     /// The job id.
     pub id: Uuid,
     /// False when an existing job was returned for the key.
@@ -216,7 +216,7 @@ pub struct BatchItem {
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = EnqueueBatch,
     responses((status = 202, body = [BatchItem]), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create_batch(
+pub(crate) async fn create_batch(
     State(state): State<AppState>,
     Json(body): Json<EnqueueBatch>,
 ) -> Result<(StatusCode, Json<Vec<BatchItem>>), ApiError> {
@@ -269,7 +269,7 @@ pub async fn create_batch(
 /// Get a job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<JobView>, ApiError> {
@@ -283,7 +283,7 @@ pub async fn get(
 /// Filters and cursor for `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct JobFilter {
+pub(crate) struct JobFilter {
     /// Only this state.
     pub state: Option<String>,
     /// Only this kind.
@@ -298,7 +298,7 @@ pub struct JobFilter {
 
 /// A page of jobs.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct JobPage {
+pub(crate) struct JobPage {
     /// The jobs, oldest first.
     pub jobs: Vec<JobView>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -309,7 +309,7 @@ pub struct JobPage {
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobFilter),
     responses((status = 200, body = JobPage), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     Query(f): Query<JobFilter>,
 ) -> Result<Json<JobPage>, ApiError> {
@@ -360,7 +360,7 @@ pub async fn list(
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<JobView>, ApiError> {

@@ -18,7 +18,7 @@ use crate::message::{create_batch, NewMessage, Source};
 
 /// A message as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct MessageView {
+pub(crate) struct MessageView {
     /// Id.
     pub id: Uuid,
     /// Sending account (none while pending assignment).
@@ -91,7 +91,7 @@ const MESSAGE_COLUMNS: &str =
 /// Body of `POST /v1/messages` (the seed's fields).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SendMessage {
+pub(crate) struct SendMessage {
     /// Sending account (required: the account must be a member of a target group).
     pub account_id: Uuid,
     /// Campaign link.
@@ -208,7 +208,7 @@ fn recipient(field: &str, s: &str) -> Result<ChatId, ApiError> {
 
 /// The result of a send request.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SendResult {
+pub(crate) struct SendResult {
     /// One message per recipient (one for group and individual sends).
     pub messages: Vec<MessageView>,
 }
@@ -220,7 +220,7 @@ pub struct SendResult {
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessage,
     responses((status = 202, body = SendResult), (status = 200, body = SendResult),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     Json(body): Json<SendMessage>,
 ) -> Result<(StatusCode, Json<SendResult>), ApiError> {
@@ -436,7 +436,7 @@ pub async fn create(
 /// Filters for `GET /v1/messages`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct MessageFilter {
+pub(crate) struct MessageFilter {
     /// Only this status.
     pub status: Option<String>,
     /// Only this account.
@@ -453,7 +453,7 @@ pub struct MessageFilter {
 #[utoipa::path(get, path = "/v1/messages", tag = "messages", params(MessageFilter),
     responses((status = 200, body = [MessageView]), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     Query(f): Query<MessageFilter>,
 ) -> Result<Json<Vec<MessageView>>, ApiError> {
@@ -495,7 +495,7 @@ pub async fn list(
 
 /// One entry of a message's history.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct MessageEvent {
+pub(crate) struct MessageEvent {
     /// The status it moved to.
     pub status: String,
     /// The ack level, when an ack caused it.
@@ -511,7 +511,7 @@ pub struct MessageEvent {
 
 /// A message with its history.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MessageDetail {
+pub(crate) struct MessageDetail {
     /// The message.
     #[serde(flatten)]
     pub message: MessageView,
@@ -522,7 +522,7 @@ pub struct MessageDetail {
 /// Get a message with its event history.
 #[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages", params(("id" = Uuid, Path)),
     responses((status = 200, body = MessageDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<MessageDetail>, ApiError> {
@@ -546,7 +546,7 @@ pub async fn get(
 #[utoipa::path(post, path = "/v1/messages/{id}/retry", tag = "messages", params(("id" = Uuid, Path)),
     responses((status = 202, body = MessageView), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn retry(
+pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {

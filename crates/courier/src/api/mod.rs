@@ -6,16 +6,16 @@
 //! errors are `{error, field, detail}` with 400/401/404/409/422 — the only 5xx
 //! is a 503 when the database is unreachable.
 
-pub mod accounts;
-pub mod auth;
-pub mod compat;
+pub(crate) mod accounts;
+pub(crate) mod auth;
+pub(crate) mod compat;
 pub mod error;
-pub mod extract;
-pub mod groups;
-pub mod jobs;
+pub(crate) mod extract;
+pub(crate) mod groups;
+pub(crate) mod jobs;
 pub mod login;
-pub mod messages;
-pub mod stats;
+pub(crate) mod messages;
+pub(crate) mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,7 +12,7 @@ use super::AppState;
 
 /// Overview counts.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Accounts by status.
     pub accounts: BTreeMap<String, i64>,
     /// Total accounts.
@@ -30,7 +30,7 @@ pub struct Stats {
 /// Counts of accounts, groups, contacts and messages by status.
 #[utoipa::path(get, path = "/v1/stats", tag = "stats",
     responses((status = 200, body = Stats), (status = 401, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+pub(crate) async fn get(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let accounts: BTreeMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
         "SELECT status, count(*) FROM mkt_wap_accounts GROUP BY status",
     )

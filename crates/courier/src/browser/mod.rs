@@ -14,10 +14,10 @@
 //! See `docs/browser.md`.
 
 pub mod driver;
-pub mod hub;
+mod hub;
 pub mod page;
 pub mod selectors;
-pub mod session;
+mod session;
 pub mod snapshot;
 
 pub use driver::{ChromeDriver, DriverError, DriverOptions};

@@ -18,7 +18,7 @@ use crate::jobs::PhoneNumber;
 /// WhatsApp id (name, member count, the discovering account; admin metadata
 /// untouched), marks the account a member of each, and ends its membership
 /// of groups no longer listed. One transaction. Returns the groups' row ids.
-pub async fn save_discovered(
+pub(crate) async fn save_discovered(
     db: &PgPool,
     account: Uuid,
     groups: &[DiscoveredGroup],
@@ -63,7 +63,7 @@ pub async fn save_discovered(
 
 /// A group as the chat list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiscoveredGroup {
+pub(crate) struct DiscoveredGroup {
     /// WhatsApp's group id (`…@g.us`).
     pub wa_id: String,
     /// Its name.
@@ -73,7 +73,7 @@ pub struct DiscoveredGroup {
 }
 
 /// A group's WhatsApp id by its row id.
-pub async fn group_wa_id(db: &PgPool, group: Uuid) -> Result<Option<String>, sqlx::Error> {
+pub(crate) async fn group_wa_id(db: &PgPool, group: Uuid) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT group_id FROM mkt_wap_groups WHERE id = $1")
         .bind(group)
         .fetch_optional(db)
@@ -84,7 +84,7 @@ pub async fn group_wa_id(db: &PgPool, group: Uuid) -> Result<Option<String>, sql
 /// it is, an empty text clears it, and tags given replace the group's tags.
 /// Discovery never writes these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupMetadata {
+pub(crate) struct GroupMetadata {
     /// Region.
     pub region: Option<String>,
     /// State.
@@ -98,7 +98,7 @@ pub struct GroupMetadata {
 /// Sets a group's admin metadata (see [`GroupMetadata`]) and returns the
 /// group as the caller's view type `R`, read from the columns `returning`
 /// names in the same statement. `None`: no such group.
-pub async fn set_metadata<R>(
+pub(crate) async fn set_metadata<R>(
     db: &PgPool,
     group: Uuid,
     meta: &GroupMetadata,
@@ -141,7 +141,7 @@ fn remember_accounts_statement(rows: &str) -> String {
 /// [`remember_accounts`] as a CTE named `name`, for a statement that writes
 /// the messages and the preferences together (`crate::scheduler::segment`).
 /// It locks the contacts it changes until the commit.
-pub fn remember_accounts_cte(name: &str, rows: &str) -> String {
+pub(crate) fn remember_accounts_cte(name: &str, rows: &str) -> String {
     format!("{name} AS ({})", remember_accounts_statement(rows))
 }
 
@@ -149,7 +149,7 @@ pub fn remember_accounts_cte(name: &str, rows: &str) -> String {
 /// as its `preferred_account_id` where it has none. Runs in the caller's
 /// transaction (the scheduler's expansion): a contact's preference commits
 /// with its message. Returns how many contacts changed.
-pub async fn remember_accounts(
+pub(crate) async fn remember_accounts(
     conn: &mut PgConnection,
     pairs: &[(Uuid, Uuid)],
 ) -> Result<u64, sqlx::Error> {
@@ -186,7 +186,7 @@ fn identity(p: &Participant) -> (Option<String>, Option<String>) {
 }
 
 /// Persists a group's members (see the module docs); returns how many.
-pub async fn save_members(
+pub(crate) async fn save_members(
     db: &PgPool,
     group: Uuid,
     people: &[Participant],

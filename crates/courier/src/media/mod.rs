@@ -23,7 +23,7 @@
 //! the delivery layer fails the message with it (a permanent error: nothing is
 //! sent, nothing is retried).
 
-pub mod address;
+pub(crate) mod address;
 
 pub use address::{is_public, AddressPolicy, BadCidr};
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 /// Messages `ids[i]` follow their job to `to_accounts[i]` (still `queued`,
 /// no longer waiting), each with a `reassign` event that names the account
 /// and `reasons[i]` (why it left the old one).
-pub async fn move_to_accounts(
+pub(crate) async fn move_to_accounts(
     conn: &mut PgConnection,
     ids: &[Uuid],
     to_accounts: &[Uuid],
@@ -38,7 +38,7 @@ pub async fn move_to_accounts(
 /// Messages `ids[i]` go back to `pending` with no account and no job,
 /// waiting for `reasons[i]`, each with a `reassign` event saying why (their
 /// jobs were withdrawn in the same transaction).
-pub async fn back_to_pending(
+pub(crate) async fn back_to_pending(
     conn: &mut PgConnection,
     ids: &[Uuid],
     reasons: &[String],
@@ -61,7 +61,7 @@ pub async fn back_to_pending(
 /// Pending messages `ids[i]` get their account `accounts[i]` and their send
 /// job `job_ids[i]` (enqueued in the same transaction) and become `queued`,
 /// each with a `scheduler` event naming the account.
-pub async fn assign(
+pub(crate) async fn assign(
     conn: &mut PgConnection,
     ids: &[Uuid],
     accounts: &[Uuid],
@@ -86,7 +86,7 @@ pub async fn assign(
 
 /// Messages `ids[i]` wait for `reasons[i]` (no event: the status is the
 /// same, only the reason shown changed).
-pub async fn set_waiting_reasons(
+pub(crate) async fn set_waiting_reasons(
     conn: &mut PgConnection,
     ids: &[Uuid],
     reasons: &[String],
@@ -108,7 +108,7 @@ pub async fn set_waiting_reasons(
 /// (`crate::maintenance::reassign::hold_unknown_outcomes`). A message whose
 /// reason is already that one is left alone, so a pass that finds nothing new
 /// writes nothing.
-pub fn waiting_reasons_cte(name: &str, rows: &str) -> String {
+pub(crate) fn waiting_reasons_cte(name: &str, rows: &str) -> String {
     format!(
         "{name} AS (UPDATE mkt_wap_messages m SET waiting_reason = w.reason FROM {rows} w \
                 WHERE m.id = w.id AND m.waiting_reason IS DISTINCT FROM w.reason)"
@@ -118,7 +118,7 @@ pub fn waiting_reasons_cte(name: &str, rows: &str) -> String {
 /// Messages `ids` of a cancelled schedule, withdrawn before they started,
 /// become `failed` with the reason, each with a `scheduler` event. Their jobs
 /// were withdrawn in the same transaction.
-pub async fn fail_for_cancelled_schedule(
+pub(crate) async fn fail_for_cancelled_schedule(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {

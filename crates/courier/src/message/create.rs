@@ -272,7 +272,7 @@ pub async fn create_batch_in(
 /// `account_id`, `target_contact_id` and `status` of the rows written, and
 /// `{name}_events` writes each one's first event with the source `source`
 /// (an SQL expression).
-pub fn insert_ctes(name: &str, rows: &str, source: &str) -> String {
+pub(crate) fn insert_ctes(name: &str, rows: &str, source: &str) -> String {
     format!(
         "{name} AS ( \
             INSERT INTO mkt_wap_messages (id, job_id, account_id, campaign_id, content_id, \
@@ -295,7 +295,7 @@ pub fn insert_ctes(name: &str, rows: &str, source: &str) -> String {
 
 /// The content columns: (message_text, media_url, media_path, media_caption, link_url).
 #[allow(clippy::type_complexity)]
-pub fn content_columns(
+pub(crate) fn content_columns(
     c: &Content,
 ) -> (
     Option<String>,

@@ -14,9 +14,9 @@
 //! This module owns the writes to `mkt_wap_messages` and
 //! `mkt_wap_message_events`.
 
-pub mod assignment;
-pub mod create;
-pub mod status;
+pub(crate) mod assignment;
+pub(crate) mod create;
+pub(crate) mod status;
 
 use std::fmt;
 use std::str::FromStr;

@@ -17,7 +17,7 @@ const LEASE_OK: &str = "EXISTS (SELECT 1 FROM account_leases l WHERE l.account_i
 
 /// A message row as the send handler needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct MessageRow {
+pub(crate) struct MessageRow {
     /// Row id.
     pub id: Uuid,
     /// The sending account.
@@ -40,13 +40,11 @@ pub struct MessageRow {
     pub link_url: Option<String>,
     /// When the current (or an interrupted) attempt started.
     pub attempt_started_at: Option<DateTime<Utc>>,
-    /// WhatsApp's id once known.
-    pub wa_message_id: Option<String>,
 }
 
 impl MessageRow {
     /// The text that reaches the chat: the body, link text, or caption.
-    pub fn chat_text(&self) -> Option<&str> {
+    pub(crate) fn chat_text(&self) -> Option<&str> {
         match self.message_type.as_str() {
             "image" | "video" | "document" => self.media_caption.as_deref(),
             _ => self.message_text.as_deref(),
@@ -56,10 +54,10 @@ impl MessageRow {
 }
 
 /// Loads a message.
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<MessageRow>, sqlx::Error> {
+pub(crate) async fn load(pool: &PgPool, id: Uuid) -> Result<Option<MessageRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, account_id, status, message_type, target_chat_id, message_text, media_url, \
-                media_path, media_caption, link_url, attempt_started_at, wa_message_id \
+                media_path, media_caption, link_url, attempt_started_at \
          FROM mkt_wap_messages WHERE id = $1",
     )
     .bind(id)
@@ -76,7 +74,7 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<MessageRow>, sqlx::E
 /// somewhere in between, so only "after WhatsApp accepted it" bounds the
 /// instant the recipient's side saw it. Later slots are judged against that,
 /// and the windows hold as WhatsApp counts them, not only as we reserved them.
-pub async fn mark_sent(
+pub(crate) async fn mark_sent(
     pool: &PgPool,
     lease: &Lease,
     job_id: Uuid,
@@ -117,7 +115,7 @@ pub async fn mark_sent(
 
 /// A failed attempt that did not reach WhatsApp: back to `queued` (a retry
 /// follows) or, when `last`, `failed` with the reason. Fenced.
-pub async fn mark_attempt_failed(
+pub(crate) async fn mark_attempt_failed(
     pool: &PgPool,
     lease: &Lease,
     message_id: Uuid,
@@ -150,7 +148,7 @@ pub async fn mark_attempt_failed(
 /// the last error cleared, and a `retry` event naming the job and `retry`
 /// (the retry's number). Runs in the caller's transaction, which holds the
 /// message row locked and enqueued the job, so both commit or neither does.
-pub async fn requeue_retry(
+pub(crate) async fn requeue_retry(
     conn: &mut PgConnection,
     message_id: Uuid,
     job_id: Uuid,
@@ -185,7 +183,7 @@ pub async fn requeue_retry(
 /// held with an unknown outcome on a banned account) fails its message too,
 /// saying whether an attempt may have reached WhatsApp; the sweep never
 /// retries those (it only takes discarded jobs).
-pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+pub(crate) async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "WITH orphan AS ( \
             SELECT m.id, CASE WHEN j.state = 'discarded' \
@@ -215,7 +213,7 @@ pub async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// (enqueued in the same transaction) go back to `queued`, with the retry
 /// counted and a `sweeper` event naming the retry's number. Unlike
 /// [`requeue_retry`], the last error is kept.
-pub async fn requeue_swept(
+pub(crate) async fn requeue_swept(
     conn: &mut PgConnection,
     ids: &[Uuid],
     job_ids: &[Uuid],
@@ -237,7 +235,7 @@ pub async fn requeue_swept(
 
 /// What an ack update changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct AckChange {
+pub(crate) struct AckChange {
     /// The message became `delivered` (or passed through it).
     pub delivered: bool,
     /// The message became `read`.
@@ -260,7 +258,7 @@ type AckRow = (
 /// and writes one event per status passed (a jump from one tick to blue
 /// ticks writes `delivered` then `read`, in order). A lower or equal level,
 /// or an error ack on a sent message, changes nothing.
-pub async fn record_ack(
+pub(crate) async fn record_ack(
     pool: &PgPool,
     wa_message_id: &str,
     level: i8,
@@ -330,7 +328,7 @@ pub async fn record_ack(
 
 /// Flags the account's sent messages with no delivery after `after`;
 /// returns how many were flagged now (each lowers health once).
-pub async fn flag_undelivered(
+pub(crate) async fn flag_undelivered(
     pool: &PgPool,
     account: Uuid,
     after: std::time::Duration,
@@ -349,7 +347,7 @@ pub async fn flag_undelivered(
 
 /// The chats holding the account's sent-but-unread messages (most recent
 /// first), for the catch-up pass.
-pub async fn chats_awaiting_acks(
+pub(crate) async fn chats_awaiting_acks(
     pool: &PgPool,
     account: Uuid,
     limit: i64,
@@ -368,7 +366,7 @@ pub async fn chats_awaiting_acks(
 
 /// How long ago the account's newest sent-but-unread message was sent
 /// (within the 7-day tracking window), if any is left.
-pub async fn newest_awaiting_age(
+pub(crate) async fn newest_awaiting_age(
     pool: &PgPool,
     account: Uuid,
 ) -> Result<Option<std::time::Duration>, sqlx::Error> {
@@ -385,7 +383,10 @@ pub async fn newest_awaiting_age(
 
 /// Of `ids`, those already recorded for some message (a copy in the chat
 /// owned by another message must not be adopted).
-pub async fn owned_wa_ids(pool: &PgPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+pub(crate) async fn owned_wa_ids(
+    pool: &PgPool,
+    ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT wa_message_id FROM mkt_wap_messages WHERE wa_message_id = ANY($1)")
         .bind(ids)
         .fetch_all(pool)

@@ -21,7 +21,7 @@ use super::store::RUNNABLE;
 /// writes them: a job due now is `available`, a later one `scheduled`.
 /// Every key must be new (a conflict aborts the statement): for jobs whose
 /// ids and keys the caller made in the same statement.
-pub fn insert_jobs(name: &str, rows: &str) -> String {
+pub(crate) fn insert_jobs(name: &str, rows: &str) -> String {
     format!(
         "{name} AS ( \
             INSERT INTO queue_jobs (id, kind, account_id, payload, priority, run_at, state, \
@@ -37,7 +37,7 @@ pub fn insert_jobs(name: &str, rows: &str) -> String {
 /// started, from the relation `rows` (columns `id`, `reason`). A job whose
 /// reason is already that one is left alone (no new row version), and a
 /// running or finished job never gets one.
-pub fn set_waiting_reasons(name: &str, rows: &str) -> String {
+pub(crate) fn set_waiting_reasons(name: &str, rows: &str) -> String {
     format!(
         "{name} AS ( \
             UPDATE queue_jobs j SET waiting_reason = w.reason FROM {rows} w \
@@ -52,7 +52,10 @@ pub fn set_waiting_reasons(name: &str, rows: &str) -> String {
 /// accepted it" bounds when the recipient's side saw it, so later slots are
 /// judged against that (`crate::message::status::mark_sent`). Only the job's
 /// latest slot moves: an earlier attempt's slot stays where it was spent.
-pub async fn advance_slot_to_now(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn advance_slot_to_now(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE account_sends SET sent_at = greatest(sent_at, clock_timestamp()) \
          WHERE ctid = (SELECT ctid FROM account_sends WHERE job_id = $1 ORDER BY sent_at DESC LIMIT 1)",
@@ -69,7 +72,7 @@ pub async fn advance_slot_to_now(conn: &mut PgConnection, job_id: Uuid) -> Resul
 /// becomes `available`; a later one keeps its `run_at`. The `state IN
 /// (runnable)` guard under the row lock means a worker is never running one.
 /// Returns how many moved.
-pub async fn move_to_accounts(
+pub(crate) async fn move_to_accounts(
     conn: &mut PgConnection,
     ids: &[Uuid],
     to_accounts: &[Uuid],
@@ -94,7 +97,7 @@ pub async fn move_to_accounts(
 /// are cleared so a later job can take them (the work goes on elsewhere);
 /// without, a repeated enqueue still finds the cancelled job. A running or
 /// finished job is left alone. Returns the ids withdrawn.
-pub async fn withdraw(
+pub(crate) async fn withdraw(
     conn: &mut PgConnection,
     ids: &[Uuid],
     reason: &str,

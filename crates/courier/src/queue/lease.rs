@@ -52,7 +52,7 @@ impl HeldLease {
 
 /// Heartbeats every lease of one process.
 #[derive(Debug, Clone)]
-pub struct LeaseKeeper {
+pub(crate) struct LeaseKeeper {
     pool: PgPool,
     owner: Arc<str>,
     ttl: Duration,
@@ -61,7 +61,7 @@ pub struct LeaseKeeper {
 
 impl LeaseKeeper {
     /// A keeper for `owner`'s leases.
-    pub fn new(pool: PgPool, owner: Arc<str>, ttl: Duration) -> Self {
+    pub(crate) fn new(pool: PgPool, owner: Arc<str>, ttl: Duration) -> Self {
         Self {
             pool,
             owner,
@@ -71,7 +71,7 @@ impl LeaseKeeper {
     }
 
     /// Starts keeping `lease`.
-    pub fn hold(&self, lease: Lease) -> HeldLease {
+    pub(crate) fn hold(&self, lease: Lease) -> HeldLease {
         let held = HeldLease {
             lease,
             lost: Arc::new(AtomicBool::new(false)),
@@ -86,7 +86,7 @@ impl LeaseKeeper {
 
     /// Stops keeping `lease` (released or lost). A newer lease on the same
     /// account (another slot took it over) is kept.
-    pub fn forget(&self, lease: &Lease) {
+    pub(crate) fn forget(&self, lease: &Lease) {
         let mut held = self.held.lock().expect("lease registry poisoned");
         if held
             .get(&lease.account_id)
@@ -98,17 +98,12 @@ impl LeaseKeeper {
     }
 
     /// Number of leases held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.held.lock().expect("lease registry poisoned").len()
     }
 
-    /// Whether no lease is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// One heartbeat: extends every held lease; flags the ones that are gone.
-    pub async fn beat(&self) -> Result<(), super::QueueError> {
+    pub(crate) async fn beat(&self) -> Result<(), super::QueueError> {
         let snapshot: Vec<HeldLease> = self
             .held
             .lock()
@@ -136,7 +131,7 @@ impl LeaseKeeper {
     }
 
     /// Heartbeats every `interval` until `stop`.
-    pub async fn run(self, interval: Duration, stop: CancellationToken) {
+    pub(crate) async fn run(self, interval: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -23,11 +23,11 @@
 //!
 //! See `docs/queue.md` for the state machine and the invariants.
 
-pub mod backend;
-pub mod fragments;
+pub(crate) mod backend;
+pub(crate) mod fragments;
 pub mod handler;
-pub mod lease;
-pub mod policy;
+pub(crate) mod lease;
+mod policy;
 pub mod runtime;
 pub mod store;
 

@@ -14,7 +14,7 @@
 /// instant the slot was granted at. Returns `name AS (…), …` without a leading
 /// comma, or an empty string; its CTE names start with `policy_` so they never
 /// clash with the queue's own.
-pub type SlotFragment = fn(jobs: &str, slot_at: &str) -> String;
+pub(super) type SlotFragment = fn(jobs: &str, slot_at: &str) -> String;
 
 /// The domain's additions to the queue's statements.
 #[derive(Clone, Copy)]

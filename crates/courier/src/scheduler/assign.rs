@@ -28,7 +28,7 @@ use crate::config::Settings;
 
 /// One account as the assigner sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AccountLoad {
+pub(crate) struct AccountLoad {
     /// The account.
     pub id: Uuid,
     /// Active and healthy: may be given new work.
@@ -44,7 +44,7 @@ pub struct AccountLoad {
 
 /// What one message needs from an account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Need {
+pub(crate) struct Need {
     /// The schedule pinned this account.
     pub pinned: Option<Uuid>,
     /// A group message: only member accounts can send it.
@@ -55,7 +55,7 @@ pub struct Need {
 
 /// The decision for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Choice {
+pub(crate) enum Choice {
     /// Send through this account.
     Account(Uuid),
     /// No account can take it now; why.
@@ -64,7 +64,7 @@ pub enum Choice {
 
 /// Assigns accounts to messages, spreading load as it goes.
 #[derive(Debug, Clone, Default)]
-pub struct Assigner {
+pub(crate) struct Assigner {
     accounts: Vec<AccountLoad>,
     index: HashMap<Uuid, usize>,
     /// Group id → indexes of eligible member accounts.
@@ -74,7 +74,7 @@ pub struct Assigner {
 
 impl Assigner {
     /// An assigner over `accounts`, with group memberships `(group, account)`.
-    pub fn new(accounts: Vec<AccountLoad>, memberships: &[(Uuid, Uuid)]) -> Self {
+    pub(crate) fn new(accounts: Vec<AccountLoad>, memberships: &[(Uuid, Uuid)]) -> Self {
         let index: HashMap<Uuid, usize> = accounts
             .iter()
             .enumerate()
@@ -100,12 +100,12 @@ impl Assigner {
     }
 
     /// The account facts.
-    pub fn account(&self, id: Uuid) -> Option<&AccountLoad> {
+    pub(crate) fn account(&self, id: Uuid) -> Option<&AccountLoad> {
         self.index.get(&id).map(|&i| &self.accounts[i])
     }
 
     /// Whether `id` may be given new work (active and healthy).
-    pub fn is_eligible(&self, id: Uuid) -> bool {
+    pub(crate) fn is_eligible(&self, id: Uuid) -> bool {
         self.index
             .get(&id)
             .is_some_and(|&i| self.accounts[i].eligible)
@@ -113,7 +113,7 @@ impl Assigner {
 
     /// Books `n` messages against `id`'s remaining budget (a contact that
     /// keeps its preferred account, counted in bulk).
-    pub fn book(&mut self, id: Uuid, n: i64) {
+    pub(crate) fn book(&mut self, id: Uuid, n: i64) {
         if let Some(&i) = self.index.get(&id) {
             self.accounts[i].remaining -= n;
         }
@@ -121,7 +121,7 @@ impl Assigner {
 
     /// Picks an account for one message and books it against that account's
     /// remaining budget.
-    pub fn choose(&mut self, need: &Need) -> Choice {
+    pub(crate) fn choose(&mut self, need: &Need) -> Choice {
         if let Some(pinned) = need.pinned {
             return match self.index.get(&pinned) {
                 None => Choice::Wait(format!("pinned account {pinned} does not exist")),
@@ -181,7 +181,7 @@ fn score(a: &AccountLoad) -> f64 {
 }
 
 /// Why an account's queued work must move, if it must.
-pub fn unavailable_reason(
+pub(crate) fn unavailable_reason(
     status: &str,
     paused_until: Option<DateTime<Utc>>,
     status_changed_at: DateTime<Utc>,
@@ -207,7 +207,7 @@ pub fn unavailable_reason(
 }
 
 /// Reads every account's load and the group memberships of `groups`.
-pub async fn load(
+pub(crate) async fn load(
     conn: &mut PgConnection,
     settings: &Settings,
     groups: &[Uuid],

@@ -26,13 +26,13 @@
 //! # }
 //! ```
 
-pub mod assign;
+pub(crate) mod assign;
 pub mod expand;
 pub mod leader;
 pub mod occurrence;
 pub mod schedule;
-pub mod segment;
-pub mod targets;
+pub(crate) mod segment;
+pub(crate) mod targets;
 
 use std::future::Future;
 

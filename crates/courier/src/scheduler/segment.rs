@@ -57,7 +57,7 @@ const VALID_SQL: &str = "(wa_id IS NULL OR CASE WHEN right(wa_id, 5) = '@c.us' \
 /// What the segment holds, once the chats already targeted otherwise are
 /// taken out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Survey {
+pub(crate) struct Survey {
     /// Recipients by preferred account (`None`: no preference).
     pub by_preference: Vec<(Option<Uuid>, i64)>,
     /// Opted-out contacts left out.
@@ -68,14 +68,14 @@ pub struct Survey {
 
 impl Survey {
     /// Contacts that get a message.
-    pub fn recipients(&self) -> i64 {
+    pub(crate) fn recipients(&self) -> i64 {
         self.by_preference.iter().map(|(_, n)| n).sum()
     }
 }
 
 /// Counts the contacts matching `tags`, leaving out the chats in `exclude`
 /// (recipients already resolved another way).
-pub async fn survey(
+pub(crate) async fn survey(
     conn: &mut PgConnection,
     tags: &[String],
     exclude: &[String],
@@ -107,7 +107,7 @@ pub async fn survey(
 
 /// How the segment's contacts get their accounts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Accounts a contact keeps when it prefers them.
     pub keep: Vec<Uuid>,
     /// The accounts of the other contacts, in order (the n-th such contact
@@ -121,7 +121,7 @@ pub struct Plan {
 /// [`super::assign`]: a pinned account for all; otherwise a contact keeps an
 /// eligible preferred account, and the others are spread by remaining budget
 /// and health.
-pub fn plan(assigner: &mut Assigner, pinned: Option<Uuid>, survey: &Survey) -> Plan {
+pub(crate) fn plan(assigner: &mut Assigner, pinned: Option<Uuid>, survey: &Survey) -> Plan {
     let mut out = Plan::default();
     let mut others: i64 = 0;
     for &(preferred, n) in &survey.by_preference {
@@ -154,7 +154,7 @@ pub fn plan(assigner: &mut Assigner, pinned: Option<Uuid>, survey: &Survey) -> P
 
 /// What [`insert`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Inserted {
+pub(crate) struct Inserted {
     /// Contacts selected.
     pub recipients: i64,
     /// New messages with a send job.
@@ -164,7 +164,7 @@ pub struct Inserted {
 }
 
 /// Writes the segment's messages for one occurrence (see the module docs).
-pub async fn insert(
+pub(crate) async fn insert(
     conn: &mut PgConnection,
     schedule: &Schedule,
     occurrence: DateTime<Utc>,

@@ -15,7 +15,7 @@ use crate::jobs::ChatId;
 
 /// One chat a schedule sends to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
+pub(crate) struct Recipient {
     /// Where the message goes.
     pub chat_id: ChatId,
     /// The group row, for a group.
@@ -28,7 +28,7 @@ pub struct Recipient {
 
 impl Recipient {
     /// The seed's `channel_type`.
-    pub fn channel_type(&self) -> &'static str {
+    pub(crate) fn channel_type(&self) -> &'static str {
         if self.group_id.is_some() {
             "group"
         } else {
@@ -39,7 +39,7 @@ impl Recipient {
 
 /// The recipients and what was left out (reported in `status_reason`).
 #[derive(Debug, Clone, Default)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// One per chat, groups first, in a stable order.
     pub recipients: Vec<Recipient>,
     /// Things worth telling the campaign system (missing ids).
@@ -60,7 +60,10 @@ pub struct Resolved {
 ///
 /// Reads the rows behind `spec`, except its segment tags: a segment can be
 /// large, and is expanded on the server ([`super::segment`]).
-pub async fn resolve(conn: &mut PgConnection, spec: &TargetSpec) -> Result<Resolved, sqlx::Error> {
+pub(crate) async fn resolve(
+    conn: &mut PgConnection,
+    spec: &TargetSpec,
+) -> Result<Resolved, sqlx::Error> {
     let mut out = Resolved::default();
     let mut seen: HashSet<String> = HashSet::new();
     let mut push = |out: &mut Resolved, r: Recipient| {

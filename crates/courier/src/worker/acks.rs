@@ -24,7 +24,7 @@ use crate::message::Source;
 
 /// Errors of an ack pass.
 #[derive(Debug, thiserror::Error)]
-pub enum AckError {
+pub(crate) enum AckError {
     /// Reading the page failed.
     #[error("reading acks from the page")]
     Page(#[from] PageError),
@@ -34,7 +34,7 @@ pub enum AckError {
 }
 
 /// Records one observed ack level for a WhatsApp message id.
-pub async fn apply(d: &Context, account: Uuid, wa_id: &str, level: i8, source: Source) {
+pub(crate) async fn apply(d: &Context, account: Uuid, wa_id: &str, level: i8, source: Source) {
     match status::record_ack(d.pool.db(), wa_id, level, source).await {
         Ok(c) => {
             if c.delivered {
@@ -61,7 +61,7 @@ pub async fn apply(d: &Context, account: Uuid, wa_id: &str, level: i8, source: S
 }
 
 /// Reads the ticks of the open chat's outgoing messages and records changes.
-pub async fn scan_open_chat(
+pub(crate) async fn scan_open_chat(
     d: &Context,
     page: &SessionGuard,
     account: Uuid,
@@ -82,7 +82,12 @@ pub async fn scan_open_chat(
 /// (visible now at no cost), and the follow-up look `delivery.ack_followup`
 /// later (a `health_check` job, which catches up). Failures are logged, never
 /// fail the send: acks are also caught up later.
-pub async fn after_send(d: &Context, page: &SessionGuard, account: Uuid, sent: &OutgoingMessage) {
+pub(crate) async fn after_send(
+    d: &Context,
+    page: &SessionGuard,
+    account: Uuid,
+    sent: &OutgoingMessage,
+) {
     if let Some(level) = sent.ack.map(|a| a.code()).filter(|c| *c >= 2) {
         apply(d, account, &sent.data_id, level, Source::Worker).await;
     }
@@ -99,14 +104,14 @@ pub async fn after_send(d: &Context, page: &SessionGuard, account: Uuid, sent: &
 /// When to look again for acks, given how old the newest message still
 /// waiting for one is (pure): soon after a send, then less and less often
 /// (half its age), never sooner than `followup` nor later than an hour.
-pub fn next_look(newest_age: Duration, followup: Duration) -> Duration {
+pub(crate) fn next_look(newest_age: Duration, followup: Duration) -> Duration {
     (newest_age / 2).clamp(followup, Duration::from_secs(3600).max(followup))
 }
 
 /// Opens every chat holding the account's sent-but-unread messages, records
 /// what their ticks show, then flags messages undelivered for too long.
 /// Returns when to look again (`None`: nothing is waiting).
-pub async fn catch_up(
+pub(crate) async fn catch_up(
     d: &Context,
     page: &SessionGuard,
     account: Uuid,

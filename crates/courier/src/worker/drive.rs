@@ -24,7 +24,7 @@ use crate::queue::Lease;
 
 /// What a drive of the page is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Log in: a QR is expected and stored.
     Login,
     /// Verify a session that should exist: a QR means logged out.
@@ -33,7 +33,7 @@ pub enum Mode {
 
 /// Drives pages for the login and health-check handlers.
 #[derive(Debug, Clone)]
-pub struct PageDriver {
+pub(crate) struct PageDriver {
     pool: Arc<BrowserPool>,
     health: HealthSettings,
     /// A page drive ends before the queue's job timeout would cut it off.
@@ -46,7 +46,11 @@ fn retry(e: impl std::error::Error + 'static) -> HandlerError {
 
 impl PageDriver {
     /// A driver over `pool`.
-    pub fn new(pool: Arc<BrowserPool>, health: HealthSettings, job_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        pool: Arc<BrowserPool>,
+        health: HealthSettings,
+        job_timeout: Duration,
+    ) -> Self {
         Self {
             pool,
             health,
@@ -108,7 +112,11 @@ impl PageDriver {
     }
 
     /// Drives the page until the machine is final; returns the final state.
-    pub async fn drive(&self, job: &ClaimedJob, mode: Mode) -> Result<LoginState, HandlerError> {
+    pub(crate) async fn drive(
+        &self,
+        job: &ClaimedJob,
+        mode: Mode,
+    ) -> Result<LoginState, HandlerError> {
         let lease = &job.lease.lease;
         let mut session = self.session_with_retry(lease).await?;
         if mode == Mode::Login && !session.is_fresh() {

@@ -15,9 +15,9 @@
 //! `queue.handler = "browser"`, with the message domain's claim policy
 //! ([`crate::message::CLAIM_POLICY`]).
 
-pub mod acks;
-pub mod drive;
-pub mod handlers;
+pub(crate) mod acks;
+pub(crate) mod drive;
+pub(crate) mod handlers;
 
 use std::sync::Arc;
 use std::time::Duration;

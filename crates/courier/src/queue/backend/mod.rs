@@ -31,7 +31,7 @@ use crate::config::{BudgetSettings, HealthSettings, QueueSettings};
 
 /// What every slot of a worker process shares.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The pool.
     pub pool: PgPool,
     /// This process's lease owner id.
@@ -73,7 +73,7 @@ impl Shared {
 
 /// What a slot or the ack layer asks a round task for.
 #[derive(Debug)]
-pub enum Request {
+pub(crate) enum Request {
     /// Claim the account's next job.
     Claim(ClaimRequest),
     /// Write a finished job's outcome.
@@ -94,14 +94,14 @@ async fn written(unwritten: &Unwritten) {
 
 /// A slot's request for its account's next job.
 #[derive(Debug)]
-pub struct ClaimRequest {
+pub(crate) struct ClaimRequest {
     ask: store::ClaimAsk,
     reply: oneshot::Sender<Result<Option<store::ClaimedRow>, String>>,
 }
 
 /// A finished job's outcome, to be written.
 #[derive(Debug)]
-pub struct AckRequest {
+pub(crate) struct AckRequest {
     claimed: ClaimedJob,
     result: Result<Outcome, String>,
     permanent: bool,
@@ -121,6 +121,6 @@ mod outcome;
 mod round;
 mod slot;
 
-pub use outcome::{AckLayer, AckService, Dispatch};
-pub use round::{run_rounds, ROUND_TASKS};
-pub use slot::AccountSlot;
+pub(crate) use outcome::{AckLayer, Dispatch};
+pub(crate) use round::{run_rounds, ROUND_TASKS};
+pub(crate) use slot::AccountSlot;

@@ -25,7 +25,7 @@ use super::*;
 
 /// Records each job's outcome (fenced) and frees the slot for the next claim.
 #[derive(Debug, Clone)]
-pub struct AckLayer {
+pub(crate) struct AckLayer {
     pub(super) shared: Arc<Shared>,
     pub(super) in_flight: Arc<Semaphore>,
     pub(super) unwritten: Unwritten,
@@ -46,7 +46,7 @@ impl<S> Layer<S> for AckLayer {
 
 /// See [`AckLayer`].
 #[derive(Debug, Clone)]
-pub struct AckService<S> {
+pub(crate) struct AckService<S> {
     inner: S,
     shared: Arc<Shared>,
     in_flight: Arc<Semaphore>,
@@ -187,13 +187,13 @@ pub(super) async fn record(
 
 /// The service at the bottom of the stack: finds the kind's handler and runs it.
 #[derive(Debug, Clone)]
-pub struct Dispatch {
+pub(crate) struct Dispatch {
     handlers: Arc<Handlers>,
 }
 
 impl Dispatch {
     /// Dispatches to `handlers`.
-    pub fn new(handlers: Arc<Handlers>) -> Self {
+    pub(crate) fn new(handlers: Arc<Handlers>) -> Self {
         Self { handlers }
     }
 }

@@ -20,7 +20,7 @@ const BATCH_MAX: usize = 512;
 /// How many round tasks a process runs (each with its own connection), so
 /// one round's statement overlaps with another's. Two beat four, three and
 /// one in alternating benchmark runs (docs/queue.md).
-pub const ROUND_TASKS: usize = 2;
+pub(crate) const ROUND_TASKS: usize = 2;
 
 /// A round task's own connection, taken out of the pool: it runs nothing but
 /// the round statement, under a generic plan. Postgres re-plans a prepared
@@ -56,7 +56,7 @@ impl RoundConnection {
 /// the write), so one statement completes the previous job and claims the
 /// next: the completion runs first inside it, as the one-running-job-per-
 /// account index requires, and the two no longer wait for each other.
-pub async fn run_rounds(
+pub(crate) async fn run_rounds(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     stop: CancellationToken,

@@ -440,7 +440,7 @@ async fn step(
 }
 
 /// One apalis worker's backend: drives one leased account at a time.
-pub struct AccountSlot {
+pub(crate) struct AccountSlot {
     shared: Arc<Shared>,
     state: Arc<Mutex<SlotState>>,
     in_flight: Arc<Semaphore>,
@@ -457,7 +457,7 @@ impl std::fmt::Debug for AccountSlot {
 
 impl AccountSlot {
     /// A slot of the process described by `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
             state: Arc::default(),

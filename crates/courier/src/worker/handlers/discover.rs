@@ -15,7 +15,7 @@ use crate::queue::handler::{ClaimedJob, HandlerError, JobHandler, Outcome};
 
 /// The `discover` handler.
 #[derive(Debug, Clone)]
-pub struct Discover(pub Arc<Context>);
+pub(crate) struct Discover(pub Arc<Context>);
 
 /// Reads the member count a group's info drawer shows (without scrolling).
 async fn member_count(page: &SessionGuard, group: &str) -> Result<Option<i32>, PageError> {

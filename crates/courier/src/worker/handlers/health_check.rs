@@ -14,7 +14,7 @@ use crate::worker::drive::Mode;
 
 /// The `health_check` handler.
 #[derive(Debug, Clone)]
-pub struct HealthCheck(pub Arc<Context>);
+pub(crate) struct HealthCheck(pub Arc<Context>);
 
 impl JobHandler for HealthCheck {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

@@ -11,7 +11,7 @@ use crate::worker::drive::Mode;
 
 /// The `login` handler.
 #[derive(Debug, Clone)]
-pub struct Login(pub Arc<Context>);
+pub(crate) struct Login(pub Arc<Context>);
 
 impl JobHandler for Login {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

@@ -2,11 +2,11 @@
 //! and does its one job; what two of them share lives beside them
 //! ([`super::drive`], [`super::acks`]).
 
-pub mod discover;
-pub mod health_check;
-pub mod login;
-pub mod scrape;
-pub mod send;
+pub(crate) mod discover;
+pub(crate) mod health_check;
+pub(crate) mod login;
+pub(crate) mod scrape;
+pub(crate) mod send;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::queue::Lease;
 /// What the browser handlers share: the sessions, the settings they read,
 /// and the page driver.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     pub(crate) pool: Arc<BrowserPool>,
     pub(crate) settings: DeliverySettings,
     pub(crate) health: HealthSettings,
@@ -36,7 +36,7 @@ pub struct Context {
 
 impl Context {
     /// The context of a worker's handlers.
-    pub fn new(pool: Arc<BrowserPool>, settings: &Settings) -> Self {
+    pub(crate) fn new(pool: Arc<BrowserPool>, settings: &Settings) -> Self {
         Self {
             driver: PageDriver::new(
                 pool.clone(),

@@ -13,7 +13,7 @@ use crate::queue::handler::{ClaimedJob, HandlerError, JobHandler, Outcome};
 
 /// The `scrape` handler.
 #[derive(Debug, Clone)]
-pub struct Scrape(pub Arc<Context>);
+pub(crate) struct Scrape(pub Arc<Context>);
 
 impl JobHandler for Scrape {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

@@ -40,10 +40,10 @@ use crate::worker::acks;
 
 /// The `send` and `retry` handler.
 #[derive(Debug, Clone)]
-pub struct Send(pub Arc<Context>);
+pub(crate) struct Send(pub Arc<Context>);
 
 /// How simulated typing scales with the text (pure).
-pub fn typing_time(chars: usize, per_char: Duration, max: Duration) -> Duration {
+pub(crate) fn typing_time(chars: usize, per_char: Duration, max: Duration) -> Duration {
     per_char
         .checked_mul(u32::try_from(chars).unwrap_or(u32::MAX))
         .unwrap_or(max)
