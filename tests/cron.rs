@@ -1,0 +1,106 @@
+//! Cron expressions mean what Unix cron means: checked against a table of
+//! next occurrences that Courier did not compute (tests/fixtures/cron_next.tsv,
+//! written by croniter through scripts/gen-cron-fixture.py). No database.
+
+use chrono::{DateTime, Utc};
+use courier::scheduler::occurrence::Recurrence;
+
+const TABLE: &str = include_str!("fixtures/cron_next.tsv");
+
+/// One row of the table.
+struct Row {
+    line: usize,
+    expr: &'static str,
+    zone: &'static str,
+    after: DateTime<Utc>,
+    expected: Vec<DateTime<Utc>>,
+    source: &'static str,
+    why: &'static str,
+}
+
+fn rows() -> Vec<Row> {
+    let instant = |s: &str| s.parse::<DateTime<Utc>>().expect("an RFC 3339 instant");
+    TABLE
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with('#') && !l.starts_with("expr\t") && !l.is_empty())
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 7, "line {}: 7 tab-separated columns", i + 1);
+            Row {
+                line: i + 1,
+                expr: f[0],
+                zone: f[1],
+                after: instant(f[2]),
+                expected: f[3].split(',').map(instant).collect(),
+                source: f[4],
+                why: f[6],
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_expression_in_the_table_fires_when_croniter_says() {
+    let rows = rows();
+    let mut wrong = Vec::new();
+    for r in &rows {
+        let got: Vec<DateTime<Utc>> = match Recurrence::parse(r.expr, r.zone) {
+            Ok(rec) => rec.occurrences(r.after).take(r.expected.len()).collect(),
+            Err(e) => {
+                wrong.push(format!("line {}: `{}` ({}): {e}", r.line, r.expr, r.why));
+                continue;
+            }
+        };
+        if got != r.expected {
+            wrong.push(format!(
+                "line {}: `{}` in {} after {} ({}, {}):\n  expected {:?}\n  got      {:?}",
+                r.line, r.expr, r.zone, r.after, r.why, r.source, r.expected, got
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} rows disagree:\n{}",
+        wrong.len(),
+        rows.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn starting_from_any_occurrence_gives_the_one_after_it() {
+    // The scheduler restarts from the last occurrence it expanded.
+    for r in rows() {
+        let rec = Recurrence::parse(r.expr, r.zone).unwrap();
+        for pair in r.expected.windows(2) {
+            assert_eq!(
+                rec.next_after(pair[0]),
+                Some(pair[1]),
+                "line {}: `{}` in {} after {}",
+                r.line,
+                r.expr,
+                r.zone,
+                pair[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn the_table_covers_weekdays_days_and_dst_in_two_zones() {
+    let rows = rows();
+    assert!(rows.len() >= 30, "{} rows", rows.len());
+    for zone in ["UTC", "Asia/Kolkata", "America/New_York", "Europe/Berlin"] {
+        assert!(rows.iter().any(|r| r.zone == zone), "no row in {zone}");
+    }
+    for r in &rows {
+        assert!(
+            ["croniter", "croniter+vixie-overlap"].contains(&r.source),
+            "line {}: unknown source {}",
+            r.line,
+            r.source
+        );
+    }
+    assert!(rows.iter().any(|r| r.source == "croniter+vixie-overlap"));
+}
