@@ -1,6 +1,9 @@
 //! Cron expressions mean what Unix cron means: checked against a table of
 //! next occurrences that Courier did not compute (tests/fixtures/cron_next.tsv,
-//! written by croniter through scripts/gen-cron-fixture.py). No database.
+//! written by croniter through scripts/gen-cron-fixture.py), and through the
+//! command operators use to check an expression before saving it. No database.
+
+use std::process::Command;
 
 use chrono::{DateTime, Utc};
 use courier::scheduler::occurrence::Recurrence;
@@ -103,4 +106,70 @@ fn the_table_covers_weekdays_days_and_dst_in_two_zones() {
         );
     }
     assert!(rows.iter().any(|r| r.source == "croniter+vixie-overlap"));
+}
+
+fn courier() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+    // Never inherit a developer's overrides: the command needs no configuration.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COURIER") || k == "DATABASE_URL" || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn courier_cron_next_prints_occurrences_in_utc_and_in_the_zone() {
+    let out = courier()
+        .args(["cron", "next", "0 9 * * 1-5", "--tz", "America/New_York"])
+        .args(["--count", "3", "--after", "2026-03-06T00:00:00Z"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "2026-03-06T14:00:00Z\t2026-03-06T09:00:00-05:00\tFri",
+            "2026-03-09T13:00:00Z\t2026-03-09T09:00:00-04:00\tMon",
+            "2026-03-10T13:00:00Z\t2026-03-10T09:00:00-04:00\tTue",
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 or 7 = Sunday"), "{stdout}");
+}
+
+#[test]
+fn courier_cron_next_says_when_dst_moves_an_occurrence() {
+    let out = courier()
+        .args(["cron", "next", "30 2 * * *", "--tz", "Europe/Berlin"])
+        .args(["--count", "2", "--after", "2026-03-28T12:00:00Z"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("2026-03-29T01:00:00Z\t2026-03-29T03:00:00+02:00\tSun\tmoved by DST"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn courier_cron_next_explains_an_expression_it_refuses() {
+    let out = courier()
+        .args(["cron", "next", "0 9 * * 8"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid cron expression `0 9 * * 8`"),
+        "{stderr}"
+    );
 }
