@@ -2,7 +2,8 @@
 //! dispatch only: the roles are built by `courier::app`, the lab commands by
 //! `courier_lab` (present with the default `lab` feature).
 
-use clap::{Parser, Subcommand};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
 
 use courier::config::Settings;
 use courier::error::BoxError;
@@ -25,6 +26,12 @@ enum Command {
     Run,
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Check cron expressions (no database or configuration needed).
+    Cron {
+        /// What to do.
+        #[command(subcommand)]
+        command: CronCommand,
+    },
     /// Serve the HTTP API until Ctrl-C / SIGTERM.
     Api,
     /// Run the scheduler (one leader per cluster) until Ctrl-C / SIGTERM.
@@ -61,6 +68,31 @@ enum Command {
     },
 }
 
+/// `courier cron` subcommands.
+#[derive(Debug, Subcommand)]
+enum CronCommand {
+    /// Print the next occurrences of an expression, in UTC and in the zone
+    /// (RFC 3339), as the scheduler will expand them.
+    Next(CronNextArgs),
+}
+
+/// `courier cron next EXPR [--tz ZONE] [--count N] [--after RFC3339]`.
+#[derive(Debug, Args)]
+struct CronNextArgs {
+    /// The expression, quoted: `"0 9 * * 1-5"` (5 fields, Unix cron), a
+    /// nickname (`@daily`), or 6/7 fields with seconds.
+    expr: String,
+    /// The schedule's IANA time zone.
+    #[arg(long, default_value = "UTC")]
+    tz: String,
+    /// How many occurrences to print.
+    #[arg(long, default_value_t = 5)]
+    count: usize,
+    /// List occurrences after this instant (RFC 3339, e.g. 2026-03-06T00:00:00Z); default now.
+    #[arg(long)]
+    after: Option<DateTime<Utc>>,
+}
+
 /// `courier bench` targets.
 #[cfg(feature = "lab")]
 #[derive(Debug, Subcommand)]
@@ -72,14 +104,36 @@ enum BenchTarget {
 
 /// Runs a parsed command line.
 pub(crate) async fn run(cli: Cli) -> Result<(), BoxError> {
+    match cli.command {
+        // No configuration: an operator checks an expression anywhere.
+        Command::Cron { command } => cron(command),
+        command => run_with_settings(command).await,
+    }
+}
+
+/// `courier cron …`.
+fn cron(command: CronCommand) -> Result<(), BoxError> {
+    match command {
+        CronCommand::Next(args) => {
+            let after = args.after.unwrap_or_else(Utc::now);
+            let preview =
+                courier::scheduler::occurrence::preview(&args.expr, &args.tz, after, args.count)?;
+            print!("{preview}");
+            Ok(())
+        }
+    }
+}
+
+async fn run_with_settings(command: Command) -> Result<(), BoxError> {
     let mut settings = Settings::load()?;
     courier::telemetry::init(&settings.log);
     courier::metrics::set_per_account(settings.queue.metrics_per_account);
-    match cli.command {
+    match command {
         Command::Config => {
             print!("{}", settings.to_redacted_toml());
             Ok(())
         }
+        Command::Cron { command } => cron(command),
         Command::Migrate => courier::app::migrate(&settings).await,
         Command::Api => courier::app::api(&settings).await,
         Command::Scheduler => courier::app::scheduler(&settings).await,

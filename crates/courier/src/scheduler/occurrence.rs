@@ -1,23 +1,86 @@
 //! When a schedule is due: cron expressions in an IANA time zone, and what to
 //! do about occurrences missed while no scheduler ran. Pure functions.
 //!
-//! Expressions are standard 5-field cron (`min hour dom mon dow`) or the `cron`
-//! crate's 6/7-field form with seconds (and years). They are evaluated in the
-//! schedule's time zone, so "09:00 every day" stays 09:00 local across DST:
-//! a local time that does not exist (spring forward) is skipped that day, and
-//! one that happens twice (fall back) fires once, at its first instance.
+//! An expression's field count decides how it is read ([`Dialect`]):
+//! - 5 fields (`min hour dom mon dow`), and the nicknames `@yearly`,
+//!   `@monthly`, `@weekly`, `@daily`, `@hourly`, are Unix cron as Vixie cron
+//!   and cronie read it: 0 or 7 is Sunday, names `MON`–`SUN` and `JAN`–`DEC`,
+//!   and when both day fields are restricted a day matching either one counts
+//!   (`0 9 1 * MON`: the 1st, and every Monday). A day field that merely
+//!   starts with `*` (`*/2`) counts as unrestricted, as in Vixie's parser, so
+//!   `0 9 */2 * MON` is odd days that are Mondays.
+//! - 6 or 7 fields (`sec min hour dom mon dow [year]`) keep the meaning the
+//!   `cron` crate gave them before: weekdays 1 (Sunday) to 7 (Saturday), and a
+//!   day must match both day fields.
+//!
+//! `croner` matches the pattern against the wall clock; this module turns
+//! wall-clock times into instants in the schedule's zone by Vixie's rules for
+//! daylight saving time ([`DstRule`]). `docs/scheduler.md` has the reasons;
+//! `tests/fixtures/cron_next.tsv` the reference values, computed by croniter.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{
+    DateTime, Duration, LocalResult, NaiveDateTime, SubsecRound, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
 use serde::{Deserialize, Serialize};
 
 /// A schedule's recurrence, parsed.
 #[derive(Debug, Clone)]
 pub struct Recurrence {
-    schedule: cron::Schedule,
+    /// The pattern, matched against wall-clock time.
+    cron: Cron,
+    dialect: Dialect,
+    dst: DstRule,
     tz: Tz,
+}
+
+/// Which cron an expression is read as; its field count decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// 5 fields or a nickname: Unix cron as Vixie cron reads it (0 or 7 =
+    /// Sunday; day of month OR day of week when both are restricted).
+    Unix,
+    /// 6 or 7 fields, seconds first and an optional year: the `cron` crate's
+    /// reading, kept for rows written for it (1 = Sunday … 7 = Saturday; day
+    /// of month AND day of week).
+    Quartz,
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unix => {
+                "Unix cron: min hour dom mon dow; 0 or 7 = Sunday; \
+                 day of month OR day of week when both are restricted"
+            }
+            Self::Quartz => {
+                "seconds-first cron (the `cron` crate's form): sec min hour dom mon dow [year]; \
+                 1 = Sunday … 7 = Saturday; day of month AND day of week"
+            }
+        })
+    }
+}
+
+/// How a job meets a daylight-saving change. These are Vixie cron's two kinds
+/// of job, told apart the way its parser does: by a leading `*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DstRule {
+    /// The minute or hour field (or, with seconds, the second field) starts
+    /// with `*` — `*/15 * * * *`, `30 * * * *`, `@hourly`. The job follows the
+    /// wall clock: a time the clock skips does not run, a time it repeats runs
+    /// twice, and the job keeps its rhythm in real time.
+    WallClock,
+    /// Every other job — `30 2 * * *`, `0 1,2 * * *`. Each scheduled
+    /// wall-clock time runs once: a time the clock skips runs when the clock
+    /// jumps (the first instant after the gap), and a time it repeats runs at
+    /// its first instance only.
+    FixedTime,
 }
 
 /// Why a schedule row cannot be used; written to `status_reason`.
@@ -36,27 +99,73 @@ pub enum RecurrenceError {
     TimeZone(String),
 }
 
+/// The nicknames Vixie cron knows, as the 5-field expressions they stand for.
+const NICKNAMES: [(&str, &str); 7] = [
+    ("@yearly", "0 0 1 1 *"),
+    ("@annually", "0 0 1 1 *"),
+    ("@monthly", "0 0 1 * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("@daily", "0 0 * * *"),
+    ("@midnight", "0 0 * * *"),
+    ("@hourly", "0 * * * *"),
+];
+
 impl Recurrence {
-    /// Parses `expr` (5, 6 or 7 fields) in time zone `tz`.
+    /// Parses `expr` (5 fields or a nickname; 6 or 7 fields) in time zone `tz`.
     pub fn parse(expr: &str, tz: &str) -> Result<Self, RecurrenceError> {
         let tz = Tz::from_str(tz.trim()).map_err(|_| RecurrenceError::TimeZone(tz.to_string()))?;
-        let fields = expr.split_whitespace().count();
-        let normalised = match fields {
-            5 => format!("0 {}", expr.trim()),
-            6 | 7 => expr.trim().to_string(),
+        let invalid = |reason: String| RecurrenceError::Cron {
+            expr: expr.to_string(),
+            reason,
+        };
+        let mut text = expr.trim();
+        if text.starts_with('@') {
+            text = NICKNAMES
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(text))
+                .map(|(_, fields)| *fields)
+                .ok_or_else(|| {
+                    invalid("unknown nickname (@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)".into())
+                })?;
+        }
+        let mut fields: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+        let dialect = match fields.len() {
+            5 => Dialect::Unix,
+            6 | 7 => Dialect::Quartz,
             n => {
-                return Err(RecurrenceError::Cron {
-                    expr: expr.to_string(),
-                    reason: format!("has {n} fields; expected 5 (min hour dom mon dow), 6 or 7"),
-                })
+                return Err(invalid(format!(
+                    "has {n} fields; expected 5 (min hour dom mon dow), \
+                     or 6 or 7 (sec min hour dom mon dow [year])"
+                )))
             }
         };
-        let schedule =
-            cron::Schedule::from_str(&normalised).map_err(|e| RecurrenceError::Cron {
-                expr: expr.to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self { schedule, tz })
+        if let Some(f) = fields.iter().find(|f| f.starts_with('/')) {
+            return Err(invalid(format!(
+                "`{f}`: a step needs a start (write `*{f}`)"
+            )));
+        }
+        let time_fields = match dialect {
+            Dialect::Unix => &fields[..2],
+            Dialect::Quartz => &fields[..3],
+        };
+        let dst = if time_fields.iter().any(|f| f.starts_with('*')) {
+            DstRule::WallClock
+        } else {
+            DstRule::FixedTime
+        };
+        if dialect == Dialect::Unix && vixie_ands_the_day_fields(&fields[2], &fields[4]) {
+            // croner's own spelling of "both day fields must match".
+            fields[4].insert(0, '+');
+        }
+        let cron = parser(dialect)
+            .parse(&fields.join(" "))
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Self {
+            cron,
+            dialect,
+            dst,
+            tz,
+        })
     }
 
     /// The time zone.
@@ -64,26 +173,249 @@ impl Recurrence {
         self.tz
     }
 
+    /// How the expression was read.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// How the schedule meets daylight-saving changes.
+    pub fn dst_rule(&self) -> DstRule {
+        self.dst
+    }
+
     /// The first occurrence strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.occurrences(after).next()
     }
 
-    /// Occurrences strictly after `after`, in order, each local time once.
+    /// Occurrences strictly after `after`, in order, each instant once.
     pub fn occurrences(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        let mut last_local: Option<chrono::NaiveDateTime> = None;
-        self.schedule
-            .after(&after.with_timezone(&self.tz))
-            .filter(move |t| {
-                // A fall-back hour yields the same wall-clock time twice.
-                let local = t.naive_local();
-                let repeat = last_local == Some(local) || last_local.is_some_and(|l| local <= l);
-                if !repeat {
-                    last_local = Some(local);
+        // Start on the wall clock at `after`; inside a repeated hour, start a
+        // whole repetition earlier, where the wall-clock times whose second
+        // instance is still to come begin.
+        let wall = after.with_timezone(&self.tz).naive_local().trunc_subsecs(0);
+        let start = match self.tz.from_local_datetime(&wall) {
+            LocalResult::Ambiguous(first, second) => wall - (second - first),
+            _ => wall,
+        };
+        Occurrences {
+            rec: self,
+            wall: Some(start),
+            ready: VecDeque::new(),
+            last: after,
+        }
+    }
+
+    /// The next wall-clock time after `wall` that the pattern matches.
+    fn next_wall_time(&self, wall: NaiveDateTime) -> Option<NaiveDateTime> {
+        // croner gives up (an error) after a long search or past year 4999:
+        // `0 0 30 2 *` has no occurrence at all.
+        self.cron.find_next_occurrence(&wall, false).ok()
+    }
+}
+
+/// Whether Vixie cron ANDs the two day fields: both are restricted, but one
+/// starts with `*` (`*/2`), which its parser takes for an unrestricted field.
+fn vixie_ands_the_day_fields(dom: &str, dow: &str) -> bool {
+    let unrestricted = |f: &str| f == "*" || f == "?";
+    !unrestricted(dom)
+        && !unrestricted(dow)
+        && !dow.starts_with('+')
+        && (dom.starts_with('*') || dow.starts_with('*'))
+}
+
+fn parser(dialect: Dialect) -> CronParser {
+    // `sloppy_ranges`: `0/15` means `0-59/15`, as the `cron` crate and
+    // croniter read it; rows written before the change may use it.
+    let builder = CronParser::builder().sloppy_ranges(true);
+    match dialect {
+        Dialect::Unix => builder.seconds(Seconds::Disallowed).year(Year::Disallowed),
+        Dialect::Quartz => builder
+            .seconds(Seconds::Required)
+            .year(Year::Optional)
+            .alternative_weekdays(true)
+            .dom_and_dow(true),
+    }
+    .build()
+}
+
+/// The occurrences after an instant, in real-time order. Wall-clock times
+/// come from the pattern in wall-clock order; a repeated hour is the one place
+/// where that differs from real-time order (every first instance comes before
+/// every second one), so its matches are read as a run and queued in order.
+struct Occurrences<'a> {
+    rec: &'a Recurrence,
+    /// The last wall-clock time read from the pattern; `None` once it has no more.
+    wall: Option<NaiveDateTime>,
+    /// Instants in order, not yet returned.
+    ready: VecDeque<DateTime<Utc>>,
+    /// Only instants after this are returned: the start, then the last one
+    /// returned (several skipped times map to one instant after a gap).
+    last: DateTime<Utc>,
+}
+
+impl Iterator for Occurrences<'_> {
+    type Item = DateTime<Utc>;
+
+    fn next(&mut self) -> Option<DateTime<Utc>> {
+        loop {
+            while let Some(t) = self.ready.pop_front() {
+                if t > self.last {
+                    self.last = t;
+                    return Some(t);
                 }
-                !repeat
-            })
-            .map(|t| t.with_timezone(&Utc))
+            }
+            let wall = self.rec.next_wall_time(self.wall?);
+            self.wall = wall;
+            let wall = wall?;
+            let tz = self.rec.tz;
+            match tz.from_local_datetime(&wall) {
+                LocalResult::Single(t) => self.ready.push_back(t.with_timezone(&Utc)),
+                LocalResult::None => {
+                    if self.rec.dst == DstRule::FixedTime {
+                        self.ready.extend(end_of_gap(tz, wall));
+                    }
+                }
+                LocalResult::Ambiguous(first, second) => {
+                    let repeat = second - first;
+                    let mut firsts = vec![first.with_timezone(&Utc)];
+                    let mut seconds = vec![second.with_timezone(&Utc)];
+                    if self.rec.dst == DstRule::WallClock {
+                        // The rest of this repetition: matches less than one
+                        // repetition after the first that are ambiguous too.
+                        while let Some(next) = self.rec.next_wall_time(self.wall?) {
+                            match tz.from_local_datetime(&next) {
+                                LocalResult::Ambiguous(f, s) if next - wall < repeat => {
+                                    firsts.push(f.with_timezone(&Utc));
+                                    seconds.push(s.with_timezone(&Utc));
+                                    self.wall = Some(next);
+                                }
+                                _ => break,
+                            }
+                        }
+                        self.ready.extend(firsts);
+                        self.ready.extend(seconds);
+                    } else {
+                        self.ready.extend(firsts);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The first instant after the daylight-saving gap that skipped `wall`: when
+/// the clock jumped.
+fn end_of_gap(tz: Tz, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+    let exists = |w: NaiveDateTime| tz.from_local_datetime(&w).earliest();
+    // Whole minutes first (gaps are an hour or so; two days bounds any), then
+    // back second by second, for the old offsets that were not whole minutes.
+    let mut minute = wall.with_second(0)?.with_nanosecond(0)?;
+    for _ in 0..2 * 24 * 60 {
+        minute += Duration::minutes(1);
+        if let Some(mut t) = exists(minute) {
+            let mut s = minute - Duration::seconds(1);
+            while s > wall {
+                match exists(s) {
+                    Some(earlier) => t = earlier,
+                    None => break,
+                }
+                s -= Duration::seconds(1);
+            }
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    None
+}
+
+/// The next occurrences of an expression, for an operator checking it before
+/// saving it (`courier cron next`). Displays as one line per occurrence: the
+/// instant in UTC, the same instant in the zone (both RFC 3339), the weekday in
+/// the zone, and a note where daylight saving time moved or repeated it.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    expr: String,
+    recurrence: Recurrence,
+    after: DateTime<Utc>,
+    occurrences: Vec<DateTime<Utc>>,
+}
+
+/// Parses `expr` in zone `tz` and lists its first `count` occurrences after
+/// `after`.
+pub fn preview(
+    expr: &str,
+    tz: &str,
+    after: DateTime<Utc>,
+    count: usize,
+) -> Result<Preview, RecurrenceError> {
+    let recurrence = Recurrence::parse(expr, tz)?;
+    let occurrences = recurrence.occurrences(after).take(count).collect();
+    Ok(Preview {
+        expr: expr.trim().to_string(),
+        recurrence,
+        after,
+        occurrences,
+    })
+}
+
+impl Preview {
+    /// The occurrences found (fewer than asked when the expression runs out).
+    pub fn occurrences(&self) -> &[DateTime<Utc>] {
+        &self.occurrences
+    }
+
+    /// What daylight saving time did to an occurrence, if anything.
+    fn note(&self, t: DateTime<Utc>) -> Option<String> {
+        let tz = self.recurrence.tz;
+        let local = t.with_timezone(&tz);
+        let wall = local.naive_local();
+        if !self.recurrence.cron.is_time_matching(&wall).unwrap_or(true) {
+            return Some(
+                "moved by DST: the scheduled time did not exist; runs when the clock jumps".into(),
+            );
+        }
+        match tz.from_local_datetime(&wall) {
+            LocalResult::Ambiguous(first, _) if first == local => Some(format!(
+                "DST: {} happens twice today; this is the first",
+                wall.format("%H:%M")
+            )),
+            LocalResult::Ambiguous(..) => {
+                Some(format!("DST: the second {} today", wall.format("%H:%M")))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Preview {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rfc3339 = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        writeln!(f, "# {} in {}", self.expr, self.recurrence.tz)?;
+        writeln!(f, "# read as {}", self.recurrence.dialect)?;
+        if self.occurrences.is_empty() {
+            return writeln!(f, "# no occurrence after {}", rfc3339(self.after));
+        }
+        writeln!(
+            f,
+            "# next {} after {}:",
+            self.occurrences.len(),
+            rfc3339(self.after)
+        )?;
+        for &t in &self.occurrences {
+            let local = t.with_timezone(&self.recurrence.tz);
+            write!(
+                f,
+                "{}\t{}\t{}",
+                rfc3339(t),
+                local.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                local.format("%a")
+            )?;
+            match self.note(t) {
+                Some(note) => writeln!(f, "\t{note}")?,
+                None => writeln!(f)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -217,25 +549,250 @@ mod tests {
         assert_eq!(nov, utc(2026, 11, 1, 14, 0), "fall back keeps 09:00 local");
     }
 
-    #[test]
-    fn a_nonexistent_local_time_is_skipped_and_a_repeated_one_fires_once() {
-        // 02:30 does not exist on 2026-03-08 in New York and happens twice… never:
-        // in the US the repeated hour is 01:00-02:00 on 2026-11-01.
-        let r = Recurrence::parse("30 2 * * *", "America/New_York").unwrap();
-        let days: Vec<_> = r.occurrences(utc(2026, 3, 7, 0, 0)).take(2).collect();
-        assert_eq!(days[0], utc(2026, 3, 7, 7, 30));
-        assert_eq!(days[1], utc(2026, 3, 9, 6, 30), "no 02:30 on the 8th");
+    fn next(expr: &str, tz: &str, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let r = Recurrence::parse(expr, tz).unwrap_or_else(|e| panic!("{e}"));
+        r.occurrences(after).take(n).collect()
+    }
 
-        let r = Recurrence::parse("30 1 * * *", "America/New_York").unwrap();
-        let fires: Vec<_> = r
-            .occurrences(utc(2026, 11, 1, 0, 0))
-            .take_while(|t| *t < utc(2026, 11, 2, 0, 0))
-            .collect();
+    fn weekdays(times: &[DateTime<Utc>]) -> Vec<String> {
+        times.iter().map(|t| t.format("%a").to_string()).collect()
+    }
+
+    // 2026-01-01 is a Thursday.
+
+    #[test]
+    fn five_field_weekdays_count_from_sunday_as_0_so_1_5_is_monday_to_friday() {
+        let week = next("0 9 * * 1-5", "UTC", utc(2026, 1, 1, 0, 0), 5);
+        assert_eq!(weekdays(&week), ["Thu", "Fri", "Mon", "Tue", "Wed"]);
+        let week = next("0 9 * * MON-FRI", "UTC", utc(2026, 1, 1, 0, 0), 5);
+        assert_eq!(weekdays(&week), ["Thu", "Fri", "Mon", "Tue", "Wed"]);
+    }
+
+    #[test]
+    fn sunday_is_0_or_7_or_sun() {
+        for expr in ["0 9 * * 0", "0 9 * * 7", "0 9 * * SUN", "0 9 * * sun"] {
+            assert_eq!(
+                next(expr, "UTC", utc(2026, 1, 1, 0, 0), 2),
+                [utc(2026, 1, 4, 9, 0), utc(2026, 1, 11, 9, 0)],
+                "{expr}"
+            );
+        }
+        let weekend = next("0 9 * * 6-7", "UTC", utc(2026, 1, 1, 0, 0), 2);
+        assert_eq!(weekdays(&weekend), ["Sat", "Sun"]);
+    }
+
+    #[test]
+    fn with_both_day_fields_restricted_either_day_matches() {
+        // The 1st of the month (a Thursday), and every Monday.
         assert_eq!(
-            fires,
-            vec![utc(2026, 11, 1, 5, 30)],
-            "01:30 fires once, at its first instance"
+            next("0 9 1 * MON", "UTC", utc(2026, 1, 1, 0, 0), 3),
+            [
+                utc(2026, 1, 1, 9, 0),
+                utc(2026, 1, 5, 9, 0),
+                utc(2026, 1, 12, 9, 0)
+            ]
         );
+    }
+
+    #[test]
+    fn a_day_field_that_starts_with_a_star_counts_as_unrestricted_as_in_vixie_cron() {
+        // `*/2` is odd days, yet Vixie's parser marks the field as `*`: the
+        // two fields are AND-ed, so odd days that are Mondays.
+        assert_eq!(
+            next("0 9 */2 * MON", "UTC", utc(2026, 1, 1, 0, 0), 2),
+            [utc(2026, 1, 5, 9, 0), utc(2026, 1, 19, 9, 0)]
+        );
+        // `+` asks croner for the AND explicitly; it is left alone.
+        assert_eq!(
+            next("0 9 1 * +MON", "UTC", utc(2026, 1, 1, 0, 0), 1),
+            [utc(2026, 6, 1, 9, 0)]
+        );
+    }
+
+    #[test]
+    fn nicknames_are_the_expressions_vixie_cron_gives_them() {
+        let after = utc(2026, 1, 1, 0, 30);
+        for (nick, expr) in NICKNAMES {
+            assert_eq!(
+                next(nick, "UTC", after, 3),
+                next(expr, "UTC", after, 3),
+                "{nick}"
+            );
+        }
+        let e = Recurrence::parse("@reboot", "UTC").unwrap_err();
+        assert!(e.to_string().contains("unknown nickname"), "{e}");
+    }
+
+    #[test]
+    fn six_and_seven_field_expressions_keep_the_cron_crates_meaning() {
+        // Expected values: what the `cron` crate 0.17 (Courier's parser until
+        // this change) gives for the same expressions.
+        let after = utc(2026, 1, 1, 0, 0);
+        let r = Recurrence::parse("0 0 9 * * 1-5", "UTC").unwrap();
+        assert_eq!(r.dialect(), Dialect::Quartz);
+        let week: Vec<_> = r.occurrences(after).take(4).collect();
+        assert_eq!(weekdays(&week), ["Thu", "Sun", "Mon", "Tue"], "1 is Sunday");
+        assert_eq!(
+            weekdays(&next("0 0 9 * * 7", "UTC", after, 1)),
+            ["Sat"],
+            "7 is Saturday"
+        );
+        assert_eq!(
+            next("0 0 9 1 * MON", "UTC", after, 2),
+            [utc(2026, 6, 1, 9, 0), utc(2027, 2, 1, 9, 0)],
+            "both day fields must match"
+        );
+        assert_eq!(
+            next("0 30 8 * * SAT 2027", "UTC", after, 1),
+            [utc(2027, 1, 2, 8, 30)]
+        );
+        assert_eq!(
+            next("30 15 10 ? * MON-FRI", "UTC", after, 2),
+            [
+                utc(2026, 1, 1, 10, 15) + chrono::Duration::seconds(30),
+                utc(2026, 1, 2, 10, 15) + chrono::Duration::seconds(30)
+            ]
+        );
+        assert!(Recurrence::parse("0 0 9 * * 0", "UTC").is_err());
+    }
+
+    #[test]
+    fn a_leading_star_in_the_minute_or_hour_field_makes_a_wall_clock_job() {
+        for (expr, rule) in [
+            ("*/15 * * * *", DstRule::WallClock),
+            ("30 * * * *", DstRule::WallClock),
+            ("@hourly", DstRule::WallClock),
+            ("0 */2 * * *", DstRule::WallClock),
+            ("*/10 0 9 * * *", DstRule::WallClock),
+            ("30 2 * * *", DstRule::FixedTime),
+            ("0 1,2 * * *", DstRule::FixedTime),
+            ("0 9-17 * * *", DstRule::FixedTime),
+            ("@daily", DstRule::FixedTime),
+            ("0 0 9 * * *", DstRule::FixedTime),
+        ] {
+            assert_eq!(
+                Recurrence::parse(expr, "UTC").unwrap().dst_rule(),
+                rule,
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fixed_time_the_clock_skips_runs_when_the_clock_jumps() {
+        // New York, 2026-03-08: 02:00 EST becomes 03:00 EDT (07:00 UTC).
+        assert_eq!(
+            next("30 2 * * *", "America/New_York", utc(2026, 3, 7, 0, 0), 3),
+            [
+                utc(2026, 3, 7, 7, 30),
+                utc(2026, 3, 8, 7, 0),
+                utc(2026, 3, 9, 6, 30)
+            ]
+        );
+        // Two skipped times make one run.
+        assert_eq!(
+            next("0,30 2 * * *", "America/New_York", utc(2026, 3, 8, 5, 0), 2),
+            [utc(2026, 3, 8, 7, 0), utc(2026, 3, 9, 6, 0)]
+        );
+    }
+
+    #[test]
+    fn a_wall_clock_job_skips_the_times_the_clock_skips() {
+        assert_eq!(
+            next(
+                "*/30 * * * *",
+                "America/New_York",
+                utc(2026, 3, 8, 6, 10),
+                3
+            ),
+            [
+                utc(2026, 3, 8, 6, 30),
+                utc(2026, 3, 8, 7, 0),
+                utc(2026, 3, 8, 7, 30)
+            ],
+            "01:30 EST, then 03:00 and 03:30 EDT"
+        );
+    }
+
+    #[test]
+    fn a_fixed_time_the_clock_repeats_runs_once_at_its_first_instance() {
+        // New York, 2026-11-01: 02:00 EDT becomes 01:00 EST; 01:30 happens
+        // at 05:30 and at 06:30 UTC.
+        let day = |after| next("30 1 * * *", "America/New_York", after, 2);
+        let expected = [utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)];
+        assert_eq!(day(utc(2026, 11, 1, 0, 0)), expected);
+        // Asked from between the two instances (as a restarted scheduler
+        // would), the second one is still not an occurrence.
+        assert_eq!(
+            next("30 1 * * *", "America/New_York", utc(2026, 11, 1, 5, 30), 1),
+            [utc(2026, 11, 2, 6, 30)]
+        );
+        assert_eq!(
+            next("30 1 * * *", "America/New_York", utc(2026, 11, 1, 6, 0), 1),
+            [utc(2026, 11, 2, 6, 30)]
+        );
+    }
+
+    #[test]
+    fn a_wall_clock_job_runs_in_both_passes_of_a_repeated_hour() {
+        let both_passes = [
+            utc(2026, 11, 1, 5, 0),
+            utc(2026, 11, 1, 5, 30),
+            utc(2026, 11, 1, 6, 0),
+            utc(2026, 11, 1, 6, 30),
+            utc(2026, 11, 1, 7, 0),
+        ];
+        let from = |after| next("*/30 * * * *", "America/New_York", after, 5);
+        assert_eq!(from(utc(2026, 11, 1, 4, 40)), both_passes);
+        // From inside either pass, nothing of the rest is lost.
+        assert_eq!(from(utc(2026, 11, 1, 5, 10))[..4], both_passes[1..]);
+        assert_eq!(from(utc(2026, 11, 1, 6, 10))[..2], both_passes[3..]);
+    }
+
+    #[test]
+    fn an_impossible_date_has_no_occurrence() {
+        let r = Recurrence::parse("0 0 30 2 *", "UTC").unwrap();
+        assert_eq!(r.next_after(utc(2026, 1, 1, 0, 0)), None);
+    }
+
+    #[test]
+    fn a_step_needs_a_start() {
+        let e = Recurrence::parse("/15 * * * *", "UTC").unwrap_err();
+        assert!(e.to_string().contains("write `*/15`"), "{e}");
+        // `0/15` is `0-59/15`, as it was.
+        assert_eq!(
+            next("0/15 9 * * *", "UTC", utc(2026, 1, 1, 0, 0), 2),
+            [utc(2026, 1, 1, 9, 0), utc(2026, 1, 1, 9, 15)]
+        );
+    }
+
+    #[test]
+    fn the_preview_shows_each_occurrence_in_utc_and_in_the_zone() {
+        let p = preview("30 2 * * 0", "Europe/Berlin", utc(2026, 3, 20, 0, 0), 2).unwrap();
+        let text = p.to_string();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "2026-03-22T01:30:00Z\t2026-03-22T02:30:00+01:00\tSun",
+                "2026-03-29T01:00:00Z\t2026-03-29T03:00:00+02:00\tSun\t\
+                 moved by DST: the scheduled time did not exist; runs when the clock jumps",
+            ],
+            "{text}"
+        );
+        assert!(text.contains("# 30 2 * * 0 in Europe/Berlin"), "{text}");
+        let repeated = preview("0 2 * * *", "Europe/Berlin", utc(2026, 10, 24, 12, 0), 1)
+            .unwrap()
+            .to_string();
+        assert!(
+            repeated.contains("\tDST: 02:00 happens twice today; this is the first"),
+            "{repeated}"
+        );
+        let none = preview("0 0 30 2 *", "UTC", utc(2026, 1, 1, 0, 0), 3).unwrap();
+        assert!(none.occurrences().is_empty());
+        assert!(none
+            .to_string()
+            .contains("# no occurrence after 2026-01-01T00:00:00Z"));
     }
 
     #[test]
