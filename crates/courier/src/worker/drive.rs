@@ -112,6 +112,11 @@ impl PageDriver {
     }
 
     /// Drives the page until the machine is final; returns the final state.
+    ///
+    /// Why one long function: it is the loop that feeds the pure
+    /// `LoginMachine` and carries out its actions (store a QR, click "Use
+    /// here", wait), with the run cap, browser restarts and the check mode's
+    /// reload around it; the machine holds the rules, this only the I/O.
     pub(crate) async fn drive(
         &self,
         job: &ClaimedJob,
