@@ -294,3 +294,57 @@ fn config_prints_effective_settings_with_secrets_redacted() {
         "{s}"
     );
 }
+
+/// Every role serves its metrics: `courier scheduler`, run as the real
+/// binary, answers `/metrics` on `scheduler.metrics_listen`, reports itself
+/// the leader, and as the leader publishes the database-derived gauges (which
+/// no API replica publishes any more). Before, the scheduler had no listener,
+/// so its lag, leader and the database gauges had no data in compose.
+#[tokio::test]
+async fn the_scheduler_serves_its_metrics_and_the_leader_publishes_the_database_gauges() {
+    let t = fresh_database().await.unwrap();
+    sqlx::query("INSERT INTO mkt_wap_accounts (account_name, status) VALUES ('m', 'active')")
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(["scheduler"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("COURIER__DATABASE__URL", &t.url)
+        .env(
+            "COURIER__SCHEDULER__METRICS_LISTEN",
+            format!("127.0.0.1:{port}"),
+        )
+        .env("COURIER__SCHEDULER__TICK", "200ms")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            let body = r.text().await.unwrap_or_default();
+            if body.contains("courier_scheduler_leader 1")
+                && body.contains("courier_accounts{status=\"active\"} 1")
+            {
+                break body;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!("the scheduler's /metrics lacks the leader or the account gauge:\n{body}");
+            }
+        } else if std::time::Instant::now() >= deadline {
+            panic!("the scheduler serves no /metrics on {url}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("courier_scheduler_lag_seconds"), "{body}");
+    child.kill().await.unwrap();
+}

@@ -50,20 +50,12 @@ pub async fn worker(settings: &Settings, extra: ExtraHandlers) -> Result<(), Box
     }
     let (db, report) = Database::open(settings).await?;
     print_open_report(&db, &report);
-    crate::metrics::install();
-    let metrics = match settings.queue.metrics_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr} (queue.metrics_listen): {e}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "worker /metrics listening");
-            Some(tokio::spawn(crate::metrics::serve(
-                listener,
-                crate::shutdown::signal(),
-            )))
-        }
-        None => None,
-    };
+    let metrics = serve_metrics(
+        settings.queue.metrics_listen,
+        "queue.metrics_listen",
+        "worker",
+    )
+    .await?;
     let (handlers, browser) = match extra(&settings.queue.handler, settings, &db.pool) {
         Some(h) => (h, None),
         None => worker_handlers(settings, &db.pool).await?,
@@ -86,10 +78,40 @@ pub async fn worker(settings: &Settings, extra: ExtraHandlers) -> Result<(), Box
 pub async fn scheduler(settings: &Settings) -> Result<(), BoxError> {
     let (db, report) = Database::open(settings).await?;
     print_open_report(&db, &report);
+    let metrics = serve_metrics(
+        settings.scheduler.metrics_listen,
+        "scheduler.metrics_listen",
+        "scheduler",
+    )
+    .await?;
     let scheduler = crate::scheduler::Scheduler::new(db.pool.clone(), settings);
     let result = scheduler.run_until(crate::shutdown::signal()).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     db.close().await?;
     Ok(result?)
+}
+
+/// Installs the metrics recorder and, when `addr` is set, serves `/metrics`
+/// there until a shutdown signal (`key` names the setting in errors).
+async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+    key: &str,
+    role: &str,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, BoxError> {
+    crate::metrics::install();
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, role, "/metrics listening");
+    Ok(Some(tokio::spawn(crate::metrics::serve(
+        listener,
+        crate::shutdown::signal(),
+    ))))
 }
 
 /// `courier run`: every role in one process; the API and the worker share
@@ -124,8 +146,9 @@ pub async fn run_all(settings: &Settings) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Serves the API on `api.listen` until `shutdown` resolves, with the
-/// database-derived gauges sampled every 15 s.
+/// Serves the API on `api.listen` until `shutdown` resolves. The
+/// database-derived gauges are the scheduler leader's to publish (one
+/// process, not every API replica).
 pub async fn serve_api(
     settings: &Settings,
     db: &Database,
@@ -141,16 +164,7 @@ pub async fn serve_api(
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     let state =
         crate::api::AppState::new(db.pool.clone(), token.expose()).with_settings(settings.clone());
-    let sampler = tokio::spawn(crate::metrics::sample_forever(
-        db.pool.clone(),
-        crate::metrics::SampleOptions {
-            per_account: settings.queue.metrics_per_account,
-        },
-        std::time::Duration::from_secs(15),
-    ));
-    let served = crate::api::serve(listener, state, shutdown).await;
-    sampler.abort();
-    served?;
+    crate::api::serve(listener, state, shutdown).await?;
     Ok(())
 }
 

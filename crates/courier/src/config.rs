@@ -146,6 +146,10 @@ pub struct SchedulerSettings {
     /// moves the account's queued sends to other accounts.
     #[serde(with = "humantime_serde")]
     pub reassign_after: Duration,
+    /// `courier scheduler` serves `/metrics` here (unauthenticated; keep it
+    /// private). Unset: no listener (`courier run` serves /metrics on the API).
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The browser layer (see `docs/browser.md`).

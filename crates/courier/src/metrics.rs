@@ -240,7 +240,8 @@ fn init_zero() {
 }
 
 /// Serves `/metrics` (unauthenticated) on `listener` until `shutdown`; the
-/// endpoint of worker-only processes (`queue.metrics_listen`).
+/// endpoint of worker-only and scheduler processes (`queue.metrics_listen`,
+/// `scheduler.metrics_listen`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -57,6 +57,9 @@ pub enum SchedulerError {
     Maintenance(#[from] crate::maintenance::MaintenanceError),
 }
 
+/// How often the leader samples the database-derived gauges.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What one tick did.
 #[derive(Debug, Clone, Default)]
 pub struct TickReport {
@@ -137,6 +140,16 @@ impl Scheduler {
             };
             tracing::info!("scheduler leader elected: this process");
             metrics::gauge!(SCHEDULER_LEADER).set(1.0);
+            // The database-derived gauges (queue depth, accounts and messages
+            // by status, budgets) come from one process: the leader. Every API
+            // replica publishing them would multiply them in any sum.
+            let sampler = tokio::spawn(crate::metrics::sample_forever(
+                self.pool.clone(),
+                crate::metrics::SampleOptions {
+                    per_account: self.settings.queue.metrics_per_account,
+                },
+                SAMPLE_EVERY,
+            ));
             let stopped = loop {
                 match lock.check().await {
                     Ok(true) => {}
@@ -153,6 +166,7 @@ impl Scheduler {
                     _ = tokio::time::sleep(s.tick) => {}
                 }
             };
+            sampler.abort();
             metrics::gauge!(SCHEDULER_LEADER).set(0.0);
             if stopped {
                 lock.release().await;
