@@ -669,6 +669,70 @@ async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
 }
 
 #[tokio::test]
+async fn a_resume_returns_the_account_to_the_status_its_pause_interrupted() {
+    // A warming account paused for health goes back to its warm-up ladder,
+    // not to `active` (which would lift the warm-up caps); a standby account
+    // back to standby. By hand and at the pause's deadline alike.
+    let t = fresh_database().await.unwrap();
+    let status = |a: Uuid| {
+        let pool = t.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM mkt_wap_accounts WHERE id = $1")
+                .bind(a)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let warming = account(&t.pool, serde_json::json!({})).await;
+    let standby = account(&t.pool, serde_json::json!({})).await;
+    sqlx::query("UPDATE mkt_wap_accounts SET status = 'warming' WHERE id = $1")
+        .bind(warming)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE mkt_wap_accounts SET status = 'standby' WHERE id = $1")
+        .bind(standby)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    use courier::account::health::{pause, resume};
+    // By hand; a second pause of a paused account keeps the first status.
+    pause(&t.pool, warming, "by hand", None).await.unwrap();
+    pause(&t.pool, warming, "again", None).await.unwrap();
+    assert_eq!(status(warming).await, "paused");
+    assert!(resume(&t.pool, warming).await.unwrap());
+    assert_eq!(status(warming).await, "warming");
+    // At the deadline, through the maintenance service.
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    pause(&t.pool, warming, "health score 10 below 20", Some(past))
+        .await
+        .unwrap();
+    pause(&t.pool, standby, "health score 10 below 20", Some(past))
+        .await
+        .unwrap();
+    let line = courier::maintenance::run(
+        &t.pool,
+        &settings(&[]),
+        courier::maintenance::Task::Reap,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(line.starts_with("2 expired pause(s) resumed"), "{line}");
+    assert_eq!(status(warming).await, "warming");
+    assert_eq!(status(standby).await, "standby");
+    // A pause written before the status was remembered resumes to active.
+    sqlx::query("UPDATE mkt_wap_accounts SET status = 'paused', paused_from = NULL WHERE id = $1")
+        .bind(standby)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    assert!(resume(&t.pool, standby).await.unwrap());
+    assert_eq!(status(standby).await, "active");
+}
+
+#[tokio::test]
 async fn health_below_the_threshold_pauses_the_account_with_a_reason() {
     let t = fresh_database().await.unwrap();
     let a = account(&t.pool, serde_json::json!({})).await;

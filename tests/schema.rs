@@ -64,6 +64,17 @@ async fn every_status_enum_matches_its_check_list() {
         names(&accounts)
     );
 
+    // A pause remembers only a status a resume can return to.
+    let resumable: Vec<&str> = AccountStatus::ALL
+        .iter()
+        .filter(|s| s.is_resumable())
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(
+        check_list(p, "mkt_wap_accounts", "paused_from").await,
+        names(&resumable)
+    );
+
     let messages: Vec<&str> = MessageStatus::ALL.iter().map(|s| s.as_str()).collect();
     assert_eq!(
         check_list(p, "mkt_wap_messages", "status").await,

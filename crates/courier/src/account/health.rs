@@ -110,9 +110,15 @@ async fn pause_in(
     reason: &str,
     until: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
+    // The status a resume returns to: the one this pause interrupts, kept
+    // across a pause of a paused account; statuses a resume cannot return to
+    // (a login in progress, a fault) leave it NULL, which resumes to active.
     sqlx::query(
         "UPDATE mkt_wap_accounts SET status = 'paused', pause_reason = $2, paused_until = $3, \
-         status_reason = $2, status_changed_at = now(), status_deadline = $3 WHERE id = $1",
+         status_reason = $2, status_changed_at = now(), status_deadline = $3, \
+         paused_from = CASE WHEN status = 'paused' THEN paused_from \
+                            WHEN status IN ('inactive', 'warming', 'active', 'standby') THEN status END \
+         WHERE id = $1",
     )
     .bind(account)
     .bind(reason)
@@ -135,12 +141,14 @@ pub async fn pause(
     Ok(())
 }
 
-/// Lifts a pause by hand, and wakes the workers (`courier_jobs`) when the
+/// Lifts a pause by hand, back to the status the pause interrupted (warm-up,
+/// standby, active), and wakes the workers (`courier_jobs`) when the
 /// account has jobs waiting: idle slots do not poll a hand-paused account.
 pub async fn resume(pool: &PgPool, account: Uuid) -> Result<bool, HealthError> {
     let resumed: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "WITH r AS ( \
-            UPDATE mkt_wap_accounts SET status = 'active', status_reason = 'resumed by hand', \
+            UPDATE mkt_wap_accounts SET status = coalesce(paused_from, 'active'), \
+                status_reason = 'resumed by hand', paused_from = NULL, \
                 pause_reason = NULL, paused_until = NULL, status_deadline = NULL, \
                 status_changed_at = now() WHERE id = $1 AND status = 'paused' RETURNING id) \
          SELECT (SELECT count(*) FROM (SELECT pg_notify('courier_jobs', '') \
@@ -155,11 +163,12 @@ pub async fn resume(pool: &PgPool, account: Uuid) -> Result<bool, HealthError> {
     Ok(resumed.is_some())
 }
 
-/// Resumes every pause whose deadline has passed; returns how many.
+/// Resumes every pause whose deadline has passed, back to the status each
+/// pause interrupted; returns how many.
 pub async fn resume_expired(pool: &PgPool) -> Result<u64, HealthError> {
     Ok(sqlx::query(
-        "UPDATE mkt_wap_accounts SET status = 'active', \
-         status_reason = 'pause expired: ' || coalesce(pause_reason, ''), \
+        "UPDATE mkt_wap_accounts SET status = coalesce(paused_from, 'active'), \
+         status_reason = 'pause expired: ' || coalesce(pause_reason, ''), paused_from = NULL, \
          pause_reason = NULL, paused_until = NULL, status_deadline = NULL, \
          status_changed_at = now() \
          WHERE status = 'paused' AND paused_until IS NOT NULL AND paused_until <= now()",

@@ -82,6 +82,18 @@ impl AccountStatus {
         )
     }
 
+    /// Whether a resume may return the account here: a pause remembers the
+    /// status it interrupted when it is one of these (`paused_from`).
+    pub const fn is_resumable(self) -> bool {
+        matches!(
+            self,
+            AccountStatus::Inactive
+                | AccountStatus::Warming
+                | AccountStatus::Active
+                | AccountStatus::Standby
+        )
+    }
+
     /// Whether work queued on the account must move to another account: the
     /// account cannot send until a person acts (a ban is final, a logout or a
     /// failed login needs a new QR). Pauses are decided with their resume
