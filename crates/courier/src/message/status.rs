@@ -327,7 +327,10 @@ pub(crate) async fn record_ack(
 }
 
 /// Flags the account's sent messages with no delivery after `after`;
-/// returns how many were flagged now (each lowers health once).
+/// returns how many were flagged now (each lowers health once). Group
+/// messages are never flagged: WhatsApp reports a group message delivered
+/// only when every member's device has it, and one member offline for a week
+/// says nothing about the sending account.
 pub(crate) async fn flag_undelivered(
     pool: &PgPool,
     account: Uuid,
@@ -336,6 +339,7 @@ pub(crate) async fn flag_undelivered(
     Ok(sqlx::query(
         "UPDATE mkt_wap_messages SET undelivered_flagged_at = now() \
          WHERE account_id = $1 AND status = 'sent' AND undelivered_flagged_at IS NULL \
+           AND channel_type <> 'group' \
            AND sent_at < now() - make_interval(secs => $2)",
     )
     .bind(account)
