@@ -1132,6 +1132,81 @@ async fn stuck_login_statuses_move_on_by_the_login_machines_one_rule() {
 }
 
 #[tokio::test]
+async fn the_sweep_retries_transient_failures_and_leaves_permanent_ones_for_an_operator() {
+    // A permanent failure (bad media, an unknown chat, a number not on
+    // WhatsApp) would fail the same way again, spending a budget slot and
+    // health each time: the sweep leaves it failed. A transient one gets its
+    // retry. (Before, every failed message with retries left was retried.)
+    let t = fresh_database().await.unwrap();
+    let p = &t.pool;
+    let a = account(p, "classes").await;
+    let mut ids = Vec::new();
+    for (chat, class) in [
+        ("919800000011@c.us", "permanent"),
+        ("919800000012@c.us", "transient"),
+    ] {
+        let message: Uuid = sqlx::query_scalar(
+            "INSERT INTO mkt_wap_messages (account_id, channel_type, target_chat_id, message_text, \
+                status, failed_at, failure_class, error_message) \
+             VALUES ($1, 'individual', $2, 'hello', 'failed', now(), $3, 'it failed') RETURNING id",
+        )
+        .bind(a)
+        .bind(chat)
+        .bind(class)
+        .fetch_one(p)
+        .await
+        .unwrap();
+        let job = courier::queue::NewJob::new(
+            a,
+            &courier::jobs::send::SendJob {
+                message_id: message,
+            },
+        )
+        .unwrap();
+        let job_id = courier::queue::store::enqueue_batch(p, &[job])
+            .await
+            .unwrap()[0]
+            .id;
+        sqlx::query(
+            "UPDATE queue_jobs SET state = 'discarded', attempt = 3, finished_at = now() WHERE id = $1",
+        )
+        .bind(job_id)
+        .execute(p)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE mkt_wap_messages SET job_id = $2 WHERE id = $1")
+            .bind(message)
+            .bind(job_id)
+            .execute(p)
+            .await
+            .unwrap();
+        ids.push(message);
+    }
+    let line = maintenance::run(p, &settings(), Task::Sweep, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        line.contains("1 failed message(s) re-queued for retry"),
+        "{line}"
+    );
+    let states: Vec<(String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT status, retry_count, failure_class FROM mkt_wap_messages \
+         WHERE id = ANY($1) ORDER BY target_chat_id",
+    )
+    .bind(&ids)
+    .fetch_all(p)
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            ("failed".to_string(), 0, Some("permanent".to_string())),
+            ("queued".to_string(), 1, None),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_message_whose_send_job_was_discarded_mid_flight_fails_with_the_reason_and_gets_a_retry()
 {
     // Found by the chaos run: a send whose session never became ready ran out

@@ -7,7 +7,7 @@
 //! the enums' `ALL` lists. A status added on one side only fails here.
 
 use courier::account::AccountStatus;
-use courier::message::{MessageStatus, Source};
+use courier::message::{FailureClass, MessageStatus, Source};
 use courier::queue::JobState;
 use courier_testkit::fresh_database;
 
@@ -108,6 +108,12 @@ async fn every_status_enum_matches_its_check_list() {
             .unwrap();
         assert_eq!(read, status);
     }
+
+    let classes: Vec<&str> = FailureClass::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(
+        check_list(p, "mkt_wap_messages", "failure_class").await,
+        names(&classes)
+    );
 
     let jobs: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
     assert_eq!(check_list(p, "queue_jobs", "state").await, names(&jobs));

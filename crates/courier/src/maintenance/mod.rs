@@ -265,8 +265,10 @@ async fn per_account_jobs(
 }
 
 /// Failed messages that are still retryable — their send job gave up
-/// (`discarded`), they have retries left, they failed within `window`, and their
-/// account can still send — get a `retry` job on the same account (whose chat
+/// (`discarded`), the failure was not permanent (bad media, an unknown chat:
+/// another attempt would only spend a budget slot and health), they have
+/// retries left, they failed within `window`, and their account can still
+/// send — get a `retry` job on the same account (whose chat
 /// the retry checks first), and go back to `queued`.
 pub async fn sweep(pool: &PgPool, window: Duration) -> Result<usize, MaintenanceError> {
     let mut tx = pool.begin().await?;
@@ -275,6 +277,7 @@ pub async fn sweep(pool: &PgPool, window: Duration) -> Result<usize, Maintenance
          JOIN queue_jobs j ON j.id = m.job_id \
          JOIN mkt_wap_accounts a ON a.id = m.account_id \
          WHERE m.status = 'failed' AND m.retry_count < m.max_retries \
+           AND m.failure_class IS DISTINCT FROM 'permanent' \
            AND m.failed_at > now() - $1 AND j.state = 'discarded' \
            AND a.status NOT IN ('banned', 'logged_out', 'failed') \
          ORDER BY m.failed_at LIMIT 10000 \

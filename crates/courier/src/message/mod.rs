@@ -136,6 +136,33 @@ impl FromStr for MessageStatus {
     }
 }
 
+/// Whether a failed send may pass on another attempt
+/// (`mkt_wap_messages.failure_class`). Decided in one place, from what the
+/// page reported (`worker::handlers::send::failure_class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Another attempt would fail the same way (bad media, an unknown chat,
+    /// a number not on WhatsApp): final until an operator retries it.
+    Permanent,
+    /// May pass next time (a refusal for quota, a page or browser fault, a
+    /// timeout): retried by the sweep while retries are left.
+    Transient,
+}
+
+impl FailureClass {
+    /// Every class, in the order of the CHECK list.
+    pub const ALL: [FailureClass; 2] = [FailureClass::Permanent, FailureClass::Transient];
+
+    /// The database value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Permanent => "permanent",
+            FailureClass::Transient => "transient",
+        }
+    }
+}
+
 /// Who caused a message event (the event log's `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

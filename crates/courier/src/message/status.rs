@@ -121,15 +121,17 @@ pub(crate) async fn mark_attempt_failed(
     message_id: Uuid,
     reason: &str,
     last: bool,
+    class: super::FailureClass,
 ) -> Result<bool, sqlx::Error> {
     let status = if last { "failed" } else { "queued" };
     let n = sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH upd AS (UPDATE mkt_wap_messages SET status = $6, error_message = $5, \
-            failed_at = CASE WHEN $6 = 'failed' THEN now() ELSE failed_at END \
+            failed_at = CASE WHEN $6 = 'failed' THEN now() ELSE failed_at END, \
+            failure_class = CASE WHEN $6 = 'failed' THEN $7 END \
             WHERE id = $4 AND account_id = $1 AND status IN ('queued', 'sending') AND {LEASE_OK} \
             RETURNING id) \
          INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
-         SELECT id, $6, 'worker', jsonb_build_object('error', $5::text) FROM upd"
+         SELECT id, $6, 'worker', jsonb_build_object('error', $5::text, 'class', $7::text) FROM upd"
     )))
     .bind(lease.account_id)
     .bind(lease.epoch)
@@ -137,6 +139,7 @@ pub(crate) async fn mark_attempt_failed(
     .bind(message_id)
     .bind(reason)
     .bind(status)
+    .bind(class.as_str())
     .execute(pool)
     .await?
     .rows_affected();
@@ -156,7 +159,7 @@ pub(crate) async fn requeue_retry(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE mkt_wap_messages SET status = 'queued', retry_count = retry_count + 1, job_id = $2,
-             error_message = NULL, queued_at = now() WHERE id = $1",
+             error_message = NULL, failure_class = NULL, queued_at = now() WHERE id = $1",
     )
     .bind(message_id)
     .bind(job_id)
@@ -198,7 +201,7 @@ pub(crate) async fn fail_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
             FOR UPDATE OF m SKIP LOCKED \
          ), upd AS ( \
             UPDATE mkt_wap_messages m SET status = 'failed', failed_at = now(), \
-                error_message = o.why, waiting_reason = NULL \
+                error_message = o.why, waiting_reason = NULL, failure_class = 'transient' \
             FROM orphan o WHERE m.id = o.id RETURNING m.id, m.error_message \
          ) \
          INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
@@ -220,7 +223,7 @@ pub(crate) async fn requeue_swept(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH m AS (UPDATE mkt_wap_messages m SET status = 'queued', job_id = u.job_id, \
-                       retry_count = m.retry_count + 1, queued_at = now() \
+                       retry_count = m.retry_count + 1, queued_at = now(), failure_class = NULL \
                    FROM unnest($1::uuid[], $2::uuid[]) AS u(id, job_id) \
                    WHERE m.id = u.id RETURNING m.id, m.retry_count) \
          INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \

@@ -34,7 +34,7 @@ use crate::account::health::HealthEvent;
 use crate::browser::page::{MediaSource, OutgoingMessage, PageError};
 use crate::browser::SessionGuard;
 use crate::message::status::{self, MessageRow};
-use crate::message::MessageStatus;
+use crate::message::{FailureClass, MessageStatus};
 use crate::queue::handler::{ClaimedJob, HandlerError, JobHandler, Outcome};
 use crate::worker::acks;
 
@@ -48,6 +48,18 @@ pub(crate) fn typing_time(chars: usize, per_char: Duration, max: Duration) -> Du
         .checked_mul(u32::try_from(chars).unwrap_or(u32::MAX))
         .unwrap_or(max)
         .min(max)
+}
+
+/// Whether another attempt at the send could pass: the one place that
+/// decides it. Bad media, an unknown chat and a number that is not on
+/// WhatsApp fail the same way every time; everything else (refusals for
+/// quota, page and browser faults, timeouts, a logout or block seen
+/// mid-send) may pass later, on this account or another.
+pub(crate) fn failure_class(e: &PageError) -> FailureClass {
+    match e {
+        PageError::Media(_) | PageError::NoSuchChat(_) => FailureClass::Permanent,
+        _ => FailureClass::Transient,
+    }
 }
 
 /// Whether a page error means nothing reached WhatsApp (so the message can go
@@ -159,9 +171,17 @@ impl Send {
                         return self.record_sent(job, &session, &msg, &found, true).await;
                     }
                 }
-                let reason = e.to_string();
+                let class = failure_class(&e);
+                let permanent = class == FailureClass::Permanent;
+                let reason = if permanent {
+                    format!(
+                        "{e} (permanent: not retried automatically; \
+                         POST /v1/messages/{{id}}/retry tries again)"
+                    )
+                } else {
+                    e.to_string()
+                };
                 let last = job.job.attempt >= job.job.max_attempts;
-                let permanent = matches!(e, PageError::Media(_) | PageError::NoSuchChat(_));
                 // The account's signal: refusals and page errors. Bad media,
                 // an unknown chat, or a dead browser say nothing about it;
                 // logouts and blocks are recorded by the health check.
@@ -187,9 +207,16 @@ impl Send {
                     } else {
                         format!("{reason} (no copy found in the chat after the last attempt)")
                     };
-                    status::mark_attempt_failed(db, lease, msg.id, &reason, last || permanent)
-                        .await
-                        .map_err(retry)?;
+                    status::mark_attempt_failed(
+                        db,
+                        lease,
+                        msg.id,
+                        &reason,
+                        last || permanent,
+                        class,
+                    )
+                    .await
+                    .map_err(retry)?;
                 }
                 if permanent {
                     Err(HandlerError::Permanent(reason))
@@ -327,6 +354,38 @@ mod tests {
         assert_eq!(typing_time(10, per, max), Duration::from_millis(400));
         assert_eq!(typing_time(100_000, per, max), max);
         assert_eq!(typing_time(10, Duration::ZERO, max), Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_media_and_unknown_chats_are_permanent_failures() {
+        assert_eq!(
+            failure_class(&PageError::Media("too large".into())),
+            FailureClass::Permanent
+        );
+        // An unknown chat: a number not on WhatsApp, or a group the account left.
+        assert_eq!(
+            failure_class(&PageError::NoSuchChat("919800000001@c.us".into())),
+            FailureClass::Permanent
+        );
+    }
+
+    #[test]
+    fn refusals_faults_and_timeouts_are_transient_failures() {
+        for e in [
+            PageError::QuotaRefused("slow down".into()),
+            PageError::Timeout {
+                what: "ack".into(),
+                after: Duration::from_secs(1),
+            },
+            PageError::NotReady("loading".into()),
+            PageError::SessionLost("invalid session id".into()),
+            PageError::WebDriver("stale element".into()),
+            PageError::LoggedOut,
+            PageError::Blocked,
+            PageError::Conflict,
+        ] {
+            assert_eq!(failure_class(&e), FailureClass::Transient, "{e}");
+        }
     }
 
     #[test]
