@@ -598,6 +598,19 @@ async fn assert_idle_without_spinning(pool: &PgPool, span: Duration) {
     );
 }
 
+/// Runs the maintenance service's `reap` task (pause expiry, login
+/// deadlines) now, as the scheduler leader would; returns its result line.
+async fn reap(pool: &PgPool) -> String {
+    courier::maintenance::run(
+        pool,
+        &settings(&[]),
+        courier::maintenance::Task::Reap,
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
     let t = fresh_database().await.unwrap();
@@ -636,14 +649,7 @@ async fn a_paused_account_runs_nothing_and_resumes_by_itself_at_its_deadline() {
         .unwrap()
     };
     assert_eq!(status().await.0, "paused");
-    let line = courier::maintenance::run(
-        &t.pool,
-        &settings(&[]),
-        courier::maintenance::Task::Reap,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    let line = reap(&t.pool).await;
     assert!(line.starts_with("1 expired pause(s) resumed"), "{line}");
     assert_eq!(status().await.0, "active");
     assert!(status().await.1.unwrap().contains("pause expired"));
@@ -711,14 +717,7 @@ async fn a_resume_returns_the_account_to_the_status_its_pause_interrupted() {
     pause(&t.pool, standby, "health score 10 below 20", Some(past))
         .await
         .unwrap();
-    let line = courier::maintenance::run(
-        &t.pool,
-        &settings(&[]),
-        courier::maintenance::Task::Reap,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    let line = reap(&t.pool).await;
     assert!(line.starts_with("2 expired pause(s) resumed"), "{line}");
     assert_eq!(status(warming).await, "warming");
     assert_eq!(status(standby).await, "standby");

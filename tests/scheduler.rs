@@ -1131,6 +1131,38 @@ async fn stuck_login_statuses_move_on_by_the_login_machines_one_rule() {
     assert_eq!(LoginState::Authenticating.on_deadline().status(), "failed");
 }
 
+/// A send job for `message` that gave up (`discarded` after 3 attempts),
+/// linked from the message, as the sweep finds it.
+async fn discarded_send_job(p: &PgPool, a: Uuid, message: Uuid, last_error: Option<&str>) -> Uuid {
+    let job = courier::queue::NewJob::new(
+        a,
+        &courier::jobs::send::SendJob {
+            message_id: message,
+        },
+    )
+    .unwrap();
+    let job_id = courier::queue::store::enqueue_batch(p, &[job])
+        .await
+        .unwrap()[0]
+        .id;
+    sqlx::query(
+        "UPDATE queue_jobs SET state = 'discarded', attempt = 3, finished_at = now(), \
+           last_error = $2 WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(last_error)
+    .execute(p)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE mkt_wap_messages SET job_id = $2 WHERE id = $1")
+        .bind(message)
+        .bind(job_id)
+        .execute(p)
+        .await
+        .unwrap();
+    job_id
+}
+
 #[tokio::test]
 async fn the_sweep_retries_transient_failures_and_leaves_permanent_ones_for_an_operator() {
     // A permanent failure (bad media, an unknown chat, a number not on
@@ -1156,30 +1188,7 @@ async fn the_sweep_retries_transient_failures_and_leaves_permanent_ones_for_an_o
         .fetch_one(p)
         .await
         .unwrap();
-        let job = courier::queue::NewJob::new(
-            a,
-            &courier::jobs::send::SendJob {
-                message_id: message,
-            },
-        )
-        .unwrap();
-        let job_id = courier::queue::store::enqueue_batch(p, &[job])
-            .await
-            .unwrap()[0]
-            .id;
-        sqlx::query(
-            "UPDATE queue_jobs SET state = 'discarded', attempt = 3, finished_at = now() WHERE id = $1",
-        )
-        .bind(job_id)
-        .execute(p)
-        .await
-        .unwrap();
-        sqlx::query("UPDATE mkt_wap_messages SET job_id = $2 WHERE id = $1")
-            .bind(message)
-            .bind(job_id)
-            .execute(p)
-            .await
-            .unwrap();
+        discarded_send_job(p, a, message, None).await;
         ids.push(message);
     }
     let line = maintenance::run(p, &settings(), Task::Sweep, chrono::Utc::now())
@@ -1222,31 +1231,13 @@ async fn a_message_whose_send_job_was_discarded_mid_flight_fails_with_the_reason
     .fetch_one(p)
     .await
     .unwrap();
-    let job = courier::queue::NewJob::new(
+    discarded_send_job(
+        p,
         a,
-        &courier::jobs::send::SendJob {
-            message_id: message,
-        },
+        message,
+        Some("browser session lost: invalid session id"),
     )
-    .unwrap();
-    let job_id = courier::queue::store::enqueue_batch(p, &[job])
-        .await
-        .unwrap()[0]
-        .id;
-    sqlx::query(
-        "UPDATE queue_jobs SET state = 'discarded', attempt = 3, finished_at = now(), \
-           last_error = 'browser session lost: invalid session id' WHERE id = $1",
-    )
-    .bind(job_id)
-    .execute(p)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE mkt_wap_messages SET job_id = $2 WHERE id = $1")
-        .bind(message)
-        .bind(job_id)
-        .execute(p)
-        .await
-        .unwrap();
+    .await;
 
     let line = maintenance::run(p, &settings(), Task::Sweep, chrono::Utc::now())
         .await
