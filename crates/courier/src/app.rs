@@ -154,16 +154,19 @@ pub async fn serve_api(
     db: &Database,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
-    let token = settings.api.token.as_ref().ok_or(
-        "api.token is not set; the API refuses to start without a bearer token \
-         (set COURIER__API__TOKEN, at least 16 characters)",
-    )?;
     let listener = tokio::net::TcpListener::bind(settings.api.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    let state =
-        crate::api::AppState::new(db.pool.clone(), token.expose()).with_settings(settings.clone());
+    // Only the bootstrap token's hash is kept (`with_settings` drops the
+    // clear text from the state's copy of the settings).
+    let bootstrap = settings.api.token.as_ref().map(|t| t.expose());
+    if bootstrap.is_none() {
+        tracing::info!("api.token is not set: only named API tokens (courier tokens) are accepted");
+    }
+    let state = crate::api::AppState::named_tokens_only(db.pool.clone())
+        .with_bootstrap(bootstrap)
+        .with_settings(settings.clone());
     crate::api::serve(listener, state, shutdown).await?;
     Ok(())
 }
