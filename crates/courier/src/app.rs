@@ -28,6 +28,40 @@ pub async fn api(settings: &Settings) -> Result<(), BoxError> {
     result
 }
 
+/// What `courier tokens` does.
+#[derive(Debug)]
+pub enum TokenAction {
+    /// Create a token; the output shows its secret once.
+    Create(crate::access::NewToken),
+    /// List every token, never a secret.
+    List,
+    /// Revoke the live token with this name, or this id.
+    Revoke(String),
+}
+
+/// `courier tokens …`: opens the database (applying migrations), does
+/// `action`, and returns what to print.
+pub async fn tokens(settings: &Settings, action: TokenAction) -> Result<String, BoxError> {
+    use crate::access::token;
+    let (db, _report) = Database::open(settings).await?;
+    let out = match action {
+        TokenAction::Create(new) => token::create(&db.pool, new)
+            .await
+            .map(|created| token::render_created(&created)),
+        TokenAction::List => token::list(&db.pool)
+            .await
+            .map(|all| token::render_list(&all, chrono::Utc::now())),
+        TokenAction::Revoke(name_or_id) => token::revoke(&db.pool, &name_or_id).await.map(|t| {
+            format!(
+                "revoked token `{}` ({}); its next request gets 401\n",
+                t.name, t.id
+            )
+        }),
+    };
+    db.close().await?;
+    Ok(out?)
+}
+
 /// Handler registries from outside the product, by `queue.handler` name: the
 /// test kit's `noop-record` in a build with the lab. `None`: not one of its
 /// names.

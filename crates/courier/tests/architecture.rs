@@ -487,6 +487,8 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("account_sends", &["queue"]),
     ("mkt_con_schedule", &["scheduler"]),
     ("scheduler_tasks", &["maintenance"]),
+    ("api_tokens", &["access"]),
+    ("api_link_keys", &["access"]),
 ];
 
 /// Writes that stand outside their table's owner, each with its reason.

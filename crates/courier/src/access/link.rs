@@ -94,10 +94,12 @@ impl LinkKey {
     pub async fn load_or_create(pool: &PgPool) -> Result<Self, sqlx::Error> {
         let mut fresh = [0u8; 32];
         rand::rng().fill_bytes(&mut fresh);
-        sqlx::query("INSERT INTO api_link_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
-            .bind(&fresh[..])
-            .execute(pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO api_link_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&fresh[..])
+        .execute(pool)
+        .await?;
         let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM api_link_keys WHERE id = 1")
             .fetch_one(pool)
             .await?;
@@ -114,16 +116,14 @@ impl LinkKey {
         mac
     }
 
-    /// A link to `account`'s login page, valid until `expires_at`.
+    /// A link to `account`'s login page, valid until `expires_at` (rounded
+    /// up to the second).
     pub fn sign(&self, account: Uuid, expires_at: DateTime<Utc>) -> LoginLink {
-        let expires = expires_at.timestamp();
+        let expires = expires_at.timestamp() + i64::from(expires_at.timestamp_subsec_nanos() > 0);
         let tag = self.mac(account, expires).finalize().into_bytes();
         LoginLink {
             account_id: account,
-            expires_at: Utc
-                .timestamp_opt(expires, 0)
-                .single()
-                .unwrap_or(expires_at),
+            expires_at: Utc.timestamp_opt(expires, 0).single().unwrap_or(expires_at),
             sig: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag),
         }
     }
@@ -190,7 +190,10 @@ mod tests {
             LinkKey::from_bytes([8; 32]).verify(a, Some(exp), Some(&sig), now),
             Err(LinkError::Invalid)
         );
-        assert_eq!(key.verify(a, None, Some(&sig), now), Err(LinkError::Invalid));
+        assert_eq!(
+            key.verify(a, None, Some(&sig), now),
+            Err(LinkError::Invalid)
+        );
         assert_eq!(key.verify(a, Some(exp), None, now), Err(LinkError::Invalid));
         assert_eq!(
             key.verify(a, Some(exp), Some("!!"), now),
@@ -201,7 +204,9 @@ mod tests {
             key.verify(a, Some(exp), Some(&sig), link.expires_at),
             Err(LinkError::Expired)
         );
-        assert!(link.path().starts_with(&format!("/ui/accounts/{a}/login?expires={exp}&sig=")));
+        assert!(link
+            .path()
+            .starts_with(&format!("/ui/accounts/{a}/login?expires={exp}&sig=")));
         assert!(!format!("{link:?}").contains(&sig));
     }
 }

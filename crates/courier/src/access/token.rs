@@ -247,7 +247,9 @@ pub enum TokenError {
     #[error("at least one scope is needed (read, enqueue, admin)")]
     NoScopes,
     /// A name that breaks the naming rule.
-    #[error("invalid token name `{0}`: 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")]
+    #[error(
+        "invalid token name `{0}`: 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+    )]
     InvalidName(String),
     /// A live token already has this name.
     #[error("a token named `{0}` already exists (revoke it first, or pick another name)")]
@@ -450,7 +452,14 @@ pub fn render_list(tokens: &[ApiToken], now: DateTime<Utc>) -> String {
         return "no API tokens (create one with `courier tokens create`)\n".into();
     }
     let header = [
-        "ID", "PREFIX", "NAME", "SCOPES", "ACCOUNT", "EXPIRES", "LAST USED", "STATE",
+        "ID",
+        "PREFIX",
+        "NAME",
+        "SCOPES",
+        "ACCOUNT",
+        "EXPIRES",
+        "LAST USED",
+        "STATE",
     ];
     let rows: Vec<[String; 8]> = tokens
         .iter()

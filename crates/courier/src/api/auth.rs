@@ -99,8 +99,18 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("POST", "/v1/accounts/{id}/logout", Admin, Account),
     rule("POST", "/v1/accounts/{id}/login-link", Admin, Account),
     rule("GET", "/v1/accounts/{id}/qr", Admin, Account),
-    rule("POST", "/v1/accounts/{id}/groups/discover", Enqueue, Account),
-    rule("POST", "/v1/groups/{id}/scrape", Enqueue, GroupBody("account_id")),
+    rule(
+        "POST",
+        "/v1/accounts/{id}/groups/discover",
+        Enqueue,
+        Account,
+    ),
+    rule(
+        "POST",
+        "/v1/groups/{id}/scrape",
+        Enqueue,
+        GroupBody("account_id"),
+    ),
     rule("GET", "/v1/groups", Read, Target::Query("account_id")),
     rule("GET", "/v1/groups/{id}", Read, Group),
     rule("PATCH", "/v1/groups/{id}", Admin, Group),
@@ -122,14 +132,34 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("POST", "/whatsapp/accounts/{id}/initialize", Admin, Account),
     rule("POST", "/whatsapp/accounts/{id}/disconnect", Admin, Account),
     rule("GET", "/whatsapp/accounts/{id}/qr", Admin, Account),
-    rule("POST", "/whatsapp/accounts/{id}/groups/discover", Enqueue, Account),
-    rule("POST", "/whatsapp/groups/{id}/scrape-contacts", Enqueue, GroupBody("accountId")),
+    rule(
+        "POST",
+        "/whatsapp/accounts/{id}/groups/discover",
+        Enqueue,
+        Account,
+    ),
+    rule(
+        "POST",
+        "/whatsapp/groups/{id}/scrape-contacts",
+        Enqueue,
+        GroupBody("accountId"),
+    ),
     rule("GET", "/whatsapp/groups", Read, Target::Query("accountId")),
     rule("GET", "/whatsapp/groups/{id}", Read, Group),
     rule("PUT", "/whatsapp/groups/{id}", Admin, Group),
     rule("GET", "/whatsapp/stats", Read, Global),
-    rule("GET", "/whatsapp/messages", Read, Target::Query("accountId")),
-    rule("POST", "/whatsapp/messages", Enqueue, Target::Body("accountId")),
+    rule(
+        "GET",
+        "/whatsapp/messages",
+        Read,
+        Target::Query("accountId"),
+    ),
+    rule(
+        "POST",
+        "/whatsapp/messages",
+        Enqueue,
+        Target::Body("accountId"),
+    ),
     rule("GET", "/whatsapp/messages/{id}", Read, Message),
     rule("POST", "/whatsapp/messages/{id}/retry", Enqueue, Message),
 ];
@@ -171,8 +201,8 @@ async fn authorize(state: &AppState, mut req: Request) -> Result<Request, ApiErr
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     // Fail closed: a route the table forgot needs admin and no restriction.
-    let (scope, target) = rule_for(req.method().as_str(), &route)
-        .map_or((Admin, Global), |r| (r.scope, r.target));
+    let (scope, target) =
+        rule_for(req.method().as_str(), &route).map_or((Admin, Global), |r| (r.scope, r.target));
     let principal = {
         let presented = bearer(&req).ok_or(ApiError::Unauthorized)?;
         authenticate(state, presented)
@@ -459,7 +489,8 @@ mod tests {
         assert_eq!(v["account_id"], a.to_string());
         let mut other = serde_json::json!({"account_id": Uuid::new_v4()});
         assert!(own_job(&mut other, a).is_err());
-        let mut sneaky = serde_json::json!({"account_id": a, "payload": {"account_id": Uuid::new_v4()}});
+        let mut sneaky =
+            serde_json::json!({"account_id": a, "payload": {"account_id": Uuid::new_v4()}});
         assert!(own_job(&mut sneaky, a).is_err());
         let mut not_a_string = serde_json::json!({"accountId": 5});
         assert!(own_account(&mut not_a_string, "accountId", a).is_err());

@@ -20,10 +20,10 @@ use courier_jobs::discover::DiscoverJob;
 use courier_jobs::maintenance::LoginJob;
 use courier_jobs::scrape::ScrapeJob;
 
+use super::auth::{check_link, LinkQuery};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::jobs::JobView;
-use super::auth::{check_link, LinkQuery};
 use super::AppState;
 use crate::queue::{self, NewJob};
 

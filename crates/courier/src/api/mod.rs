@@ -222,12 +222,14 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(record_http))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            // The path only: queries may carry a login link's signature.
-            // `token` is the authenticated token's name, never its secret.
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                // The path only: queries may carry a login link's signature.
+                // `token` is the authenticated token's name, never its secret.
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
                 token = tracing::field::Empty)
-        }))
+            }),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
