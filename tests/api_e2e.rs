@@ -60,7 +60,6 @@ async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
         .spawn()
         .await;
     let ctl = api.sim_control();
-    let base = api.base.clone();
 
     // 1. Create the account and start its login.
     let acc = post(&api, "/v1/accounts", json!({"account_name": "E2E"})).await;

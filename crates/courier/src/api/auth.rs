@@ -497,6 +497,53 @@ mod tests {
     }
 
     #[test]
+    fn every_documented_operation_has_a_rule() {
+        let doc = serde_json::to_value(crate::api::openapi()).unwrap();
+        let mut missing = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                let m = method.to_uppercase();
+                if rule_for(&m, path).is_none() {
+                    missing.push(format!("{m} {path}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "routes without a scope rule: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_scope_table_in_docs_api_md_is_this_table() {
+        let md = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api.md"),
+        )
+        .unwrap();
+        let section = md
+            .split("## Tokens and scopes")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("a `Tokens and scopes` section in docs/api.md");
+        let documented: Vec<(String, String)> = section
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split(" | ");
+                let route = cells.next()?.trim_end_matches('`').to_string();
+                Some((route, cells.next()?.to_string()))
+            })
+            .collect();
+        let coded: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (format!("{} {}", r.method, r.route), r.scope.to_string()))
+            .collect();
+        assert_eq!(
+            documented, coded,
+            "docs/api.md's scope table and ROUTES differ"
+        );
+    }
+
+    #[test]
     fn every_rule_is_unique() {
         for (i, r) in ROUTES.iter().enumerate() {
             assert!(
