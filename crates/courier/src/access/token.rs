@@ -380,6 +380,17 @@ pub async fn revoke(pool: &PgPool, name_or_id: &str) -> Result<ApiToken, TokenEr
     Err(TokenError::NotFound(name_or_id.to_string()))
 }
 
+/// A live token as a request's lookup reads it.
+#[derive(sqlx::FromRow)]
+struct LiveToken {
+    id: Uuid,
+    name: String,
+    scopes: Vec<String>,
+    account_id: Option<Uuid>,
+    /// `last_used_at` is older than [`LAST_USED_EVERY`] (or unset).
+    stale: bool,
+}
+
 /// The live (not revoked, not expired) token whose secret hashes to
 /// `hashed`, as a principal; `None` if there is none. Writes `last_used_at`
 /// when it is more than [`LAST_USED_EVERY`] old.
@@ -392,9 +403,9 @@ pub async fn authenticate(
         return Ok(None);
     }
     let every = LAST_USED_EVERY.as_secs_f64();
-    let row: Option<(Uuid, String, Vec<String>, Option<Uuid>, bool)> = sqlx::query_as(
+    let row: Option<LiveToken> = sqlx::query_as(
         "SELECT id, name, scopes, account_id, \
-                (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2)) \
+                (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2)) AS stale \
          FROM api_tokens \
          WHERE secret_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
     )
@@ -402,7 +413,14 @@ pub async fn authenticate(
     .bind(every)
     .fetch_optional(pool)
     .await?;
-    let Some((id, name, scopes, account_id, stale)) = row else {
+    let Some(LiveToken {
+        id,
+        name,
+        scopes,
+        account_id,
+        stale,
+    }) = row
+    else {
         return Ok(None);
     };
     if stale {
