@@ -213,6 +213,17 @@ async fn every_route_needs_the_scope_of_its_class() {
         .json()
         .await
         .unwrap();
+    // The document says what the scopes are, and names the new operation.
+    let scheme = doc["components"]["securitySchemes"]["bearer"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    for scope in ["`read`", "`enqueue`", "`admin`", "403"] {
+        assert!(scheme.contains(scope), "{scope} in {scheme}");
+    }
+    assert_eq!(
+        doc["paths"]["/v1/accounts/{id}/login-link"]["post"]["operationId"],
+        "createLoginLink"
+    );
     let mut routes: Vec<(String, String)> = SEED_ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -223,6 +234,10 @@ async fn every_route_needs_the_scope_of_its_class() {
         }
     }
     assert!(routes.len() >= 40, "{routes:?}");
+    let (s, _) = app
+        .send(app.http.head(app.url("/v1/stats")).bearer_auth(&read))
+        .await;
+    assert_eq!(s, StatusCode::OK, "HEAD is a read");
     let id = Uuid::new_v4().to_string();
     for (method, route) in &routes {
         let path = route.replace("{id}", &id);

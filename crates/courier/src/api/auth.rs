@@ -164,8 +164,9 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("POST", "/whatsapp/messages/{id}/retry", Enqueue, Message),
 ];
 
-/// The rule for `method` on `route`.
+/// The rule for `method` on `route` (`HEAD` is a `GET`, as axum serves it).
 pub(crate) fn rule_for(method: &str, route: &str) -> Option<&'static Rule> {
+    let method = if method == "HEAD" { "GET" } else { method };
     ROUTES
         .iter()
         .find(|r| r.method == method && r.route == route)
