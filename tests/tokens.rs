@@ -350,6 +350,22 @@ async fn a_token_restricted_to_one_account_reaches_that_account_only() {
         restricted,
         &secret,
     );
+    // A job on its own account whose payload names another account's message.
+    let r = call(
+        &app,
+        &secret,
+        Method::POST,
+        "/v1/jobs",
+        Some(json!({"kind": "retry", "account_id": mine,
+                    "payload": {"message_id": other_msg, "retry_number": 1}})),
+    )
+    .await;
+    assert_forbidden(
+        "a retry job for another account's message",
+        &r,
+        restricted,
+        &secret,
+    );
     let r = call(
         &app,
         &secret,

@@ -320,17 +320,26 @@ async fn restrict(
             })
             .await
         }
-        Target::Job1 => map_body(req, account, false, |v| own_job(v, account)).await,
-        Target::JobBatch => {
-            map_body(req, account, false, |v| {
+        Target::Job1 | Target::JobBatch => {
+            // The payloads' own references (the message a send or retry job
+            // sends, the group a scrape reads) must be the account's too.
+            let mut refs = PayloadRefs::default();
+            let req = map_body(req, account, false, |v| {
+                if target == Target::Job1 {
+                    refs.add(v);
+                    return own_job(v, account);
+                }
                 if let Some(jobs) = v.get_mut("jobs").and_then(Value::as_array_mut) {
                     for j in jobs {
+                        refs.add(j);
                         own_job(j, account)?;
                     }
                 }
                 Ok(())
             })
-            .await
+            .await?;
+            refs.check(state, account).await?;
+            Ok(req)
         }
         _ => Ok(req),
     }
@@ -371,6 +380,50 @@ fn own_account(v: &mut Value, field: &str, account: Uuid) -> Result<(), ApiError
         }
         Some(Value::String(s)) if Uuid::parse_str(s).ok() == Some(account) => Ok(()),
         Some(_) => Err(restricted(account)),
+    }
+}
+
+/// The messages and groups that job payloads name.
+#[derive(Default)]
+struct PayloadRefs {
+    messages: Vec<Uuid>,
+    groups: Vec<Uuid>,
+}
+
+impl PayloadRefs {
+    fn add(&mut self, job: &Value) {
+        let id = |k: &str| {
+            job.get("payload")
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+        };
+        self.messages.extend(id("message_id"));
+        self.groups.extend(id("group_id"));
+    }
+
+    /// 403 if a named message or group exists and is another account's.
+    async fn check(&self, state: &AppState, account: Uuid) -> Result<(), ApiError> {
+        if self.messages.is_empty() && self.groups.is_empty() {
+            return Ok(());
+        }
+        let foreign: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM mkt_wap_messages m WHERE m.id = ANY($1) \
+                            AND m.account_id IS DISTINCT FROM $3) \
+                 OR EXISTS (SELECT 1 FROM mkt_wap_groups g WHERE g.id = ANY($2) \
+                            AND g.account_id IS DISTINCT FROM $3 AND NOT EXISTS ( \
+                                SELECT 1 FROM mkt_wap_account_groups ag \
+                                WHERE ag.group_id = g.id AND ag.account_id = $3))",
+        )
+        .bind(&self.messages)
+        .bind(&self.groups)
+        .bind(account)
+        .fetch_one(&state.pool)
+        .await?;
+        if foreign {
+            return Err(restricted(account));
+        }
+        Ok(())
     }
 }
 
