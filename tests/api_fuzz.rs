@@ -177,6 +177,8 @@ async fn no_generated_input_produces_a_server_error() {
         ("POST", "/v1/accounts/{id}/groups/discover"),
         ("POST", "/v1/groups/{id}/scrape"),
         ("GET", "/ui/accounts/{id}/login?{q}"),
+        ("POST", "/ui/accounts/{id}/login/start?{q}"),
+        ("POST", "/v1/accounts/{id}/login-link"),
     ];
     // Mostly flat objects of known keys (they parse, and reach validation),
     // sometimes anything at all.
