@@ -61,6 +61,9 @@ pub(crate) struct MessageView {
     pub retry_count: i32,
     /// Retry limit.
     pub max_retries: i32,
+    /// Send attempts since it was created or last retried by an operator
+    /// (at most `delivery.max_attempts`).
+    pub send_attempts: i32,
     /// The job responsible now.
     pub job_id: Option<Uuid>,
     /// Why it waits.
@@ -85,7 +88,7 @@ const MESSAGE_COLUMNS: &str =
     "id, account_id, campaign_id, content_id, schedule_id, message_type, \
     channel_type, target_chat_id, target_group_id, target_contact_id, message_text, media_url, \
     media_path, media_caption, link_url, status, wa_message_id, ack, error_message, retry_count, \
-    max_retries, job_id, waiting_reason, queued_at, sending_at, sent_at, delivered_at, read_at, \
+    max_retries, send_attempts, job_id, waiting_reason, queued_at, sending_at, sent_at, delivered_at, read_at, \
     failed_at, created_at";
 
 /// Body of `POST /v1/messages` (the seed's fields).

@@ -45,6 +45,9 @@ impl Settings {
                 return invalid("api.token", "must be at least 16 characters");
             }
         }
+        if self.delivery.max_attempts < 1 {
+            return invalid("delivery.max_attempts", "must be at least 1");
+        }
         if self.queue.capacity == 0 {
             return invalid("queue.capacity", "must be at least 1");
         }
