@@ -106,6 +106,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::get))
         .routes(routes!(accounts::pause))
         .routes(routes!(accounts::resume))
+        .routes(routes!(accounts::retire))
         .routes(routes!(accounts::update_limits))
         .routes(routes!(login::login))
         .routes(routes!(login::logout))
