@@ -278,7 +278,7 @@ async fn metrics_count_requests_by_route_not_by_id() {
     app.get(&format!("/v1/accounts/{id}")).await;
     courier::metrics::sample_database(
         &app.db.pool,
-        courier::metrics::SampleOptions { per_account: true },
+        courier::metrics::SampleOptions::from_settings(&courier::config::Settings::defaults()),
     )
     .await
     .unwrap();

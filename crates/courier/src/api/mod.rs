@@ -181,7 +181,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {
-    state.metrics.render()
+    crate::metrics::render(&state.metrics)
 }
 
 /// Counts requests by matched route (not raw path: ids would explode the
