@@ -348,7 +348,11 @@ pub fn render(handle: &PrometheusHandle) -> String {
     };
     if let Some(s) = SAMPLED.lock().expect("sampled gauges poisoned").as_ref() {
         for (name, value) in &s.config {
-            gauge_header(&mut out, name, "A configured threshold (for the alert rules)");
+            gauge_header(
+                &mut out,
+                name,
+                "A configured threshold (for the alert rules)",
+            );
             let _ = writeln!(out, "{name} {value}");
         }
         if !s.accounts.is_empty() {
@@ -356,7 +360,11 @@ pub fn render(handle: &PrometheusHandle) -> String {
             for (id, health, _) in &s.accounts {
                 let _ = writeln!(out, "{ACCOUNT_HEALTH}{{account=\"{id}\"}} {health}");
             }
-            gauge_header(&mut out, ACCOUNT_STATUS, "1 for the account's current status");
+            gauge_header(
+                &mut out,
+                ACCOUNT_STATUS,
+                "1 for the account's current status",
+            );
             for (id, _, status) in &s.accounts {
                 for s in crate::account::AccountStatus::ALL {
                     if !s.is_out_of_service() {
@@ -374,11 +382,7 @@ pub fn render(handle: &PrometheusHandle) -> String {
     held.retain(|_, h| h.released.is_none_or(|at| at.elapsed() < RELEASED_KEEP));
     if !held.is_empty() {
         for (name, help, pick) in [
-            (
-                BUDGET_USED,
-                "Sends in the account's current window",
-                0usize,
-            ),
+            (BUDGET_USED, "Sends in the account's current window", 0usize),
             (BUDGET_LIMIT, "The account's limit for the window", 1),
         ] {
             if held.values().all(|h| h.budget.is_empty()) {
@@ -392,7 +396,11 @@ pub fn render(handle: &PrometheusHandle) -> String {
                 }
             }
         }
-        gauge_header(&mut out, LEASE_HELD, "1 while this process holds the account's lease");
+        gauge_header(
+            &mut out,
+            LEASE_HELD,
+            "1 while this process holds the account's lease",
+        );
         for (id, h) in held.iter() {
             let v = u8::from(h.released.is_none());
             let _ = writeln!(out, "{LEASE_HELD}{{account=\"{id}\"}} {v}");
@@ -414,25 +422,36 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
     use crate::account::AccountStatus;
     // Retired accounts are out of the fleet: no count, no series, so nothing
     // about them can keep an alert firing. A deleted row is simply absent.
-    let accounts: Vec<(uuid::Uuid, i32, AccountStatus)> = sqlx::query_as::<_, (uuid::Uuid, AccountStatus, i32)>(
-        "SELECT id, status, health_score FROM mkt_wap_accounts ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .filter(|(_, status, _)| !status.is_out_of_service())
-    .map(|(id, status, health)| (id, health, status))
-    .collect();
-    for status in AccountStatus::ALL.into_iter().filter(|s| !s.is_out_of_service()) {
+    let accounts: Vec<(uuid::Uuid, i32, AccountStatus)> =
+        sqlx::query_as::<_, (uuid::Uuid, AccountStatus, i32)>(
+            "SELECT id, status, health_score FROM mkt_wap_accounts ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .filter(|(_, status, _)| !status.is_out_of_service())
+        .map(|(id, status, health)| (id, health, status))
+        .collect();
+    for status in AccountStatus::ALL
+        .into_iter()
+        .filter(|s| !s.is_out_of_service())
+    {
         let n = accounts.iter().filter(|a| a.2 == status).count();
         gauge!(ACCOUNTS, "status" => status.as_str()).set(n as f64);
     }
     sample_queue_depth(pool).await?;
     sample_ack_latency(pool).await?;
     *SAMPLED.lock().expect("sampled gauges poisoned") = Some(Sampled {
-        accounts: if opts.per_account { accounts } else { Vec::new() },
+        accounts: if opts.per_account {
+            accounts
+        } else {
+            Vec::new()
+        },
         config: vec![
-            (CONFIG_HEALTH_PAUSE_BELOW, f64::from(opts.health_pause_below)),
+            (
+                CONFIG_HEALTH_PAUSE_BELOW,
+                f64::from(opts.health_pause_below),
+            ),
             (CONFIG_HEALTH_CAUTION, f64::from(opts.health_caution)),
         ],
     });

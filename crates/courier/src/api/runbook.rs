@@ -127,7 +127,10 @@ mod tests {
             ]
         );
         let html = page(md);
-        assert!(html.contains("<h3 id=\"worker-down-1\">Worker down</h3>"), "{html}");
+        assert!(
+            html.contains("<h3 id=\"worker-down-1\">Worker down</h3>"),
+            "{html}"
+        );
         assert!(html.contains("# not a heading"));
     }
 }

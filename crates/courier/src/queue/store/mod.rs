@@ -37,11 +37,18 @@ macro_rules! session_gate {
 macro_rules! status_gate {
     ($s:literal, $k:literal) => {
         concat!(
-            "(CASE ", $s,
+            "(CASE ",
+            $s,
             " WHEN 'retired' THEN false",
-            " WHEN 'disconnected' THEN ", $k, " = 'login'",
-            " WHEN 'logged_out' THEN ", $k, " IN ('login', 'health_check')",
-            " WHEN 'banned' THEN ", $k, " IN ('login', 'health_check')",
+            " WHEN 'disconnected' THEN ",
+            $k,
+            " = 'login'",
+            " WHEN 'logged_out' THEN ",
+            $k,
+            " IN ('login', 'health_check')",
+            " WHEN 'banned' THEN ",
+            $k,
+            " IN ('login', 'health_check')",
             " ELSE true END)"
         )
     };
