@@ -229,7 +229,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
     });
     let sampler = tokio::spawn(courier::metrics::sample_forever(
         pool.clone(),
-        courier::metrics::SampleOptions { per_account: true },
+        courier::metrics::SampleOptions::from_settings(&s),
         Duration::from_secs(5),
     ));
     let (handlers, browser) = courier::worker::registry(&s, &pool).await?;

@@ -1,8 +1,9 @@
 //! The HTTP API (axum): the `/v1` JSON API for admins and the campaign system,
 //! the seed-compatible `/whatsapp/...` routes, probes, and the OpenAPI document.
 //!
-//! Every `/v1` and `/whatsapp` route needs the bearer token; `/livez`, `/readyz`
-//! and `/openapi.json` do not. Inputs are parsed into domain types at the edge;
+//! Every `/v1` and `/whatsapp` route needs the bearer token; `/livez`, `/readyz`,
+//! `/openapi.json` and `/runbook` (the operations guide the alerts link to) do
+//! not. Inputs are parsed into domain types at the edge;
 //! errors are `{error, field, detail}` with 400/401/404/409/422 — the only 5xx
 //! is a 503 when the database is unreachable.
 
@@ -15,6 +16,7 @@ pub(crate) mod groups;
 pub(crate) mod jobs;
 pub mod login;
 pub(crate) mod messages;
+pub mod runbook;
 pub(crate) mod stats;
 
 use std::sync::Arc;
@@ -106,6 +108,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::get))
         .routes(routes!(accounts::pause))
         .routes(routes!(accounts::resume))
+        .routes(routes!(accounts::retire))
         .routes(routes!(accounts::update_limits))
         .routes(routes!(login::login))
         .routes(routes!(login::logout))
@@ -160,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/accounts/{id}/login", get(login::login_page))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/runbook", get(runbook::serve))
         .route(
             "/openapi.json",
             get(move || {
@@ -180,7 +184,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {
-    state.metrics.render()
+    crate::metrics::render(&state.metrics)
 }
 
 /// Counts requests by matched route (not raw path: ids would explode the
