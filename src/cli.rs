@@ -189,7 +189,19 @@ async fn tokens(settings: &Settings, command: TokensCommand) -> Result<(), BoxEr
 
 async fn run_with_settings(command: Command) -> Result<(), BoxError> {
     let mut settings = Settings::load()?;
-    courier::telemetry::init(&settings.log);
+    // The demo's terminal shows progress; its log lines go to a file.
+    #[cfg(feature = "lab")]
+    let log_file = match &command {
+        Command::Demo(args) if !args.verbose => Some(courier_lab::demo::log_path(&settings)),
+        _ => None,
+    };
+    #[cfg(not(feature = "lab"))]
+    let log_file: Option<std::path::PathBuf> = None;
+    match log_file {
+        Some(path) => courier::telemetry::init_to_file(&settings.log, &path)
+            .map_err(|e| format!("opening the log file {}: {e}", path.display()))?,
+        None => courier::telemetry::init(&settings.log),
+    }
     courier::metrics::set_per_account(settings.queue.metrics_per_account);
     match command {
         Command::Config => {

@@ -278,7 +278,7 @@ async fn metrics_count_requests_by_route_not_by_id() {
     app.get(&format!("/v1/accounts/{id}")).await;
     courier::metrics::sample_database(
         &app.db.pool,
-        courier::metrics::SampleOptions { per_account: true },
+        courier::metrics::SampleOptions::from_settings(&courier::config::Settings::defaults()),
     )
     .await
     .unwrap();
@@ -786,12 +786,13 @@ async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
     let (_, q) = app.get(&format!("/v1/accounts/{acc}/qr")).await;
     assert!(q["qr_token"].is_null());
 
-    // Logout keeps the jobs and marks the account.
+    // Logout keeps the jobs and marks the account: `disconnected`, which
+    // raises no alert (`logged_out` is for sessions WhatsApp ended).
     let (s, out) = app
         .post_json(&format!("/v1/accounts/{acc}/logout"), json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(out["status"], "logged_out");
+    assert_eq!(out["status"], "disconnected");
     sqlx::query("UPDATE mkt_wap_accounts SET status = 'banned' WHERE id = $1::uuid")
         .bind(&acc)
         .execute(&app.db.pool)

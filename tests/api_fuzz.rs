@@ -157,6 +157,7 @@ async fn no_generated_input_produces_a_server_error() {
         ("GET", "/v1/accounts/{id}"),
         ("POST", "/v1/accounts/{id}/pause"),
         ("POST", "/v1/accounts/{id}/resume"),
+        ("POST", "/v1/accounts/{id}/retire"),
         ("PATCH", "/v1/accounts/{id}/limits"),
         ("GET", "/v1/groups?{q}"),
         ("PATCH", "/v1/groups/{id}"),

@@ -23,7 +23,6 @@ fn the_demo_runs_the_whole_pipeline_and_every_message_arrives_once() {
     }
     let out = cmd
         .args(["demo", "--short", "--timeout-secs", "300"])
-        .env("COURIER__LOG__LEVEL", "warn")
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -52,6 +51,28 @@ fn the_demo_runs_the_whole_pipeline_and_every_message_arrives_once() {
         assert_eq!(&cells[3..5], &["2", "2"], "{r}");
         assert_eq!(cells[6], "0", "no failures: {r}");
     }
+    // The terminal shows progress only: the log lines (at the default
+    // `info`) went to the file named at the start.
+    let log = dir.path().join(".courier/demo.log");
+    assert!(
+        stdout.contains(&format!("logs: {}", log.display())),
+        "the log file is not named:\n{stdout}"
+    );
+    assert!(
+        !stderr.contains(" INFO ") && !stderr.contains(" WARN "),
+        "log lines on the terminal:\n{stderr}"
+    );
+    assert!(
+        !stdout.contains(" INFO ") && !stdout.contains(" WARN "),
+        "log lines on the terminal:\n{stdout}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("queue worker started"), "{logged}");
+    // The URLs printed at the end say that they stop with the demo.
+    assert!(
+        stdout.contains("These stop when the demo ends (run `courier demo --follow` to keep them)"),
+        "{stdout}"
+    );
     // The embedded cluster was stopped on exit.
     assert!(!dir.path().join(".courier/pg/postmaster.pid").exists());
 }

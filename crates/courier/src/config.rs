@@ -87,6 +87,10 @@ pub struct DeliverySettings {
     pub undelivered_after: Duration,
     /// Most chats read per catch-up pass.
     pub catch_up_chats: i64,
+    /// Send attempts per message, across its send job and any retry jobs,
+    /// before it is `failed` for good (transient failures; a permanent one
+    /// fails at once). An operator's retry grants this many again.
+    pub max_attempts: i32,
     /// Test hook: wait this long between WhatsApp accepting a send and
     /// recording it, widening the crash window the exactly-once tests aim
     /// at. Keep zero in production.
@@ -102,6 +106,8 @@ impl Default for DeliverySettings {
             ack_followup: Duration::from_secs(30),
             undelivered_after: Duration::from_secs(3600),
             catch_up_chats: 40,
+            // The replaced system's limit: three attempts per message.
+            max_attempts: 3,
             record_delay: Duration::ZERO,
         }
     }

@@ -33,6 +33,23 @@ pub struct DemoArgs {
     /// Give up if the campaign has not finished after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Print the log lines on the terminal too (by default they go to the
+    /// file named at the start, and the terminal shows progress only).
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// Where the demo's log lines go unless `--verbose`: `demo.log` next to the
+/// embedded cluster's data directory (`.courier/demo.log` by default), as an
+/// absolute path.
+pub fn log_path(settings: &Settings) -> std::path::PathBuf {
+    let dir = settings
+        .embedded
+        .data_dir
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::path::absolute(dir.join("demo.log")).unwrap_or_else(|_| dir.join("demo.log"))
 }
 
 const PHONES: [&str; 3] = ["447700900101", "447700900102", "447700900103"];
@@ -126,7 +143,15 @@ impl Api {
 /// Runs the demo with `settings` (the database part; everything else is set up here).
 pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
     let started = Instant::now();
-    println!("courier demo — the whole pipeline on this machine (Ctrl-C to stop)\n");
+    println!("courier demo — the whole pipeline on this machine (Ctrl-C to stop)");
+    if args.verbose {
+        println!();
+    } else {
+        println!(
+            "logs: {} (--verbose prints them here)\n",
+            log_path(settings).display()
+        );
+    }
 
     // 1. Database: the embedded cluster (or database.url), a fresh demo database.
     step(started, "[1/7] database …");
@@ -204,7 +229,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
     });
     let sampler = tokio::spawn(courier::metrics::sample_forever(
         pool.clone(),
-        courier::metrics::SampleOptions { per_account: true },
+        courier::metrics::SampleOptions::from_settings(&s),
         Duration::from_secs(5),
     ));
     let (handlers, browser) = courier::worker::registry(&s, &pool).await?;
@@ -235,6 +260,11 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
     let outcome = drive(started, &api, &pool, &ctl, args).await;
 
     println!();
+    if args.follow {
+        println!("  These keep running until Ctrl-C:");
+    } else {
+        println!("  These stop when the demo ends (run `courier demo --follow` to keep them):");
+    }
     println!("  API          {base}/v1/stats   (Authorization: Bearer {token})");
     println!("  OpenAPI      {base}/openapi.json");
     println!("  metrics      {base}/metrics");

@@ -97,6 +97,7 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("PATCH", "/v1/accounts/{id}/limits", Admin, Account),
     rule("POST", "/v1/accounts/{id}/login", Admin, Account),
     rule("POST", "/v1/accounts/{id}/logout", Admin, Account),
+    rule("POST", "/v1/accounts/{id}/retire", Admin, Account),
     rule("POST", "/v1/accounts/{id}/login-link", Admin, Account),
     rule("GET", "/v1/accounts/{id}/qr", Admin, Account),
     rule(

@@ -109,6 +109,11 @@ pub async fn login(
                 "the account is already logged in".into(),
             ))
         }
+        "retired" => {
+            return Err(ApiError::Conflict(
+                "the account is retired; it cannot log in".into(),
+            ))
+        }
         _ => {}
     }
     let job = NewJob::new(id, &LoginJob { account_id: id })
@@ -125,8 +130,9 @@ pub async fn login(
     ))
 }
 
-/// Disconnect: the account stops sending and must log in again; its queued
-/// jobs stay queued (nothing is lost) until it is back or reassigned.
+/// Disconnect: the account stops sending and must log in again (status
+/// `disconnected`, which raises no alert: a logout WhatsApp did is
+/// `logged_out`); its queued sends move to other accounts (nothing is lost).
 #[utoipa::path(post, path = "/v1/accounts/{id}/logout", tag = "accounts", params(("id" = Uuid, Path)),
     responses((status = 200, body = QrState), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn logout(

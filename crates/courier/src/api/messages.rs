@@ -61,6 +61,9 @@ pub(crate) struct MessageView {
     pub retry_count: i32,
     /// Retry limit.
     pub max_retries: i32,
+    /// Send attempts since it was created or last retried by an operator
+    /// (at most `delivery.max_attempts`).
+    pub send_attempts: i32,
     /// The job responsible now.
     pub job_id: Option<Uuid>,
     /// Why it waits.
@@ -85,7 +88,7 @@ const MESSAGE_COLUMNS: &str =
     "id, account_id, campaign_id, content_id, schedule_id, message_type, \
     channel_type, target_chat_id, target_group_id, target_contact_id, message_text, media_url, \
     media_path, media_caption, link_url, status, wa_message_id, ack, error_message, retry_count, \
-    max_retries, job_id, waiting_reason, queued_at, sending_at, sent_at, delivered_at, read_at, \
+    max_retries, send_attempts, job_id, waiting_reason, queued_at, sending_at, sent_at, delivered_at, read_at, \
     failed_at, created_at";
 
 /// Body of `POST /v1/messages` (the seed's fields).
@@ -542,7 +545,8 @@ pub(crate) async fn get(
     Ok(Json(MessageDetail { message, events }))
 }
 
-/// Retry a failed message (at most `max_retries` times, with backoff by the queue).
+/// Retry a failed message (at most `max_retries` times, with backoff by the queue). A
+/// message whose account was retired goes back to `pending` for another account.
 #[utoipa::path(post, path = "/v1/messages/{id}/retry", tag = "messages", params(("id" = Uuid, Path)),
     responses((status = 202, body = MessageView), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -569,6 +573,27 @@ pub(crate) async fn retry(
         )));
     }
     let account = account.ok_or_else(|| ApiError::Conflict("the message has no account".into()))?;
+    let retired: bool =
+        sqlx::query_scalar("SELECT status = 'retired' FROM mkt_wap_accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(false);
+    if retired {
+        // Its account never sends again: the message waits for another one
+        // (the next reassignment pass assigns it).
+        crate::message::assignment::back_to_pending(
+            &mut tx,
+            &[id],
+            &[format!(
+                "retried by an operator; account {account} is retired, so the message waits \
+                 for another account"
+            )],
+        )
+        .await?;
+        tx.commit().await?;
+        return message_view(&state, id).await;
+    }
     let job = crate::queue::NewJob::new(
         account,
         &courier_jobs::retry::RetryJob {
@@ -585,6 +610,13 @@ pub(crate) async fn retry(
         })?;
     crate::message::status::requeue_retry(&mut tx, id, enq[0].id, retries + 1).await?;
     tx.commit().await?;
+    message_view(&state, id).await
+}
+
+async fn message_view(
+    state: &AppState,
+    id: Uuid,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let view = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM mkt_wap_messages WHERE id = $1"
     )))

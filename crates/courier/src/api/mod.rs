@@ -3,10 +3,10 @@
 //!
 //! Every `/v1` and `/whatsapp` route needs a bearer token with the route's
 //! scope (`auth::ROUTES`); the login page needs a signed link instead;
-//! `/livez`, `/readyz` and `/openapi.json` need nothing. Inputs are parsed
-//! into domain types at the edge; errors are `{error, field, detail}` with
-//! 400/401/403/404/409/422 — the only 5xx is a 503 when the database is
-//! unreachable.
+//! `/livez`, `/readyz`, `/openapi.json` and `/runbook` (the operations guide
+//! the alerts link to) need nothing. Inputs are parsed into domain types at
+//! the edge; errors are `{error, field, detail}` with 400/401/403/404/409/422
+//! — the only 5xx is a 503 when the database is unreachable.
 
 pub(crate) mod accounts;
 pub(crate) mod auth;
@@ -18,6 +18,7 @@ pub(crate) mod jobs;
 pub mod login;
 pub(crate) mod login_link;
 pub(crate) mod messages;
+pub mod runbook;
 pub(crate) mod stats;
 
 use std::sync::Arc;
@@ -150,6 +151,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::get))
         .routes(routes!(accounts::pause))
         .routes(routes!(accounts::resume))
+        .routes(routes!(accounts::retire))
         .routes(routes!(accounts::update_limits))
         .routes(routes!(login::login))
         .routes(routes!(login::logout))
@@ -209,6 +211,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/runbook", get(runbook::serve))
         .route(
             "/openapi.json",
             get(move || {
@@ -234,7 +237,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {
-    state.metrics.render()
+    crate::metrics::render(&state.metrics)
 }
 
 /// Counts requests by matched route (not raw path: ids would explode the

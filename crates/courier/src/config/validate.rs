@@ -64,6 +64,9 @@ impl Settings {
                 );
             }
         }
+        if self.delivery.max_attempts < 1 {
+            return invalid("delivery.max_attempts", "must be at least 1");
+        }
         if self.queue.capacity == 0 {
             return invalid("queue.capacity", "must be at least 1");
         }

@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub mod reassign;
+pub mod retire;
 
 use crate::account::{health, login};
 use crate::config::Settings;
@@ -205,7 +206,12 @@ pub async fn run(
         }
         Task::Sweep => {
             let orphans = crate::message::status::fail_orphans(pool).await?;
-            let n = sweep(pool, settings.scheduler.sweep_window).await?;
+            let n = sweep(
+                pool,
+                settings.scheduler.sweep_window,
+                settings.delivery.max_attempts,
+            )
+            .await?;
             format!(
                 "{orphans} orphaned message(s) failed; {n} failed message(s) re-queued for retry"
             )
@@ -267,23 +273,34 @@ async fn per_account_jobs(
 /// Failed messages that are still retryable — their send job gave up
 /// (`discarded`), the failure was not permanent (bad media, an unknown chat:
 /// another attempt would only spend a budget slot and health), they have
-/// retries left, they failed within `window`, and their account can still
-/// send — get a `retry` job on the same account (whose chat
-/// the retry checks first), and go back to `queued`.
-pub async fn sweep(pool: &PgPool, window: Duration) -> Result<usize, MaintenanceError> {
+/// retries left, they have had fewer than `max_attempts` send attempts
+/// (`delivery.max_attempts`, counted across all of their jobs), they failed
+/// within `window`, and their account can still send — get a `retry` job on
+/// the same account (whose chat the retry checks first), and go back to
+/// `queued`. A message whose send job spent its attempts has spent the
+/// message's too: the sweep is for jobs that gave up before that (crash
+/// loops, a lost browser).
+pub async fn sweep(
+    pool: &PgPool,
+    window: Duration,
+    max_attempts: i32,
+) -> Result<usize, MaintenanceError> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Uuid, Uuid, i32)> = sqlx::query_as(
+    let rows: Vec<(Uuid, Uuid, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT m.id, m.account_id, m.retry_count FROM mkt_wap_messages m \
          JOIN queue_jobs j ON j.id = m.job_id \
          JOIN mkt_wap_accounts a ON a.id = m.account_id \
          WHERE m.status = 'failed' AND m.retry_count < m.max_retries \
+           AND m.send_attempts < $2 \
            AND m.failure_class IS DISTINCT FROM 'permanent' \
            AND m.failed_at > now() - $1 AND j.state = 'discarded' \
-           AND a.status NOT IN ('banned', 'logged_out', 'failed') \
+           AND a.status NOT IN {unavailable} \
          ORDER BY m.failed_at LIMIT 10000 \
          FOR UPDATE OF m SKIP LOCKED",
-    )
+        unavailable = crate::account::AccountStatus::UNAVAILABLE_SQL
+    )))
     .bind(interval(window))
+    .bind(max_attempts)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {

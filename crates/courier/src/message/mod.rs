@@ -34,7 +34,8 @@ pub const CLAIM_POLICY: crate::queue::Policy = crate::queue::Policy {
 /// The claim's message step, as CTEs for the queue's slot-granting statement
 /// ([`crate::queue::Policy`]): for every `send`/`retry` job in `jobs` (columns
 /// `id`, `kind`, `payload`, `attempt`), its message moves from `pending` or
-/// `queued` to `sending`, with `attempt_started_at`, the job id and an event
+/// `queued` to `sending`, with `attempt_started_at`, the attempt counted in
+/// `send_attempts` (the cap across jobs, `delivery.max_attempts`), the job id and an event
 /// that names the slot instant `slot_at`. A message already `sending` (an
 /// earlier attempt's outcome is unknown) keeps its original attempt start, so
 /// the next attempt can look in the chat for a copy sent after it.
@@ -42,7 +43,7 @@ pub fn claim_fragment(jobs: &str, slot_at: &str) -> String {
     format!(
         "policy_marked AS ( \
             UPDATE mkt_wap_messages m SET status = 'sending', sending_at = now(), \
-                attempt_started_at = now(), job_id = c.id, error_message = NULL, waiting_reason = NULL \
+                attempt_started_at = now(), send_attempts = m.send_attempts + 1, job_id = c.id, error_message = NULL, waiting_reason = NULL \
             FROM {jobs} c \
             WHERE c.kind IN ('send', 'retry') AND m.id = (c.payload->>'message_id')::uuid \
               AND m.status IN ('pending', 'queued') \

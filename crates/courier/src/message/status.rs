@@ -40,6 +40,8 @@ pub(crate) struct MessageRow {
     pub link_url: Option<String>,
     /// When the current (or an interrupted) attempt started.
     pub attempt_started_at: Option<DateTime<Utc>>,
+    /// Send attempts so far, this one included (see `delivery.max_attempts`).
+    pub send_attempts: i32,
 }
 
 impl MessageRow {
@@ -57,7 +59,7 @@ impl MessageRow {
 pub(crate) async fn load(pool: &PgPool, id: Uuid) -> Result<Option<MessageRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, account_id, status, message_type, target_chat_id, message_text, media_url, \
-                media_path, media_caption, link_url, attempt_started_at \
+                media_path, media_caption, link_url, attempt_started_at, send_attempts \
          FROM mkt_wap_messages WHERE id = $1",
     )
     .bind(id)
@@ -147,8 +149,8 @@ pub(crate) async fn mark_attempt_failed(
 }
 
 /// An operator's retry of a failed message (`POST /v1/messages/{id}/retry`):
-/// back to `queued` on its new `retry` job `job`, with the retry counted and
-/// the last error cleared, and a `retry` event naming the job and `retry`
+/// back to `queued` on its new `retry` job `job`, with the retry counted,
+/// the last error cleared and `delivery.max_attempts` attempts granted again, and a `retry` event naming the job and `retry`
 /// (the retry's number). Runs in the caller's transaction, which holds the
 /// message row locked and enqueued the job, so both commit or neither does.
 pub(crate) async fn requeue_retry(
@@ -159,7 +161,7 @@ pub(crate) async fn requeue_retry(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE mkt_wap_messages SET status = 'queued', retry_count = retry_count + 1, job_id = $2,
-             error_message = NULL, failure_class = NULL, queued_at = now() WHERE id = $1",
+             error_message = NULL, failure_class = NULL, send_attempts = 0, queued_at = now() WHERE id = $1",
     )
     .bind(message_id)
     .bind(job_id)

@@ -181,7 +181,10 @@ impl Send {
                 } else {
                     e.to_string()
                 };
-                let last = job.job.attempt >= job.job.max_attempts;
+                // The job's attempts, or the message's across all of its
+                // jobs (a retry job does not start a fresh count).
+                let last = job.job.attempt >= job.job.max_attempts
+                    || msg.send_attempts >= self.0.settings.max_attempts;
                 // The account's signal: refusals and page errors. Bad media,
                 // an unknown chat, or a dead browser say nothing about it;
                 // logouts and blocks are recorded by the health check.
@@ -202,11 +205,18 @@ impl Send {
                     metrics::counter!(crate::metrics::MESSAGES, "status" => "refused").increment(1);
                 }
                 if known_not_sent(&e) || last {
-                    let reason = if known_not_sent(&e) {
+                    let mut reason = if known_not_sent(&e) {
                         reason.clone()
                     } else {
                         format!("{reason} (no copy found in the chat after the last attempt)")
                     };
+                    if last && !permanent {
+                        reason.push_str(&format!(
+                            " (attempt {} of {}: not retried automatically; \
+                             POST /v1/messages/{{id}}/retry tries again)",
+                            msg.send_attempts, self.0.settings.max_attempts
+                        ));
+                    }
                     status::mark_attempt_failed(
                         db,
                         lease,
@@ -220,6 +230,12 @@ impl Send {
                 }
                 if permanent {
                     Err(HandlerError::Permanent(reason))
+                } else if last {
+                    // The message is `failed`: no attempt of this job is left
+                    // for it, whatever the job's own count says.
+                    Err(HandlerError::Permanent(format!(
+                        "{reason} (the message's last attempt)"
+                    )))
                 } else {
                     Err(HandlerError::Retryable(reason))
                 }
