@@ -11,8 +11,9 @@ use super::error::ApiError;
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
-/// The only keys whose values may be arrays in a request body.
-const ARRAY_KEYS: [&str; 3] = ["jobs", "recipients", "segment_tags"];
+/// The only keys whose values may be arrays in a request body (the seed
+/// routes' camelCase spelling included).
+const ARRAY_KEYS: [&str; 4] = ["jobs", "recipients", "segment_tags", "segmentTags"];
 
 /// Refuses a body whose objects hold arrays where the document has objects:
 /// the body itself, and any value but those of [`ARRAY_KEYS`] (whose items
