@@ -77,12 +77,14 @@ pub const PERSON: &str = concat!(
 
 /// An http(s) URL with a DNS name (labels of letters and digits, single
 /// dashes inside, the last starting with a letter) or an IPv4 address, an
-/// optional port and a path of visible ASCII.
+/// optional port (up to 65535) and a path of visible ASCII. Every URL it
+/// matches, the `url` crate parses (the handlers check both).
 pub const HTTP_URL: &str = concat!(
     r"^[hH][tT][tT][pP][sS]?://(",
     r"([A-Za-z0-9]+(-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*",
     r"|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])",
-    r")(:[0-9]{1,4})?([/?#][!-~]*)?$"
+    r")(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?",
+    r"([/?#][!-~]*)?$"
 );
 
 /// A media path under the media directory: relative (the first component is
@@ -485,6 +487,56 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Strings drawn from a pattern (anchors dropped: the generator adds none).
+    fn drawn(pattern: &str) -> proptest::string::RegexGeneratorStrategy<String> {
+        let inner = pattern.trim_start_matches('^').trim_end_matches('$');
+        proptest::string::string_regex(inner).expect("the pattern generates")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Whatever the document calls a phone number, a chat id, a recipient,
+        /// a URL or a media path, the domain parsers take: the patterns are
+        /// never wider than the server.
+        #[test]
+        fn every_string_a_pattern_admits_parses(
+            phone in drawn(PHONE),
+            chat in drawn(CHAT_ID),
+            recipient in drawn(RECIPIENT),
+            url in drawn(HTTP_URL),
+            path in drawn(MEDIA_PATH),
+            hhmm in drawn(HH_MM),
+        ) {
+            use courier_jobs::{send::MediaSource, ChatId, PhoneNumber};
+            proptest::prop_assert!(matches(PHONE, &phone) && PhoneNumber::parse(&phone).is_ok(), "{:?}", phone);
+            proptest::prop_assert!(matches(CHAT_ID, &chat) && ChatId::parse(&chat).is_ok(), "{:?}", chat);
+            let as_recipient = if recipient.contains('@') {
+                ChatId::parse(&recipient).map(|_| ())
+            } else {
+                PhoneNumber::parse(&recipient).map(|_| ())
+            };
+            proptest::prop_assert!(as_recipient.is_ok(), "{:?}", recipient);
+            proptest::prop_assert!(MediaSource::parse_url(&url).is_ok(), "{:?}", url);
+            // Not blank is the TEXT pattern, declared beside MEDIA_PATH.
+            if matches(TEXT, &path) {
+                proptest::prop_assert!(MediaSource::parse_path(&path).is_ok(), "{:?}", path);
+            }
+            proptest::prop_assert!(chrono::NaiveTime::parse_from_str(&hhmm, "%H:%M").is_ok(), "{:?}", hhmm);
+        }
+
+        /// The other way round for phone numbers, whose pattern is meant to
+        /// be the parser's rule exactly: any number the parser takes, the
+        /// pattern takes. (Elsewhere the handlers check the pattern first, so
+        /// a parser that is wider changes nothing.)
+        #[test]
+        fn every_phone_number_the_parser_takes_matches_the_pattern(s in "[ +0-9().-]{0,24}") {
+            if courier_jobs::PhoneNumber::parse(&s).is_ok() {
+                proptest::prop_assert!(matches(PHONE, &s), "{:?}", s);
             }
         }
     }
