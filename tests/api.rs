@@ -133,6 +133,13 @@ async fn accounts_are_created_validated_and_listed() {
                 .body("account_name=x"),
         )
         .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{e}");
+    assert_eq!(e["error"], "unsupported_media_type");
+    // serde reads a struct from an array of its fields; the document says
+    // object, and so does the server.
+    let (s, e) = app
+        .post_json("/v1/accounts", json!(["x", null, null]))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
 }
 
@@ -360,30 +367,37 @@ async fn jobs_enqueue_idempotently_list_and_cancel() {
     let (s, _) = app.get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4())).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
-    for (body, field) in [
+    for (body, field, status) in [
+        // Not one of the document's kinds: the body does not parse.
         (
             json!({"kind": "explode", "account_id": acc, "payload": {}}),
             "kind",
+            StatusCode::BAD_REQUEST,
         ),
+        // Well formed, but no such account: 404 naming the field.
         (
             json!({"kind": "discover", "account_id": uuid::Uuid::new_v4(), "payload": {"account_id": acc}}),
             "account_id",
+            StatusCode::NOT_FOUND,
         ),
         (
             json!({"kind": "scrape", "account_id": acc, "payload": {"account_id": acc}}),
             "payload",
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             json!({"kind": "retry", "account_id": acc, "payload": {"message_id": uuid::Uuid::new_v4(), "retry_number": 0}}),
             "payload.retry_number",
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "priority": 5000}),
             "priority",
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ] {
         let (s, e) = app.post_json("/v1/jobs", body.clone()).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {e}");
+        assert_eq!(s, status, "{body} -> {e}");
         assert_eq!(e["field"], field, "{body} -> {e}");
     }
     let (s, _) = app.get("/v1/jobs?state=exploded").await;
@@ -518,60 +532,73 @@ async fn messages_are_validated_queued_listed_and_retried() {
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
 
     let long = "x".repeat(65_537);
-    for (body, field) in [
+    let invalid = StatusCode::UNPROCESSABLE_ENTITY;
+    for (body, field, status) in [
         (
             json!({"account_id": acc, "channel_type": "individual", "target_phone": "12ab", "message_text": "hi"}),
             "target_phone",
+            invalid,
         ),
         (
             json!({"account_id": acc, "channel_type": "individual", "target_chat_id": "nonsense", "message_text": "hi"}),
             "target_chat_id",
+            invalid,
         ),
         (
             json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900001", "message_text": "  "}),
             "message_text",
+            invalid,
         ),
         (
             json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900001", "message_text": long}),
             "message_text",
+            invalid,
         ),
         (
             json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900001", "message_type": "image", "media_url": "ftp://x/y"}),
             "media_url",
+            invalid,
         ),
         (
             json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900001", "message_type": "image", "media_path": "../../etc/passwd"}),
             "media_path",
+            invalid,
         ),
         (
             json!({"account_id": other, "channel_type": "group", "target_group_id": gid, "message_text": "hi"}),
             "target_group_id",
+            StatusCode::CONFLICT,
         ),
         (
             json!({"account_id": acc, "channel_type": "group", "target_chat_id": "120363999999999999@g.us", "message_text": "hi"}),
             "target_chat_id",
+            StatusCode::NOT_FOUND,
         ),
         (
             json!({"account_id": acc, "channel_type": "megaphone", "message_text": "hi"}),
             "channel_type",
+            invalid,
         ),
         (
             json!({"account_id": acc, "channel_type": "broadcast", "recipients": ["+447700900001", "120363000000000009@g.us"], "message_text": "hi"}),
             "recipients[1]",
+            invalid,
         ),
         // No foreign key guards the campaign-system ids any more
         // (docs/schema.md); the API checks them itself.
         (
             json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900003", "message_text": "hi", "campaign_id": uuid::Uuid::now_v7()}),
             "campaign_id",
+            StatusCode::NOT_FOUND,
         ),
         (
             json!({"account_id": acc, "channel_type": "individual", "target_phone": "+447700900003", "message_text": "hi", "content_id": uuid::Uuid::now_v7()}),
             "content_id",
+            StatusCode::NOT_FOUND,
         ),
     ] {
         let (s, e) = app.post_json("/v1/messages", body.clone()).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(s, status, "{e}");
         assert_eq!(e["field"], field, "{e}");
     }
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM mkt_wap_messages")
@@ -606,18 +633,36 @@ async fn accounts_pause_resume_limits_and_show_their_budget() {
         .await;
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(a["daily_usage_limit"], 100);
-    for (cfg, field) in [
-        (json!({"per_minute": -1}), "rate_limit_config.per_minute"),
-        (json!({"per_mintue": 3}), "rate_limit_config.per_mintue"),
+    for (cfg, field, status) in [
+        // Outside the document's types: the body does not parse.
+        (
+            json!({"per_minute": -1}),
+            "rate_limit_config.per_minute",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"per_mintue": 3}),
+            "rate_limit_config.per_mintue",
+            StatusCode::BAD_REQUEST,
+        ),
+        (json!([1, 2]), "rate_limit_config", StatusCode::BAD_REQUEST),
+        // Parsed, but past a declared bound or pattern.
         (
             json!({"quiet_hours": {"start": "25:00", "end": "07:00"}}),
-            "rate_limit_config.quiet_hours",
+            "rate_limit_config.quiet_hours.start",
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
+        (
+            json!({"per_day": 100_001}),
+            "rate_limit_config.per_day",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        // Each valid, together in conflict (with the defaults filled in).
         (
             json!({"per_minute": 50, "per_hour": 10}),
             "rate_limit_config",
+            StatusCode::CONFLICT,
         ),
-        (json!([1, 2]), "rate_limit_config"),
     ] {
         let (s, e) = app
             .patch_json(
@@ -625,9 +670,17 @@ async fn accounts_pause_resume_limits_and_show_their_budget() {
                 json!({"rate_limit_config": cfg}),
             )
             .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{cfg} -> {e}");
+        assert_eq!(s, status, "{cfg} -> {e}");
         assert_eq!(e["field"], field, "{cfg} -> {e}");
     }
+    // An integral float is an integer to JSON Schema, and so to the server.
+    let (s, a) = app
+        .patch_json(
+            &format!("/v1/accounts/{acc}/limits"),
+            json!({"rate_limit_config": {"per_minute": 2.0, "per_hour": 30, "per_day": 100}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
     // Two sends in the last minute fill the per-minute window.
     sqlx::query("INSERT INTO account_sends (account_id, job_id, epoch, sent_at) SELECT $1::uuid, gen_random_uuid(), 1, now() - interval '10 seconds' FROM generate_series(1, 2)")
         .bind(&acc)
@@ -674,13 +727,15 @@ async fn accounts_pause_resume_limits_and_show_their_budget() {
         .post_json(&format!("/v1/accounts/{acc}/pause"), json!({"reason": ""}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-    let (s, _) = app
+    // A past `until` is well formed; it conflicts with the clock.
+    let (s, e) = app
         .post_json(
             &format!("/v1/accounts/{acc}/pause"),
             json!({"reason": "x", "until": "2000-01-01T00:00:00Z"}),
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["field"], "until");
 }
 
 #[tokio::test]
@@ -879,7 +934,8 @@ async fn discover_and_scrape_enqueue_browser_jobs() {
             json!({"account_id": uuid::Uuid::new_v4()}),
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(s, StatusCode::CONFLICT, "not a member: {e}");
+    assert_eq!(e["field"], "account_id");
     let (s, _) = app
         .post_json(
             &format!("/v1/groups/{}/scrape", uuid::Uuid::new_v4()),
@@ -894,4 +950,138 @@ async fn discover_and_scrape_enqueue_browser_jobs() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "the same scrape is under way: {j}");
+}
+
+/// The document's bounds are the server's: `priority` at each declared bound
+/// is accepted, one past it is refused with the declared 422 (not a 400 from
+/// an i16 overflow), and an integral float is an integer, as in JSON Schema.
+#[tokio::test]
+async fn priority_is_accepted_up_to_the_documented_bound_and_refused_past_it() {
+    let app = spawn_app().await;
+    let acc = account(&app, "bounds").await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let priority = &doc["components"]["schemas"]["EnqueueDiscoverJob"]["properties"]["priority"];
+    let (min, max) = (
+        priority["minimum"]
+            .as_i64()
+            .expect("priority has a minimum"),
+        priority["maximum"]
+            .as_i64()
+            .expect("priority has a maximum"),
+    );
+    assert_eq!((min, max), (-1000, 1000));
+    let create = &doc["paths"]["/v1/jobs"]["post"]["responses"];
+    let job = |p: Value| json!({"kind": "discover", "account_id": acc, "payload": {"account_id": acc}, "priority": p});
+    for p in [json!(min), json!(max), json!(max as f64)] {
+        let (s, j) = app.post_json("/v1/jobs", job(p.clone())).await;
+        assert!(
+            s == StatusCode::ACCEPTED || s == StatusCode::OK,
+            "{p} -> {s} {j}"
+        );
+        assert!(create[s.as_str()].is_object(), "{s} is declared");
+    }
+    for p in [
+        json!(max + 1),
+        json!(min - 1),
+        json!(40_000),
+        json!(-3_501_047),
+    ] {
+        let (s, e) = app.post_json("/v1/jobs", job(p.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p} -> {e}");
+        assert_eq!(e["field"], "priority");
+        assert!(create["422"].is_object(), "422 is declared for createJob");
+    }
+}
+
+/// Job payloads are typed per kind: `oneOf` on `kind`, each with its payload.
+#[tokio::test]
+async fn job_payloads_are_typed_per_kind_in_the_document() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    let enqueue = &schemas["EnqueueJob"];
+    assert_eq!(
+        enqueue["discriminator"]["propertyName"], "kind",
+        "{enqueue}"
+    );
+    let mapping = enqueue["discriminator"]["mapping"].as_object().unwrap();
+    let kinds: Vec<&str> = mapping.keys().map(String::as_str).collect();
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+    for (kind, payload, field) in [
+        ("send", "SendJob", "message_id"),
+        ("discover", "DiscoverJob", "account_id"),
+        ("scrape", "ScrapeJob", "group_id"),
+        ("retry", "RetryJob", "retry_number"),
+        ("health_check", "HealthCheckJob", "account_id"),
+        ("login", "LoginJob", "account_id"),
+    ] {
+        let name = mapping[kind].as_str().unwrap().rsplit('/').next().unwrap();
+        let variant = &schemas[name];
+        assert_eq!(
+            variant["properties"]["kind"]["enum"],
+            json!([kind]),
+            "{name}"
+        );
+        assert_eq!(
+            variant["properties"]["payload"]["$ref"],
+            format!("#/components/schemas/{payload}"),
+            "{name}"
+        );
+        assert!(
+            schemas[payload]["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(field)),
+            "{payload} requires {field}"
+        );
+    }
+    assert_eq!(
+        schemas["RetryJob"]["properties"]["retry_number"]["minimum"],
+        1
+    );
+}
+
+/// `/docs` serves Swagger UI from the binary (no CDN) without a token, over
+/// the same document as `/openapi.json`.
+#[tokio::test]
+async fn docs_ui_is_served_offline_without_a_token() {
+    let app = spawn_app().await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.base)).send();
+    let page = get("/docs/").await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    for tag in html
+        .split("<script")
+        .skip(1)
+        .chain(html.split("<link").skip(1))
+    {
+        let src = tag.split('>').next().unwrap_or_default();
+        assert!(
+            !src.contains("http://") && !src.contains("https://"),
+            "an asset from the network: {src}"
+        );
+    }
+    for asset in [
+        "/docs/swagger-ui.css",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-initializer.js",
+    ] {
+        let r = get(asset).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        let body = r.text().await.unwrap();
+        assert!(body.len() > 100, "{asset}");
+        if asset.ends_with("initializer.js") {
+            assert!(body.contains("/openapi.json"), "{body}");
+        }
+    }
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/docs", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(redirect.status().is_redirection(), "{}", redirect.status());
 }

@@ -8,6 +8,7 @@ use crate::{JobKind, JobPayload, ValidationError};
 
 /// Discover the groups of `account_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiscoverJob {
     /// The account whose chat list is read.
     pub account_id: Uuid,

@@ -51,6 +51,7 @@ impl ValidationError {
 
 /// The kinds of job Courier runs. The string form is what the queue stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// Send one message through an account.

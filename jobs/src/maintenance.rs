@@ -7,6 +7,7 @@ use crate::{JobKind, JobPayload, ValidationError};
 
 /// Verify an account's page state: logged in, phone known, no conflict/block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthCheckJob {
     /// The account to check.
     pub account_id: Uuid,
@@ -22,6 +23,7 @@ impl JobPayload for HealthCheckJob {
 
 /// Drive an account's QR login flow until ready or a deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginJob {
     /// The account to log in.
     pub account_id: Uuid,

@@ -11,11 +11,16 @@ use crate::{JobKind, JobPayload, ValidationError};
 
 /// Retry the message row `message_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryJob {
     /// The row in `mkt_wap_messages`.
     pub message_id: Uuid,
     /// Which retry this is (1-based); bounds the retry count with the message's
     /// `max_retries`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = i64, minimum = 1, maximum = 4_294_967_295_i64)
+    )]
     pub retry_number: u32,
 }
 

@@ -8,6 +8,7 @@ use crate::{JobKind, JobPayload, ValidationError};
 
 /// Scrape the participants of one group through one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScrapeJob {
     /// The account that reads the group (must be a member).
     pub account_id: Uuid,

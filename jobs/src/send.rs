@@ -239,6 +239,7 @@ impl SendRequest {
 
 /// The queued job: send the message row `message_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendJob {
     /// The row in `mkt_wap_messages`.
     pub message_id: Uuid,

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use courier_jobs::PhoneNumber;
 
+use super::contract::{self, field};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use super::AppState;
@@ -63,9 +64,11 @@ pub(crate) const ACCOUNT_COLUMNS: &str = "id, phone_number, account_name, status
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateAccount {
-    /// A name for people, 1–200 characters.
+    /// A name for people, 1–200 characters, not blank (stored trimmed).
+    #[schema(schema_with = field::text::<200>)]
     pub account_name: String,
     /// Optional: the number, when known before login (E.164).
+    #[schema(schema_with = field::opt_phone)]
     pub phone_number: Option<String>,
     /// IANA time zone (default `UTC`).
     pub timezone: Option<String>,
@@ -73,12 +76,10 @@ pub(crate) struct CreateAccount {
 
 impl CreateAccount {
     fn parse(self) -> Result<(String, Option<PhoneNumber>, String), ApiError> {
+        contract::check_len("account_name", contract::TEXT, 1, 200, &self.account_name)?;
         let name = self.account_name.trim().to_string();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::invalid(
-                "account_name",
-                "must be 1 to 200 characters",
-            ));
+        if let Some(p) = &self.phone_number {
+            contract::check("phone_number", contract::PHONE, p)?;
         }
         let phone = self
             .phone_number
@@ -98,13 +99,12 @@ pub(crate) fn parse_timezone(s: &str) -> Result<String, ApiError> {
 }
 
 /// Create an account (status `inactive` until logged in).
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts",
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", operation_id = "createAccount",
     request_body = CreateAccount,
     responses(
-        (status = 201, body = Account),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "phone number already used"),
-        (status = 422, body = ErrorBody)))]
+        (status = 201, body = Account, description = "Created"),
+        (status = 409, body = ErrorBody, description = "The phone number is already used"),
+        (status = 422, body = ErrorBody, description = "A field breaks the document")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateAccount>,
@@ -116,8 +116,8 @@ pub(crate) async fn create(
 }
 
 /// List accounts.
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts",
-    responses((status = 200, body = [Account]), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", operation_id = "listAccounts",
+    responses((status = 200, body = [Account], description = "Every account")))]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Account>>, ApiError> {
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ACCOUNT_COLUMNS} FROM mkt_wap_accounts ORDER BY created_at, id"
@@ -168,10 +168,11 @@ pub(crate) struct AccountDetail {
 }
 
 /// Get one account with its lease holder and live budget.
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", operation_id = "getAccount",
     params(("id" = Uuid, Path, description = "account id")),
-    responses((status = 200, body = AccountDetail), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AccountDetail, description = "The account"),
+        (status = 404, body = ErrorBody, description = "No such account"),
+        (status = 409, body = ErrorBody, description = "Its budget cannot be computed")))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -255,29 +256,32 @@ pub(crate) async fn get(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PauseAccount {
-    /// Why (shown by the API), 1–500 characters.
+    /// Why (shown by the API), 1–500 characters, not blank.
+    #[schema(schema_with = field::text::<500>)]
     pub reason: String,
     /// Resume by itself at this instant; absent: until resumed by hand.
     pub until: Option<DateTime<Utc>>,
 }
 
 /// Pause an account: no job of it is claimed until it resumes.
-#[utoipa::path(post, path = "/v1/accounts/{id}/pause", tag = "accounts",
-    params(("id" = Uuid, Path)), request_body = PauseAccount,
-    responses((status = 200, body = Account), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/pause", tag = "accounts", operation_id = "pauseAccount",
+    params(("id" = Uuid, Path, description = "account id")), request_body = PauseAccount,
+    responses((status = 200, body = Account, description = "Paused"),
+        (status = 404, body = ErrorBody, description = "No such account"),
+        (status = 409, body = ErrorBody, description = "The account is banned, or `until` is not in the future"),
+        (status = 422, body = ErrorBody, description = "A field breaks the document")))]
 pub(crate) async fn pause(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Json(body): Json<PauseAccount>,
 ) -> Result<Json<Account>, ApiError> {
+    contract::check_len("reason", contract::TEXT, 1, 500, &body.reason)?;
     let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::invalid("reason", "must be 1 to 500 characters"));
-    }
     let now = Utc::now();
+    // The document cannot know the time: a past `until` is a conflict with
+    // the clock, not a malformed field.
     if body.until.is_some_and(|u| u <= now) {
-        return Err(ApiError::invalid("until", "must be in the future"));
+        return Err(ApiError::conflict_on("until", "must be in the future"));
     }
     let account = fetch(&state, id).await?;
     if account.status == "banned" {
@@ -293,10 +297,11 @@ pub(crate) async fn pause(
 }
 
 /// Resume a paused account.
-#[utoipa::path(post, path = "/v1/accounts/{id}/resume", tag = "accounts",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = Account), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/resume", tag = "accounts", operation_id = "resumeAccount",
+    params(("id" = Uuid, Path, description = "account id")),
+    responses((status = 200, body = Account, description = "Resumed"),
+        (status = 404, body = ErrorBody, description = "No such account"),
+        (status = 409, body = ErrorBody, description = "The account is not paused")))]
 pub(crate) async fn resume(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -389,74 +394,148 @@ pub(crate) async fn retire(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateLimits {
-    /// Replaces `rate_limit_config`: per_minute, per_hour, per_day (or daily_limit),
-    /// min_gap_seconds, jitter_seconds, quiet_hours {start, end} (HH:MM) or null.
-    #[schema(value_type = Object)]
-    pub rate_limit_config: serde_json::Value,
+    /// Replaces `rate_limit_config`; a key left out takes the configured default.
+    pub rate_limit_config: RateLimitConfig,
 }
 
-const LIMIT_KEYS: [&str; 7] = [
-    "per_minute",
-    "per_hour",
-    "per_day",
-    "daily_limit",
-    "min_gap_seconds",
-    "jitter_seconds",
-    "quiet_hours",
-];
+/// An account's limit overrides (`rate_limit_config`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitConfig {
+    /// Sends per 60 s.
+    #[schema(minimum = 0, maximum = 100_000)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "contract::opt_int"
+    )]
+    pub per_minute: Option<u32>,
+    /// Sends per hour.
+    #[schema(minimum = 0, maximum = 100_000)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "contract::opt_int"
+    )]
+    pub per_hour: Option<u32>,
+    /// Sends per day.
+    #[schema(minimum = 0, maximum = 100_000)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "contract::opt_int"
+    )]
+    pub per_day: Option<u32>,
+    /// The seed's name for `per_day` (`per_day` wins when both are given).
+    #[schema(minimum = 0, maximum = 100_000)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "contract::opt_int"
+    )]
+    pub daily_limit: Option<u32>,
+    /// Minimum gap between two sends, in seconds.
+    #[schema(minimum = 0, maximum = 86_400)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "contract::opt_int"
+    )]
+    pub min_gap_seconds: Option<u32>,
+    /// Random extra gap, up to this many seconds.
+    #[schema(minimum = 0, maximum = 86_400)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "contract::opt_int"
+    )]
+    pub jitter_seconds: Option<u32>,
+    /// Quiet hours in the account's time zone; `null` turns the default off.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub quiet_hours: Option<Option<QuietHoursConfig>>,
+}
+
+/// A present field, `null` included: `Some(None)` for `null`, `None` when absent.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A daily window with no sends.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuietHoursConfig {
+    /// From (HH:MM).
+    #[schema(schema_with = field::hh_mm)]
+    pub start: String,
+    /// Until (HH:MM); before `start` means across midnight.
+    #[schema(schema_with = field::hh_mm)]
+    pub end: String,
+}
 
 /// Set an account's limits (validated).
-#[utoipa::path(patch, path = "/v1/accounts/{id}/limits", tag = "accounts",
-    params(("id" = Uuid, Path)), request_body = UpdateLimits,
-    responses((status = 200, body = Account), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/accounts/{id}/limits", tag = "accounts", operation_id = "updateAccountLimits",
+    params(("id" = Uuid, Path, description = "account id")), request_body = UpdateLimits,
+    responses((status = 200, body = Account, description = "The account with its new limits"),
+        (status = 404, body = ErrorBody, description = "No such account"),
+        (status = 409, body = ErrorBody, description = "The limits conflict: per_minute <= per_hour <= per_day must hold with the defaults filled in"),
+        (status = 422, body = ErrorBody, description = "A field breaks the document")))]
 pub(crate) async fn update_limits(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateLimits>,
 ) -> Result<Json<Account>, ApiError> {
-    let obj = body
-        .rate_limit_config
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("rate_limit_config", "must be a JSON object"))?;
-    if let Some(k) = obj.keys().find(|k| !LIMIT_KEYS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            format!("rate_limit_config.{k}"),
-            format!("unknown key; expected one of {}", LIMIT_KEYS.join(", ")),
-        ));
-    }
-    let resolved = state
-        .settings
-        .budget
-        .limits()
-        .resolve(&body.rate_limit_config)
-        .map_err(
-            |crate::account::budget::BudgetError::Config { key, problem }| {
-                ApiError::invalid(format!("rate_limit_config.{key}"), problem)
-            },
-        )?;
-    for (key, v) in [
-        ("per_minute", resolved.per_minute),
-        ("per_hour", resolved.per_hour),
-        ("per_day", resolved.per_day),
+    let cfg = body.rate_limit_config;
+    for (key, v, max) in [
+        ("per_minute", cfg.per_minute, 100_000),
+        ("per_hour", cfg.per_hour, 100_000),
+        ("per_day", cfg.per_day, 100_000),
+        ("daily_limit", cfg.daily_limit, 100_000),
+        ("min_gap_seconds", cfg.min_gap_seconds, 86_400),
+        ("jitter_seconds", cfg.jitter_seconds, 86_400),
     ] {
-        if v > 100_000 {
+        if v.is_some_and(|v| v > max) {
             return Err(ApiError::invalid(
                 format!("rate_limit_config.{key}"),
-                "must be at most 100000",
+                format!("must be at most {max}"),
             ));
         }
     }
+    if let Some(Some(q)) = &cfg.quiet_hours {
+        contract::check(
+            "rate_limit_config.quiet_hours.start",
+            contract::HH_MM,
+            &q.start,
+        )?;
+        contract::check("rate_limit_config.quiet_hours.end", contract::HH_MM, &q.end)?;
+    }
+    let config = serde_json::to_value(&cfg)
+        .map_err(|e| ApiError::invalid("rate_limit_config", e.to_string()))?;
+    let resolved = state.settings.budget.limits().resolve(&config).map_err(
+        |crate::account::budget::BudgetError::Config { key, problem }| {
+            ApiError::invalid(format!("rate_limit_config.{key}"), problem)
+        },
+    )?;
     if resolved.per_minute > resolved.per_hour || resolved.per_hour > resolved.per_day {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflict_on(
             "rate_limit_config",
-            "limits must satisfy per_minute <= per_hour <= per_day",
+            format!(
+                "limits must satisfy per_minute <= per_hour <= per_day; with the defaults filled in they are {} / {} / {}",
+                resolved.per_minute, resolved.per_hour, resolved.per_day
+            ),
         ));
     }
     let updated: Option<Account> = admin::set_limits(
         &state.pool,
         id,
-        &body.rate_limit_config,
+        &config,
         resolved.per_day as i32,
         ACCOUNT_COLUMNS,
     )

@@ -53,6 +53,29 @@ pub enum ApiError {
     /// No such resource.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A record the request names in `field` does not exist (404: the
+    /// request is well formed; the record is missing).
+    #[error("{detail}")]
+    Missing {
+        /// The field naming the record.
+        field: String,
+        /// What is missing.
+        detail: String,
+    },
+    /// The state forbids the request, because of `field`.
+    #[error("{detail}")]
+    ConflictOn {
+        /// The field at fault.
+        field: String,
+        /// Why.
+        detail: String,
+    },
+    /// The body is over the limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// The body is not JSON by its content type.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
     /// The route exists, but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -68,6 +91,22 @@ impl ApiError {
     /// A validation error on `field`.
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::Validation(ValidationError::new(field, detail))
+    }
+
+    /// The record `field` names does not exist.
+    pub fn missing(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Missing {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The state forbids the request because of `field`.
+    pub fn conflict_on(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::ConflictOn {
+            field: field.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -132,6 +171,38 @@ impl IntoResponse for ApiError {
                     detail: format!("{what} not found"),
                 },
             ),
+            ApiError::Missing { field, detail } => (
+                StatusCode::NOT_FOUND,
+                ErrorBody {
+                    error: "not_found",
+                    field: Some(field),
+                    detail,
+                },
+            ),
+            ApiError::ConflictOn { field, detail } => (
+                StatusCode::CONFLICT,
+                ErrorBody {
+                    error: "conflict",
+                    field: Some(field),
+                    detail,
+                },
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody {
+                    error: "payload_too_large",
+                    field: None,
+                    detail: format!("the body is larger than {} bytes", super::MAX_BODY_BYTES),
+                },
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorBody {
+                    error: "unsupported_media_type",
+                    field: None,
+                    detail: "expected Content-Type: application/json".into(),
+                },
+            ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 ErrorBody {
@@ -169,18 +240,29 @@ impl IntoResponse for ApiError {
                                 .and_then(|p| p.table())
                                 .unwrap_or_default();
                             let field = d.constraint().map(|c| constraint_field(c, table));
-                            let detail = if code == "23503" {
-                                format!(
-                                    "{} refers to a record that does not exist",
-                                    field.as_deref().unwrap_or("a field")
+                            // A reference to a record that does not exist
+                            // is a 404 naming the field: the request is well
+                            // formed (the document cannot know which ids exist).
+                            let (status, error, detail) = if code == "23503" {
+                                (
+                                    StatusCode::NOT_FOUND,
+                                    "not_found",
+                                    format!(
+                                        "{} refers to a record that does not exist",
+                                        field.as_deref().unwrap_or("a field")
+                                    ),
                                 )
                             } else {
-                                "a value breaks a database rule".into()
+                                (
+                                    StatusCode::UNPROCESSABLE_ENTITY,
+                                    "validation",
+                                    "a value breaks a database rule".into(),
+                                )
                             };
                             return (
-                                StatusCode::UNPROCESSABLE_ENTITY,
+                                status,
                                 axum::Json(ErrorBody {
-                                    error: "validation",
+                                    error,
                                     field,
                                     detail,
                                 }),
@@ -224,10 +306,8 @@ impl From<JsonRejection> for ApiError {
         let detail = r.body_text();
         let field = json_error_field(&detail);
         match r {
-            JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest {
-                field: None,
-                detail: "expected Content-Type: application/json".into(),
-            },
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
             _ => ApiError::BadRequest { field, detail },
         }
     }

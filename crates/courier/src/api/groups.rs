@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::contract::{self, field};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::AppState;
@@ -47,23 +48,27 @@ const GROUP_COLUMNS: &str = "id, group_id, name, member_count, region, state, di
 #[serde(deny_unknown_fields)]
 pub(crate) struct GroupFilter {
     /// Case-insensitive substring of the name.
+    #[param(pattern = r"^[^\u0000]*$", max_length = 200)]
     pub search: Option<String>,
     /// Exact region.
+    #[param(pattern = r"^[^\u0000]*$", max_length = 200)]
     pub region: Option<String>,
     /// Groups carrying this segment tag.
+    #[param(pattern = r"^[^\u0000]*$", max_length = 200)]
     pub tag: Option<String>,
     /// Groups this account is a member of.
     pub account_id: Option<Uuid>,
-    /// Page size (1–500, default 100).
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Return groups with ids after this one (cursor).
     pub after: Option<Uuid>,
 }
 
 /// List groups, filtered.
-#[utoipa::path(get, path = "/v1/groups", tag = "groups", params(GroupFilter),
-    responses((status = 200, body = [Group]), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/groups", tag = "groups", operation_id = "listGroups", params(GroupFilter),
+    responses((status = 200, body = [Group], description = "A page of groups"),
+        (status = 422, body = ErrorBody, description = "A parameter breaks the document")))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(f): Query<GroupFilter>,
@@ -77,8 +82,8 @@ pub(crate) async fn list(
         ("region", &f.region),
         ("tag", &f.tag),
     ] {
-        if v.as_ref().is_some_and(|s| s.len() > 200) {
-            return Err(ApiError::invalid(field, "must be at most 200 characters"));
+        if let Some(v) = v {
+            contract::check_len(field, contract::NO_NUL, 0, 200, v)?;
         }
     }
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -104,10 +109,10 @@ pub(crate) async fn list(
 }
 
 /// Get one group.
-#[utoipa::path(get, path = "/v1/groups/{id}", tag = "groups",
+#[utoipa::path(get, path = "/v1/groups/{id}", tag = "groups", operation_id = "getGroup",
     params(("id" = Uuid, Path, description = "group id")),
-    responses((status = 200, body = Group), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Group, description = "The group"),
+        (status = 404, body = ErrorBody, description = "No such group")))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -129,13 +134,17 @@ async fn fetch(state: &AppState, id: Uuid) -> Result<Group, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateGroup {
-    /// Region (empty string clears).
+    /// Region, at most 100 characters (empty string clears).
+    #[schema(schema_with = field::opt_plain::<100>)]
     pub region: Option<String>,
-    /// State (empty string clears).
+    /// State, at most 100 characters (empty string clears).
+    #[schema(schema_with = field::opt_plain::<100>)]
     pub state: Option<String>,
-    /// District (empty string clears).
+    /// District, at most 100 characters (empty string clears).
+    #[schema(schema_with = field::opt_plain::<100>)]
     pub district: Option<String>,
-    /// Replaces the segment tags.
+    /// Replaces the segment tags: at most 50, each 1 to 64 characters, not blank.
+    #[schema(schema_with = field::opt_tags)]
     pub segment_tags: Option<Vec<String>>,
 }
 
@@ -146,23 +155,16 @@ impl UpdateGroup {
             ("state", &self.state),
             ("district", &self.district),
         ] {
-            if v.as_ref().is_some_and(|s| s.chars().count() > 100) {
-                return Err(ApiError::invalid(field, "must be at most 100 characters"));
+            if let Some(v) = v {
+                contract::check_len(field, contract::NO_NUL, 0, 100, v)?;
             }
         }
         if let Some(tags) = &self.segment_tags {
             if tags.len() > 50 {
                 return Err(ApiError::invalid("segment_tags", "at most 50 tags"));
             }
-            if let Some((i, _)) = tags
-                .iter()
-                .enumerate()
-                .find(|(_, t)| t.trim().is_empty() || t.chars().count() > 64)
-            {
-                return Err(ApiError::invalid(
-                    format!("segment_tags[{i}]"),
-                    "tags are 1 to 64 non-blank characters",
-                ));
+            for (i, t) in tags.iter().enumerate() {
+                contract::check_len(&format!("segment_tags[{i}]"), contract::TEXT, 1, 64, t)?;
             }
         }
         Ok(())
@@ -170,11 +172,11 @@ impl UpdateGroup {
 }
 
 /// Update a group's admin metadata.
-#[utoipa::path(patch, path = "/v1/groups/{id}", tag = "groups",
+#[utoipa::path(patch, path = "/v1/groups/{id}", tag = "groups", operation_id = "updateGroup",
     params(("id" = Uuid, Path, description = "group id")), request_body = UpdateGroup,
-    responses((status = 200, body = Group), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Group, description = "The updated group"),
+        (status = 404, body = ErrorBody, description = "No such group"),
+        (status = 422, body = ErrorBody, description = "A field breaks the document")))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,

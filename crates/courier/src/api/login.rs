@@ -91,9 +91,12 @@ async fn account_status(state: &AppState, id: Uuid) -> Result<String, ApiError> 
 
 /// Start the QR login flow (enqueues a `login` job; a second call while one is
 /// pending returns it).
-#[utoipa::path(post, path = "/v1/accounts/{id}/login", tag = "accounts", params(("id" = Uuid, Path)),
-    responses((status = 202, body = JobView), (status = 200, body = JobView, description = "a login is already under way"),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/login", tag = "accounts", operation_id = "loginAccount",
+    params(("id" = Uuid, Path, description = "account id")),
+    responses((status = 202, body = JobView, description = "A login job was enqueued"),
+        (status = 200, body = JobView, description = "A login is already under way"),
+        (status = 404, body = ErrorBody, description = "No such account"),
+        (status = 409, body = ErrorBody, description = "The account is banned or already logged in")))]
 pub async fn login(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -133,8 +136,10 @@ pub async fn login(
 /// Disconnect: the account stops sending and must log in again (status
 /// `disconnected`, which raises no alert: a logout WhatsApp did is
 /// `logged_out`); its queued sends move to other accounts (nothing is lost).
-#[utoipa::path(post, path = "/v1/accounts/{id}/logout", tag = "accounts", params(("id" = Uuid, Path)),
-    responses((status = 200, body = QrState), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/logout", tag = "accounts", operation_id = "logoutAccount",
+    params(("id" = Uuid, Path, description = "account id")),
+    responses((status = 200, body = QrState, description = "Disconnected"),
+        (status = 404, body = ErrorBody, description = "No such account")))]
 pub async fn logout(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -173,9 +178,12 @@ pub fn png(token: &str) -> Result<Vec<u8>, ApiError> {
 /// The current QR: `Accept: image/svg+xml` → SVG, `image/png` → PNG, anything
 /// else → JSON with the token and its expiry. Images are 404 when no QR is
 /// valid right now.
-#[utoipa::path(get, path = "/v1/accounts/{id}/qr", tag = "accounts", params(("id" = Uuid, Path)),
-    responses((status = 200, body = QrState, description = "JSON, SVG or PNG by Accept"),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/accounts/{id}/qr", tag = "accounts", operation_id = "getAccountQr",
+    params(("id" = Uuid, Path, description = "account id")),
+    responses((status = 200, description = "The login state as JSON, or the QR as SVG or PNG by `Accept`",
+            content((QrState = "application/json"), (String = "image/svg+xml"), (Vec<u8> = "image/png"))),
+        (status = 404, body = ErrorBody, description = "No such account, or (for an image) no valid QR right now"),
+        (status = 409, body = ErrorBody, description = "The QR token cannot be drawn")))]
 pub async fn qr(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -312,9 +320,12 @@ pub(crate) async fn login_page_start(
 }
 
 /// Discover the account's groups (enqueues a `discover` job).
-#[utoipa::path(post, path = "/v1/accounts/{id}/groups/discover", tag = "groups", params(("id" = Uuid, Path)),
-    responses((status = 202, body = JobView), (status = 200, body = JobView), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/accounts/{id}/groups/discover", tag = "groups", operation_id = "discoverGroups",
+    params(("id" = Uuid, Path, description = "account id")),
+    responses((status = 202, body = JobView, description = "A discover job was enqueued"),
+        (status = 200, body = JobView, description = "A discover job is already pending"),
+        (status = 404, body = ErrorBody, description = "No such account"),
+        (status = 409, body = ErrorBody, description = "The account is banned")))]
 pub async fn discover(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -343,10 +354,13 @@ pub struct ScrapeRequest {
 }
 
 /// Scrape a group's participants into contacts (enqueues a `scrape` job).
-#[utoipa::path(post, path = "/v1/groups/{id}/scrape", tag = "groups", params(("id" = Uuid, Path)),
-    request_body = ScrapeRequest,
-    responses((status = 202, body = JobView), (status = 200, body = JobView), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/groups/{id}/scrape", tag = "groups", operation_id = "scrapeGroup",
+    params(("id" = Uuid, Path, description = "group id")),
+    request_body(content = Option<ScrapeRequest>, description = "Optional: the account that reads the group"),
+    responses((status = 202, body = JobView, description = "A scrape job was enqueued"),
+        (status = 200, body = JobView, description = "A scrape job is already pending"),
+        (status = 404, body = ErrorBody, description = "No such group"),
+        (status = 409, body = ErrorBody, description = "The account is not a member of the group, or no account can read it")))]
 pub async fn scrape(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -356,10 +370,17 @@ pub async fn scrape(
     let req: ScrapeRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ScrapeRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-            field: None,
-            detail: e.to_string(),
-        })?
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if !v.is_null() {
+                super::extract::objects_only(&v)?;
+            }
+        }
+        serde_json::from_slice::<Option<ScrapeRequest>>(&body)
+            .map_err(|e| ApiError::BadRequest {
+                field: None,
+                detail: e.to_string(),
+            })?
+            .unwrap_or_default()
     };
     let members: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT a.id, a.status FROM mkt_wap_accounts a \
@@ -381,7 +402,7 @@ pub async fn scrape(
     let account = match req.account_id {
         Some(a) if members.iter().any(|(m, _)| *m == a) => a,
         Some(a) => {
-            return Err(ApiError::invalid(
+            return Err(ApiError::conflict_on(
                 "account_id",
                 format!("account {a} is not a member of this group"),
             ))

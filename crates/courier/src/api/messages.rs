@@ -11,6 +11,7 @@ use uuid::Uuid;
 use courier_jobs::send::{Content, MediaKind, MediaSource, MAX_BROADCAST};
 use courier_jobs::{ChatId, MessageBody, PhoneNumber, ValidationError};
 
+use super::contract::{self, field};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::AppState;
@@ -30,8 +31,10 @@ pub(crate) struct MessageView {
     /// Schedule that produced it.
     pub schedule_id: Option<Uuid>,
     /// text, image, video, document, link.
+    #[schema(value_type = MessageType)]
     pub message_type: String,
     /// group, individual, broadcast.
+    #[schema(value_type = ChannelType)]
     pub channel_type: String,
     /// WhatsApp chat id.
     pub target_chat_id: String,
@@ -50,6 +53,7 @@ pub(crate) struct MessageView {
     /// Link.
     pub link_url: Option<String>,
     /// pending, queued, sending, sent, delivered, read, failed.
+    #[schema(value_type = crate::message::MessageStatus)]
     pub status: String,
     /// WhatsApp's id once sent.
     pub wa_message_id: Option<String>,
@@ -91,7 +95,38 @@ const MESSAGE_COLUMNS: &str =
     max_retries, send_attempts, job_id, waiting_reason, queued_at, sending_at, sent_at, delivered_at, read_at, \
     failed_at, created_at";
 
-/// Body of `POST /v1/messages` (the seed's fields).
+/// What a message carries.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum MessageType {
+    /// Text.
+    Text,
+    /// A picture.
+    Image,
+    /// A video.
+    Video,
+    /// A document.
+    Document,
+    /// Text with a link preview.
+    Link,
+}
+
+/// Where a message goes.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum ChannelType {
+    /// A group chat.
+    Group,
+    /// One person.
+    Individual,
+    /// Many people, one message each.
+    Broadcast,
+}
+
+/// Body of `POST /v1/messages` (the seed's fields). Which fields a message
+/// needs, by `message_type` and `channel_type`, is the schema's `allOf`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SendMessage {
@@ -102,28 +137,39 @@ pub(crate) struct SendMessage {
     /// Content link.
     pub content_id: Option<Uuid>,
     /// text (default), image, video, document, link.
+    #[schema(value_type = Option<MessageType>)]
     pub message_type: Option<String>,
-    /// Text, or text around a link.
+    /// Text (1 to 65,536 characters, not blank), or text around a link.
+    #[schema(schema_with = field::opt_text::<65_536>)]
     pub message_text: Option<String>,
     /// Media from an http(s) URL.
+    #[schema(schema_with = field::opt_url)]
     pub media_url: Option<String>,
     /// Media from a path under the media directory.
+    #[schema(schema_with = field::opt_media_path)]
     pub media_path: Option<String>,
-    /// Media caption.
+    /// Media caption (1 to 65,536 characters, not blank).
+    #[schema(schema_with = field::opt_text::<65_536>)]
     pub caption: Option<String>,
     /// The link of a link message.
+    #[schema(schema_with = field::opt_url)]
     pub link_url: Option<String>,
     /// group, individual, broadcast.
+    #[schema(value_type = ChannelType)]
     pub channel_type: String,
     /// Group row id (group channel).
     pub target_group_id: Option<Uuid>,
     /// Chat id (`…@g.us`, `…@c.us`, `…@lid`).
+    #[schema(schema_with = field::opt_chat_id)]
     pub target_chat_id: Option<String>,
     /// Phone number (individual channel).
+    #[schema(schema_with = field::opt_phone)]
     pub target_phone: Option<String>,
-    /// Recipients (broadcast): phone numbers or chat ids.
+    /// Recipients (broadcast): phone numbers or chat ids, at most 10,000.
+    #[schema(schema_with = field::opt_recipients)]
     pub recipients: Option<Vec<String>>,
     /// Makes a repeated request return the existing messages.
+    #[schema(schema_with = field::opt_key)]
     pub idempotency_key: Option<String>,
 }
 
@@ -137,6 +183,66 @@ fn opt_body(field: &str, v: &Option<String>) -> Result<Option<MessageBody>, ApiE
 }
 
 impl SendMessage {
+    /// Checks the form of every field given, used or not, against the
+    /// document: what the document refuses, the server refuses.
+    fn check_fields(&self) -> Result<(), ApiError> {
+        if let Some(t) = &self.message_type {
+            if !["text", "image", "video", "document", "link"].contains(&t.as_str()) {
+                return Err(ApiError::invalid(
+                    "message_type",
+                    format!("unknown type `{t}`; expected text, image, video, document or link"),
+                ));
+            }
+        }
+        if !["group", "individual", "broadcast"].contains(&self.channel_type.as_str()) {
+            return Err(ApiError::invalid(
+                "channel_type",
+                format!(
+                    "unknown channel `{}`; expected group, individual or broadcast",
+                    self.channel_type
+                ),
+            ));
+        }
+        for (name, v) in [
+            ("message_text", &self.message_text),
+            ("caption", &self.caption),
+        ] {
+            if let Some(v) = v {
+                contract::check_len(name, contract::TEXT, 1, MessageBody::MAX_CHARS, v)?;
+            }
+        }
+        for (name, v) in [("media_url", &self.media_url), ("link_url", &self.link_url)] {
+            if let Some(v) = v {
+                contract::check(name, contract::HTTP_URL, v)?;
+            }
+        }
+        if let Some(p) = &self.media_path {
+            contract::check("media_path", contract::MEDIA_PATH, p)?;
+            contract::check("media_path", contract::TEXT, p)?;
+        }
+        if let Some(c) = &self.target_chat_id {
+            contract::check("target_chat_id", contract::CHAT_ID, c)?;
+        }
+        if let Some(p) = &self.target_phone {
+            contract::check("target_phone", contract::PHONE, p)?;
+        }
+        if let Some(list) = &self.recipients {
+            if list.len() > MAX_BROADCAST {
+                return Err(ApiError::invalid(
+                    "recipients",
+                    format!("at most {MAX_BROADCAST} recipients"),
+                ));
+            }
+            for (i, r) in list.iter().enumerate() {
+                contract::check(&format!("recipients[{i}]"), contract::RECIPIENT, r)?;
+            }
+        }
+        if let Some(k) = &self.idempotency_key {
+            super::jobs::check_key("idempotency_key", k)?;
+        }
+        Ok(())
+    }
+
     fn content(&self) -> Result<Content, ApiError> {
         let kind = self.message_type.as_deref().unwrap_or("text");
         let media = |k: MediaKind| -> Result<Content, ApiError> {
@@ -220,22 +326,18 @@ pub(crate) struct SendResult {
 // the order the errors are reported, then one call to create the messages.
 /// Send a message (enqueue): 202 with the queued message(s); 200 with the
 /// existing ones for a repeated idempotency key.
-#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessage,
-    responses((status = 202, body = SendResult), (status = 200, body = SendResult),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", operation_id = "sendMessage", request_body = SendMessage,
+    responses((status = 202, body = SendResult, description = "Queued"),
+        (status = 200, body = SendResult, description = "The existing messages for the idempotency key"),
+        (status = 404, body = ErrorBody, description = "The account, campaign, content or target group does not exist (`field` names it)"),
+        (status = 409, body = ErrorBody, description = "The account is banned, or the target group is unknown to the account"),
+        (status = 422, body = ErrorBody, description = "A field breaks the document")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Json(body): Json<SendMessage>,
 ) -> Result<(StatusCode, Json<SendResult>), ApiError> {
+    body.check_fields()?;
     let content = body.content()?;
-    if let Some(k) = &body.idempotency_key {
-        if k.is_empty() || k.len() > 200 {
-            return Err(ApiError::invalid(
-                "idempotency_key",
-                "must be 1 to 200 characters",
-            ));
-        }
-    }
     // The account, and the campaign-system rows the message links to (no
     // foreign key guards those: docs/schema.md), in one round trip.
     let (account, campaign_found, content_found): (Option<String>, bool, bool) = sqlx::query_as(
@@ -249,19 +351,19 @@ pub(crate) async fn create(
     .fetch_one(&state.pool)
     .await?;
     let Some(account_status) = account else {
-        return Err(ApiError::invalid(
+        return Err(ApiError::missing(
             "account_id",
             format!("no account {}", body.account_id),
         ));
     };
     if !campaign_found {
-        return Err(ApiError::invalid(
+        return Err(ApiError::missing(
             "campaign_id",
             format!("no campaign {}", body.campaign_id.unwrap_or_default()),
         ));
     }
     if !content_found {
-        return Err(ApiError::invalid(
+        return Err(ApiError::missing(
             "content_id",
             format!("no content {}", body.content_id.unwrap_or_default()),
         ));
@@ -283,7 +385,7 @@ pub(crate) async fn create(
                             .fetch_optional(&state.pool)
                             .await?;
                     let (g,) = row.ok_or_else(|| {
-                        ApiError::invalid("target_group_id", format!("no group {id}"))
+                        ApiError::missing("target_group_id", format!("no group {id}"))
                     })?;
                     (recipient("target_group_id", &g)?, *id)
                 }
@@ -301,7 +403,7 @@ pub(crate) async fn create(
                             .fetch_optional(&state.pool)
                             .await?;
                     let (id,) = row.ok_or_else(|| {
-                        ApiError::invalid(
+                        ApiError::missing(
                             "target_chat_id",
                             format!("group {chat} is unknown; discover the account's groups first"),
                         )
@@ -324,7 +426,7 @@ pub(crate) async fn create(
             .fetch_one(&state.pool)
             .await?;
             if !member {
-                return Err(ApiError::invalid(
+                return Err(ApiError::conflict_on(
                     "target_group_id",
                     format!("group {chat} is unknown to account {}", body.account_id),
                 ));
@@ -441,21 +543,23 @@ pub(crate) async fn create(
 #[serde(deny_unknown_fields)]
 pub(crate) struct MessageFilter {
     /// Only this status.
+    #[param(value_type = Option<crate::message::MessageStatus>)]
     pub status: Option<String>,
     /// Only this account.
     pub account_id: Option<Uuid>,
     /// Only this campaign.
     pub campaign_id: Option<Uuid>,
-    /// Page size (1–500, default 100).
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Cursor: messages after this id (ids are time-ordered).
     pub after: Option<Uuid>,
 }
 
 /// List messages, oldest first.
-#[utoipa::path(get, path = "/v1/messages", tag = "messages", params(MessageFilter),
-    responses((status = 200, body = [MessageView]), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", operation_id = "listMessages", params(MessageFilter),
+    responses((status = 200, body = [MessageView], description = "A page of messages"),
+        (status = 422, body = ErrorBody, description = "A parameter breaks the document")))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(f): Query<MessageFilter>,
@@ -500,6 +604,7 @@ pub(crate) async fn list(
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub(crate) struct MessageEvent {
     /// The status it moved to.
+    #[schema(value_type = crate::message::MessageStatus)]
     pub status: String,
     /// The ack level, when an ack caused it.
     pub ack: Option<i16>,
@@ -523,8 +628,10 @@ pub(crate) struct MessageDetail {
 }
 
 /// Get a message with its event history.
-#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages", params(("id" = Uuid, Path)),
-    responses((status = 200, body = MessageDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages", operation_id = "getMessage",
+    params(("id" = Uuid, Path, description = "message id")),
+    responses((status = 200, body = MessageDetail, description = "The message and its history"),
+        (status = 404, body = ErrorBody, description = "No such message")))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -547,9 +654,11 @@ pub(crate) async fn get(
 
 /// Retry a failed message (at most `max_retries` times, with backoff by the queue). A
 /// message whose account was retired goes back to `pending` for another account.
-#[utoipa::path(post, path = "/v1/messages/{id}/retry", tag = "messages", params(("id" = Uuid, Path)),
-    responses((status = 202, body = MessageView), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/messages/{id}/retry", tag = "messages", operation_id = "retryMessage",
+    params(("id" = Uuid, Path, description = "message id")),
+    responses((status = 202, body = MessageView, description = "A retry was enqueued"),
+        (status = 404, body = ErrorBody, description = "No such message"),
+        (status = 409, body = ErrorBody, description = "The message is not failed, or its retries are used up")))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,

@@ -3,14 +3,18 @@
 //!
 //! Every `/v1` and `/whatsapp` route needs a bearer token with the route's
 //! scope (`auth::ROUTES`); the login page needs a signed link instead;
-//! `/livez`, `/readyz`, `/openapi.json` and `/runbook` (the operations guide
-//! the alerts link to) need nothing. Inputs are parsed into domain types at
-//! the edge; errors are `{error, field, detail}` with 400/401/403/404/409/422
-//! — the only 5xx is a 503 when the database is unreachable.
+//! `/livez`, `/readyz`, `/openapi.json`, the docs UI at `/docs` and
+//! `/runbook` (the operations guide the alerts link to) need nothing. Inputs
+//! are parsed into domain types at the edge; errors are `{error, field,
+//! detail}` with 400/401/403/404/409/413/415/422 — the only 5xx is a 503 when
+//! the database is unreachable. The document is exact: what it calls valid,
+//! the server accepts (or answers 404/409 for state it cannot know), and
+//! every status a route can return is declared ([`contract`]).
 
 pub(crate) mod accounts;
 pub(crate) mod auth;
 pub(crate) mod compat;
+pub mod contract;
 pub mod error;
 pub(crate) mod extract;
 pub(crate) mod groups;
@@ -171,15 +175,30 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(stats::get))
 }
 
-/// The OpenAPI document for every route.
+/// The OpenAPI document for every route, with the statuses every
+/// authenticated operation shares ([`contract::CommonResponses`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    v1().split_for_parts().1
+    let mut doc = v1().split_for_parts().1;
+    utoipa::Modify::modify(&contract::CommonResponses, &mut doc);
+    doc
+}
+
+/// The document as served at `/openapi.json`: [`openapi`] plus the JSON
+/// Schema keywords utoipa cannot express ([`contract::refine`]).
+pub fn openapi_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).expect("the OpenAPI document serializes");
+    contract::refine(&mut doc);
+    doc
 }
 
 /// Builds the whole router.
 pub fn router(state: AppState) -> Router {
-    let (v1, doc) = v1().split_for_parts();
-    let doc = Arc::new(doc);
+    let (v1, _) = v1().split_for_parts();
+    // `/docs`: Swagger UI, its assets compiled into the binary (no CDN), over
+    // the same document `/openapi.json` serves. Both are open.
+    let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .external_url_unchecked("/openapi.json", openapi_json())
+        .into();
     let protected = v1
         .merge(compat::router())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -212,13 +231,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/runbook", get(runbook::serve))
-        .route(
-            "/openapi.json",
-            get(move || {
-                let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
-            }),
-        )
+        .merge(docs)
         .fallback(|| async { error::ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .with_state(state)

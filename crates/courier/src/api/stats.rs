@@ -6,7 +6,7 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::extract::Json;
 use super::AppState;
 
@@ -28,8 +28,8 @@ pub(crate) struct Stats {
 }
 
 /// Counts of accounts, groups, contacts and messages by status.
-#[utoipa::path(get, path = "/v1/stats", tag = "stats",
-    responses((status = 200, body = Stats), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/stats", tag = "stats", operation_id = "getStats",
+    responses((status = 200, body = Stats, description = "The counts")))]
 pub(crate) async fn get(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let accounts: BTreeMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
         "SELECT status, count(*) FROM mkt_wap_accounts GROUP BY status",

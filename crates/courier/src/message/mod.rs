@@ -60,7 +60,19 @@ pub fn claim_fragment(jobs: &str, slot_at: &str) -> String {
 /// A message's status (`mkt_wap_messages.status`, guarded by a CHECK list
 /// that a test compares with [`MessageStatus::ALL`]). Acks only move forward:
 /// a late `delivered` never overwrites `read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum MessageStatus {

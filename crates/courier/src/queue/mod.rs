@@ -70,7 +70,7 @@ pub enum QueueError {
 }
 
 /// A job's state (the `state` column, guarded by a CHECK constraint).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Runnable now.
