@@ -244,6 +244,24 @@ pub fn print_open_report(db: &Database, report: &OpenReport) {
             pg.bin_dir().display()
         );
     }
+    match &report.adoption {
+        crate::db::Adoption::NotNeeded => {}
+        crate::db::Adoption::AlreadyAdopted { at } => println!(
+            "        the previous system's tables were adopted at {at}; nothing to adopt now"
+        ),
+        crate::db::Adoption::Adopted(s) => {
+            println!(
+                "        adopted the previous system's tables: {} ({} column(s) added, {} value(s) mapped \
+                 and logged in courier_adoption_changes, {} CHECK constraint(s) replaced; \
+                 see docs/migration.md)",
+                s.tables.join(", "),
+                s.added_columns.len(),
+                s.changed_values,
+                s.dropped_checks.len()
+            );
+            println!("        created beside them: {}", s.created.join(", "));
+        }
+    }
     if report.applied.is_empty() {
         println!(
             "        schema up to date ({} migrations) at {}",

@@ -197,6 +197,21 @@ pub async fn fresh_database() -> Result<TestDb, DbError> {
     Ok(TestDb { pool, url, name })
 }
 
+/// Creates an empty database (no migrations applied): for tests that build
+/// another schema first, such as the previous system's (tests/adopt.rs).
+pub async fn empty_database() -> Result<TestDb, DbError> {
+    let template_url = server_url_template().await?;
+    let name = format!("courier_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = connect_admin(&template_url.replace("{db}", "postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    let url = template_url.replace("{db}", &name);
+    let pool = db::connect(&url, 10, Duration::from_secs(30)).await?;
+    Ok(TestDb { pool, url, name })
+}
+
 /// A queue worker with the browser handlers, running inside this process, as
 /// `courier worker` would run it (tests of the browser and delivery paths).
 pub struct InProcessWorker {

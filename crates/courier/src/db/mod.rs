@@ -5,6 +5,7 @@
 //! it connects, applies pending migrations (each in its own transaction, under
 //! sqlx's advisory lock so concurrent starts are safe), and hands out the pool.
 
+pub mod adopt;
 pub mod embedded;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::config::Settings;
+pub use adopt::{AdoptError, Adoption, AdoptionSummary};
 pub use embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
 
 /// The schema, embedded in the binary.
@@ -37,6 +39,9 @@ pub enum DbError {
     /// A migration failed; it was rolled back whole.
     #[error("migration failed (rolled back, nothing half-applied)")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The previous system's schema could not be taken over; nothing changed.
+    #[error(transparent)]
+    Adopt(#[from] AdoptError),
     /// Any other query failure during setup.
     #[error("database setup")]
     Setup(#[from] sqlx::Error),
@@ -72,6 +77,9 @@ pub struct OpenReport {
     pub applied: Vec<(i64, String)>,
     /// Total migrations known to the binary.
     pub known: usize,
+    /// Whether the previous system's schema was taken over (before the
+    /// migrations; see [`adopt`]).
+    pub adoption: Adoption,
 }
 
 impl Database {
@@ -225,8 +233,10 @@ pub async fn connect(url: &str, max: u32, timeout: Duration) -> Result<PgPool, D
         .map_err(|source| DbError::Connect { target, source })
 }
 
-/// Applies pending migrations; returns which were applied now.
+/// Takes over the previous system's tables when the database has them
+/// ([`adopt::adopt`]), then applies pending migrations; returns what it did.
 pub async fn migrate(pool: &PgPool) -> Result<OpenReport, DbError> {
+    let adoption = adopt::adopt(pool).await?;
     let before: Vec<i64> = applied_versions(pool).await.unwrap_or_default();
     MIGRATOR.run(pool).await?;
     let applied = MIGRATOR
@@ -237,6 +247,7 @@ pub async fn migrate(pool: &PgPool) -> Result<OpenReport, DbError> {
     Ok(OpenReport {
         applied,
         known: MIGRATOR.iter().count(),
+        adoption,
     })
 }
 
