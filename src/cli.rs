@@ -22,6 +22,17 @@ pub(crate) struct Cli {
 enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Take over the previous system's linked phones: copy whatsapp-web.js
+    /// LocalAuth profiles (session-<clientId> folders) into Courier's profile
+    /// store, matched to accounts by session_storage_path or client id.
+    ImportSessions {
+        /// The LocalAuth data directory holding the session-<clientId> folders.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// Print the matching and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run every role in one process until Ctrl-C / SIGTERM.
     Run,
     /// Print the effective configuration, secrets redacted.
@@ -211,6 +222,9 @@ async fn run_with_settings(command: Command) -> Result<(), BoxError> {
         Command::Cron { command } => cron(command),
         Command::Migrate => courier::app::migrate(&settings).await,
         Command::Tokens { command } => tokens(&settings, command).await,
+        Command::ImportSessions { from, dry_run } => {
+            courier::app::import_sessions(&settings, &from, dry_run).await
+        }
         Command::Api => courier::app::api(&settings).await,
         Command::Scheduler => courier::app::scheduler(&settings).await,
         Command::Run => courier::app::run_all(&settings).await,

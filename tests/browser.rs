@@ -840,3 +840,187 @@ async fn a_long_lived_session_is_reopened_between_jobs_on_its_profile_without_a_
     drop(recycled);
     pool.shutdown().await;
 }
+
+/// `cp -a`: a folder tree as an operator would copy it.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// The previous system's linked phone comes over: a profile logged in on the
+/// simulator, laid out as whatsapp-web.js `LocalAuth` keeps it
+/// (`<dataPath>/session-<clientId>/Default/...`), is imported into an empty
+/// profile store and the account's next login is `active` with no QR scan.
+/// Around it, what an operator meets: the dry run changes nothing, a folder
+/// of no account is left alone, a damaged copy is skipped, a leased account
+/// is refused, and a second run has nothing to do.
+#[tokio::test]
+async fn a_local_auth_profile_from_the_previous_system_logs_in_without_a_qr() {
+    use courier::account::import::{import_sessions, MatchedBy, Outcome};
+    use std::os::unix::fs::PermissionsExt;
+
+    let env = Env::start(quick_sim()).await;
+    let pool = &env.db.pool;
+    let id = env.account().await;
+    let damaged = env.account().await;
+    let busy = env.account().await;
+    let m1 = env.machine("m1");
+    let w = env.worker(&env.settings(&m1, |_| {})).await;
+    env.login(id).await;
+    env.wait_jobs_done(id, "login", 1, 15).await;
+    let wid = env.sim_wid(id).await;
+    w.stop().await.unwrap(); // closes Chromium cleanly: the profile is flushed
+
+    // The previous system's session directory.
+    let logged_in = m1.join(id.to_string());
+    let old = env.dirs.path().join("whatsapp-sessions");
+    copy_tree(&logged_in, &old.join(format!("session-{id}")));
+    copy_tree(&logged_in, &old.join(format!("session-{damaged}")));
+    copy_tree(&logged_in, &old.join(format!("session-{busy}")));
+    copy_tree(&logged_in, &old.join("session-stranger"));
+    // A copy cut short: the session's largest LevelDB file, half written.
+    let ldb = old.join(format!("session-{damaged}/Default/Local Storage/leveldb"));
+    let (largest, len) = std::fs::read_dir(&ldb)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".log") || n.ends_with(".ldb")
+        })
+        .map(|e| (e.path(), e.metadata().unwrap().len()))
+        .max_by_key(|(_, l)| *l)
+        .unwrap();
+    assert!(len > 0, "the session wrote its LevelDB");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&largest)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    // The accounts as adopting the previous system's database leaves them:
+    // its session path, no Courier session state.
+    sqlx::query(
+        "UPDATE mkt_wap_accounts SET status = 'inactive', phone_number = NULL, qr_token = NULL, \
+         session_snapshot = NULL, session_snapshot_at = NULL, \
+         session_storage_path = './whatsapp-sessions/session-' || id::text WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+    // A worker elsewhere drives `busy`.
+    courier::queue::store::acquire_account(pool, busy, "worker-b", Duration::from_secs(120), 5)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let m2 = env.machine("m2");
+    let settings = env.settings(&m2, |_| {});
+    let outcome = |r: &courier::account::import::ImportReport, name: String| {
+        r.folders
+            .iter()
+            .find(|f| f.folder.file_name().unwrap().to_string_lossy() == name)
+            .unwrap_or_else(|| panic!("{name} not reported: {r:?}"))
+            .outcome
+            .clone()
+    };
+
+    // The dry run prints the plan and changes nothing.
+    let plan = import_sessions(pool, &settings, &old, true).await.unwrap();
+    assert!(
+        matches!(
+            outcome(&plan, format!("session-{id}")),
+            Outcome::WouldImport { account, matched_by: MatchedBy::SessionStoragePath, .. } if account == id
+        ),
+        "{plan:?}"
+    );
+    assert!(matches!(
+        outcome(&plan, format!("session-{damaged}")),
+        Outcome::Damaged { .. }
+    ));
+    assert!(matches!(
+        outcome(&plan, format!("session-{busy}")),
+        Outcome::Leased { .. }
+    ));
+    assert_eq!(
+        outcome(&plan, "session-stranger".into()),
+        Outcome::Unmatched
+    );
+    assert!(!m2.exists(), "a dry run copies nothing");
+
+    // The import.
+    let report = import_sessions(pool, &settings, &old, false).await.unwrap();
+    for f in &report.folders {
+        println!("{f}");
+    }
+    assert_eq!(report.imported(), 1, "{report:?}");
+    assert!(matches!(
+        outcome(&report, format!("session-{id}")),
+        Outcome::Imported { account, matched_by: MatchedBy::SessionStoragePath, snapshot: true, .. } if account == id
+    ));
+    let Outcome::Damaged { problem, .. } = outcome(&report, format!("session-{damaged}")) else {
+        panic!("{report:?}")
+    };
+    assert!(problem.contains("Local Storage"), "{problem}");
+    let Outcome::Leased { owner, .. } = outcome(&report, format!("session-{busy}")) else {
+        panic!("{report:?}")
+    };
+    assert_eq!(owner, "worker-b");
+    assert_eq!(
+        outcome(&report, "session-stranger".into()),
+        Outcome::Unmatched
+    );
+    let profile = m2.join(id.to_string());
+    assert_eq!(
+        std::fs::metadata(&profile).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(profile.join("Default/Local Storage/leveldb").is_dir());
+    assert!(!m2.join(damaged.to_string()).exists(), "never half-adopted");
+    assert!(!m2.join(busy.to_string()).exists());
+    assert!(old.join("session-stranger").is_dir(), "left alone");
+    let recorded: Vec<Uuid> = sqlx::query_scalar("SELECT account_id FROM mkt_wap_session_imports")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![id], "which account each profile went to");
+    assert!(!env.row(damaged).await.has_snapshot);
+
+    // A second run has nothing to do.
+    let again = import_sessions(pool, &settings, &old, false).await.unwrap();
+    assert_eq!(again.imported(), 0);
+    assert!(matches!(
+        outcome(&again, format!("session-{id}")),
+        Outcome::AlreadyImported { account, .. } if account == id
+    ));
+
+    // The next login opens the imported profile: no QR, no new pairing. (The
+    // snapshot the import sealed is dropped, so the copy alone logs it in.)
+    sqlx::query("UPDATE mkt_wap_accounts SET session_snapshot = NULL WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let w2 = env.worker(&settings).await;
+    start_login(pool, id).await.unwrap();
+    let r = env.wait_status(id, "active", 30).await;
+    assert!(r.qr_token.is_none());
+    assert_eq!(r.phone_number.as_deref(), Some(DIGITS));
+    assert_eq!(env.sim_wid(id).await, wid, "no new QR pairing");
+    let qr_shown: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mkt_wap_accounts WHERE id = $1 AND qr_expires_at IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(qr_shown, 0, "no QR was ever stored for the imported login");
+    w2.stop().await.unwrap();
+}

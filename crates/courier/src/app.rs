@@ -19,6 +19,41 @@ pub async fn migrate(settings: &Settings) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `courier import-sessions --from DIR [--dry-run]`: takes over the previous
+/// system's linked browser profiles ([`crate::account::import`]). Needs a
+/// migrated database and migrates nothing itself.
+pub async fn import_sessions(
+    settings: &Settings,
+    from: &std::path::Path,
+    dry_run: bool,
+) -> Result<(), BoxError> {
+    let (db, _) = Database::open_with(settings, false).await?;
+    let result = crate::account::import::import_sessions(&db.pool, settings, from, dry_run).await;
+    db.close().await?;
+    let report = result?;
+    if report.folders.is_empty() {
+        println!(
+            "no whatsapp-web.js LocalAuth folders (session-<clientId>) in {}",
+            from.display()
+        );
+    }
+    for folder in &report.folders {
+        println!("{folder}");
+    }
+    let imported = report.imported();
+    if dry_run {
+        println!("dry run: nothing was changed");
+    } else if imported == 0 {
+        println!("nothing imported: no account changed");
+    } else {
+        println!(
+            "{imported} profile(s) imported; each account's next login opens its profile without a QR \
+             (POST /v1/accounts/{{id}}/login, or Initialize in the admin UI)"
+        );
+    }
+    Ok(())
+}
+
 /// `courier api`: serves the HTTP API until a shutdown signal.
 pub async fn api(settings: &Settings) -> Result<(), BoxError> {
     let (db, report) = Database::open(settings).await?;

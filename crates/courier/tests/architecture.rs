@@ -476,6 +476,7 @@ fn no_import_cycle_among_the_crates_files() {
 /// Which module owns the writes to each table (rule 6).
 const OWNERS: &[(&str, &[&str])] = &[
     ("mkt_wap_accounts", &["account"]),
+    ("mkt_wap_session_imports", &["account"]),
     ("mkt_wap_messages", &["message"]),
     ("mkt_wap_message_events", &["message"]),
     ("mkt_wap_groups", &["directory"]),

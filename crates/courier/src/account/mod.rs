@@ -11,13 +11,17 @@
 //! - [`session`]: what the row keeps of the browser session (the sealed
 //!   snapshot, the profile path), and an operator's disconnect.
 //! - [`admin`]: an operator's writes: registering an account, its limits.
+//! - [`import`]: `courier import-sessions`, the previous system's linked
+//!   browser profiles taken over (`mkt_wap_session_imports`).
 //!
-//! This module owns the writes to `mkt_wap_accounts`: the browser adapter and
+//! This module owns the writes to `mkt_wap_accounts` (and
+//! `mkt_wap_session_imports`): the browser adapter and
 //! the API write the row through it.
 
 pub(crate) mod admin;
 pub mod budget;
 pub mod health;
+pub mod import;
 pub mod login;
 pub(crate) mod session;
 mod status;

@@ -10,11 +10,13 @@
 //! - [`page`]: the page object ([`WhatsAppPage`]): login state, QR, own number,
 //!   chats, sends, acks, participants; typed errors, per-command timeouts.
 //! - [`snapshot`]: encrypted session snapshots in Postgres.
+//! - [`import`]: the previous system's `LocalAuth` profiles, checked and copied in.
 //!
 //! See `docs/browser.md`.
 
 pub mod driver;
 mod hub;
+pub mod import;
 pub mod page;
 pub mod selectors;
 mod session;

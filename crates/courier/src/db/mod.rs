@@ -86,6 +86,16 @@ impl Database {
     /// Connects per `settings` (starting the embedded cluster when no URL is
     /// set) and applies pending migrations.
     pub async fn open(settings: &Settings) -> Result<(Self, OpenReport), DbError> {
+        Self::open_with(settings, true).await
+    }
+
+    /// Connects like [`open`](Self::open); applies pending migrations only
+    /// when `apply_migrations` (tasks that must change nothing else, such as
+    /// a dry run, connect without).
+    pub async fn open_with(
+        settings: &Settings,
+        apply_migrations: bool,
+    ) -> Result<(Self, OpenReport), DbError> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
         let (url, embedded) = match &settings.database.url {
             Some(url) => (url.expose().to_string(), None),
@@ -108,7 +118,15 @@ impl Database {
             settings.database.connect_timeout,
         )
         .await?;
-        let report = migrate(&pool).await?;
+        let report = if apply_migrations {
+            migrate(&pool).await?
+        } else {
+            OpenReport {
+                applied: Vec::new(),
+                known: MIGRATOR.iter().count(),
+                adoption: Adoption::NotNeeded,
+            }
+        };
         Ok((
             Self {
                 pool,

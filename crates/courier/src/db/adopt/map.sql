@@ -326,8 +326,10 @@ UPDATE mkt_wap_messages x SET message_text = left(m.old, 65536) FROM m WHERE x.i
 --   pending, sent, delivered, read, failed  -> the same
 --   queued   -> pending: the previous system's queue is gone; Courier's
 --               assignment gives it an account and a job
---   sending  -> failed, with the attempt's start kept: its outcome is unknown,
---               and a retry first looks for it in the chat
+--   sending  -> failed, with the attempt's start kept: its outcome is unknown
+--               (it may have reached WhatsApp). It has no Courier job, so the
+--               retry sweep never picks it up; an operator looks at the chat
+--               and retries it or not
 --   NULL or any other word -> failed, the word kept in error_message
 -- A message still to be sent that has nothing to send is failed too.
 WITH m AS (
@@ -348,7 +350,7 @@ WITH m AS (
                      THEN 'adopted: pending in the previous system with nothing to send'
                 WHEN lower(btrim(status)) IN ('pending', 'sent', 'delivered', 'read', 'failed', 'queued') THEN NULL
                 WHEN lower(btrim(status)) = 'sending'
-                     THEN 'adopted: was being sent when the previous system stopped; outcome unknown (a retry checks the chat first)'
+                     THEN 'adopted: was being sent when the previous system stopped; outcome unknown (it may have reached WhatsApp: check the chat before retrying it)'
                 WHEN status IS NULL THEN 'adopted: the previous system had no status'
                 ELSE format('adopted: previous system status %L is not a Courier status', status) END AS reason
     FROM mkt_wap_messages
