@@ -304,13 +304,23 @@ async fn the_previous_systems_database_is_adopted_and_every_row_is_served() {
     assert_eq!(phones, vec!["919811111111", "919811111112"]);
 
     // Messages: status words and targets.
-    let msgs: Vec<(Uuid, String, String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT id, status, target_chat_id, error_message, waiting_reason FROM mkt_wap_messages ORDER BY id",
+    #[derive(sqlx::FromRow)]
+    struct Msg {
+        status: String,
+        target_chat_id: String,
+        error_message: Option<String>,
+        waiting_reason: Option<String>,
+    }
+    let msgs: Vec<Msg> = sqlx::query_as(
+        "SELECT status, target_chat_id, error_message, waiting_reason FROM mkt_wap_messages ORDER BY id",
     )
     .fetch_all(&p)
     .await
     .unwrap();
-    let got: Vec<(&str, &str)> = msgs.iter().map(|m| (m.1.as_str(), m.2.as_str())).collect();
+    let got: Vec<(&str, &str)> = msgs
+        .iter()
+        .map(|m| (m.status.as_str(), m.target_chat_id.as_str()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -325,11 +335,16 @@ async fn the_previous_systems_database_is_adopted_and_every_row_is_served() {
             ("failed", "0@c.us"),
         ]
     );
-    assert!(msgs[1].4.as_deref().unwrap().contains("queued"));
-    assert!(msgs[2].3.as_deref().unwrap().contains("outcome unknown"));
-    assert_eq!(msgs[6].3.as_deref(), Some("Evaluation failed: timeout"));
-    assert!(msgs[7].3.as_deref().unwrap().contains("no status"));
-    assert!(msgs[8].3.as_deref().unwrap().contains("nothing to send"));
+    let error = |i: usize| msgs[i].error_message.as_deref().unwrap_or_default();
+    assert!(msgs[1]
+        .waiting_reason
+        .as_deref()
+        .unwrap()
+        .contains("queued"));
+    assert!(error(2).contains("outcome unknown"));
+    assert_eq!(error(6), "Evaluation failed: timeout");
+    assert!(error(7).contains("no status"));
+    assert!(error(8).contains("nothing to send"));
 
     // The API serves every row: /v1 and the admin UI's routes.
     let all_accounts = ids(&p, "mkt_wap_accounts").await;
