@@ -518,3 +518,31 @@ async fn a_fresh_database_needs_no_adoption() {
     assert_eq!(again.adoption, Adoption::NotNeeded);
     assert!(again.applied.is_empty());
 }
+
+/// Every role migrates at start: two processes starting on the previous
+/// system's database at once adopt it once, and both come up.
+#[tokio::test]
+async fn two_processes_starting_at_once_adopt_once() {
+    let db = seeded().await;
+    let (a, b) = tokio::join!(db::migrate(&db.pool), db::migrate(&db.pool));
+    let outcomes = [a.unwrap().adoption, b.unwrap().adoption];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Adoption::Adopted(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Adoption::AlreadyAdopted { .. })),
+        "{outcomes:?}"
+    );
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM courier_adoption")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(records, 1);
+}

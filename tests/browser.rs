@@ -954,6 +954,19 @@ async fn a_local_auth_profile_from_the_previous_system_logs_in_without_a_qr() {
         Outcome::Unmatched
     );
     assert!(!m2.exists(), "a dry run copies nothing");
+    let printed: Vec<String> = plan.folders.iter().map(ToString::to_string).collect();
+    assert!(
+        printed.iter().any(|l| l.starts_with(&format!(
+            "session-{id}: would import into account {id} (matched by session_storage_path)"
+        ))),
+        "{printed:#?}"
+    );
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("session-stranger: no account matches")),
+        "{printed:#?}"
+    );
 
     // The import.
     let report = import_sessions(pool, &settings, &old, false).await.unwrap();
@@ -996,6 +1009,11 @@ async fn a_local_auth_profile_from_the_previous_system_logs_in_without_a_qr() {
     // A second run has nothing to do.
     let again = import_sessions(pool, &settings, &old, false).await.unwrap();
     assert_eq!(again.imported(), 0);
+    assert!(again
+        .folders
+        .iter()
+        .any(|f| f.to_string().contains("already imported")
+            && f.to_string().contains("nothing to do")));
     assert!(matches!(
         outcome(&again, format!("session-{id}")),
         Outcome::AlreadyImported { account, .. } if account == id
