@@ -521,6 +521,9 @@ pub async fn adopt(pool: &PgPool) -> Result<Adoption, AdoptError> {
         tx.rollback().await.map_err(db("finishing"))?;
         return Ok(Adoption::NotNeeded);
     }
+    // A previous system still running holds locks on its tables: fail with
+    // the statement named rather than wait forever.
+    exec(&mut tx, "SET LOCAL lock_timeout = '30s'".into()).await?;
     for t in COURIER_ONLY {
         if exists(&mut tx, t).await? {
             return Err(AdoptError::Unknown(t.to_string()));
