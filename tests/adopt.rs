@@ -546,3 +546,66 @@ async fn two_processes_starting_at_once_adopt_once() {
         .unwrap();
     assert_eq!(records, 1);
 }
+
+/// `courier` with only the test database configured.
+fn courier(url: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_courier"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COURIER") || k == "DATABASE_URL" || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("COURIER__DATABASE__URL", url);
+    cmd
+}
+
+fn run(mut cmd: std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// What an operator sees: `courier migrate` says what it adopted, then that
+/// there is nothing left to adopt; `courier import-sessions` refuses a
+/// directory it cannot read and, on a dry run, says it changed nothing.
+#[tokio::test]
+async fn the_commands_say_what_they_did() {
+    let db = seeded().await;
+    let mut cmd = courier(&db.url);
+    cmd.arg("migrate");
+    let (ok, first) = run(cmd);
+    assert!(ok, "{first}");
+    assert!(
+        first.contains("adopted the previous system's tables: mkt_wap_accounts, mkt_wap_groups, mkt_wap_contacts, mkt_wap_messages"),
+        "{first}"
+    );
+    assert!(first.contains("applied migration 2 queue"), "{first}");
+    let mut cmd = courier(&db.url);
+    cmd.arg("migrate");
+    let (ok, second) = run(cmd);
+    assert!(ok, "{second}");
+    assert!(second.contains("nothing to adopt now"), "{second}");
+    assert!(second.contains("schema up to date"), "{second}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = courier(&db.url);
+    cmd.args(["import-sessions", "--dry-run", "--from"])
+        .arg(dir.path().join("missing"));
+    let (ok, out) = run(cmd);
+    assert!(!ok);
+    assert!(out.contains("cannot read the session directory"), "{out}");
+    std::fs::create_dir(dir.path().join("session-nobody")).unwrap();
+    let mut cmd = courier(&db.url);
+    cmd.args(["import-sessions", "--dry-run", "--from"])
+        .arg(dir.path());
+    let (ok, out) = run(cmd);
+    assert!(ok, "{out}");
+    assert!(out.contains("session-nobody: no account matches"), "{out}");
+    assert!(out.contains("dry run: nothing was changed"), "{out}");
+}
