@@ -609,3 +609,39 @@ async fn the_commands_say_what_they_did() {
     assert!(out.contains("session-nobody: no account matches"), "{out}");
     assert!(out.contains("dry run: nothing was changed"), "{out}");
 }
+
+/// A previous system with only some of the tables (here: accounts alone)
+/// gets the others created as 0001 would, and the same shape as a fresh
+/// database.
+#[tokio::test]
+async fn a_database_with_only_some_of_the_tables_is_adopted_too() {
+    let db = empty_database().await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE mkt_wap_accounts (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), \
+             phone_number text, account_name text, status text); \
+         INSERT INTO mkt_wap_accounts (account_name, status) VALUES ('only one', 'standby');",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let report = db::migrate(&db.pool).await.unwrap();
+    let Adoption::Adopted(summary) = &report.adoption else {
+        panic!("{:?}", report.adoption)
+    };
+    assert_eq!(summary.tables, vec!["mkt_wap_accounts"]);
+    assert!(summary.created.contains(&"mkt_wap_messages".to_string()));
+    let fresh = fresh_database().await.unwrap();
+    let want = schema(&fresh.pool).await;
+    let got = schema(&db.pool).await;
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|s| !s.contains("queue_handler_records"))
+        .filter(|s| !got.contains(*s))
+        .collect();
+    assert!(missing.is_empty(), "missing after adoption:\n{missing:#?}");
+    let status: String = sqlx::query_scalar("SELECT status FROM mkt_wap_accounts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "paused");
+}
