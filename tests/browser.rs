@@ -695,15 +695,11 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
         .await
         .unwrap();
 
-    // A text with line breaks is one message, its lines kept (a bare Enter
-    // would have sent the first line alone); a tab is typed as a space (a Tab
-    // key would move the focus out of the compose box).
+    // A text with line breaks and tabs is one message, exactly as given: the
+    // send action takes the text, nothing is typed into a compose box.
     let lines = "Offer of the week\nRice 5 kg:\t250\r\n\nReply STOP to opt out";
     let multi = page.send_text(&contact, lines).await.unwrap();
-    assert_eq!(
-        multi.text.as_deref(),
-        Some("Offer of the week\nRice 5 kg: 250\n\nReply STOP to opt out")
-    );
+    assert_eq!(multi.text.as_deref(), Some(lines));
     let recent = page.recent_outgoing(&contact, 6).await.unwrap();
     let offers: Vec<_> = recent
         .iter()
@@ -731,11 +727,24 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     let back = env.ctl.messages(&sid).await.unwrap();
     assert_eq!(back.messages.len(), 7, "each send reached WhatsApp once");
     assert!(
-        back.messages.iter().any(|d| d.message.body.as_deref()
-            == Some("Offer of the week\nRice 5 kg: 250\n\nReply STOP to opt out")),
+        back.messages
+            .iter()
+            .any(|d| d.message.body.as_deref() == Some(lines)),
         "the multi-line text reached WhatsApp whole: {:?}",
         back.messages
     );
+    // Media went into the page as bytes: WhatsApp got the file's size and type.
+    let promo = back
+        .messages
+        .iter()
+        .find_map(|d| {
+            d.message
+                .media
+                .as_ref()
+                .filter(|m| m.name.ends_with("promo.png"))
+        })
+        .expect("the image reached WhatsApp");
+    assert_eq!((promo.size, promo.mime.as_str()), (13, "image/png"));
     drop(page);
     pool.shutdown().await;
 }

@@ -17,6 +17,7 @@ use courier::browser::driver::{ChromeDriver, DriverOptions};
 use courier::browser::page::{MediaOptions, WhatsAppPage};
 use courier::browser::selectors::Selectors;
 use courier::browser::snapshot;
+use courier::browser::waweb::WaWeb;
 use courier_sim::{AckTiming, SimConfig, Simulator};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -65,6 +66,7 @@ impl Bench {
         let page = WhatsAppPage::new(
             client,
             self.sel.clone(),
+            Arc::new(WaWeb::builtin()),
             self.sim.page_url(account),
             Duration::from_secs(15),
             MediaOptions::public_only(self.dir.path().join("media"), 1 << 24),
@@ -139,6 +141,7 @@ pub async fn run(args: BrowserBenchArgs) -> Result<String, BoxError> {
     let page = WhatsAppPage::new(
         client,
         b.sel.clone(),
+        Arc::new(WaWeb::builtin()),
         b.sim.page_url("a1"),
         Duration::from_secs(15),
         MediaOptions::public_only(b.dir.path().join("media"), 1 << 24),
