@@ -501,6 +501,74 @@ async fn quota_refusals_retry_with_backoff_then_fail_after_the_message_attempts_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_number_not_on_whatsapp_fails_at_once_costs_no_health_nor_budget_and_is_asked_once() {
+    let env = Env::start().await;
+    let worker = env.worker(&env.settings(|_| {})).await;
+    let a = env.account(json!({})).await;
+    let sid = a.to_string();
+    env.login(a, &phone(400)).await;
+    let (health_before,): (i32,) =
+        sqlx::query_as("SELECT health_score FROM mkt_wap_accounts WHERE id = $1")
+            .bind(a)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    let dead = phone(4001);
+    env.ctl.not_on_whatsapp(&dead).await.unwrap();
+    let dead_chat = format!("{}@c.us", dead.trim_start_matches('+'));
+    let ids = env
+        .enqueue(&[
+            message(a, &dead_chat, text("offer one")),
+            message(a, &dead_chat, text("offer two")),
+        ])
+        .await;
+    env.wait_messages(&ids, 30, |_, s| s == "failed").await;
+    for id in &ids {
+        let (err, class): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT error_message, failure_class FROM mkt_wap_messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(err.as_deref(), Some("not on WhatsApp"));
+        assert_eq!(class.as_deref(), Some("permanent"));
+        // One attempt, failed at once: no retry.
+        assert_eq!(env.events(*id).await, ["queued", "sending", "failed"]);
+    }
+    let (health, slots): (i32, i64) = sqlx::query_as(
+        "SELECT a.health_score, (SELECT count(*) FROM account_sends s WHERE s.account_id = a.id) \
+         FROM mkt_wap_accounts a WHERE a.id = $1",
+    )
+    .bind(a)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        health, health_before,
+        "a non-user costs the account no health"
+    );
+    assert_eq!(slots, 0, "a non-user costs no budget slot");
+    let acc = env.ctl.account(&sid).await.unwrap();
+    assert_eq!(acc["exists_queries"], 1, "the answer was remembered: {acc}");
+    assert_eq!(acc["messages"], 0, "nothing reached WhatsApp");
+
+    // A number on WhatsApp is asked about once, then sent to.
+    let live = phone(4002);
+    let live_chat = format!("{}@c.us", live.trim_start_matches('+'));
+    let ok = env
+        .enqueue(&[message(a, &live_chat, text("offer three"))])
+        .await;
+    env.wait_messages(&ok, 30, |_, s| s == "read").await;
+    let acc = env.ctl.account(&sid).await.unwrap();
+    assert_eq!(
+        (acc["exists_queries"].as_u64(), acc["messages"].as_u64()),
+        (Some(2), Some(1))
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn media_that_cannot_be_fetched_fails_the_message_once_with_the_reason() {
     let env = Env::start().await;
     // The simulator is on loopback: allow it, so the failure is the 404.

@@ -372,9 +372,10 @@ struct ExistsReq {
 async fn page_exists(State(sim): Sim, Json(req): Json<ExistsReq>) -> Result<Response, ApiError> {
     req.auth.check()?;
     page_latency(&sim, &req.auth.account).await;
-    let w = sim.world.lock().map_err(|_| poisoned())?;
-    w.account_view(&req.auth.account)?;
-    Ok(ok(json!({ "exists": w.exists(&req.id)? })))
+    let mut w = sim.world.lock().map_err(|_| poisoned())?;
+    Ok(ok(
+        json!({ "exists": w.query_exists(&req.auth.account, &req.id)? }),
+    ))
 }
 
 // ---------------------------------------------------------------- control

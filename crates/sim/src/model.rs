@@ -457,6 +457,8 @@ struct Account {
     by_chat: HashMap<ChatId, Vec<usize>>,
     /// Refused sends are not counted as delivered.
     delivered: usize,
+    /// Exists queries the account's pages made.
+    exists_queries: u64,
 }
 
 /// What the page should show, computed per request.
@@ -543,6 +545,8 @@ pub struct AccountView {
     pub chats: Vec<String>,
     /// Messages that reached WhatsApp (refused ones not counted).
     pub messages: usize,
+    /// Exists queries (`queryWidExists`) its pages made.
+    pub exists_queries: u64,
 }
 
 /// The whole simulated world.
@@ -755,6 +759,7 @@ impl World {
                 by_id: HashMap::new(),
                 by_chat: HashMap::new(),
                 delivered: 0,
+                exists_queries: 0,
             },
         );
         self.account_view(&id)
@@ -785,6 +790,7 @@ impl World {
             ack_timing: a.timing,
             chats: a.chats.iter().map(ToString::to_string).collect(),
             messages: a.delivered,
+            exists_queries: a.exists_queries,
         })
     }
 
@@ -1353,7 +1359,14 @@ impl World {
         Ok(())
     }
 
-    /// The exists query: whether `id` (`<digits>@c.us`) is on WhatsApp.
+    /// A page's exists query for `account`: counted, then answered.
+    pub fn query_exists(&mut self, account: &str, id: &str) -> Result<bool, SimError> {
+        let on = self.exists(id)?;
+        self.account_mut(account)?.exists_queries += 1;
+        Ok(on)
+    }
+
+    /// Whether `id` (`<digits>@c.us`) is on WhatsApp.
     pub fn exists(&self, id: &str) -> Result<bool, SimError> {
         let c = parse_chat("id", id)?;
         if c.kind() != ChatKind::Contact {
