@@ -18,7 +18,7 @@ use courier::jobs::send::{Content, MediaKind, MediaSource};
 use courier::jobs::{ChatId, MessageBody};
 use courier::message::{create_batch, NewMessage, Source};
 use courier::queue::NewJob;
-use courier_sim::{SimConfig, SimControl, Simulator};
+use courier_sim::{DomVariant, SimConfig, SimControl, Simulator};
 use courier_testkit::{fresh_database, scan_stored_qr, InProcessWorker as Worker, TestApp, TestDb};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -40,9 +40,13 @@ fn phone(i: usize) -> String {
 
 impl Env {
     async fn start() -> Self {
+        Self::start_with(SimConfig::default()).await
+    }
+
+    async fn start_with(config: SimConfig) -> Self {
         let one = ONE_AT_A_TIME.lock().await;
         let db = fresh_database().await.unwrap();
-        let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
             .await
             .unwrap();
         let ctl = sim.control();
@@ -864,6 +868,76 @@ async fn discover_then_scrape_a_500_member_group_stores_everyone_once_and_rescra
             .await
             .unwrap();
     assert_eq!(renamed, "renamed");
+    worker.stop().await.unwrap();
+}
+
+/// The driver reads no chat, message or group markup: on a page whose DOM
+/// differs (rows in another order, no ids on rows or messages, other class
+/// names), discovery, a scrape with hidden-number members and sends to a
+/// group and to a number outside the chat list all work the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discover_scrape_and_send_pass_on_a_page_with_other_markup() {
+    let env = Env::start_with(SimConfig {
+        dom: DomVariant::Alternate,
+        ..SimConfig::default()
+    })
+    .await;
+    let worker = env.worker(&env.settings(|_| {})).await;
+    let a = env.account(json!({})).await;
+    env.login(a, &phone(600)).await;
+    let acc = a.to_string();
+    let gid = env
+        .ctl
+        .create_group("Dairy", members(0..120), &[acc.as_str()])
+        .await
+        .unwrap();
+    let pool = &env.db.pool;
+    let job = courier::queue::enqueue(
+        pool,
+        &NewJob::new(a, &courier::jobs::discover::DiscoverJob { account_id: a }).unwrap(),
+    )
+    .await
+    .unwrap();
+    wait_job(pool, job.id, 60).await;
+    let (group, count): (Uuid, i32) =
+        sqlx::query_as("SELECT id, member_count FROM mkt_wap_groups WHERE group_id = $1")
+            .bind(&gid)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(count, 120);
+    let job = courier::queue::enqueue(
+        pool,
+        &NewJob::new(
+            a,
+            &courier::jobs::scrape::ScrapeJob {
+                account_id: a,
+                group_id: group,
+            },
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    wait_job(pool, job.id, 60).await;
+    let (contacts, lids_with_phone): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE wa_id LIKE '%@lid' AND phone_number IS NOT NULL) \
+         FROM mkt_wap_contacts",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((contacts, lids_with_phone), (120, 12));
+    let stranger = format!("{}@c.us", &phone(6001)[1..]);
+    let ids = env
+        .enqueue(&[
+            message(a, &gid, text("to the group")),
+            message(a, &stranger, text("to a number outside the list")),
+        ])
+        .await;
+    env.wait_messages(&ids, 60, |_, s| s == "read").await;
+    let back = env.ctl.messages(&acc).await.unwrap();
+    assert_eq!(back.messages.len(), 2, "each sent once");
     worker.stop().await.unwrap();
 }
 
