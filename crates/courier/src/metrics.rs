@@ -39,6 +39,9 @@ pub const ACCOUNT_HEALTH: &str = "courier_account_health_score";
 pub const ACCOUNT_STATUS: &str = "courier_account_status";
 /// Accounts by status. Labels: `status`.
 pub const ACCOUNTS: &str = "courier_accounts";
+/// Sessions that found a WhatsApp Web build `config/wa-web.toml` does not
+/// describe (a module or method missing).
+pub const WA_WEB_UNSUPPORTED: &str = "courier_wa_web_unsupported_total";
 /// 1 while this process holds an account's lease. Labels: `account`.
 pub const LEASE_HELD: &str = "courier_account_lease_held";
 /// Messages by status. Labels: `status`.
@@ -127,6 +130,10 @@ fn describe() {
     describe_gauge!(ACCOUNT_HEALTH, "Account health score (0-100)");
     describe_gauge!(ACCOUNT_STATUS, "1 for the account's current status");
     describe_gauge!(ACCOUNTS, "Accounts by status");
+    describe_counter!(
+        WA_WEB_UNSUPPORTED,
+        "Sessions that found a WhatsApp Web build config/wa-web.toml does not describe"
+    );
     describe_gauge!(LEASE_HELD, "1 while this process holds the account's lease");
     describe_gauge!(MESSAGES, "Messages by status");
     describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Ack latency by stage");

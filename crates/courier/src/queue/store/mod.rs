@@ -14,7 +14,8 @@ use std::time::Duration;
 /// States the claim considers (with `run_at <= now()`).
 pub(crate) const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
 
-/// Only maintenance kinds run for a logged-out or banned account: its other
+/// Only maintenance kinds run for a logged-out, banned or failed account
+/// (`account::AccountStatus::is_unavailable`): its other
 /// jobs stay queued (never claimed, never failed) until it logs in again or
 /// the scheduler re-assigns them. `{a}` is the account id expression.
 macro_rules! session_gate {
@@ -23,7 +24,7 @@ macro_rules! session_gate {
             "(kind IN ('login', 'health_check') OR NOT EXISTS (SELECT 1 FROM mkt_wap_accounts g \
              WHERE g.id = ",
             $a,
-            " AND g.status IN ('logged_out', 'banned')))"
+            " AND g.status IN ('logged_out', 'banned', 'failed')))"
         )
     };
 }

@@ -153,7 +153,7 @@ pub async fn claim_batch(
                 SELECT q.id FROM queue_jobs q \
                 WHERE q.account_id = budget.account_id AND q.state IN {RUNNABLE} AND q.run_at <= now() \
                   AND (budget.may_send OR q.kind <> ALL($8)) \
-                  AND (q.kind IN ('login', 'health_check') OR budget.status NOT IN ('logged_out', 'banned')) \
+                  AND (q.kind IN ('login', 'health_check') OR budget.status NOT IN ('logged_out', 'banned', 'failed')) \
                 ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED \
             ) j \
          ), claimed AS ( \

@@ -74,7 +74,12 @@ impl Context {
         let within = self.pool.settings().starting_deadline;
         match session.wait_ready(within).await {
             Ok(_) => {}
-            Err(e @ (PageError::LoggedOut | PageError::Blocked | PageError::Conflict)) => {
+            Err(
+                e @ (PageError::LoggedOut
+                | PageError::Blocked
+                | PageError::Conflict
+                | PageError::Unsupported(_)),
+            ) => {
                 // The health check records the status (and the health hit),
                 // which stops this account's sends at the claim.
                 let _ =
