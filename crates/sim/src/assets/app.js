@@ -754,6 +754,13 @@
     findOrCreateLatestChat: async function (wid) {
       var have = Chat.get(wid);
       if (have) return { chat: have };
+      var w = toWid(wid);
+      if (w.server === 'c.us') {
+        // A person's latest chat is created in the page (the server learns
+        // of it with the first message); its title from a known contact.
+        var contact = Contact.get(w);
+        return { chat: chatModel({ id: w._serialized, name: (contact && contact.name) || '+' + w.user, group: false }) };
+      }
       var res = await api('chat', { chat: idOf(wid) });
       if (res.status === 404) return {};
       if (!res.ok) throw new Error((res.body && res.body.message) || ('find chat: error ' + res.status));
