@@ -163,6 +163,8 @@ pub struct OutgoingMessage {
     pub media: bool,
     /// Carries a link preview.
     pub link_preview: bool,
+    /// When the page stamped it (`t`, Unix seconds), when known.
+    pub t: Option<i64>,
 }
 
 impl OutgoingMessage {

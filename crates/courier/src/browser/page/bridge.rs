@@ -52,6 +52,7 @@ struct RawOutgoing {
     ack: Option<i64>,
     media: bool,
     link_preview: bool,
+    t: Option<i64>,
 }
 
 impl From<RawOutgoing> for OutgoingMessage {
@@ -62,6 +63,7 @@ impl From<RawOutgoing> for OutgoingMessage {
             ack: r.ack.and_then(AckLevel::from_code),
             media: r.media,
             link_preview: r.link_preview,
+            t: r.t,
         }
     }
 }

@@ -22,6 +22,7 @@ struct RawOutgoingView {
     text: Option<String>,
     media: bool,
     link_preview: bool,
+    t: Option<i64>,
 }
 
 /// The first http(s) URL in `text`.
@@ -81,6 +82,7 @@ impl WhatsAppPage {
                     ack,
                     media: view.as_ref().is_some_and(|v| v.media),
                     link_preview: view.as_ref().is_some_and(|v| v.link_preview),
+                    t: view.as_ref().and_then(|v| v.t),
                 })
             }
         }

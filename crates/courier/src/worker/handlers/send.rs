@@ -90,6 +90,40 @@ fn known_not_sent(e: &PageError) -> bool {
     )
 }
 
+/// `t` as the page shows it, trimmed, for comparing texts.
+fn shown(t: &str) -> String {
+    crate::browser::page::as_shown(t).trim().to_string()
+}
+
+/// Whether an outgoing message in the chat may be the copy an interrupted
+/// attempt sent (pure): acked by the server, the same text (or caption) and
+/// kind, and sent after the attempt started by its own time `t`, with a
+/// minute of slack for a browser on another machine whose clock differs. An
+/// older copy with the same text (sent by hand from the phone) is not it.
+pub(crate) fn is_copy(
+    r: &OutgoingMessage,
+    want: Option<&str>,
+    media: bool,
+    started: Option<chrono::DateTime<Utc>>,
+) -> bool {
+    r.ack.is_some_and(|a| a.code() >= 1)
+        && r.text
+            .as_deref()
+            .map(shown)
+            .filter(|t| !t.is_empty())
+            .as_deref()
+            == want
+        && r.media == media
+        && match (r.t, started) {
+            (Some(t), Some(started)) => t >= started.timestamp() - ADOPT_CLOCK_SLACK_SECS,
+            _ => true,
+        }
+}
+
+/// How far a copy's page time may precede the attempt's start and still be
+/// adopted (clocks of a remote browser and the database differ).
+const ADOPT_CLOCK_SLACK_SECS: i64 = 60;
+
 /// The reason a message to a number that is not on WhatsApp fails with.
 pub(crate) const NOT_ON_WHATSAPP: &str = "not on WhatsApp";
 
@@ -344,23 +378,20 @@ impl Send {
         }
     }
 
-    /// Looks in the chat for an outgoing copy of `msg` that no other message
-    /// owns (the page shows no send times; ownership of WhatsApp ids stands in
-    /// for "sent after the attempt started").
+    /// Looks in the chat's message models for an outgoing copy of `msg`
+    /// that no other message owns, sent after the attempt started (by its
+    /// time `t`, with slack) and acked by the server.
     async fn adopt(
         &self,
         page: &SessionGuard,
         msg: &MessageRow,
     ) -> Result<Option<OutgoingMessage>, PageError> {
         let rows = page.recent_outgoing(&msg.target_chat_id, 50).await?;
-        let shown = |t: &str| crate::browser::page::as_shown(t).trim().to_string();
         let want = msg.chat_text().map(shown).filter(|t| !t.is_empty());
         let media = matches!(msg.message_type.as_str(), "image" | "video" | "document");
         let candidates: Vec<OutgoingMessage> = rows
             .into_iter()
-            .filter(|r| r.ack.is_some_and(|a| a.code() >= 1))
-            .filter(|r| r.text.as_deref().map(shown).filter(|t| !t.is_empty()) == want)
-            .filter(|r| r.media == media)
+            .filter(|r| is_copy(r, want.as_deref(), media, msg.attempt_started_at))
             .collect();
         if candidates.is_empty() {
             return Ok(None);
@@ -450,6 +481,58 @@ mod tests {
         let e = PageError::NotOnWhatsApp("447700900999@c.us".into());
         assert_eq!(failure_class(&e), FailureClass::Permanent);
         assert!(known_not_sent(&e));
+    }
+
+    #[test]
+    fn a_copy_is_adopted_only_with_the_same_text_kind_and_a_time_after_the_attempt() {
+        use crate::browser::AckLevel;
+        let started = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let row = |text: &str, t: i64, ack: AckLevel| OutgoingMessage {
+            data_id: "true_1@c.us_3EB0AA".into(),
+            text: Some(text.into()),
+            ack: Some(ack),
+            media: false,
+            link_preview: false,
+            t: Some(t),
+        };
+        let now = started.timestamp() + 2;
+        assert!(is_copy(
+            &row("Offer\r\n", now, AckLevel::Server),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
+        assert!(!is_copy(
+            &row("Offer", now, AckLevel::Pending),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
+        assert!(!is_copy(
+            &row("Other", now, AckLevel::Read),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
+        assert!(!is_copy(
+            &row("Offer", now, AckLevel::Read),
+            Some("Offer"),
+            true,
+            Some(started)
+        ));
+        // Within the clock slack, yes; an hour-old copy, no.
+        assert!(is_copy(
+            &row("Offer", started.timestamp() - 30, AckLevel::Read),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
+        assert!(!is_copy(
+            &row("Offer", started.timestamp() - 3600, AckLevel::Read),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
     }
 
     #[test]
