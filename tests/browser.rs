@@ -788,6 +788,32 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
 
     let back = env.ctl.messages(&sid).await.unwrap();
     assert_eq!(back.messages.len(), 7, "each send reached WhatsApp once");
+
+    // Acks buffered in the page and not yet drained survive a logout that
+    // navigates the page away: the next page load hands them over.
+    env.ctl
+        .faults(&sid, json!({ "refuse_sends": false }))
+        .await
+        .unwrap();
+    let last = page.send_text(&contact, "before the logout").await.unwrap();
+    while page.ack(&last.data_id).await.unwrap() != Some(AckLevel::Read) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.ctl.logout(&sid).await.unwrap();
+    let started = Instant::now();
+    while !page.view().await.unwrap().logged_out {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never logged out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (kept, _) = page.drain_acks().await.unwrap();
+    assert!(
+        kept.iter()
+            .any(|(id, ack)| id == &last.data_id && *ack == 3),
+        "the buffered read ack was lost with the page: {kept:?}"
+    );
     assert!(
         back.messages
             .iter()

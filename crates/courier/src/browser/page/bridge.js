@@ -77,6 +77,18 @@ for (var i = 0; i < needed.length; i++) {
 var MAX_ACKS = 10000;
 var acks = [];
 var lostAcks = 0;
+// Acks not yet drained survive the page going away (a logout, a ban or a
+// conflict navigates or reloads): kept in sessionStorage on pagehide, taken
+// back when the next page load installs the bridge.
+var KEEP = 'courier.undrainedAcks';
+try {
+  var kept = JSON.parse(sessionStorage.getItem(KEEP) || '[]');
+  if (Array.isArray(kept)) acks = kept.slice(-MAX_ACKS);
+  sessionStorage.removeItem(KEEP);
+} catch (e) { acks = []; }
+window.addEventListener('pagehide', function () {
+  try { if (acks.length) sessionStorage.setItem(KEEP, JSON.stringify(acks)); } catch (e) { /* storage full: the catch-up covers it */ }
+});
 var events = { logout: false, states: [] };
 on(coll('Msg'), 'change_ack', function (msg, ack) {
   var id = ser(get(msg, 'id'));

@@ -68,6 +68,15 @@ impl From<RawOutgoing> for OutgoingMessage {
     }
 }
 
+/// The longest one bridge call may take.
+const MAX_CALL: Duration = Duration::from_secs(25);
+
+/// Whether a WebDriver error says the document went away during a script.
+fn navigated_away(e: &fantoccini::error::CmdError) -> bool {
+    let s = e.to_string();
+    s.contains("unloaded") || s.contains("script timeout")
+}
+
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: Value) -> Result<T, PageError> {
     serde_json::from_value(v).map_err(|e| PageError::Script {
         what: what.to_string(),
@@ -105,6 +114,9 @@ impl WhatsAppPage {
         args: Value,
         within: Duration,
     ) -> Result<Value, PageError> {
+        // WebDriver's own script timeout is 30 s by default: stay under it,
+        // so a long call ends with our deadline, not the driver's.
+        let within = within.min(MAX_CALL);
         let deadline = json!(within.as_millis() as u64);
         for _ in 0..2 {
             let started = Instant::now();
@@ -117,6 +129,13 @@ impl WhatsAppPage {
             metrics::histogram!(crate::metrics::BROWSER_COMMAND_SECONDS, "command" => func)
                 .record(started.elapsed().as_secs_f64());
             let v = match r {
+                // The page went away under the call (a navigation or reload:
+                // a logout, a ban screen, WhatsApp reloading itself).
+                Ok(Err(e)) if navigated_away(&e) => {
+                    return Err(PageError::NotReady(format!(
+                        "the page navigated during `{func}`: {e}"
+                    )))
+                }
                 Ok(r) => r.map_err(PageError::from)?,
                 Err(_) => {
                     return Err(PageError::Timeout {
