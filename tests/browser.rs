@@ -52,11 +52,21 @@ struct Row {
 
 impl Env {
     async fn start(sim: SimConfig) -> Self {
+        Self::start_serving(sim, courier::browser::WaWeb::builtin()).await
+    }
+
+    /// With a simulator serving the modules of `names` (a WhatsApp Web build).
+    async fn start_serving(sim: SimConfig, names: courier::browser::WaWeb) -> Self {
         let one = ONE_AT_A_TIME.lock().await;
         let db = fresh_database().await.unwrap();
-        let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), sim)
-            .await
-            .unwrap();
+        let sim = Simulator::start_with_names(
+            "127.0.0.1:0".parse().unwrap(),
+            sim,
+            courier::browser::Selectors::builtin(),
+            names,
+        )
+        .await
+        .unwrap();
         let ctl = sim.control();
         Self {
             db,
@@ -470,6 +480,47 @@ async fn killing_chromedriver_mid_session_brings_the_session_back_with_health_un
     w.stop().await.unwrap();
 }
 
+/// WhatsApp shipped a build without a module the names file lists: the
+/// session start detects it, the account fails with the missing name, and a
+/// queued send waits untouched.
+#[tokio::test]
+async fn a_whatsapp_web_build_missing_a_module_fails_the_account_at_session_start_and_sends_wait() {
+    let mut build = courier::browser::WaWeb::builtin();
+    build.modules.remove("FindChat");
+    let env = Env::start_serving(quick_sim(), build).await;
+    let id = env.account().await;
+    let w = env.worker(&env.settings(&env.machine("m1"), |_| {})).await;
+    let send = NewJob::new(
+        id,
+        &courier::jobs::send::SendJob {
+            message_id: Uuid::new_v4(),
+        },
+    )
+    .unwrap();
+    start_login(&env.db.pool, id).await.unwrap();
+    let r = env.wait_status(id, "failed", 30).await;
+    assert_eq!(
+        r.status_reason.as_deref(),
+        Some("WhatsApp Web build not supported: WAWebFindChatAction missing")
+    );
+    let job = courier::queue::enqueue(&env.db.pool, &send).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (state, attempt): (String, i32) =
+        sqlx::query_as("SELECT state, attempt FROM queue_jobs WHERE id = $1")
+            .bind(job.id)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt),
+        ("available", 0),
+        "the send waits"
+    );
+    let back = env.ctl.messages(&id.to_string()).await.unwrap();
+    assert!(back.messages.is_empty() && back.refused.is_empty());
+    w.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn logout_and_block_faults_set_their_statuses_and_keep_queued_jobs() {
     let env = Env::start(quick_sim()).await;
@@ -695,15 +746,11 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
         .await
         .unwrap();
 
-    // A text with line breaks is one message, its lines kept (a bare Enter
-    // would have sent the first line alone); a tab is typed as a space (a Tab
-    // key would move the focus out of the compose box).
+    // A text with line breaks and tabs is one message, exactly as given: the
+    // send action takes the text, nothing is typed into a compose box.
     let lines = "Offer of the week\nRice 5 kg:\t250\r\n\nReply STOP to opt out";
     let multi = page.send_text(&contact, lines).await.unwrap();
-    assert_eq!(
-        multi.text.as_deref(),
-        Some("Offer of the week\nRice 5 kg: 250\n\nReply STOP to opt out")
-    );
+    assert_eq!(multi.text.as_deref(), Some(lines));
     let recent = page.recent_outgoing(&contact, 6).await.unwrap();
     let offers: Vec<_> = recent
         .iter()
@@ -716,6 +763,17 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     let members = page.participants(&group).await.unwrap();
     assert_eq!(members.len(), 45);
     assert!(members.iter().filter(|p| p.admin).count() == 1);
+
+    // Exists-check: a number on WhatsApp, one that is not.
+    assert!(page.exists("447700810001").await.unwrap());
+    env.ctl.not_on_whatsapp("+447700810099").await.unwrap();
+    assert!(!page.exists("447700810099").await.unwrap());
+    // A script error in the page comes back typed, with the page's message.
+    let bad = page.exists("not-a-number").await;
+    assert!(
+        matches!(&bad, Err(PageError::Script { what, message }) if what == "exists" && message.contains("invalid")),
+        "{bad:?}"
+    );
 
     // A refused send is a typed error, not a silent success.
     env.ctl
@@ -730,12 +788,51 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
 
     let back = env.ctl.messages(&sid).await.unwrap();
     assert_eq!(back.messages.len(), 7, "each send reached WhatsApp once");
+
+    // Acks buffered in the page and not yet drained survive a logout that
+    // navigates the page away: the next page load hands them over.
+    env.ctl
+        .faults(&sid, json!({ "refuse_sends": false }))
+        .await
+        .unwrap();
+    let last = page.send_text(&contact, "before the logout").await.unwrap();
+    while page.ack(&last.data_id).await.unwrap() != Some(AckLevel::Read) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.ctl.logout(&sid).await.unwrap();
+    let started = Instant::now();
+    while !page.view().await.unwrap().logged_out {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never logged out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (kept, _) = page.drain_acks().await.unwrap();
     assert!(
-        back.messages.iter().any(|d| d.message.body.as_deref()
-            == Some("Offer of the week\nRice 5 kg: 250\n\nReply STOP to opt out")),
+        kept.iter()
+            .any(|(id, ack)| id == &last.data_id && *ack == 3),
+        "the buffered read ack was lost with the page: {kept:?}"
+    );
+    assert!(
+        back.messages
+            .iter()
+            .any(|d| d.message.body.as_deref() == Some(lines)),
         "the multi-line text reached WhatsApp whole: {:?}",
         back.messages
     );
+    // Media went into the page as bytes: WhatsApp got the file's size and type.
+    let promo = back
+        .messages
+        .iter()
+        .find_map(|d| {
+            d.message
+                .media
+                .as_ref()
+                .filter(|m| m.name.ends_with("promo.png"))
+        })
+        .expect("the image reached WhatsApp");
+    assert_eq!((promo.size, promo.mime.as_str()), (13, "image/png"));
     drop(page);
     pool.shutdown().await;
 }

@@ -824,3 +824,183 @@ async fn every_fault_appears_as_specified() {
     assert_ne!(acct["link"], "paired");
     c.close().await.unwrap();
 }
+
+/// Runs `body` (an async function body over `N`, the names of
+/// `config/wa-web.toml`, and `R(key)`, which requires a module by its key)
+/// in the page and returns what it returns.
+async fn in_page(c: &Client, body: &str) -> Value {
+    let names = courier::browser::WaWeb::builtin().names_json();
+    let script = format!(
+        "var done = arguments[arguments.length - 1]; var N = arguments[0]; \
+         function R(k) {{ var d = N.mod[k]; var m = window.require(d.module); return d.export ? m[d.export] : m; }} \
+         (async function () {{ {body} }})().then(function (v) {{ done({{ ok: v === undefined ? null : v }}); }}, \
+           function (e) {{ done({{ err: String(e && e.message || e) }}); }});"
+    );
+    let v = c.execute_async(&script, vec![names]).await.unwrap();
+    assert!(v.get("err").is_none(), "in-page error: {v}");
+    v["ok"].clone()
+}
+
+#[tokio::test]
+async fn the_page_serves_whatsapp_webs_module_contract_from_the_names_file() {
+    let _one = lock().await;
+    let w = World::start(SimConfig {
+        loading: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    w.ok("POST", "/_control/accounts", Some(json!({ "id": "m1" })))
+        .await;
+    let c = w.browser("m1").await;
+    c.goto(&w.sim.page_url("m1")).await.unwrap();
+    let token = qr_token(&c, &w.sel).await;
+
+    // Every module of the file is there with the methods the file lists for
+    // it; a name the file lacks is not.
+    let names = courier::browser::WaWeb::builtin();
+    let v = in_page(
+        &c,
+        "var out = {}; Object.keys(N.mod).forEach(function (k) { \
+           var d = N.mod[k]; var m = null; try { m = R(k); } catch (e) { m = null; } \
+           out[d.module] = m === null || m === undefined ? null : \
+             Object.keys(N.m).filter(function (x) { return m[N.m[x]] !== undefined; }); }); \
+         var unknown = null; try { window.require('WAWebNotAModule'); } catch (e) { unknown = String(e.message); } \
+         return { mods: out, unknown: unknown };",
+    )
+    .await;
+    for (key, m) in &names.modules {
+        let members = v["mods"][&m.module]
+            .as_array()
+            .unwrap_or_else(|| panic!("module {} ({key}) missing: {v}", m.module));
+        for (member, n) in &names.members {
+            let listed_for_it =
+                n.of.as_deref()
+                    .is_some_and(|of| of.split([',', ' ']).any(|w| w == key));
+            if listed_for_it {
+                assert!(
+                    members.iter().any(|x| x == member),
+                    "{}.{member} missing: {members:?}",
+                    m.module
+                );
+            }
+        }
+    }
+    assert!(
+        v["unknown"]
+            .as_str()
+            .is_some_and(|e| e.contains("Cannot find module")),
+        "{v}"
+    );
+
+    // Before the scan: a QR is needed, and Conn.ref is the token on screen.
+    let s = in_page(
+        &c,
+        "var S = R('Socket'); return [S.state, S.hasSynced, R('Conn').ref];",
+    )
+    .await;
+    assert_eq!(s, json!(["UNPAIRED", false, token]));
+    w.ok(
+        "POST",
+        "/_control/accounts/m1/scan",
+        Some(json!({ "token": token, "phone": PHONE })),
+    )
+    .await;
+    let v = in_page(
+        &c,
+        "var S = R('Socket'); var seen = []; \
+         await new Promise(function (res) { S.on(N.ev.change_hasSynced, function () { res(); }); \
+           if (S.hasSynced) res(); }); \
+         var me = R('MeUser').getMaybeMePnUser(); return [S.state, S.hasSynced, me._serialized];",
+    )
+    .await;
+    assert_eq!(v, json!(["CONNECTED", true, "447700900123@c.us"]));
+
+    // Chats and groups; group metadata refreshed; @lid members with the
+    // phone number their contact carries; admin flags.
+    w.ok(
+        "POST",
+        "/_control/groups",
+        Some(json!({ "id": "120363000000000001@g.us", "name": "Growers", "accounts": ["m1"], "participants": [
+            { "phone": "+447700800001", "super_admin": true },
+            { "id": "111122223333444@lid", "phone": "+447700800002", "admin": true },
+            { "id": "555566667777888@lid" }
+        ] })),
+    )
+    .await;
+    w.ok(
+        "POST",
+        "/_control/contacts",
+        Some(json!({ "phone": "+447700800009", "on_whatsapp": false })),
+    )
+    .await;
+    let v = in_page(
+        &c,
+        "var C = R('Collections'); var gid = '120363000000000001@g.us'; \
+         for (var i = 0; i < 100 && !C.Chat.get(gid); i++) await new Promise(function (r) { setTimeout(r, 20); }); \
+         var chat = C.Chat.get(gid); var wid = R('WidFactory').createWid(gid); \
+         await C.GroupMetadata.update(wid); \
+         var ps = chat.groupMetadata.participants.getModelsArray().map(function (p) { \
+           return [p.id._serialized, p.isAdmin, p.isSuperAdmin, p.contact.phoneNumber ? p.contact.phoneNumber._serialized : null]; }); \
+         var yes = await R('QueryExists').queryWidExists(R('WidFactory').createWid('447700800001@c.us')); \
+         var no = await R('QueryExists').queryWidExists(R('WidFactory').createWid('447700800009@c.us')); \
+         return { title: chat.formattedTitle, group: !!chat.groupMetadata, ps: ps, \
+                  yes: yes.wid ? yes.wid._serialized : null, no: no.wid === undefined };",
+    )
+    .await;
+    assert_eq!(v["title"], "Growers");
+    assert_eq!(v["group"], true);
+    assert_eq!(
+        v["ps"],
+        json!([
+            ["447700800001@c.us", true, true, null],
+            ["111122223333444@lid", true, false, "447700800002@c.us"],
+            ["555566667777888@lid", false, false, null]
+        ])
+    );
+    assert_eq!(v["yes"], "447700800001@c.us");
+    assert_eq!(v["no"], true);
+
+    // A send: two promises, the first when the message is in the chat, the
+    // second when the server has it; change:ack events as acks arrive.
+    w.ok(
+        "PUT",
+        "/_control/accounts/m1/ack-timing",
+        Some(json!({ "server_ms": 150, "device_ms": 100, "read_ms": 100 })),
+    )
+    .await;
+    let v = in_page(
+        &c,
+        "var C = R('Collections'); var K = R('MsgKey'); var order = []; var acks = []; \
+         C.Msg.on(N.ev.change_ack, function (m, ack) { acks.push(ack); }); \
+         var found = await R('FindChat').findOrCreateLatestChat(R('WidFactory').createWid('447700800001@c.us')); \
+         var chat = found.chat; var me = R('MeUser').getMaybeMePnUser(); \
+         var key = new K({ from: me, to: chat.id, id: await K.newId(), selfDir: 'out' }); \
+         var pair = R('SendMsg').addAndSendMsgToChat(chat, { id: key, ack: 0, body: 'via modules', type: 'chat', \
+           from: me, to: chat.id, local: true, self: 'out', t: Math.floor(Date.now() / 1000), isNewMsg: true }); \
+         pair[0].then(function () { order.push('added'); }); pair[1].then(function () { order.push('sent'); }); \
+         await pair[0]; var ackAtAdd = C.Msg.get(key._serialized).ack; await pair[1]; \
+         for (var i = 0; i < 100 && acks.indexOf(3) < 0; i++) await new Promise(function (r) { setTimeout(r, 20); }); \
+         return { id: key._serialized, order: order, ackAtAdd: ackAtAdd, acks: acks };",
+    )
+    .await;
+    assert_eq!(v["order"], json!(["added", "sent"]));
+    assert_eq!(v["ackAtAdd"], 0);
+    assert_eq!(v["acks"], json!([1, 2, 3]), "{v}");
+    let id = v["id"].as_str().unwrap();
+    assert!(id.starts_with("true_447700800001@c.us_3EB0"), "{id}");
+    let back = w.ok("GET", "/_control/accounts/m1/messages", None).await;
+    assert_eq!(back["count"], 1);
+    assert_eq!(back["messages"][0]["data_id"], id);
+
+    // Media from bytes: a File made in the page, wrapped and prepared.
+    let v = in_page(
+        &c,
+        "var f = new File([new Uint8Array([137, 80, 78, 71, 1, 2, 3])], 'p.png', { type: 'image/png' }); \
+         var o = await R('MediaOpaqueData').createFromData(f, f.type); \
+         var md = await R('PrepRawMedia').prepRawMedia(o, { asDocument: false }).waitForPrep(); \
+         return [md.type, md.mimetype, md.filename, md.size];",
+    )
+    .await;
+    assert_eq!(v, json!(["image", "image/png", "p.png", 7]));
+    c.close().await.unwrap();
+}

@@ -78,19 +78,24 @@ pub struct DeliverySettings {
     /// Cap on the simulated typing time of one message.
     #[serde(with = "humantime_serde")]
     pub typing_max: Duration,
-    /// After a send, the account's chats are read again this much later to
-    /// collect acks that arrive after the last send.
+    /// After a send, the account's message models are read again this much
+    /// later to collect acks that arrive after the last send.
     #[serde(with = "humantime_serde")]
     pub ack_followup: Duration,
     /// A sent message with no delivery after this is flagged (and lowers health).
     #[serde(with = "humantime_serde")]
     pub undelivered_after: Duration,
-    /// Most chats read per catch-up pass.
+    /// Most chats whose sent-but-unread messages one catch-up pass reads
+    /// from the page's message models (the most recently sent to first).
     pub catch_up_chats: i64,
     /// Send attempts per message, across its send job and any retry jobs,
     /// before it is `failed` for good (transient failures; a permanent one
     /// fails at once). An operator's retry grants this many again.
     pub max_attempts: i32,
+    /// How long a worker remembers whether a number is on WhatsApp (the
+    /// exists-check before the first send to it). In memory, per worker.
+    #[serde(with = "humantime_serde")]
+    pub exists_ttl: Duration,
     /// Test hook: wait this long between WhatsApp accepting a send and
     /// recording it, widening the crash window the exactly-once tests aim
     /// at. Keep zero in production.
@@ -108,6 +113,7 @@ impl Default for DeliverySettings {
             catch_up_chats: 40,
             // The replaced system's limit: three attempts per message.
             max_attempts: 3,
+            exists_ttl: Duration::from_secs(24 * 3600),
             record_delay: Duration::ZERO,
         }
     }
@@ -176,6 +182,11 @@ pub struct BrowserSettings {
     /// Extra Chromium arguments (e.g. `--renderer-process-limit=1`).
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// The user agent Chromium presents (`--user-agent`): a desktop Chrome
+    /// one, as the maintained clients set, because WhatsApp Web refuses or
+    /// degrades headless and unknown agents. Empty: Chromium's own.
+    #[serde(default)]
+    pub user_agent: String,
     /// One Chromium profile per account lives under here (mode 0700).
     pub profiles_dir: PathBuf,
     /// The WhatsApp Web URL; `{account}` is replaced by the account id (the

@@ -52,6 +52,9 @@ pub const ACCOUNT_HEALTH: &str = "courier_account_health_score";
 pub const ACCOUNT_STATUS: &str = "courier_account_status";
 /// Accounts by status. Labels: `status`.
 pub const ACCOUNTS: &str = "courier_accounts";
+/// Sessions that found a WhatsApp Web build `config/wa-web.toml` does not
+/// describe (a module or method missing).
+pub const WA_WEB_UNSUPPORTED: &str = "courier_wa_web_unsupported_total";
 /// 1 while this process holds an account's lease (no series otherwise).
 /// Labels: `account`.
 pub const LEASE_HELD: &str = "courier_account_lease_held";
@@ -142,6 +145,10 @@ fn describe() {
     describe_histogram!(JOB_RUN_SECONDS, Unit::Seconds, "Handler run time");
     describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by kind and state");
     describe_gauge!(ACCOUNTS, "Accounts by status (retired accounts left out)");
+    describe_counter!(
+        WA_WEB_UNSUPPORTED,
+        "Sessions that found a WhatsApp Web build config/wa-web.toml does not describe"
+    );
     describe_gauge!(MESSAGES, "Messages by status");
     describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Ack latency by stage");
     describe_gauge!(BROWSER_SESSIONS, "Browser sessions by state");

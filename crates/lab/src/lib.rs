@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod demo;
+mod dom_baseline;
 pub mod soak;
 
 use courier::config::Settings;

@@ -64,7 +64,8 @@ pub async fn run(args: SimArgs) -> Result<(), courier::error::BoxError> {
         Some(path) => Selectors::load(Some(path))?,
         None => Selectors::load_default()?,
     };
-    let sim = Simulator::start_with(args.listen, args.config(), selectors).await?;
+    let names = courier::browser::WaWeb::load_default()?;
+    let sim = Simulator::start_with_names(args.listen, args.config(), selectors, names).await?;
     println!("WhatsApp Web simulator at {}", sim.url());
     println!("  page:    {}/?account=<account id>", sim.url());
     println!(

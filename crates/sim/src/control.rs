@@ -211,6 +211,19 @@ impl SimControl {
         Ok(v["id"].as_str().unwrap_or_default().to_string())
     }
 
+    /// Marks a number as not registered on WhatsApp: the page's exists query
+    /// says so, and sends to it are refused.
+    pub async fn not_on_whatsapp(&self, phone: &str) -> Result<(), ControlError> {
+        let _: Value = self
+            .call(
+                reqwest::Method::POST,
+                "/_control/contacts",
+                Some(json!({ "phone": phone, "on_whatsapp": false })),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Creates a group with participants (JSON objects, see docs) and member accounts.
     pub async fn create_group(
         &self,

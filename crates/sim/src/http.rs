@@ -107,6 +107,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_page/api/takeover", post(page_takeover))
         .route("/_page/api/participants", post(page_participants))
         .route("/_page/api/chat", post(page_chat))
+        .route("/_page/api/exists", post(page_exists))
         .route("/_control/reset", post(control_reset))
         .route(
             "/_control/accounts",
@@ -154,7 +155,11 @@ async fn index(State(sim): Sim, Query(q): Query<IndexQuery>) -> Response {
         let latency = sim.world.lock().map(|w| w.latency(a)).unwrap_or_default();
         tokio::time::sleep(latency).await;
     }
-    let config = json!({ "selectors": sim.selectors });
+    let config = json!({
+        "selectors": sim.selectors,
+        "waweb": sim.names.names_json(),
+        "variant": match sim.dom { super::DomVariant::Standard => "standard", super::DomVariant::Alternate => "alternate" },
+    });
     // `</` cannot end the script element early once escaped.
     let config = config.to_string().replace("</", "<\\/");
     Html(INDEX_HTML.replace("/*SIM_CONFIG*/null", &config)).into_response()
@@ -356,6 +361,23 @@ async fn page_chat(State(sim): Sim, Json(req): Json<ChatReq>) -> Result<Response
     Ok(ok(w.chat_view(&req.chat)?))
 }
 
+#[derive(Debug, Deserialize)]
+struct ExistsReq {
+    #[serde(flatten)]
+    auth: PageAuth,
+    id: String,
+}
+
+/// The exists query (`queryWidExists`): whether a number is registered.
+async fn page_exists(State(sim): Sim, Json(req): Json<ExistsReq>) -> Result<Response, ApiError> {
+    req.auth.check()?;
+    page_latency(&sim, &req.auth.account).await;
+    let mut w = sim.world.lock().map_err(|_| poisoned())?;
+    Ok(ok(
+        json!({ "exists": w.query_exists(&req.auth.account, &req.id)? }),
+    ))
+}
+
 // ---------------------------------------------------------------- control
 
 /// Runs `f` on the world under the lock, wakes pages, and answers JSON.
@@ -540,6 +562,10 @@ struct AddContact {
     /// Accounts whose chat list gets this contact.
     #[serde(default)]
     accounts: Vec<String>,
+    /// `false`: the number is not registered on WhatsApp (the exists query
+    /// says so, and sends to it are refused).
+    #[serde(default)]
+    on_whatsapp: Option<bool>,
 }
 
 async fn add_contact(State(sim): Sim, Json(req): Json<AddContact>) -> Result<Response, ApiError> {
@@ -548,6 +574,9 @@ async fn add_contact(State(sim): Sim, Json(req): Json<AddContact>) -> Result<Res
             w.account_view(a)?;
         }
         let id = w.add_contact(&req.phone, req.name)?;
+        if let Some(on) = req.on_whatsapp {
+            w.set_registered(&req.phone, on)?;
+        }
         for a in &req.accounts {
             w.add_chat(a, &id)?;
         }
@@ -598,4 +627,40 @@ async fn add_participants(
         let total = w.add_participants(&id, req.participants)?;
         Ok(json!({ "id": id, "participants": total }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::APP_JS;
+    use courier::browser::waweb::{referenced_keys, WaWeb};
+
+    /// The simulator serves only modules `config/wa-web.toml` names: its page
+    /// defines modules by the file's keys (and `define` refuses any other at
+    /// load), and spells no module name itself.
+    #[test]
+    fn the_simulator_exposes_only_modules_from_the_names_file() {
+        let names = WaWeb::builtin();
+        let defined: Vec<String> = referenced_keys(APP_JS)
+            .into_iter()
+            .filter(|(section, _)| *section == "modules")
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            defined.len() >= 10,
+            "the scan sees the definitions: {defined:?}"
+        );
+        for k in &defined {
+            assert!(
+                names.modules.contains_key(k),
+                "the simulator defines module `{k}`, which config/wa-web.toml does not list"
+            );
+        }
+        for k in names.modules.keys() {
+            assert!(
+                defined.contains(k),
+                "the simulator lacks module `{k}` of the file"
+            );
+        }
+        assert!(!APP_JS.contains("WAWeb"), "app.js spells a module name");
+    }
 }

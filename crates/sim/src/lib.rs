@@ -1,8 +1,11 @@
 //! `courier sim`: a local WhatsApp Web stand-in for tests and the demo.
 //!
-//! It serves a page that follows the DOM contract in `config/selectors.toml`
-//! (QR login with rotating refs, loading, chat list, compose box, acks, group
-//! info, faults) and a JSON control API under `/_control` that seeds accounts,
+//! It serves a page that speaks WhatsApp Web's module contract from
+//! `config/wa-web.toml` (`window.require(NAME)` returns the socket, the
+//! collections of chats, messages, contacts and group metadata, the send,
+//! exists and media actions, with their events), keeps a DOM that follows
+//! `config/selectors.toml` (QR login with rotating refs, loading, chat list,
+//! compose box, acks, group info, faults), and a JSON control API under `/_control` that seeds accounts,
 //! chats and groups, plays the phone's scan, sets ack timing and faults, and
 //! reads back every message that reached "WhatsApp". State is in memory.
 //!
@@ -33,6 +36,7 @@ use tokio::task::JoinHandle;
 
 pub use control::SimControl;
 use courier::browser::selectors::Selectors;
+use courier::browser::waweb::WaWeb;
 pub use model::{AckTiming, Faults, SimError};
 
 /// Timing of the simulated page.
@@ -50,6 +54,21 @@ pub struct SimConfig {
     pub ack: AckTiming,
     /// The longest a page's long-poll is held open.
     pub poll_timeout: Duration,
+    /// Which markup the main screen uses.
+    pub dom: DomVariant,
+}
+
+/// The main screen's markup. The driver reads no chat, message or group
+/// markup (it uses the modules), so the whole flow passes on either; the
+/// alternate one proves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DomVariant {
+    /// The markup of `config/selectors.toml` (chat rows carry their id).
+    #[default]
+    Standard,
+    /// Other markup: chat rows in reverse order, no ids on rows or
+    /// messages, other class names.
+    Alternate,
 }
 
 impl Default for SimConfig {
@@ -61,6 +80,7 @@ impl Default for SimConfig {
             loading: Duration::from_secs(3),
             ack: AckTiming::default(),
             poll_timeout: Duration::from_secs(25),
+            dom: DomVariant::Standard,
         }
     }
 }
@@ -92,7 +112,9 @@ pub(crate) struct Shared {
     /// Bumped on every change, so long-polls wake.
     pub(crate) changes: tokio::sync::watch::Sender<u64>,
     pub(crate) selectors: Selectors,
+    pub(crate) names: WaWeb,
     pub(crate) poll_timeout: Duration,
+    pub(crate) dom: DomVariant,
 }
 
 impl Shared {
@@ -120,6 +142,17 @@ impl Simulator {
         config: SimConfig,
         selectors: Selectors,
     ) -> Result<Self, StartError> {
+        Self::start_with_names(addr, config, selectors, WaWeb::builtin()).await
+    }
+
+    /// As [`Simulator::start_with`], with an explicit module contract: the
+    /// page serves exactly the modules that file names.
+    pub async fn start_with_names(
+        addr: SocketAddr,
+        config: SimConfig,
+        selectors: Selectors,
+        names: WaWeb,
+    ) -> Result<Self, StartError> {
         if !addr.ip().is_loopback() {
             return Err(StartError::NotLoopback(addr));
         }
@@ -139,7 +172,9 @@ impl Simulator {
             world: Mutex::new(model::World::new(config)),
             changes: tokio::sync::watch::Sender::new(0),
             selectors,
+            names,
             poll_timeout: config.poll_timeout,
+            dom: config.dom,
         });
         let app = http::router(shared);
         let task = tokio::spawn(async move {

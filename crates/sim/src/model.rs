@@ -457,6 +457,8 @@ struct Account {
     by_chat: HashMap<ChatId, Vec<usize>>,
     /// Refused sends are not counted as delivered.
     delivered: usize,
+    /// Exists queries the account's pages made.
+    exists_queries: u64,
 }
 
 /// What the page should show, computed per request.
@@ -481,10 +483,14 @@ pub enum PageView {
     Main {
         /// The session to store (the page compares and writes if changed).
         session: SessionView,
-        /// The chat list.
+        /// Every chat (the `Chat` collection; the DOM list shows the first
+        /// [`MAX_CHAT_LIST`]).
         chats: Vec<ChatView>,
         /// The open chat's messages, oldest first.
         messages: Vec<MessageView>,
+        /// The account's latest [`MAX_MSG_MODELS`] messages (the `Msg`
+        /// collection), oldest first.
+        msgs: Vec<MessageView>,
     },
     /// "WhatsApp is open in another window".
     Conflict,
@@ -539,6 +545,8 @@ pub struct AccountView {
     pub chats: Vec<String>,
     /// Messages that reached WhatsApp (refused ones not counted).
     pub messages: usize,
+    /// Exists queries (`queryWidExists`) its pages made.
+    pub exists_queries: u64,
 }
 
 /// The whole simulated world.
@@ -548,11 +556,16 @@ pub struct World {
     accounts: BTreeMap<String, Account>,
     groups: HashMap<ChatId, Group>,
     contacts: BTreeMap<PhoneNumber, Option<String>>,
+    /// Numbers that are not on WhatsApp.
+    unregistered: HashSet<PhoneNumber>,
     next_group: u64,
 }
 
 /// Chats the page's list shows at most.
 pub const MAX_CHAT_LIST: usize = 200;
+
+/// Messages the page's `Msg` collection holds at most (the latest).
+pub const MAX_MSG_MODELS: usize = 500;
 
 /// QR pages remembered per account; the oldest is forgotten beyond this.
 const MAX_PAIRINGS: usize = 16;
@@ -681,6 +694,7 @@ impl World {
             accounts: BTreeMap::new(),
             groups: HashMap::new(),
             contacts: BTreeMap::new(),
+            unregistered: HashSet::new(),
             next_group: 0,
         }
     }
@@ -745,6 +759,7 @@ impl World {
                 by_id: HashMap::new(),
                 by_chat: HashMap::new(),
                 delivered: 0,
+                exists_queries: 0,
             },
         );
         self.account_view(&id)
@@ -775,6 +790,7 @@ impl World {
             ack_timing: a.timing,
             chats: a.chats.iter().map(ToString::to_string).collect(),
             messages: a.delivered,
+            exists_queries: a.exists_queries,
         })
     }
 
@@ -1110,6 +1126,9 @@ impl World {
         if chat.is_group() && !self.account(id)?.chat_set.contains(&chat) {
             return Err(SimError::UnknownChat(chat.to_string()));
         }
+        if chat.kind() == ChatKind::Contact && !self.exists(&chat.to_string())? {
+            return Err(SimError::UnknownChat(chat.to_string()));
+        }
         let body = match out.body.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
             Some(_) => Some(
                 MessageBody::parse(out.body.as_deref().unwrap_or_default())
@@ -1278,9 +1297,9 @@ impl World {
         if a.faults.conflict {
             return Ok((PageView::Conflict, None));
         }
-        // Like the real (virtualised) list, the page gets a bounded window of chats;
-        // others are reached through `/send?phone=`.
-        let chat_ids: Vec<ChatId> = a.chats.iter().take(MAX_CHAT_LIST).cloned().collect();
+        // Every chat is a model; the DOM list (virtualised on the real page)
+        // shows the first MAX_CHAT_LIST.
+        let chat_ids: Vec<ChatId> = a.chats.clone();
         let open = open_chat.and_then(|c| ChatId::parse(c).ok());
         let mut deadline: Option<Instant> = None;
         let mut messages = Vec::new();
@@ -1297,6 +1316,18 @@ impl World {
                 messages.push(m.view(now));
             }
         }
+        let start = a.messages.len().saturating_sub(MAX_MSG_MODELS);
+        let mut msgs = Vec::with_capacity(a.messages.len() - start);
+        for m in &a.messages[start..] {
+            if !m.refused {
+                let elapsed = now.saturating_duration_since(m.received);
+                if let Some(d) = next_ack_change(elapsed, &m.timing) {
+                    let at = m.received + d;
+                    deadline = Some(deadline.map_or(at, |x| x.min(at)));
+                }
+            }
+            msgs.push(m.view(now));
+        }
         let chats = chat_ids
             .iter()
             .map(|c| ChatView {
@@ -1311,9 +1342,37 @@ impl World {
                 session: sv,
                 chats,
                 messages,
+                msgs,
             },
             deadline,
         ))
+    }
+
+    /// Marks a number as registered on WhatsApp or not (default: registered).
+    pub fn set_registered(&mut self, phone: &str, on: bool) -> Result<(), SimError> {
+        let p = parse_phone("phone", phone)?;
+        if on {
+            self.unregistered.remove(&p);
+        } else {
+            self.unregistered.insert(p);
+        }
+        Ok(())
+    }
+
+    /// A page's exists query for `account`: counted, then answered.
+    pub fn query_exists(&mut self, account: &str, id: &str) -> Result<bool, SimError> {
+        let on = self.exists(id)?;
+        self.account_mut(account)?.exists_queries += 1;
+        Ok(on)
+    }
+
+    /// Whether `id` (`<digits>@c.us`) is on WhatsApp.
+    pub fn exists(&self, id: &str) -> Result<bool, SimError> {
+        let c = parse_chat("id", id)?;
+        if c.kind() != ChatKind::Contact {
+            return Err(invalid("id", "ask about a `<digits>@c.us` id"));
+        }
+        Ok(PhoneNumber::parse(c.user()).is_ok_and(|p| !self.unregistered.contains(&p)))
     }
 
     /// A chat's display name, for the page opening a chat not in the list.

@@ -124,6 +124,17 @@ pub fn chromium_args(profile: &Path, headless: bool, extra: &[String]) -> Vec<St
     args
 }
 
+/// `extra` plus `--user-agent=<ua>` (a desktop agent: WhatsApp Web refuses
+/// or degrades headless ones), unless `ua` is empty or `extra` sets one.
+pub fn with_user_agent(extra: &[String], ua: &str) -> Vec<String> {
+    let mut args = extra.to_vec();
+    let ua = ua.trim();
+    if !ua.is_empty() && !extra.iter().any(|a| a.starts_with("--user-agent")) {
+        args.push(format!("--user-agent={ua}"));
+    }
+    args
+}
+
 /// WebDriver capabilities for a Chromium session on `profile`.
 pub fn capabilities(chromium: &Path, args: Vec<String>) -> Map<String, Value> {
     let mut caps = Map::new();
@@ -280,6 +291,11 @@ mod tests {
     fn session_args_carry_the_profile_and_safety_flags() {
         let args = chromium_args(Path::new("/tmp/p1"), true, &[]);
         assert_eq!(args[0], "--headless=new");
+        let ua = "Mozilla/5.0 (X11; Linux x86_64) Chrome/136.0.0.0";
+        assert_eq!(with_user_agent(&[], ua), vec![format!("--user-agent={ua}")]);
+        let own = vec!["--user-agent=mine".to_string()];
+        assert_eq!(with_user_agent(&own, ua), own);
+        assert!(with_user_agent(&[], " ").is_empty());
         assert!(args.contains(&"--no-sandbox".to_string()));
         assert!(args.contains(&"--user-data-dir=/tmp/p1".to_string()));
         let caps = capabilities(Path::new("/usr/lib/chromium/chromium"), args);

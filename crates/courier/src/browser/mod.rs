@@ -3,7 +3,10 @@
 //! in `crate::worker` use it); the login state machine it feeds is
 //! `crate::account::login`.
 //!
-//! - [`selectors`]: the DOM contract (`config/selectors.toml`).
+//! - [`waweb`]: the module contract (`config/wa-web.toml`): every module,
+//!   member, event and state name the page driver uses, with its source.
+//! - [`selectors`]: the DOM contract for the QR, login and fault screens
+//!   (`config/selectors.toml`).
 //! - [`driver`]: chromedriver and WebDriver session plumbing.
 //! - [`session`]: the supervised WebDriver hub and one session per leased
 //!   account ([`BrowserPool`]), with crash recovery.
@@ -21,10 +24,14 @@ pub mod page;
 pub mod selectors;
 mod session;
 pub mod snapshot;
+pub mod waweb;
 
 pub use driver::{ChromeDriver, DriverError, DriverOptions};
 pub use hub::WebDriverHub;
-pub use page::{ChatSummary, MediaSource, OutgoingMessage, PageError, Participant, WhatsAppPage};
+pub use page::{
+    ChatSummary, GroupSummary, MediaSource, OutgoingMessage, PageError, Participant, WhatsAppPage,
+};
 pub use selectors::{AckLevel, Selectors};
 pub use session::{BrowserError, BrowserPool, SessionGuard};
 pub use snapshot::{SnapshotError, SnapshotKey};
+pub use waweb::{WaWeb, WaWebError};

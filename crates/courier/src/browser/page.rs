@@ -1,10 +1,12 @@
 //! The WhatsApp Web page object: every interaction Courier has with the page,
-//! driven by the selectors of `config/selectors.toml` (never literals), each
-//! step bounded by `browser.command_timeout`, with typed errors.
+//! each step bounded by `browser.command_timeout`, with typed errors.
 //!
-//! Reads that need several facts (the login screen, message acks, the chat
-//! list) are one `execute` round trip (about 3 ms) rather than many element
-//! lookups (about 10 ms each).
+//! Data and actions go through WhatsApp Web's own modules (`window.require`,
+//! names from `config/wa-web.toml`, see [`super::waweb`]), called from a
+//! bridge script evaluated in the page (`page/bridge.js`) over WebDriver's
+//! execute-async: chats, groups and members, the exists-check, sends, acks.
+//! The DOM (`config/selectors.toml`) is read only for what must be seen: the
+//! QR, the loading, login and fault screens.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::selectors::{AckLevel, Selectors};
+use super::waweb::WaWeb;
 use crate::account::login::{phone_from_wid, PageView};
 
 /// Errors of page commands.
@@ -60,6 +63,21 @@ pub enum PageError {
     /// The chat is not in the list and cannot be opened by phone.
     #[error("chat {0} cannot be opened")]
     NoSuchChat(String),
+    /// The number is not registered on WhatsApp (the exists-check said so).
+    #[error("{0}: not on WhatsApp")]
+    NotOnWhatsApp(String),
+    /// The page lacks a module or method of `config/wa-web.toml`: WhatsApp
+    /// shipped a build this names file does not describe.
+    #[error("WhatsApp Web build not supported: {0} missing")]
+    Unsupported(String),
+    /// A script evaluated in the page threw; the page's message.
+    #[error("script error in the page ({what}): {message}")]
+    Script {
+        /// The bridge call.
+        what: String,
+        /// The page's error message.
+        message: String,
+    },
     /// The browser or its WebDriver went away: an infrastructure fault, not
     /// the account's. The session is restarted; health is untouched.
     #[error("browser session lost: {0}")]
@@ -145,6 +163,8 @@ pub struct OutgoingMessage {
     pub media: bool,
     /// Carries a link preview.
     pub link_preview: bool,
+    /// When the page stamped it (`t`, Unix seconds), when known.
+    pub t: Option<i64>,
 }
 
 impl OutgoingMessage {
@@ -195,6 +215,8 @@ impl MediaOptions {
 pub struct WhatsAppPage {
     client: Client,
     sel: Arc<Selectors>,
+    names: Arc<WaWeb>,
+    names_json: Arc<Value>,
     url: String,
     timeout: Duration,
     media: MediaOptions,
@@ -219,39 +241,12 @@ return {
 };
 "#;
 
-const OUTGOING_JS: &str = r#"
-const s = arguments[0];
-const rows = Array.from(document.querySelectorAll(s.outgoing));
-const out = rows.slice(Math.max(0, rows.length - arguments[1])).map((r) => {
-  const t = r.querySelector(s.text);
-  const i = r.querySelector(s.icon);
-  return {
-    data_id: r.getAttribute(s.id_attr),
-    text: t ? t.innerText : null,
-    icon: i ? i.getAttribute(s.icon_attr) : null,
-    label: i ? i.getAttribute('aria-label') : null,
-    media: !!r.querySelector(s.media),
-    link_preview: !!r.querySelector(s.link_preview)
-  };
-});
-return out;
-"#;
-
-#[derive(Deserialize)]
-struct RawOutgoing {
-    data_id: String,
-    text: Option<String>,
-    icon: Option<String>,
-    label: Option<String>,
-    media: bool,
-    link_preview: bool,
-}
-
 impl WhatsAppPage {
     /// Wraps a WebDriver session showing (or about to show) `url`.
     pub fn new(
         client: Client,
         sel: Arc<Selectors>,
+        names: Arc<WaWeb>,
         url: String,
         timeout: Duration,
         media: MediaOptions,
@@ -259,6 +254,8 @@ impl WhatsAppPage {
         Self {
             client,
             sel,
+            names_json: Arc::new(names.names_json()),
+            names,
             url,
             timeout,
             media,
@@ -273,6 +270,11 @@ impl WhatsAppPage {
     /// The selectors in use.
     pub fn selectors(&self) -> &Selectors {
         &self.sel
+    }
+
+    /// The module names in use.
+    pub fn wa_web(&self) -> &WaWeb {
+        &self.names
     }
 
     /// Runs one WebDriver command under the command timeout, timing it.
@@ -308,11 +310,6 @@ impl WhatsAppPage {
         self.cmd("goto", self.client.goto(&self.url)).await
     }
 
-    /// Navigates to `url` on the same site (e.g. `/send?phone=`).
-    async fn goto(&self, url: &str) -> Result<(), PageError> {
-        self.cmd("goto", self.client.goto(url)).await
-    }
-
     /// Reads the whole login-relevant page state in one round trip.
     pub async fn view(&self) -> Result<PageView, PageError> {
         let s = &self.sel;
@@ -336,19 +333,35 @@ impl WhatsAppPage {
                     .any(|(k, v)| k == s.loading.post_logout_param.as_str() && v == "1")
             })
             .unwrap_or(false);
-        let phone = v["md"]
+        let stored = v["md"]
             .as_str()
             .and_then(phone_from_wid)
             .or_else(|| v["wid"].as_str().and_then(phone_from_wid));
+        // The connection state, the sync and the own id come from the
+        // modules; the DOM gives the QR and the fault screens (evidence too).
+        let wa = match self.wa_state().await {
+            Ok(w) => Some(w),
+            // Modules not loaded yet (the page is still starting).
+            Err(PageError::NotReady(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let main = wa.as_ref().is_some_and(|w| w.connected && w.synced);
+        let phone = wa
+            .as_ref()
+            .and_then(|w| w.me.as_deref())
+            .and_then(phone_from_wid)
+            .or(stored);
         Ok(PageView {
             url,
             qr: v["qr"].as_str().map(str::to_string),
             qr_exhausted: v["qr_exhausted"].as_bool().unwrap_or(false),
             loading: v["loading"].as_bool().unwrap_or(false),
-            main: v["main"].as_bool().unwrap_or(false),
-            conflict: v["conflict"].as_bool().unwrap_or(false),
-            banned: v["banned"].as_bool().unwrap_or(false),
-            logged_out,
+            main,
+            conflict: v["conflict"].as_bool().unwrap_or(false)
+                || wa.as_ref().is_some_and(|w| w.conflict),
+            banned: v["banned"].as_bool().unwrap_or(false)
+                || wa.as_ref().is_some_and(|w| w.blocked),
+            logged_out: logged_out || wa.as_ref().is_some_and(|w| w.logout),
             phone,
         })
     }
@@ -464,12 +477,13 @@ impl WhatsAppPage {
     }
 }
 
+mod bridge;
 mod chats;
 mod send;
 
+pub use bridge::{GroupSummary, WaState};
+
 pub use send::as_shown;
-#[cfg(test)]
-use send::typed;
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,7 @@ use super::hub::WebDriverHub;
 use super::page::{MediaOptions, PageError, WhatsAppPage};
 use super::selectors::Selectors;
 use super::snapshot::{self, SnapshotError, SnapshotKey};
+use super::waweb::WaWeb;
 use crate::config::BrowserSettings;
 use crate::queue::Lease;
 
@@ -82,6 +83,7 @@ pub struct BrowserPool {
     db: PgPool,
     settings: BrowserSettings,
     sel: Arc<Selectors>,
+    names: Arc<WaWeb>,
     key: Option<SnapshotKey>,
     fetcher: crate::media::MediaFetcher,
     slots: Mutex<HashMap<Uuid, Arc<Slot>>>,
@@ -153,11 +155,21 @@ impl BrowserPool {
         settings: &BrowserSettings,
         selectors: Selectors,
     ) -> Result<Arc<Self>, BrowserError> {
+        Self::start_with_names(db, settings, selectors, WaWeb::builtin()).await
+    }
+
+    /// [`Self::start`] with the module names of a `config/wa-web.toml`.
+    pub async fn start_with_names(
+        db: PgPool,
+        settings: &BrowserSettings,
+        selectors: Selectors,
+        names: WaWeb,
+    ) -> Result<Arc<Self>, BrowserError> {
         let options = DriverOptions {
             chromedriver: settings.chromedriver.clone(),
             chromium: settings.chromium.clone(),
             headless: settings.headless,
-            extra_args: settings.extra_args.clone(),
+            extra_args: driver::with_user_agent(&settings.extra_args, &settings.user_agent),
             ..DriverOptions::default()
         };
         let hub = match &settings.webdriver_url {
@@ -188,6 +200,7 @@ impl BrowserPool {
             db,
             settings: settings.clone(),
             sel: Arc::new(selectors),
+            names: Arc::new(names),
             key,
             fetcher,
             slots: Mutex::default(),
@@ -298,6 +311,30 @@ impl BrowserPool {
         })
     }
 
+    /// The account's open session if no one is using it right now: never
+    /// opens, navigates or waits (the ack watcher drains idle pages with it).
+    pub fn try_idle_session(self: &Arc<Self>, account: Uuid) -> Option<SessionGuard> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let slot = self.slots.lock().expect("slots").get(&account)?.clone();
+        let guard = slot.open.clone().try_lock_owned().ok()?;
+        let usable = guard
+            .as_ref()
+            .is_some_and(|o| self.hub.is_remote() || o.generation == self.hub.generation());
+        usable.then(|| SessionGuard {
+            pool: self.clone(),
+            account,
+            guard,
+            fresh: false,
+        })
+    }
+
+    /// Cancelled when the pool shuts down.
+    pub(crate) fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Opens Chromium on the account's profile (restoring the snapshot into
     /// an empty profile) and navigates to WhatsApp Web.
     async fn open(&self, account: Uuid) -> Result<Open, BrowserError> {
@@ -330,6 +367,7 @@ impl BrowserPool {
         let page = WhatsAppPage::new(
             client,
             self.sel.clone(),
+            self.names.clone(),
             self.page_url(account),
             self.settings.command_timeout,
             MediaOptions {

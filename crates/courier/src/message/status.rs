@@ -115,10 +115,37 @@ pub(crate) async fn mark_sent(
     Ok(true)
 }
 
+/// A send to a number that is not on WhatsApp: the message is `failed`
+/// (permanent) with `reason`, and the job's budget slot is given back, in
+/// one transaction. Fenced.
+pub(crate) async fn mark_not_on_whatsapp(
+    pool: &PgPool,
+    lease: &Lease,
+    job_id: Uuid,
+    message_id: Uuid,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = mark_attempt_failed(
+        &mut *tx,
+        lease,
+        message_id,
+        reason,
+        true,
+        super::FailureClass::Permanent,
+    )
+    .await?;
+    if done {
+        crate::queue::fragments::give_back_slot(&mut tx, job_id, lease.epoch).await?;
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
 /// A failed attempt that did not reach WhatsApp: back to `queued` (a retry
 /// follows) or, when `last`, `failed` with the reason. Fenced.
 pub(crate) async fn mark_attempt_failed(
-    pool: &PgPool,
+    pool: impl sqlx::PgExecutor<'_>,
     lease: &Lease,
     message_id: Uuid,
     reason: &str,
@@ -354,21 +381,27 @@ pub(crate) async fn flag_undelivered(
     .rows_affected())
 }
 
-/// The chats holding the account's sent-but-unread messages (most recent
-/// first), for the catch-up pass.
-pub(crate) async fn chats_awaiting_acks(
+/// The WhatsApp ids of the account's sent-but-unread messages in the
+/// `chats` chats that sent most recently, for the catch-up from the page's
+/// message models.
+pub(crate) async fn ids_awaiting_acks(
     pool: &PgPool,
     account: Uuid,
-    limit: i64,
+    chats: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT target_chat_id FROM mkt_wap_messages \
-         WHERE account_id = $1 AND status IN ('sent', 'delivered') \
-           AND sent_at > now() - interval '7 days' \
-         GROUP BY target_chat_id ORDER BY max(sent_at) DESC LIMIT $2",
+        "WITH awaiting AS ( \
+           SELECT target_chat_id, wa_message_id, sent_at FROM mkt_wap_messages \
+           WHERE account_id = $1 AND status IN ('sent', 'delivered') \
+             AND wa_message_id IS NOT NULL AND sent_at > now() - interval '7 days'), \
+         recent AS ( \
+           SELECT target_chat_id FROM awaiting GROUP BY target_chat_id \
+           ORDER BY max(sent_at) DESC LIMIT $2) \
+         SELECT wa_message_id FROM awaiting WHERE target_chat_id IN (SELECT target_chat_id FROM recent) \
+         ORDER BY sent_at DESC",
     )
     .bind(account)
-    .bind(limit)
+    .bind(chats)
     .fetch_all(pool)
     .await
 }

@@ -66,6 +66,27 @@ pub(crate) async fn advance_slot_to_now(
     Ok(())
 }
 
+/// Gives back the budget slot a send job was granted, in the caller's
+/// transaction: for a send that never went to WhatsApp because the number
+/// is not on it, so it counts in no window. Only the job's latest slot, and
+/// only the one its lease epoch granted.
+pub(crate) async fn give_back_slot(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    epoch: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM account_sends \
+         WHERE ctid = (SELECT ctid FROM account_sends WHERE job_id = $1 AND epoch = $2 \
+                       ORDER BY sent_at DESC LIMIT 1)",
+    )
+    .bind(job_id)
+    .bind(epoch)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Moves jobs that have not started to other accounts: `ids[i]` goes to
 /// `to_accounts[i]`, keeping its id, key and attempts. A job that was waiting
 /// (it had a reason) becomes runnable now on its new account; one due by now

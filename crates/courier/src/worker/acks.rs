@@ -1,15 +1,19 @@
-//! Ack tracking: reading the ticks the page shows and turning each change
-//! into a forward-only status update with events ([`crate::message::status::record_ack`]),
-//! a health signal (deliveries and reads raise it; messages left undelivered
-//! past `delivery.undelivered_after` lower it) and the
+//! Ack tracking: acks come out of the page as WhatsApp Web raises them
+//! (`change:ack` on the `Msg` collection, buffered in the page by the
+//! bridge, bounded) and each is turned into a forward-only status update with
+//! events ([`crate::message::status::record_ack`]), a health signal
+//! (deliveries and reads raise it; messages left undelivered past
+//! `delivery.undelivered_after` lower it) and the
 //! `courier_ack_latency_seconds` histogram by stage.
 //!
-//! Two readers share [`apply`]: [`after_send`] (the sent message's ticks and
-//! the open chat's, one round trip), and [`catch_up`], run by the
-//! `health_check` job — enqueued at once when a session (re)opens, and as the
-//! follow-up after sends — which opens each chat that holds sent-but-unread
-//! messages, so acks that arrived while no worker held the account are not
-//! lost. No other job runs a catch-up: a send only sends.
+//! Three readers share [`apply`]: [`after_send`] (the sent message's ack and
+//! whatever the buffer holds), [`watch`] (drains every idle open session's
+//! buffer every `WATCH_EVERY`, so an ack reaches the database within a
+//! fraction of a second), and [`catch_up`], run by the `health_check` job —
+//! enqueued at once when a session (re)opens, and as the follow-up after
+//! sends — which reads the current ack of each sent-but-unread message from
+//! the page's message models (`Msg.get(id)`), so acks that arrived while no
+//! worker held the account, or that the buffer dropped, are not lost.
 
 use std::time::Duration;
 
@@ -60,28 +64,56 @@ pub(crate) async fn apply(d: &Context, account: Uuid, wa_id: &str, level: i8, so
     }
 }
 
-/// Reads the ticks of the open chat's outgoing messages and records changes.
-pub(crate) async fn scan_open_chat(
+/// Drains the page's ack buffer and records what it held. A drain that
+/// reports dropped acks (the bounded buffer overflowed) asks for a catch-up.
+pub(crate) async fn drain(
     d: &Context,
     page: &SessionGuard,
     account: Uuid,
 ) -> Result<usize, AckError> {
-    let rows = page.recent_outgoing_in_open_chat(100).await?;
+    let (acks, lost) = page.drain_acks().await?;
     let mut n = 0;
-    for r in rows {
-        if let Some(level) = r.ack.map(|a| a.code()).filter(|c| *c >= 2) {
-            apply(d, account, &r.data_id, level, Source::AckWatcher).await;
+    for (id, level) in acks {
+        if level >= 2 {
+            apply(d, account, &id, level as i8, Source::AckWatcher).await;
             n += 1;
         }
+    }
+    if lost > 0 {
+        tracing::warn!(%account, lost, "the page's ack buffer overflowed; catching up from the message models");
+        let _ = crate::worker::schedule_health_check(d.pool.db(), account, Duration::ZERO).await;
     }
     Ok(n)
 }
 
-/// The ack step after a send: the message's own ticks as the page showed
-/// them when it confirmed the send, the ticks of the chat's earlier messages
-/// (visible now at no cost), and the follow-up look `delivery.ack_followup`
-/// later (a `health_check` job, which catches up). Failures are logged, never
-/// fail the send: acks are also caught up later.
+/// How often [`watch`] drains idle sessions.
+pub(crate) const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// Drains the ack buffer of every open session that no job is using, every
+/// [`WATCH_EVERY`], until `stop`. A session a job holds is skipped (the job
+/// drains after its send).
+pub(crate) async fn watch(d: std::sync::Arc<Context>, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+        }
+        for account in d.pool.open_accounts() {
+            let Some(page) = d.pool.try_idle_session(account) else {
+                continue;
+            };
+            if let Err(e) = drain(&d, &page, account).await {
+                tracing::debug!(%account, error = %crate::error::chain(&e), "draining acks failed");
+            }
+        }
+    }
+}
+
+/// The ack step after a send: the message's own ack as the page reported it
+/// when the send settled, whatever the page's ack buffer holds, and the
+/// follow-up look `delivery.ack_followup` later (a `health_check` job, which
+/// catches up). Failures are logged, never fail the send: acks are also
+/// caught up later.
 pub(crate) async fn after_send(
     d: &Context,
     page: &SessionGuard,
@@ -91,8 +123,8 @@ pub(crate) async fn after_send(
     if let Some(level) = sent.ack.map(|a| a.code()).filter(|c| *c >= 2) {
         apply(d, account, &sent.data_id, level, Source::Worker).await;
     }
-    if let Err(e) = scan_open_chat(d, page, account).await {
-        tracing::debug!(error = %crate::error::chain(&e), "reading the open chat's acks failed");
+    if let Err(e) = drain(d, page, account).await {
+        tracing::debug!(error = %crate::error::chain(&e), "draining the page's acks failed");
     }
     if let Err(e) =
         crate::worker::schedule_health_check(d.pool.db(), account, d.settings.ack_followup).await
@@ -108,28 +140,23 @@ pub(crate) fn next_look(newest_age: Duration, followup: Duration) -> Duration {
     (newest_age / 2).clamp(followup, Duration::from_secs(3600).max(followup))
 }
 
-/// Opens every chat holding the account's sent-but-unread messages, records
-/// what their ticks show, then flags messages undelivered for too long.
-/// Returns when to look again (`None`: nothing is waiting).
+/// Drains the page's buffer, then reads the current ack of every
+/// sent-but-unread message from the page's message models and records it;
+/// then flags messages undelivered for too long. Returns when to look again
+/// (`None`: nothing is waiting).
 pub(crate) async fn catch_up(
     d: &Context,
     page: &SessionGuard,
     account: Uuid,
 ) -> Result<Option<Duration>, AckError> {
     let db = d.pool.db();
-    let chats = status::chats_awaiting_acks(db, account, d.settings.catch_up_chats).await?;
-    for chat in &chats {
-        let rows = match page.recent_outgoing(chat, 100).await {
-            Ok(r) => r,
-            Err(e) if e.is_infrastructure() => return Err(e.into()),
-            Err(e) => {
-                tracing::debug!(chat, error = %crate::error::chain(&e), "catch-up could not read a chat");
-                continue;
-            }
-        };
-        for r in rows {
-            if let Some(level) = r.ack.map(|a| a.code()).filter(|c| *c >= 2) {
-                apply(d, account, &r.data_id, level, Source::CatchUp).await;
+    drain(d, page, account).await?;
+    let ids = status::ids_awaiting_acks(db, account, d.settings.catch_up_chats).await?;
+    for chunk in ids.chunks(500) {
+        let levels = page.acks_of(chunk).await?;
+        for (id, level) in chunk.iter().zip(levels) {
+            if let Some(level) = level.filter(|l| *l >= 2) {
+                apply(d, account, id, level as i8, Source::CatchUp).await;
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::account::health::{self, HealthEvent};
 use crate::account::login::{
     self, Action, Deadlines, LoginMachine, LoginState, PageView, Transition,
 };
-use crate::browser::{BrowserError, BrowserPool, SessionGuard};
+use crate::browser::{BrowserError, BrowserPool, PageError, SessionGuard};
 use crate::config::HealthSettings;
 use crate::queue::handler::{ClaimedJob, HandlerError};
 use crate::queue::Lease;
@@ -173,6 +173,13 @@ impl PageDriver {
                     continue;
                 }
                 Err(e) if e.is_infrastructure() => return Err(retry(e)),
+                Err(e @ PageError::Unsupported(_)) => {
+                    // WhatsApp shipped a build config/wa-web.toml does not
+                    // describe: nothing can be sent safely. The account
+                    // fails with the name that is missing (queued jobs wait:
+                    // a failed account takes none), and the alert fires.
+                    return Err(self.unsupported(lease, &machine, &e, mode).await);
+                }
                 Err(e) => {
                     // A slow page: let the deadline decide.
                     tracing::debug!(error = %crate::error::chain(&e), "reading the page failed; observing again");
@@ -238,6 +245,32 @@ impl PageDriver {
                 }
                 Action::Wait => tokio::time::sleep(Duration::from_millis(100)).await,
             }
+        }
+    }
+
+    /// Records an unsupported WhatsApp Web build: the account `failed` with
+    /// the page error's text as the reason, the metric behind the alert,
+    /// and a permanent job error (a new login after the names file is
+    /// updated starts again).
+    async fn unsupported(
+        &self,
+        lease: &Lease,
+        machine: &LoginMachine,
+        e: &PageError,
+        mode: Mode,
+    ) -> HandlerError {
+        let reason = e.to_string();
+        metrics::counter!(crate::metrics::WA_WEB_UNSUPPORTED).increment(1);
+        tracing::error!(account_id = %lease.account_id, %reason,
+            "WhatsApp Web build not supported; update config/wa-web.toml");
+        let t = Transition {
+            from: machine.state(),
+            to: LoginState::Failed,
+            reason: reason.clone(),
+        };
+        match self.apply(lease, &t, mode).await {
+            Ok(()) => HandlerError::Permanent(reason),
+            Err(e) => e,
         }
     }
 

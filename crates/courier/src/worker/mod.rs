@@ -17,6 +17,7 @@
 
 pub(crate) mod acks;
 pub(crate) mod drive;
+pub(crate) mod exists;
 pub(crate) mod handlers;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::browser::{BrowserError, BrowserPool, Selectors};
+use crate::browser::{BrowserError, BrowserPool, Selectors, WaWeb};
 use crate::config::Settings;
 use crate::jobs::JobKind;
 use crate::queue::handler::Handlers;
@@ -39,8 +40,16 @@ pub async fn registry(
         tracing::warn!(error = %crate::error::chain(&e), "cannot load config/selectors.toml; using the built-in copy");
         Selectors::builtin()
     });
-    let pool = BrowserPool::start(db.clone(), &settings.browser, selectors).await?;
+    // A names file that does not parse is an operator's error to see at
+    // once; the built-in copy keeps the worker running meanwhile.
+    let names = WaWeb::load_default().unwrap_or_else(|e| {
+        tracing::error!(error = %crate::error::chain(&e), "cannot load config/wa-web.toml; using the built-in copy");
+        WaWeb::builtin()
+    });
+    let pool =
+        BrowserPool::start_with_names(db.clone(), &settings.browser, selectors, names).await?;
     let ctx = Arc::new(handlers::Context::new(pool.clone(), settings));
+    tokio::spawn(acks::watch(ctx.clone(), pool.stopping()));
     let handlers = Handlers::new()
         .with_policy(crate::message::CLAIM_POLICY)
         .register(JobKind::Send, Arc::new(handlers::send::Send(ctx.clone())))

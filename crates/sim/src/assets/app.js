@@ -1,7 +1,10 @@
 // The simulated WhatsApp Web page. It long-polls /_page/api/state for what to
-// show and renders it with the markup of config/selectors.toml (injected as
-// window.SIM.selectors). Updates are made in place, keyed by chat and message
-// id, so element references a WebDriver client holds stay valid.
+// show, serves WhatsApp Web's module contract from it (window.require(NAME),
+// names from config/wa-web.toml injected as window.SIM.waweb; see the
+// "modules" section), and renders the DOM of config/selectors.toml (injected
+// as window.SIM.selectors) for the QR, login and fault screens and as
+// evidence. Updates are made in place, keyed by chat and message id, so
+// element references a WebDriver client holds stay valid.
 (function () {
   'use strict';
   var S = window.SIM.selectors;
@@ -20,7 +23,9 @@
   var chatItems = new Map();
   var pendingPhone = location.pathname === '/send' ? params.get('phone') : null;
   var ORDER = { pending: 0, server: 1, device: 2, read: 3 };
+  var MAX_CHAT_ROWS = 200;
   var LABEL = { pending: ' Pending ', server: ' Sent ', device: ' Delivered ', read: S.ack.read_label, error: ' Failed ' };
+  var ALT = window.SIM.variant === 'alternate';
 
   function randomHex(n) {
     var b = new Uint8Array(n);
@@ -104,6 +109,7 @@
   }
 
   function render(v) {
+    modelsFrom(v);
     switch (v.screen) {
       case 'qr': renderQr(v); break;
       case 'loading': storeSession(v.session); renderLoading(v); break;
@@ -195,6 +201,7 @@
 
   function loggedOut() {
     stopped = true;
+    Cmd.trigger(N.ev.logout);
     [S.storage.session_key, S.storage.last_wid_md_key, S.storage.last_wid_key].forEach(function (k) {
       localStorage.removeItem(k);
     });
@@ -252,15 +259,23 @@
   }
 
   function updateChatList(list) {
-    list.forEach(function (c) {
+    // Like the real virtualised list, the DOM shows a bounded window.
+    list.slice(0, MAX_CHAT_ROWS).forEach(function (c) {
       var item = chatItems.get(c.id);
       if (!item) {
-        item = el('div', { role: 'listitem', tabindex: '-1' });
-        item.setAttribute(S.chat_list.chat_id_attr, c.id);
-        item.append(el('span', { dir: 'auto', title: c.name }, c.name),
-          el('span', { class: 'chat-sub' }, c.group ? c.members + ' members' : ''));
+        if (ALT) {
+          // The alternate markup: no id on the row, other classes, newest on top.
+          item = el('div', { role: 'row', class: 'alt-chat' });
+          item.append(el('div', { class: 'alt-title' }, c.name));
+          refs.list.prepend(item);
+        } else {
+          item = el('div', { role: 'listitem', tabindex: '-1' });
+          item.setAttribute(S.chat_list.chat_id_attr, c.id);
+          item.append(el('span', { dir: 'auto', title: c.name }, c.name),
+            el('span', { class: 'chat-sub' }, c.group ? c.members + ' members' : ''));
+          refs.list.append(item);
+        }
         item.addEventListener('click', function () { openChatById(c.id); });
-        refs.list.append(item);
         chatItems.set(c.id, item);
       }
     });
@@ -407,7 +422,7 @@
 
   function addRow(m) {
     var wrap = el('div', { role: 'row' });
-    var row = el('div', { 'data-id': m.data_id, class: 'message-out' });
+    var row = ALT ? el('div', { class: 'alt-msg' }) : el('div', { 'data-id': m.data_id, class: 'message-out' });
     if (m.media) row.append(el('div', { 'data-testid': 'media' }, m.media.kind + ': ' + m.media.name));
     if (m.link_preview) row.append(previewBox(m.link_preview));
     if (m.body) {
@@ -495,6 +510,279 @@
     });
     more();
   }
+
+  // ------------------------------------------------------------ modules
+  // WhatsApp Web's module contract, as the maintained clients use it:
+  // window.require(NAME) returns the objects below, backed by the long-polled
+  // view. Module names come only from config/wa-web.toml (window.SIM.waweb):
+  // define() refuses a key the file lacks, and require() knows no other name,
+  // so the simulator cannot serve a module real WhatsApp Web does not have.
+  // Promises resolve when the real ones would: the send's second promise once
+  // the server has the message, ack events as acks arrive.
+
+  var N = window.SIM.waweb;
+  var registry = {};
+  function define(key, value) {
+    var d = N.mod[key];
+    if (!d) throw new Error('simulator: module ' + key + ' is not in config/wa-web.toml');
+    if (d.export) {
+      registry[d.module] = registry[d.module] || {};
+      registry[d.module][d.export] = value;
+    } else {
+      registry[d.module] = value;
+    }
+  }
+  window.require = function (name) {
+    if (!Object.prototype.hasOwnProperty.call(registry, name)) throw new Error("Cannot find module '" + name + "'");
+    return registry[name];
+  };
+
+  function Emitter() { this._handlers = {}; }
+  Emitter.prototype.on = function (ev, f) { (this._handlers[ev] = this._handlers[ev] || []).push(f); return this; };
+  Emitter.prototype.off = function (ev, f) {
+    var h = this._handlers[ev];
+    if (h) this._handlers[ev] = h.filter(function (x) { return x !== f; });
+    return this;
+  };
+  Emitter.prototype.trigger = function (ev) {
+    var args = Array.prototype.slice.call(arguments, 1);
+    (this._handlers[ev] || []).slice().forEach(function (f) {
+      try { f.apply(null, args); } catch (e) { if (window.console) console.error(e); }
+    });
+  };
+  function emitter(o) { var e = new Emitter(); Object.keys(o || {}).forEach(function (k) { e[k] = o[k]; }); return e; }
+
+  function Wid(s) {
+    this._serialized = s;
+    var at = s.indexOf('@');
+    this.user = s.slice(0, at);
+    this.server = s.slice(at + 1);
+  }
+  Wid.prototype.isGroup = function () { return this.server === 'g.us'; };
+  Wid.prototype.toString = function () { return this._serialized; };
+  function idOf(x) { return typeof x === 'string' ? x : (x && x._serialized) || null; }
+  function toWid(x) { return x instanceof Wid ? x : new Wid(idOf(x)); }
+
+  function Collection() { Emitter.call(this); this._models = []; this._byId = new Map(); }
+  Collection.prototype = Object.create(Emitter.prototype);
+  Collection.prototype.getModelsArray = function () { return this._models.slice(); };
+  Collection.prototype.get = function (id) { return this._byId.get(idOf(id)); };
+  Collection.prototype.add = function (m) {
+    var k = idOf(m.id);
+    var had = this._byId.get(k);
+    if (had) return had;
+    this._byId.set(k, m);
+    this._models.push(m);
+    return m;
+  };
+  Collection.prototype.reset = function (list) {
+    this._models = [];
+    this._byId = new Map();
+    list.forEach(this.add, this);
+  };
+
+  // The message key: own messages serialize as true_<chat>_<ID>.
+  function MsgKey(o) {
+    this.fromMe = o.selfDir === 'out' || o.fromMe === true;
+    this.remote = toWid(o.to || o.remote);
+    this.id = o.id;
+    this.participant = o.participant;
+    this._serialized = (this.fromMe ? 'true' : 'false') + '_' + this.remote._serialized + '_' + o.id;
+  }
+  MsgKey.newId = function () { return Promise.resolve('3EB0' + randomHex(8)); };
+  MsgKey.prototype.toString = function () { return this._serialized; };
+
+  var Socket = emitter({ state: N.st.OPENING, hasSynced: false });
+  var Conn = emitter({ ref: null });
+  var Cmd = emitter({});
+  var me = null;
+  var Chat = new Collection();
+  var Msg = new Collection();
+  var Contact = new Collection();
+  var GroupMetadata = new Collection();
+
+  function setSocket(state, synced) {
+    if (Socket.state !== state) { Socket.state = state; Socket.trigger(N.ev.change_state, Socket, state); }
+    if (Socket.hasSynced !== synced) { Socket.hasSynced = synced; if (synced) Socket.trigger(N.ev.change_hasSynced, Socket, synced); }
+  }
+
+  function setMsgAck(m, ack) {
+    if (m.ack === ack || m.ack === -1) return;
+    if (ack !== -1 && ack < m.ack) return; // acks only move forward
+    m.ack = ack;
+    m.trigger(N.ev.change_ack, m, ack);
+    Msg.trigger(N.ev.change_ack, m, ack);
+  }
+
+  function msgFromView(v) {
+    var m = emitter({
+      id: new MsgKey({ fromMe: true, to: v.chat, id: v.id }),
+      ack: v.ack_code,
+      t: Math.floor(new Date(v.received_at).getTime() / 1000),
+      type: v.media ? v.media.kind : 'chat'
+    });
+    if (v.media) {
+      m.caption = v.body || undefined;
+      m.mimetype = v.media.mime;
+      m.filename = v.media.name;
+      m.size = v.media.size;
+    } else {
+      m.body = v.body || undefined;
+    }
+    if (v.link_preview) { m.preview = true; m.canonicalUrl = v.link_preview; }
+    return m;
+  }
+
+  function chatModel(c) {
+    var chat = Chat.get(c.id);
+    if (!chat) {
+      chat = { id: new Wid(c.id) };
+      Chat.add(chat);
+    }
+    chat.name = c.name;
+    chat.formattedTitle = c.name;
+    if (c.group && !chat.groupMetadata) {
+      chat.groupMetadata = { id: chat.id, participants: new Collection() };
+      GroupMetadata.add(chat.groupMetadata);
+    }
+    return chat;
+  }
+
+  // Keeps the models in step with the view (called on every long-poll answer).
+  function modelsFrom(v) {
+    switch (v.screen) {
+      case 'qr':
+        if (Conn.ref !== (v.token || null)) { Conn.ref = v.token || null; Conn.trigger(N.ev.change_ref, Conn, Conn.ref); }
+        setSocket(v.token ? N.st.UNPAIRED : N.st.UNPAIRED_IDLE, false);
+        break;
+      case 'loading':
+        if (v.session) me = new Wid(v.session.last_wid);
+        setSocket(N.st.OPENING, false);
+        break;
+      case 'main':
+        me = new Wid(v.session.last_wid);
+        v.chats.forEach(chatModel);
+        v.msgs.forEach(function (mv) {
+          var m = Msg.get(mv.data_id);
+          if (m) setMsgAck(m, mv.ack_code); else Msg.add(msgFromView(mv));
+        });
+        setSocket(N.st.CONNECTED, true);
+        break;
+      case 'conflict': setSocket(N.st.CONFLICT, Socket.hasSynced); break;
+      case 'banned': setSocket(N.st.TOS_BLOCK, false); break;
+      case 'logged_out': me = null; setSocket(N.st.UNPAIRED, false); break;
+    }
+  }
+
+  function participantModel(p) {
+    var id = new Wid(p.id);
+    var contact = Contact.get(p.id);
+    if (!contact) { contact = { id: id }; Contact.add(contact); }
+    contact.name = p.name || undefined;
+    // A @lid member hides its number; its contact may carry it.
+    if (id.server === 'lid' && p.phone) contact.phoneNumber = new Wid(p.phone.replace(/\D/g, '') + '@c.us');
+    return { id: id, isAdmin: !!p.admin, isSuperAdmin: !!p.super_admin, contact: contact };
+  }
+
+  GroupMetadata.update = async function (wid) {
+    var id = idOf(wid);
+    var all = [];
+    for (;;) {
+      var res = await api('participants', { chat: id, offset: all.length, limit: 200 });
+      if (!res.ok) throw new Error((res.body && res.body.message) || ('group metadata: error ' + res.status));
+      all = all.concat(res.body.participants);
+      if (!res.body.participants.length || all.length >= res.body.total) break;
+    }
+    var gm = GroupMetadata.get(id);
+    if (!gm) { gm = { id: toWid(id), participants: new Collection() }; GroupMetadata.add(gm); }
+    gm.participants.reset(all.map(participantModel));
+    return gm;
+  };
+
+  function mediaKind(mime, asDocument) {
+    if (asDocument) return 'document';
+    if (mime.indexOf('image/') === 0) return 'image';
+    if (mime.indexOf('video/') === 0) return 'video';
+    return 'document';
+  }
+
+  function addAndSendMsgToChat(chat, msg) {
+    var m = emitter(msg);
+    if (!(m.id instanceof MsgKey)) m.id = new MsgKey(m.id);
+    m.ack = 0;
+    Msg.add(m);
+    var added = Promise.resolve(m);
+    var sent = new Promise(function (resolve) {
+      function settle(model, ack) {
+        if (ack >= 1 || ack === -1) { m.off(N.ev.change_ack, settle); resolve(m); }
+      }
+      m.on(N.ev.change_ack, settle);
+    });
+    var media = m.mimetype ? { kind: mediaKind(m.mimetype, m.type === 'document'), name: m.filename, mime: m.mimetype, size: m.size } : null;
+    var body = media ? (m.caption || null) : (m.body || null);
+    api('send', { message: { id: m.id.id, chat: idOf(chat.id), body: body, media: media, link_preview: m.preview ? (m.canonicalUrl || null) : null } })
+      .then(function (res) {
+        if (res.ok) {
+          if (res.body.reload) { stopped = true; location.reload(); return; }
+          setMsgAck(m, res.body.message.ack_code);
+          return;
+        }
+        setMsgAck(m, -1);
+        toast(res.status === 429 ? 'Message not sent: you have reached your messaging limit. Try again later.'
+          : 'Message not sent: ' + ((res.body && res.body.message) || 'error'));
+      }, function () { setMsgAck(m, -1); });
+    return [added, sent];
+  }
+
+  define('Socket', Socket);
+  define('Conn', Conn);
+  define('Cmd', Cmd);
+  define('MeUser', {
+    getMaybeMePnUser: function () { return me; },
+    getMaybeMeLidUser: function () { return null; }
+  });
+  define('Collections', { Chat: Chat, Msg: Msg, Contact: Contact, GroupMetadata: GroupMetadata });
+  define('WidFactory', { createWid: function (s) { return new Wid(idOf(s)); } });
+  define('QueryExists', {
+    queryWidExists: async function (wid) {
+      var res = await api('exists', { id: idOf(wid) });
+      if (!res.ok) throw new Error((res.body && res.body.message) || ('exists: error ' + res.status));
+      return res.body.exists ? { wid: toWid(wid) } : {};
+    }
+  });
+  define('FindChat', {
+    findOrCreateLatestChat: async function (wid) {
+      var have = Chat.get(wid);
+      if (have) return { chat: have };
+      var w = toWid(wid);
+      if (w.server === 'c.us') {
+        // A person's latest chat is created in the page (the server learns
+        // of it with the first message); its title from a known contact.
+        var contact = Contact.get(w);
+        return { chat: chatModel({ id: w._serialized, name: (contact && contact.name) || '+' + w.user, group: false }) };
+      }
+      var res = await api('chat', { chat: idOf(wid) });
+      if (res.status === 404) return {};
+      if (!res.ok) throw new Error((res.body && res.body.message) || ('find chat: error ' + res.status));
+      return { chat: chatModel(res.body) };
+    }
+  });
+  define('SendMsg', { addAndSendMsgToChat: addAndSendMsgToChat });
+  define('MsgKey', MsgKey);
+  define('MediaOpaqueData', {
+    createFromData: function (file, type) {
+      return Promise.resolve({ file: file, type: type || file.type });
+    }
+  });
+  define('PrepRawMedia', {
+    prepRawMedia: function (opaque, opts) {
+      var data = { type: mediaKind(opaque.type, opts && opts.asDocument), mimetype: opaque.type, filename: opaque.file.name, size: opaque.file.size };
+      return { waitForPrep: function () { return Promise.resolve(data); } };
+    }
+  });
+  define('LinkPreview', {
+    getLinkPreview: function (url) { return Promise.resolve({ data: { canonicalUrl: String(url) } }); }
+  });
 
   if (!ACCOUNT) {
     app.textContent = 'Simulator: open this page as /?account=<account id>';

@@ -1,132 +1,110 @@
-//! Sending: typing into the compose box (line breaks as Shift+Enter), links,
-//! media staged from a URL or the media directory, and the wait for the
-//! server tick that proves WhatsApp accepted the message.
+//! Sending through the modules: text, a link with its preview, and media
+//! passed into the page as bytes (base64 plus MIME type, never a file path,
+//! so a browser on another machine needs no shared disk). A send returns once
+//! the send action's second promise settled (the server has the message) with
+//! the message's id and its ack.
+
+use base64::Engine as _;
 
 use super::*;
 
+/// What the page reports after a send.
+#[derive(Deserialize)]
+struct Sent {
+    id: String,
+    ack: Option<i64>,
+    settled: String,
+    view: Option<RawOutgoingView>,
+}
+
+#[derive(Deserialize)]
+struct RawOutgoingView {
+    text: Option<String>,
+    media: bool,
+    link_preview: bool,
+    t: Option<i64>,
+}
+
+/// The first http(s) URL in `text`.
+pub(crate) fn first_url(text: &str) -> Option<&str> {
+    let start = text.find("https://").or_else(|| text.find("http://"))?;
+    let rest = &text[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
 impl WhatsAppPage {
-    /// Waits for the outgoing row that a send just added (one not in `before`),
-    /// then for its first server ack or a refusal.
-    /// `seen`: toasts shown before the send (only a newer one is this send's).
-    async fn await_sent(
+    async fn send_via_modules(
         &self,
-        before: &[String],
-        seen: usize,
+        chat: &str,
+        args: Value,
         text: Option<&str>,
     ) -> Result<OutgoingMessage, PageError> {
-        let started = Instant::now();
-        // `before` can miss rows: the page opens a chat with an empty history
-        // and fills it in from the server moments later, so an older message
-        // may appear "new". The row must also carry the text just typed (the
-        // caption of a media send), trimmed as the page shows it, with its
-        // line breaks as typed (see `typed`).
-        let want = text.map(as_shown);
-        let want = want.as_deref().map(str::trim).filter(|t| !t.is_empty());
-        loop {
-            let rows = self.recent_outgoing_in_open_chat(5).await?;
-            if let Some(m) = rows.into_iter().rev().find(|m| {
-                !before.contains(&m.data_id)
-                    && want.is_none_or(|w| m.text.as_deref().map(str::trim) == Some(w))
-            }) {
-                match m.ack {
-                    Some(AckLevel::Error) => {
-                        let toast = self.toasts().await?.1.unwrap_or_else(|| "error ack".into());
-                        return Err(PageError::QuotaRefused(toast));
-                    }
-                    Some(AckLevel::Pending) | None => {}
-                    Some(_) => return Ok(m),
-                }
-            }
-            if let Some(t) = self.toast_after(seen).await? {
-                return Err(PageError::QuotaRefused(t));
-            }
-            if started.elapsed() > self.timeout {
-                // Check for a fault that replaced the chat.
+        self.ensure_ready().await?;
+        let mut args = args;
+        args["target"] = json!(chat);
+        args["deadline"] = json!(self.timeout.as_millis() as u64);
+        let v = self
+            .bridge_within("send", args, self.timeout + Duration::from_secs(2))
+            .await?;
+        let sent: Sent = serde_json::from_value(v).map_err(|e| PageError::Script {
+            what: "send".into(),
+            message: format!("unexpected answer: {e}"),
+        })?;
+        let ack = sent.ack.and_then(AckLevel::from_code);
+        match ack {
+            Some(AckLevel::Error) => Err(PageError::QuotaRefused(format!(
+                "message {} got the error ack",
+                sent.id
+            ))),
+            Some(AckLevel::Pending) | None => {
+                // The second promise did not settle in time, or settled with
+                // the message still pending: the outcome is unknown.
                 self.ensure_ready().await?;
-                return Err(PageError::Timeout {
-                    what: "waiting for the sent message's server ack".into(),
+                Err(PageError::Timeout {
+                    what: format!(
+                        "waiting for the server to take message {} ({})",
+                        sent.id, sent.settled
+                    ),
                     after: self.timeout,
-                });
+                })
             }
-            tokio::time::sleep(Duration::from_millis(15)).await;
+            Some(_) => {
+                let view = sent.view;
+                Ok(OutgoingMessage {
+                    data_id: sent.id,
+                    text: view
+                        .as_ref()
+                        .and_then(|v| v.text.clone())
+                        .or(text.map(str::to_string)),
+                    ack,
+                    media: view.as_ref().is_some_and(|v| v.media),
+                    link_preview: view.as_ref().is_some_and(|v| v.link_preview),
+                    t: view.as_ref().and_then(|v| v.t),
+                })
+            }
         }
     }
 
-    /// The newest toast, if more toasts are shown than `seen` (toasts live
-    /// a few seconds: one left over from an earlier refusal is not this
-    /// send's).
-    async fn toast_after(&self, seen: usize) -> Result<Option<String>, PageError> {
-        let (count, text) = self.toasts().await?;
-        Ok(if count > seen { text } else { None })
-    }
-
-    /// How many toasts are shown, and the newest one's text.
-    async fn toasts(&self) -> Result<(usize, Option<String>), PageError> {
-        let v = self
-            .js(
-                "toast",
-                "const t = document.querySelectorAll(arguments[0]); \
-                 return [t.length, t.length ? t[t.length - 1].innerText : null];",
-                vec![json!(self.sel.conversation.toast)],
-            )
-            .await?;
-        Ok((
-            v[0].as_u64().unwrap_or(0) as usize,
-            v[1].as_str().map(str::to_string),
-        ))
-    }
-
-    async fn outgoing_ids(&self) -> Result<Vec<String>, PageError> {
-        Ok(self
-            .recent_outgoing_in_open_chat(50)
-            .await?
-            .into_iter()
-            .map(|m| m.data_id)
-            .collect())
-    }
-
-    /// Sends text to `chat` and returns the message once WhatsApp accepted it
+    /// Sends text to `chat` and returns the message once WhatsApp took it
     /// (one tick). A refusal is [`PageError::QuotaRefused`].
     pub async fn send_text(&self, chat: &str, text: &str) -> Result<OutgoingMessage, PageError> {
-        self.open_chat(chat).await?;
-        let before = self.outgoing_ids().await?;
-        let seen = self.toasts().await?.0;
-        let s = &self.sel;
-        let compose = self
-            .wait_for("conversation.compose", &s.conversation.compose)
-            .await?;
-        self.cmd("type", compose.send_keys(&typed(text))).await?;
-        let send = self
-            .wait_for("conversation.send_button", &s.conversation.send_button)
-            .await?;
-        self.cmd("click", send.click()).await?;
-        self.await_sent(&before, seen, Some(text)).await
+        self.send_via_modules(chat, json!({ "text": text }), Some(text))
+            .await
     }
 
-    /// Sends text containing a URL, waiting for the link preview before sending.
+    /// Sends text containing a URL with the link preview WhatsApp Web builds for it.
     pub async fn send_link(&self, chat: &str, text: &str) -> Result<OutgoingMessage, PageError> {
-        self.open_chat(chat).await?;
-        let before = self.outgoing_ids().await?;
-        let seen = self.toasts().await?.0;
-        let s = &self.sel;
-        let compose = self
-            .wait_for("conversation.compose", &s.conversation.compose)
-            .await?;
-        self.cmd("type", compose.send_keys(&typed(text))).await?;
-        self.wait_for(
-            "conversation.compose_link_preview",
-            &s.conversation.compose_link_preview,
-        )
-        .await?;
-        let send = self
-            .wait_for("conversation.send_button", &s.conversation.send_button)
-            .await?;
-        self.cmd("click", send.click()).await?;
-        self.await_sent(&before, seen, Some(text)).await
+        let link = first_url(text);
+        self.send_via_modules(chat, json!({ "text": text, "url": link }), Some(text))
+            .await
     }
 
-    /// Sends a media file (from a path, or a URL fetched with a size cap) with
-    /// an optional caption; `as_document` uses the document input.
+    /// Sends a media file (from a path, or a URL fetched with a size cap)
+    /// with an optional caption; `as_document` sends it as a document. The
+    /// bytes go into the page; the page never sees a path.
     pub async fn send_media(
         &self,
         chat: &str,
@@ -135,36 +113,25 @@ impl WhatsAppPage {
         as_document: bool,
     ) -> Result<OutgoingMessage, PageError> {
         let path = self.stage_media(source).await?;
-        self.open_chat(chat).await?;
-        let before = self.outgoing_ids().await?;
-        let seen = self.toasts().await?.0;
-        let s = &self.sel;
-        let attach = self
-            .wait_for("attach.attach_button", &s.attach.attach_button)
-            .await?;
-        self.cmd("click", attach.click()).await?;
-        let (name, css) = if as_document {
-            ("attach.document_input", &s.attach.document_input)
-        } else {
-            ("attach.media_input", &s.attach.media_input)
-        };
-        let input = self.wait_for(name, css).await?;
-        let abs = std::fs::canonicalize(&path).map_err(|e| PageError::Media(e.to_string()))?;
-        self.cmd("upload", input.send_keys(&abs.to_string_lossy()))
-            .await?;
-        if let Some(c) = caption.filter(|c| !c.is_empty()) {
-            let cap = self.wait_for("attach.caption", &s.attach.caption).await?;
-            self.cmd("type", cap.send_keys(&typed(c))).await?;
-        }
-        let send = self
-            .wait_for("attach.send_button", &s.attach.send_button)
-            .await?;
-        self.cmd("click", send.click()).await?;
-        let r = self.await_sent(&before, seen, caption).await;
+        let bytes = tokio::fs::read(&path).await;
         if matches!(source, MediaSource::Url(_)) {
             let _ = std::fs::remove_file(&path);
         }
-        r
+        let bytes = bytes.map_err(|e| PageError::Media(format!("{}: {e}", path.display())))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let mime = mime_of(&name);
+        let media = json!({
+            "b64": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            "fname": name,
+            "mimeType": mime,
+            "asDocument": as_document,
+        });
+        let caption = caption.filter(|c| !c.is_empty());
+        self.send_via_modules(chat, json!({ "text": caption, "file": media }), caption)
+            .await
     }
 
     /// Checks a local file against the cap, or downloads a URL into the media
@@ -197,18 +164,31 @@ impl WhatsAppPage {
     }
 }
 
-/// `text` as keystrokes for a compose box: every line break is typed as
-/// Shift+Enter (WebDriver's Shift, Enter, then Null to release Shift), which
-/// starts a new line. A bare Enter would send what was typed so far, cutting
-/// one message into several.
-pub(super) fn typed(text: &str) -> String {
-    as_shown(text).replace('\n', "\u{E008}\u{E007}\u{E000}")
+/// The MIME type for a file name's extension (WhatsApp Web's media
+/// preparation decides image, video or document from it).
+pub(crate) fn mime_of(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "mp4" => "video/mp4",
+        "3gp" => "video/3gpp",
+        "mov" => "video/quicktime",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        _ => "application/octet-stream",
+    }
 }
 
-/// `text` as Courier types it and the page shows it once sent: `\r\n` and
-/// `\r` become `\n`, and a tab a space (a typed Tab would move the focus out
-/// of the compose box, and the rest of the text with it). Compare a message's
-/// text with the page's through this.
+/// `text` as the page shows it once sent: `\r\n` and `\r` become `\n`, and a
+/// tab a space. Compare a message's text with the page's through this.
 pub fn as_shown(text: &str) -> String {
     text.replace("\r\n", "\n")
         .replace('\r', "\n")

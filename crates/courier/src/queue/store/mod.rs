@@ -14,12 +14,12 @@ use std::time::Duration;
 /// States the claim considers (with `run_at <= now()`).
 pub(crate) const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
 
-/// Only maintenance kinds run for a logged-out or banned account, only a
-/// login for one an operator disconnected, nothing for a retired one: its
-/// other jobs stay queued (never claimed, never failed) until it logs in
-/// again or the scheduler re-assigns them. `{a}` is the account id
-/// expression; `kind` is the job's. The same rule for a status already at
-/// hand is [`status_gate!`].
+/// Only maintenance kinds run for a logged-out, banned or failed account
+/// (`account::AccountStatus::is_unavailable`), only a login for one an
+/// operator disconnected, nothing for a retired one: its other jobs stay
+/// queued (never claimed, never failed) until it logs in again or the
+/// scheduler re-assigns them. `{a}` is the account id expression; `kind` is
+/// the job's. The same rule for a status already at hand is [`status_gate!`].
 macro_rules! session_gate {
     ($a:literal) => {
         concat!(
@@ -47,6 +47,9 @@ macro_rules! status_gate {
             $k,
             " IN ('login', 'health_check')",
             " WHEN 'banned' THEN ",
+            $k,
+            " IN ('login', 'health_check')",
+            " WHEN 'failed' THEN ",
             $k,
             " IN ('login', 'health_check')",
             " ELSE true END)"

@@ -32,6 +32,8 @@ pub(crate) struct Context {
     pub(crate) media_dir: PathBuf,
     pub(crate) media_max_bytes: u64,
     pub(crate) driver: PageDriver,
+    /// Whether numbers are on WhatsApp, per worker, for `delivery.exists_ttl`.
+    pub(crate) exists: super::exists::ExistsCache,
 }
 
 impl Context {
@@ -48,6 +50,7 @@ impl Context {
             health: settings.health.clone(),
             media_dir: settings.browser.media_dir.clone(),
             media_max_bytes: settings.browser.media_max_bytes,
+            exists: super::exists::ExistsCache::new(settings.delivery.exists_ttl),
         }
     }
 
@@ -71,7 +74,12 @@ impl Context {
         let within = self.pool.settings().starting_deadline;
         match session.wait_ready(within).await {
             Ok(_) => {}
-            Err(e @ (PageError::LoggedOut | PageError::Blocked | PageError::Conflict)) => {
+            Err(
+                e @ (PageError::LoggedOut
+                | PageError::Blocked
+                | PageError::Conflict
+                | PageError::Unsupported(_)),
+            ) => {
                 // The health check records the status (and the health hit),
                 // which stops this account's sends at the claim.
                 let _ =

@@ -10,10 +10,17 @@
 //!    first: an outgoing copy with the same text that no other message owns
 //!    is adopted (its id stored, status `sent`), and nothing is typed. No
 //!    message is sent blindly twice.
-//! 3. Otherwise the page types (paced in proportion to the text length) and
-//!    sends; on the first server tick the row becomes `sent` with WhatsApp's
-//!    id, fenced by the lease.
-//! 4. Acks are the ack-tracking step's ([`crate::worker::acks`]): the ticks
+//! 3. A send to a number (`…@c.us`) first asks the page whether the number
+//!    is on WhatsApp (`queryWidExists`; the answer is remembered per worker
+//!    for `delivery.exists_ttl`). A number that is not fails the message at
+//!    once with the reason `not on WhatsApp`, gives the budget slot back and
+//!    costs no health: nothing reached WhatsApp and the account did nothing
+//!    wrong.
+//! 4. Otherwise the page waits (paced in proportion to the text length, as
+//!    typing would) and sends through WhatsApp Web's send action; once the
+//!    server has it the row becomes `sent` with WhatsApp's id, fenced by the
+//!    lease.
+//! 5. Acks are the ack-tracking step's ([`crate::worker::acks`]): the ticks
 //!    the open chat shows now are recorded, and a follow-up `health_check`
 //!    job looks again after `delivery.ack_followup`.
 //!
@@ -57,7 +64,9 @@ pub(crate) fn typing_time(chars: usize, per_char: Duration, max: Duration) -> Du
 /// mid-send) may pass later, on this account or another.
 pub(crate) fn failure_class(e: &PageError) -> FailureClass {
     match e {
-        PageError::Media(_) | PageError::NoSuchChat(_) => FailureClass::Permanent,
+        PageError::Media(_) | PageError::NoSuchChat(_) | PageError::NotOnWhatsApp(_) => {
+            FailureClass::Permanent
+        }
         _ => FailureClass::Transient,
     }
 }
@@ -74,9 +83,49 @@ fn known_not_sent(e: &PageError) -> bool {
     // unknown, so the retry checks the chat first.
     matches!(
         e,
-        PageError::QuotaRefused(_) | PageError::Media(_) | PageError::NoSuchChat(_)
+        PageError::QuotaRefused(_)
+            | PageError::Media(_)
+            | PageError::NoSuchChat(_)
+            | PageError::NotOnWhatsApp(_)
     )
 }
+
+/// `t` as the page shows it, trimmed, for comparing texts.
+fn shown(t: &str) -> String {
+    crate::browser::page::as_shown(t).trim().to_string()
+}
+
+/// Whether an outgoing message in the chat may be the copy an interrupted
+/// attempt sent (pure): acked by the server, the same text (or caption) and
+/// kind, and sent after the attempt started by its own time `t`, with a
+/// minute of slack for a browser on another machine whose clock differs. An
+/// older copy with the same text (sent by hand from the phone) is not it.
+pub(crate) fn is_copy(
+    r: &OutgoingMessage,
+    want: Option<&str>,
+    media: bool,
+    started: Option<chrono::DateTime<Utc>>,
+) -> bool {
+    r.ack.is_some_and(|a| a.code() >= 1)
+        && r.text
+            .as_deref()
+            .map(shown)
+            .filter(|t| !t.is_empty())
+            .as_deref()
+            == want
+        && r.media == media
+        && match (r.t, started) {
+            (Some(t), Some(started)) => t >= started.timestamp() - ADOPT_CLOCK_SLACK_SECS,
+            _ => true,
+        }
+}
+
+/// How far a copy's page time may precede the attempt's start and still be
+/// adopted (clocks of a remote browser and the database differ).
+const ADOPT_CLOCK_SLACK_SECS: i64 = 60;
+
+/// The reason a message to a number that is not on WhatsApp fails with.
+pub(crate) const NOT_ON_WHATSAPP: &str = "not on WhatsApp";
 
 impl Send {
     /// One attempt, in the order of the module docs: the message's state, the
@@ -127,6 +176,11 @@ impl Send {
                         crate::error::chain(&e)
                     )))
                 }
+            }
+        }
+        if let Some(digits) = msg.target_chat_id.strip_suffix("@c.us") {
+            if !self.on_whatsapp(&session, digits).await? {
+                return self.not_on_whatsapp(job, &msg).await;
             }
         }
         let typed = msg.chat_text().map(str::chars).map(Iterator::count);
@@ -195,6 +249,8 @@ impl Send {
                             | PageError::Blocked
                             | PageError::Media(_)
                             | PageError::NoSuchChat(_)
+                            | PageError::NotOnWhatsApp(_)
+                            | PageError::Unsupported(_)
                     )
                 {
                     self.0
@@ -243,6 +299,44 @@ impl Send {
         }
     }
 
+    /// Whether `digits` is on WhatsApp: the worker's remembered answer, else
+    /// the page's exists query (remembered for `delivery.exists_ttl`).
+    async fn on_whatsapp(&self, page: &SessionGuard, digits: &str) -> Result<bool, HandlerError> {
+        let now = std::time::Instant::now();
+        if let Some(on) = self.0.exists.get(digits, now) {
+            return Ok(on);
+        }
+        match page.exists(digits).await {
+            Ok(on) => {
+                self.0.exists.put(digits, on, now);
+                Ok(on)
+            }
+            Err(e) => Err(HandlerError::Retryable(format!(
+                "asking whether {digits} is on WhatsApp: {}",
+                crate::error::chain(&e)
+            ))),
+        }
+    }
+
+    /// Fails the message at once (permanent) with [`NOT_ON_WHATSAPP`], gives
+    /// the budget slot back, and records no health event.
+    async fn not_on_whatsapp(
+        &self,
+        job: &ClaimedJob,
+        msg: &MessageRow,
+    ) -> Result<Outcome, HandlerError> {
+        let lease = &job.lease.lease;
+        metrics::counter!(crate::metrics::MESSAGES, "status" => "not_on_whatsapp").increment(1);
+        status::mark_not_on_whatsapp(self.0.pool.db(), lease, job.job.id, msg.id, NOT_ON_WHATSAPP)
+            .await
+            .map_err(retry)?;
+        tracing::info!(message_id = %msg.id, chat = %msg.target_chat_id, "the number is not on WhatsApp; the message fails");
+        Err(HandlerError::Permanent(format!(
+            "{}: {NOT_ON_WHATSAPP} (permanent: not retried automatically)",
+            msg.target_chat_id
+        )))
+    }
+
     async fn type_and_send(
         &self,
         page: &SessionGuard,
@@ -284,23 +378,20 @@ impl Send {
         }
     }
 
-    /// Looks in the chat for an outgoing copy of `msg` that no other message
-    /// owns (the page shows no send times; ownership of WhatsApp ids stands in
-    /// for "sent after the attempt started").
+    /// Looks in the chat's message models for an outgoing copy of `msg`
+    /// that no other message owns, sent after the attempt started (by its
+    /// time `t`, with slack) and acked by the server.
     async fn adopt(
         &self,
         page: &SessionGuard,
         msg: &MessageRow,
     ) -> Result<Option<OutgoingMessage>, PageError> {
         let rows = page.recent_outgoing(&msg.target_chat_id, 50).await?;
-        let want = msg.chat_text().map(crate::browser::page::as_shown);
-        let want = want.as_deref().map(str::trim);
+        let want = msg.chat_text().map(shown).filter(|t| !t.is_empty());
         let media = matches!(msg.message_type.as_str(), "image" | "video" | "document");
         let candidates: Vec<OutgoingMessage> = rows
             .into_iter()
-            .filter(|r| r.ack.is_some_and(|a| a.code() >= 1))
-            .filter(|r| r.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) == want)
-            .filter(|r| r.media == media)
+            .filter(|r| is_copy(r, want.as_deref(), media, msg.attempt_started_at))
             .collect();
         if candidates.is_empty() {
             return Ok(None);
@@ -383,6 +474,65 @@ mod tests {
             failure_class(&PageError::NoSuchChat("919800000001@c.us".into())),
             FailureClass::Permanent
         );
+    }
+
+    #[test]
+    fn a_number_not_on_whatsapp_is_a_permanent_failure_known_not_sent() {
+        let e = PageError::NotOnWhatsApp("447700900999@c.us".into());
+        assert_eq!(failure_class(&e), FailureClass::Permanent);
+        assert!(known_not_sent(&e));
+    }
+
+    #[test]
+    fn a_copy_is_adopted_only_with_the_same_text_kind_and_a_time_after_the_attempt() {
+        use crate::browser::AckLevel;
+        let started = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let row = |text: &str, t: i64, ack: AckLevel| OutgoingMessage {
+            data_id: "true_1@c.us_3EB0AA".into(),
+            text: Some(text.into()),
+            ack: Some(ack),
+            media: false,
+            link_preview: false,
+            t: Some(t),
+        };
+        let now = started.timestamp() + 2;
+        assert!(is_copy(
+            &row("Offer\r\n", now, AckLevel::Server),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
+        assert!(!is_copy(
+            &row("Offer", now, AckLevel::Pending),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
+        assert!(!is_copy(
+            &row("Other", now, AckLevel::Read),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
+        assert!(!is_copy(
+            &row("Offer", now, AckLevel::Read),
+            Some("Offer"),
+            true,
+            Some(started)
+        ));
+        // Within the clock slack, yes; an hour-old copy, no.
+        assert!(is_copy(
+            &row("Offer", started.timestamp() - 30, AckLevel::Read),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
+        assert!(!is_copy(
+            &row("Offer", started.timestamp() - 3600, AckLevel::Read),
+            Some("Offer"),
+            false,
+            Some(started)
+        ));
     }
 
     #[test]
