@@ -43,6 +43,7 @@ const LEASE_CTE: &str = "lease AS (SELECT 1 FROM account_leases \
 mod claim;
 mod enqueue;
 mod jobs;
+mod lanes;
 mod lease;
 mod round;
 mod work;
@@ -50,6 +51,7 @@ mod work;
 pub use claim::*;
 pub use enqueue::*;
 pub use jobs::*;
+pub use lanes::*;
 pub use lease::*;
 pub use round::*;
 pub use work::*;
