@@ -278,7 +278,7 @@ async fn metrics_count_requests_by_route_not_by_id() {
     app.get(&format!("/v1/accounts/{id}")).await;
     courier::metrics::sample_database(
         &app.db.pool,
-        courier::metrics::SampleOptions { per_account: true },
+        courier::metrics::SampleOptions::from_settings(&courier::config::Settings::defaults()),
     )
     .await
     .unwrap();
@@ -786,12 +786,13 @@ async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
     let (_, q) = app.get(&format!("/v1/accounts/{acc}/qr")).await;
     assert!(q["qr_token"].is_null());
 
-    // Logout keeps the jobs and marks the account.
+    // Logout keeps the jobs and marks the account: `disconnected`, which
+    // raises no alert (`logged_out` is for sessions WhatsApp ended).
     let (s, out) = app
         .post_json(&format!("/v1/accounts/{acc}/logout"), json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(out["status"], "logged_out");
+    assert_eq!(out["status"], "disconnected");
     sqlx::query("UPDATE mkt_wap_accounts SET status = 'banned' WHERE id = $1::uuid")
         .bind(&acc)
         .execute(&app.db.pool)
@@ -804,19 +805,22 @@ async fn login_enqueues_once_and_the_qr_is_served_as_json_svg_and_png() {
 }
 
 #[tokio::test]
-async fn the_login_page_needs_the_token_and_shows_qr_then_connected() {
+async fn the_login_page_needs_a_signed_link_and_shows_qr_then_connected() {
     let app = spawn_app().await;
     let acc = account(&app, "Page <test>").await;
-    let page = |token: Option<&str>| {
-        let mut url = format!("{}/ui/accounts/{acc}/login", app.base);
-        if let Some(t) = token {
-            url.push_str(&format!("?token={t}"));
-        }
-        app.http.get(url).send()
-    };
-    assert_eq!(page(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let url = app.login_link(&acc).await;
+    let page = |url: String| app.http.get(url).send();
+    let bare = format!("{}/ui/accounts/{acc}/login", app.base);
     assert_eq!(
-        page(Some("wrong-token-0000000000")).await.unwrap().status(),
+        page(bare.clone()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // The API token is no longer accepted in the URL.
+    assert_eq!(
+        page(format!("{bare}?token={TOKEN}"))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::UNAUTHORIZED
     );
     sqlx::query("UPDATE mkt_wap_accounts SET status = 'qr_pending', qr_token = 'ref-1,a,b,c,1', qr_expires_at = now() + interval '60 seconds' WHERE id = $1::uuid")
@@ -824,18 +828,19 @@ async fn the_login_page_needs_the_token_and_shows_qr_then_connected() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let html = page(Some(TOKEN)).await.unwrap().text().await.unwrap();
+    let html = page(url.clone()).await.unwrap().text().await.unwrap();
     assert!(
         html.contains("<svg") && html.contains("http-equiv=\"refresh\""),
         "{html}"
     );
     assert!(html.contains("Page &lt;test&gt;"), "names are escaped");
+    assert!(!html.contains(TOKEN), "no API token in the page");
     sqlx::query("UPDATE mkt_wap_accounts SET status = 'active', phone_number = '447700900123', qr_token = NULL WHERE id = $1::uuid")
         .bind(&acc)
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let html = page(Some(TOKEN)).await.unwrap().text().await.unwrap();
+    let html = page(url).await.unwrap().text().await.unwrap();
     assert!(html.contains("Connected as +447700900123"), "{html}");
     assert!(
         !html.contains("http-equiv=\"refresh\""),

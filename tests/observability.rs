@@ -367,7 +367,7 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
     };
     let sampler = tokio::spawn(courier::metrics::sample_forever(
         pool.clone(),
-        courier::metrics::SampleOptions { per_account: true },
+        courier::metrics::SampleOptions::from_settings(&courier::config::Settings::defaults()),
         Duration::from_secs(1),
     ));
     // The worker-only endpoint (`queue.metrics_listen`), checked directly:

@@ -7,6 +7,9 @@
 //! - every route of the OpenAPI document needs the bearer token;
 //! - secrets (API token, database password, snapshot key) never appear in
 //!   logs, `/metrics`, error bodies or `courier config`;
+//! - no API token (bootstrap, named, revoked, invalid; in headers or in
+//!   query strings) and no login-link signature appears in logs, `/metrics`
+//!   or error bodies;
 //! - the simulator's control API is absent from the API and binds loopback
 //!   only.
 
@@ -285,9 +288,10 @@ fn undocumented_protected_routes() -> Vec<(String, String)> {
         ("GET", format!("/whatsapp/messages/{id}")),
         ("POST", format!("/whatsapp/messages/{id}/retry")),
         ("GET", "/metrics".to_string()),
-        // The login page takes the token as ?token= (a browser cannot send
-        // a header); without it, it is refused like the rest.
+        // The login page takes a signed link, never a bearer token: it is
+        // refused here with every attempt, and the right token too.
         ("GET", format!("/ui/accounts/{id}/login")),
+        ("POST", format!("/ui/accounts/{id}/login/start")),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p))
@@ -379,13 +383,20 @@ async fn every_route_in_the_openapi_document_refuses_a_missing_or_wrong_token() 
             .send()
             .await
             .unwrap();
-        if !path.starts_with("/ui/") {
+        if path.starts_with("/ui/") {
+            assert_eq!(
+                ok.status(),
+                401,
+                "{method} {path}: a bearer token is no link"
+            );
+        } else {
             assert_ne!(ok.status(), 401, "{method} {path} with the token");
         }
         checked += 1;
     }
     assert!(checked >= 35, "{checked} routes checked");
-    // The login page with the token in its query is let in.
+    // The login page with the API token in its query is refused: only a
+    // signed link opens it.
     let page = http
         .get(format!(
             "{base}/ui/accounts/{}/login?token={TOKEN}",
@@ -394,7 +405,7 @@ async fn every_route_in_the_openapi_document_refuses_a_missing_or_wrong_token() 
         .send()
         .await
         .unwrap();
-    assert_ne!(page.status(), 401);
+    assert_eq!(page.status(), 401);
     for path in PUBLIC {
         let r = http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path} is public");
@@ -586,6 +597,232 @@ async fn secrets_never_reach_logs_metrics_error_bodies_or_the_printed_config() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.matches("[redacted]").count() >= 3, "{shown}");
     assert_no_secret("`courier config`", &shown);
+}
+
+/// Runs `courier tokens …args` on `db_url`; returns (success, stdout+stderr).
+fn tokens_cli(db_url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = courier()
+        .arg("tokens")
+        .args(args)
+        .env("COURIER__DATABASE__URL", db_url)
+        .env("COURIER__LOG__LEVEL", "debug")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_api_token_or_login_link_signature_reaches_logs_metrics_or_error_bodies() {
+    let db = courier_testkit::fresh_database().await.unwrap();
+    let url = db.url.clone();
+    // Named tokens, made and revoked with the CLI as an operator would. Only
+    // `create`'s stdout may show a secret (once, by design).
+    let mut cli_output = String::new();
+    let mut create = |name: &str, scope: &str| {
+        let (ok, out, err) = tokens_cli(&url, &["create", "--name", name, "--scope", scope]);
+        assert!(ok, "{out}{err}");
+        cli_output.push_str(&err);
+        out.lines()
+            .find_map(|l| l.strip_prefix("secret"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let reader = create("reader", "read");
+    let revoked = create("retired", "admin");
+    for args in [
+        &["revoke", "retired"][..],
+        &["list"][..],
+        &["revoke", "retired"][..],
+    ] {
+        let (_, out, err) = tokens_cli(&url, args);
+        cli_output.push_str(&out);
+        cli_output.push_str(&err);
+    }
+    // Shaped like a token, never issued.
+    let invalid = format!("courier_{}", "Q".repeat(43));
+    let tokens = [TOKEN, reader.as_str(), revoked.as_str(), invalid.as_str()];
+    for t in tokens {
+        assert!(
+            !cli_output.contains(t),
+            "`courier tokens` shows `{t}`:\n{cli_output}"
+        );
+    }
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut api = courier()
+        .arg("api")
+        .env("COURIER__DATABASE__URL", &url)
+        .env("COURIER__API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("COURIER__LOG__LEVEL", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while http.get(format!("{base}/livez")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the API did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acc: serde_json::Value = http
+        .post(format!("{base}/v1/accounts"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"account_name": "leak check"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let acc = acc["id"].as_str().unwrap().to_string();
+    let other = uuid::Uuid::new_v4();
+    let link: serde_json::Value = http
+        .post(format!("{base}/v1/accounts/{acc}/login-link"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page = link["url"].as_str().unwrap().to_string();
+    let query = page.split_once('?').unwrap().1.to_string();
+    let sig = query.split("sig=").nth(1).unwrap().to_string();
+    assert!(sig.len() >= 40, "{sig}");
+    let tampered = page.replace(&sig, &format!("{}x", &sig[..sig.len() - 1]));
+
+    let requests = vec![
+        // Headers: valid (allowed and refused by scope), revoked, invalid.
+        http.get(format!("{base}/v1/accounts")).bearer_auth(&reader),
+        http.post(format!("{base}/v1/jobs"))
+            .bearer_auth(&reader)
+            .json(&serde_json::json!({})),
+        http.get(format!("{base}/v1/accounts/{acc}/qr"))
+            .bearer_auth(&reader),
+        http.get(format!("{base}/v1/accounts"))
+            .bearer_auth(&revoked),
+        http.get(format!("{base}/v1/accounts"))
+            .bearer_auth(&invalid),
+        http.get(format!("{base}/v1/accounts"))
+            .header("x-api-key", &reader),
+        http.get(format!("{base}/v1/accounts"))
+            .header("authorization", format!("Token {TOKEN}")),
+        http.get(format!("{base}/v1/accounts"))
+            .header("cookie", format!("token={revoked}")),
+        http.post(format!("{base}/v1/accounts"))
+            .bearer_auth(&reader)
+            .body("{not json"),
+        // Query strings.
+        http.get(format!("{base}/v1/accounts?token={reader}")),
+        http.get(format!("{base}/v1/stats?access_token={TOKEN}")),
+        http.get(format!(
+            "{base}/v1/jobs?api_key={revoked}&account_id={invalid}"
+        ))
+        .bearer_auth(TOKEN),
+        http.get(format!("{base}/ui/accounts/{acc}/login?token={TOKEN}")),
+        http.get(format!(
+            "{base}/ui/accounts/not-a-uuid/login?token={reader}"
+        )),
+        // The login link: the page, its button, tampered, another account.
+        http.get(&page),
+        http.post(format!("{base}/ui/accounts/{acc}/login/start?{query}")),
+        http.get(&tampered),
+        http.get(format!("{base}/ui/accounts/{other}/login?{query}")),
+        http.post(format!("{base}/ui/accounts/{other}/login/start?{query}")),
+        http.get(format!("{base}/v1/accounts")).bearer_auth(&sig),
+        http.get(format!("{base}/metrics")).bearer_auth(&reader),
+    ];
+    let (mut all_bodies, mut error_bodies) = (String::new(), String::new());
+    for rb in requests {
+        let resp = rb.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        all_bodies.push_str(&format!("{status} {text}\n"));
+        if !status.is_success() && !status.is_redirection() {
+            error_bodies.push_str(&format!("{status} {text}\n"));
+        }
+    }
+    for code in ["401", "403", "400", "200", "303"] {
+        assert!(all_bodies.contains(code), "a {code} among:\n{all_bodies}");
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("courier_http_requests_total"), "{metrics}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(api.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = api.wait();
+        api.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        logs.contains("API listening"),
+        "the log was captured: {logs}"
+    );
+    // Requests are logged with the token's name, which is no secret.
+    assert!(
+        logs.contains("reader"),
+        "the token's name in the log: {logs}"
+    );
+
+    for t in tokens {
+        assert!(!logs.contains(t), "the API's log leaks `{t}`:\n{logs}");
+        assert!(!metrics.contains(t), "/metrics leaks `{t}`");
+        assert!(
+            !all_bodies.contains(t),
+            "a response body leaks `{t}`:\n{all_bodies}"
+        );
+    }
+    assert!(
+        !logs.contains(&sig),
+        "the API's log leaks the link's signature:\n{logs}"
+    );
+    assert!(
+        !metrics.contains(&sig),
+        "/metrics leaks the link's signature"
+    );
+    assert!(
+        !error_bodies.contains(&sig),
+        "an error body leaks the signature:\n{error_bodies}"
+    );
+    // The stored hashes are no secret either, but they stay in the database.
+    let hashes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT secret_hash FROM api_tokens")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(hashes.len(), 2);
 }
 
 // ---------------------------------------------------------------------------

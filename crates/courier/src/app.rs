@@ -28,6 +28,40 @@ pub async fn api(settings: &Settings) -> Result<(), BoxError> {
     result
 }
 
+/// What `courier tokens` does.
+#[derive(Debug)]
+pub enum TokenAction {
+    /// Create a token; the output shows its secret once.
+    Create(crate::access::NewToken),
+    /// List every token, never a secret.
+    List,
+    /// Revoke the live token with this name, or this id.
+    Revoke(String),
+}
+
+/// `courier tokens …`: opens the database (applying migrations), does
+/// `action`, and returns what to print.
+pub async fn tokens(settings: &Settings, action: TokenAction) -> Result<String, BoxError> {
+    use crate::access::token;
+    let (db, _report) = Database::open(settings).await?;
+    let out = match action {
+        TokenAction::Create(new) => token::create(&db.pool, new)
+            .await
+            .map(|created| token::render_created(&created)),
+        TokenAction::List => token::list(&db.pool)
+            .await
+            .map(|all| token::render_list(&all, chrono::Utc::now())),
+        TokenAction::Revoke(name_or_id) => token::revoke(&db.pool, &name_or_id).await.map(|t| {
+            format!(
+                "revoked token `{}` ({}); its next request gets 401\n",
+                t.name, t.id
+            )
+        }),
+    };
+    db.close().await?;
+    Ok(out?)
+}
+
 /// Handler registries from outside the product, by `queue.handler` name: the
 /// test kit's `noop-record` in a build with the lab. `None`: not one of its
 /// names.
@@ -154,16 +188,19 @@ pub async fn serve_api(
     db: &Database,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
-    let token = settings.api.token.as_ref().ok_or(
-        "api.token is not set; the API refuses to start without a bearer token \
-         (set COURIER__API__TOKEN, at least 16 characters)",
-    )?;
     let listener = tokio::net::TcpListener::bind(settings.api.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    let state =
-        crate::api::AppState::new(db.pool.clone(), token.expose()).with_settings(settings.clone());
+    // Only the bootstrap token's hash is kept (`with_settings` drops the
+    // clear text from the state's copy of the settings).
+    let bootstrap = settings.api.token.as_ref().map(|t| t.expose());
+    if bootstrap.is_none() {
+        tracing::info!("api.token is not set: only named API tokens (courier tokens) are accepted");
+    }
+    let state = crate::api::AppState::named_tokens_only(db.pool.clone())
+        .with_bootstrap(bootstrap)
+        .with_settings(settings.clone());
     crate::api::serve(listener, state, shutdown).await?;
     Ok(())
 }

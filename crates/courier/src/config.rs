@@ -424,11 +424,25 @@ pub struct EmbeddedSettings {
 pub struct ApiSettings {
     /// Address to listen on.
     pub listen: std::net::SocketAddr,
-    /// Bearer token required on every route but the probes.
+    /// The bootstrap (break-glass) bearer token: admin on every route. Named
+    /// tokens (`courier tokens create`) replace it day to day; the API keeps
+    /// only its hash.
     #[serde(default)]
     pub token: Option<Secret>,
     /// Serve `/metrics` without the token.
     pub metrics_public: bool,
+    /// How long a signed login-page link works (`POST
+    /// /v1/accounts/{id}/login-link`).
+    #[serde(with = "humantime_serde", default = "default_login_link_ttl")]
+    pub login_link_ttl: Duration,
+    /// The API's address as people reach it (`https://courier.example.com`),
+    /// for the login links it hands out; unset: from the request's `Host`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+fn default_login_link_ttl() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// Log output.

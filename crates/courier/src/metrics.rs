@@ -5,7 +5,20 @@
 //! record through the helpers here (or the `metrics` macros with these
 //! constants), never with string literals of their own. Gauges that describe
 //! database state (messages by status, account health) are sampled by
-//! [`sample_database`] on an interval in every process that serves `/metrics`.
+//! [`sample_database`] on an interval by one process, the scheduler leader,
+//! which also publishes the configured thresholds the alert rules compare
+//! with (`courier_config_*`).
+//!
+//! Per-account series (`account` label) are not kept by the recorder, which
+//! keeps a series' last value for ever once set: an account retired or
+//! deleted would keep its last health score, and an alert on it would keep
+//! firing. They are kept here instead and rendered by [`render`] next to the
+//! recorder's output: the health and status series are replaced by each
+//! sample (an account no longer in the fleet has none), and a worker's
+//! budget and lease series of an account leave its `/metrics`
+//! [`RELEASED_KEEP`] after it gave the account's lease up (an account in
+//! service is leased again well before that, for its health checks; a
+//! retired one never is).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -39,8 +52,14 @@ pub const ACCOUNT_HEALTH: &str = "courier_account_health_score";
 pub const ACCOUNT_STATUS: &str = "courier_account_status";
 /// Accounts by status. Labels: `status`.
 pub const ACCOUNTS: &str = "courier_accounts";
-/// 1 while this process holds an account's lease. Labels: `account`.
+/// 1 while this process holds an account's lease (no series otherwise).
+/// Labels: `account`.
 pub const LEASE_HELD: &str = "courier_account_lease_held";
+/// The configured `health.pause_below` (published by the scheduler leader,
+/// for the alert rules).
+pub const CONFIG_HEALTH_PAUSE_BELOW: &str = "courier_config_health_pause_below";
+/// The configured `health.caution` (published by the scheduler leader).
+pub const CONFIG_HEALTH_CAUTION: &str = "courier_config_health_caution";
 /// Messages by status. Labels: `status`.
 pub const MESSAGES: &str = "courier_messages";
 /// Ack latency. Labels: `stage` (sent_to_delivered, delivered_to_read).
@@ -133,12 +152,7 @@ fn describe() {
     describe_histogram!(JOB_WAIT_SECONDS, Unit::Seconds, "Runnable-to-start wait");
     describe_histogram!(JOB_RUN_SECONDS, Unit::Seconds, "Handler run time");
     describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by kind and state");
-    describe_gauge!(BUDGET_USED, "Sends in the account's current window");
-    describe_gauge!(BUDGET_LIMIT, "The account's limit for the window");
-    describe_gauge!(ACCOUNT_HEALTH, "Account health score (0-100)");
-    describe_gauge!(ACCOUNT_STATUS, "1 for the account's current status");
-    describe_gauge!(ACCOUNTS, "Accounts by status");
-    describe_gauge!(LEASE_HELD, "1 while this process holds the account's lease");
+    describe_gauge!(ACCOUNTS, "Accounts by status (retired accounts left out)");
     describe_gauge!(MESSAGES, "Messages by status");
     describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Ack latency by stage");
     describe_gauge!(BROWSER_SESSIONS, "Browser sessions by state");
@@ -282,7 +296,7 @@ pub async fn serve(
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    handle.render(),
+                    render(&handle),
                 )
             }
         }),
@@ -292,11 +306,132 @@ pub async fn serve(
         .await
 }
 
-/// Whether gauges carry per-account labels (off for very large fleets).
+/// What [`sample_database`] publishes besides the database's counts.
 #[derive(Debug, Clone, Copy)]
 pub struct SampleOptions {
-    /// Emit `account`-labelled series.
+    /// Emit `account`-labelled series (off for very large fleets).
     pub per_account: bool,
+    /// `health.pause_below`, published as [`CONFIG_HEALTH_PAUSE_BELOW`].
+    pub health_pause_below: i32,
+    /// `health.caution`, published as [`CONFIG_HEALTH_CAUTION`].
+    pub health_caution: i32,
+}
+
+impl SampleOptions {
+    /// The options `settings` ask for.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            per_account: settings.queue.metrics_per_account,
+            health_pause_below: settings.health.pause_below,
+            health_caution: settings.health.caution,
+        }
+    }
+}
+
+/// The series [`sample_database`] publishes outside the recorder: replaced
+/// whole by each sample, cleared when this process stops sampling.
+#[derive(Debug, Default)]
+struct Sampled {
+    /// (account, health score, status), accounts in service only.
+    accounts: Vec<(uuid::Uuid, i32, crate::account::AccountStatus)>,
+    /// (name, value) of the `courier_config_*` gauges.
+    config: Vec<(&'static str, f64)>,
+}
+
+/// One account's series in this process: its budget windows and whether
+/// this process holds its lease.
+#[derive(Debug, Default)]
+struct Held {
+    /// window → (used, limit).
+    budget: std::collections::BTreeMap<&'static str, (f64, f64)>,
+    /// When this process gave the lease up; `None` while it holds it.
+    released: Option<std::time::Instant>,
+}
+
+/// How long a worker keeps exporting an account's budget and lease series
+/// (lease 0) after giving its lease up.
+pub const RELEASED_KEEP: Duration = Duration::from_secs(15 * 60);
+
+static SAMPLED: Mutex<Option<Sampled>> = Mutex::new(None);
+static HELD: Mutex<std::collections::BTreeMap<uuid::Uuid, Held>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+/// Stops publishing what [`sample_database`] published outside the recorder
+/// (per-account health and status, the configured thresholds): a process
+/// that is no longer the scheduler leader must not keep exporting them.
+pub fn clear_sampled() {
+    *SAMPLED.lock().expect("sampled gauges poisoned") = None;
+}
+
+/// `/metrics`: the recorder's output, then the per-account and configuration
+/// series kept here.
+pub fn render(handle: &PrometheusHandle) -> String {
+    use std::fmt::Write as _;
+    let mut out = handle.render();
+    let gauge_header = |out: &mut String, name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    };
+    if let Some(s) = SAMPLED.lock().expect("sampled gauges poisoned").as_ref() {
+        for (name, value) in &s.config {
+            gauge_header(
+                &mut out,
+                name,
+                "A configured threshold (for the alert rules)",
+            );
+            let _ = writeln!(out, "{name} {value}");
+        }
+        if !s.accounts.is_empty() {
+            gauge_header(&mut out, ACCOUNT_HEALTH, "Account health score (0-100)");
+            for (id, health, _) in &s.accounts {
+                let _ = writeln!(out, "{ACCOUNT_HEALTH}{{account=\"{id}\"}} {health}");
+            }
+            gauge_header(
+                &mut out,
+                ACCOUNT_STATUS,
+                "1 for the account's current status",
+            );
+            for (id, _, status) in &s.accounts {
+                for s in crate::account::AccountStatus::ALL {
+                    if !s.is_out_of_service() {
+                        let v = u8::from(s == *status);
+                        let _ = writeln!(
+                            out,
+                            "{ACCOUNT_STATUS}{{account=\"{id}\",status=\"{s}\"}} {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut held = HELD.lock().expect("held gauges poisoned");
+    held.retain(|_, h| h.released.is_none_or(|at| at.elapsed() < RELEASED_KEEP));
+    if !held.is_empty() {
+        for (name, help, pick) in [
+            (BUDGET_USED, "Sends in the account's current window", 0usize),
+            (BUDGET_LIMIT, "The account's limit for the window", 1),
+        ] {
+            if held.values().all(|h| h.budget.is_empty()) {
+                break;
+            }
+            gauge_header(&mut out, name, help);
+            for (id, h) in held.iter() {
+                for (window, (used, limit)) in &h.budget {
+                    let v = if pick == 0 { used } else { limit };
+                    let _ = writeln!(out, "{name}{{account=\"{id}\",window=\"{window}\"}} {v}");
+                }
+            }
+        }
+        gauge_header(
+            &mut out,
+            LEASE_HELD,
+            "1 while this process holds the account's lease",
+        );
+        for (id, h) in held.iter() {
+            let v = u8::from(h.released.is_none());
+            let _ = writeln!(out, "{LEASE_HELD}{{account=\"{id}\"}} {v}");
+        }
+    }
+    out
 }
 
 /// Samples the gauges that describe database state.
@@ -309,39 +444,42 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
         let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
         gauge!(MESSAGES, "status" => status).set(n as f64);
     }
-    let accounts: Vec<(uuid::Uuid, String, i32)> =
-        sqlx::query_as("SELECT id, status, health_score FROM mkt_wap_accounts")
-            .fetch_all(pool)
-            .await?;
-    const ACCOUNT_STATUSES: [&str; 11] = [
-        "inactive",
-        "starting",
-        "qr_pending",
-        "authenticating",
-        "warming",
-        "active",
-        "standby",
-        "paused",
-        "logged_out",
-        "banned",
-        "failed",
-    ];
-    for status in ACCOUNT_STATUSES {
-        let n = accounts.iter().filter(|a| a.1 == status).count();
-        gauge!(ACCOUNTS, "status" => status).set(n as f64);
+    use crate::account::AccountStatus;
+    // Retired accounts are out of the fleet: no count, no series, so nothing
+    // about them can keep an alert firing. A deleted row is simply absent.
+    let accounts: Vec<(uuid::Uuid, i32, AccountStatus)> =
+        sqlx::query_as::<_, (uuid::Uuid, AccountStatus, i32)>(
+            "SELECT id, status, health_score FROM mkt_wap_accounts ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .filter(|(_, status, _)| !status.is_out_of_service())
+        .map(|(id, status, health)| (id, health, status))
+        .collect();
+    for status in AccountStatus::ALL
+        .into_iter()
+        .filter(|s| !s.is_out_of_service())
+    {
+        let n = accounts.iter().filter(|a| a.2 == status).count();
+        gauge!(ACCOUNTS, "status" => status.as_str()).set(n as f64);
     }
     sample_queue_depth(pool).await?;
     sample_ack_latency(pool).await?;
-    if opts.per_account {
-        for (id, status, health) in &accounts {
-            let account = id.to_string();
-            gauge!(ACCOUNT_HEALTH, "account" => account.clone()).set(f64::from(*health));
-            for s in ACCOUNT_STATUSES {
-                gauge!(ACCOUNT_STATUS, "account" => account.clone(), "status" => s)
-                    .set(if s == status { 1.0 } else { 0.0 });
-            }
-        }
-    }
+    *SAMPLED.lock().expect("sampled gauges poisoned") = Some(Sampled {
+        accounts: if opts.per_account {
+            accounts
+        } else {
+            Vec::new()
+        },
+        config: vec![
+            (
+                CONFIG_HEALTH_PAUSE_BELOW,
+                f64::from(opts.health_pause_below),
+            ),
+            (CONFIG_HEALTH_CAUTION, f64::from(opts.health_caution)),
+        ],
+    });
     Ok(())
 }
 
@@ -422,22 +560,33 @@ async fn sample_ack_latency(pool: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Sets an account's budget gauges from the worker's view of it.
+/// Sets an account's budget gauges from the worker's view of it (while this
+/// process holds its lease).
 pub fn record_budget(account: uuid::Uuid, window: &'static str, used: usize, limit: u32) {
     if !per_account() {
         return;
     }
-    let account = account.to_string();
-    gauge!(BUDGET_USED, "account" => account.clone(), "window" => window).set(used as f64);
-    gauge!(BUDGET_LIMIT, "account" => account, "window" => window).set(f64::from(limit));
+    let mut held = HELD.lock().expect("held gauges poisoned");
+    if let Some(h) = held.get_mut(&account) {
+        h.budget.insert(window, (used as f64, f64::from(limit)));
+    }
 }
 
-/// Sets [`LEASE_HELD`] for an account.
+/// Records that this process took (`true`) or gave up (`false`) the
+/// account's lease: [`LEASE_HELD`] is 1, then 0; [`RELEASED_KEEP`] after
+/// it was given up, the account's series (lease and budget) leave this
+/// process's `/metrics` unless it took the lease again (a retired or deleted
+/// account never is leased again).
 pub fn record_lease(account: uuid::Uuid, held: bool) {
     if !per_account() {
         return;
     }
-    gauge!(LEASE_HELD, "account" => account.to_string()).set(if held { 1.0 } else { 0.0 });
+    let mut map = HELD.lock().expect("held gauges poisoned");
+    if held {
+        map.entry(account).or_default().released = None;
+    } else if let Some(h) = map.get_mut(&account) {
+        h.released = Some(std::time::Instant::now());
+    }
 }
 
 /// Runs [`sample_database`] every `every` until the task is dropped.
@@ -448,6 +597,8 @@ pub async fn sample_forever(pool: PgPool, opts: SampleOptions, every: Duration) 
         if let Err(e) = sample_database(&pool, opts).await {
             tracing::warn!(error = %crate::error::chain(&e), "metrics sampling failed");
         }
+        // (The caller aborts this task and calls `clear_sampled` when it
+        // stops being the leader.)
     }
 }
 

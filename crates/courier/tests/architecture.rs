@@ -492,6 +492,8 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("courier_events", &[]),
     ("mkt_con_schedule", &["scheduler"]),
     ("scheduler_tasks", &["maintenance"]),
+    ("api_tokens", &["access"]),
+    ("api_link_keys", &["access"]),
 ];
 
 /// Writes that stand outside their table's owner, each with its reason.

@@ -229,7 +229,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
     });
     let sampler = tokio::spawn(courier::metrics::sample_forever(
         pool.clone(),
-        courier::metrics::SampleOptions { per_account: true },
+        courier::metrics::SampleOptions::from_settings(&s),
         Duration::from_secs(5),
     ));
     let (handlers, browser) = courier::worker::registry(&s, &pool).await?;
@@ -270,7 +270,16 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), BoxError> {
     println!("  metrics      {base}/metrics");
     if let Ok(ids) = &outcome {
         if let Some(first) = ids.first() {
-            println!("  login page   {base}/ui/accounts/{first}/login?token={token}");
+            // A signed link, as an admin tool gets one: no API token in the URL.
+            let path = format!("/v1/accounts/{first}/login-link");
+            match api.call(reqwest::Method::POST, &path, None).await {
+                Ok(link) => println!(
+                    "  login page   {}   (signed link, works until {})",
+                    link["url"].as_str().unwrap_or_default(),
+                    link["expires_at"].as_str().unwrap_or_default()
+                ),
+                Err(e) => println!("  login page   none: {e}"),
+            }
         }
     }
     println!(

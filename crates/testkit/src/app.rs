@@ -303,6 +303,43 @@ impl TestApp {
             .await
     }
 
+    /// Creates a named API token with `scopes` (`read,enqueue`), optionally
+    /// restricted to `account`, that never expires; returns its secret.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        scopes: &str,
+        account: Option<uuid::Uuid>,
+    ) -> String {
+        use courier::access::token;
+        token::create(
+            self.pool(),
+            token::NewToken {
+                name: name.to_string(),
+                scopes: token::parse_scopes(scopes).expect("valid scopes"),
+                account_id: account,
+                expires_at: None,
+            },
+        )
+        .await
+        .expect("the token is created")
+        .secret
+    }
+
+    /// A signed login-page link for `account`, as `POST
+    /// /v1/accounts/{id}/login-link` gives it (absolute URL). Panics unless
+    /// the API answers 201.
+    pub async fn login_link(&self, account: &str) -> String {
+        let (status, link) = self
+            .post_json(
+                &format!("/v1/accounts/{account}/login-link"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "login-link: {link}");
+        link["url"].as_str().expect("a url").to_string()
+    }
+
     /// Stops the worker (in-flight jobs finish, sessions are flushed), then
     /// the API (it drains), then the simulator. Returns the worker runtime's
     /// result; panics if the API server failed.

@@ -57,3 +57,30 @@ where
     .fetch_optional(pool)
     .await
 }
+
+/// Retires the account for good, in the caller's transaction: status
+/// `retired` with the operator's `reason`, any pause, login deadline and QR
+/// cleared, and its stored session snapshot dropped (no worker may restore
+/// the session). Returns the status it had, or `None` when there is no such
+/// account or it is already retired. The caller moves its work off it in the
+/// same transaction (`crate::maintenance::retire`).
+pub(crate) async fn retire_in(
+    conn: &mut sqlx::PgConnection,
+    account: Uuid,
+    reason: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH old AS (SELECT id, status FROM mkt_wap_accounts WHERE id = $1 FOR UPDATE) \
+         UPDATE mkt_wap_accounts a SET status = 'retired', status_reason = $2, \
+             status_changed_at = now(), status_deadline = NULL, \
+             pause_reason = NULL, paused_until = NULL, paused_from = NULL, \
+             qr_token = NULL, qr_expires_at = NULL, \
+             session_snapshot = NULL, session_snapshot_at = NULL \
+         FROM old WHERE a.id = old.id AND old.status <> 'retired' \
+         RETURNING old.status",
+    )
+    .bind(account)
+    .bind(reason)
+    .fetch_optional(conn)
+    .await
+}

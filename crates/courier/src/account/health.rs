@@ -118,7 +118,7 @@ async fn pause_in(
          status_reason = $2, status_changed_at = now(), status_deadline = $3, \
          paused_from = CASE WHEN status = 'paused' THEN paused_from \
                             WHEN status IN ('inactive', 'warming', 'active', 'standby') THEN status END \
-         WHERE id = $1",
+         WHERE id = $1 AND status <> 'retired'",
     )
     .bind(account)
     .bind(reason)

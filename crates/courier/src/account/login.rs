@@ -350,8 +350,9 @@ pub fn phone_from_wid(raw: &str) -> Option<String> {
 
 /// Writes a transition to the account row, fenced by the lease: a worker
 /// that lost the account writes nothing. Returns whether it was written.
-/// A paused account keeps `paused` through login progress; a ban or a logout
-/// overrides the pause (they are what the account is now; the pause's
+/// A retired account stays retired (a job that was running when it was
+/// retired changes nothing). A paused account keeps `paused` through login
+/// progress; a ban or a logout overrides the pause (they are what the account is now; the pause's
 /// `paused_until` no longer resumes it into `active`).
 pub async fn write_status(
     pool: &PgPool,
@@ -368,7 +369,7 @@ pub async fn write_status(
              status_deadline = $6, \
              qr_token = CASE WHEN $7 THEN NULL ELSE a.qr_token END, \
              qr_expires_at = CASE WHEN $7 THEN NULL ELSE a.qr_expires_at END \
-         WHERE a.id = $1 AND (a.status IS DISTINCT FROM 'paused' OR $8) AND EXISTS (SELECT 1 FROM account_leases l \
+         WHERE a.id = $1 AND (a.status IS DISTINCT FROM 'paused' OR $8) AND a.status <> 'retired' AND EXISTS (SELECT 1 FROM account_leases l \
              WHERE l.account_id = $1 AND l.epoch = $2 AND l.owner = $3)",
     )
     .bind(lease.account_id)
@@ -423,7 +424,7 @@ pub async fn write_ready(
              status_changed_at = CASE WHEN status = 'active' THEN status_changed_at ELSE now() END, \
              status_deadline = NULL, qr_token = NULL, qr_expires_at = NULL, \
              phone_number = $4, last_ready_at = now(), last_seen_at = now() \
-         WHERE id = $1 AND EXISTS (SELECT 1 FROM account_leases l \
+         WHERE id = $1 AND status <> 'retired' AND EXISTS (SELECT 1 FROM account_leases l \
              WHERE l.account_id = $1 AND l.epoch = $2 AND l.owner = $3)",
     )
     .bind(lease.account_id)

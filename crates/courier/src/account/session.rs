@@ -56,12 +56,19 @@ pub(crate) async fn record_storage_path(
 }
 
 /// An operator's disconnect: the account stops sending and must log in
-/// again (a banned account stays `banned`). Its QR and its stored snapshot
-/// go too, so no worker restores the session it was disconnected from.
+/// again. It becomes `disconnected`, not `logged_out`: the logout alert is
+/// for sessions WhatsApp ended, not for what an operator asked for. A banned
+/// account stays `banned` and a retired one `retired` (both final). Its QR
+/// and its stored snapshot go too, so no worker restores the session it was
+/// disconnected from.
 pub(crate) async fn disconnect(pool: &PgPool, account: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE mkt_wap_accounts SET status = CASE WHEN status = 'banned' THEN status ELSE 'logged_out' END, \
-         status_reason = 'disconnected by an admin', status_changed_at = now(), status_deadline = NULL, \
+        "UPDATE mkt_wap_accounts SET \
+         status = CASE WHEN status IN ('banned', 'retired') THEN status ELSE 'disconnected' END, \
+         status_reason = CASE WHEN status IN ('banned', 'retired') THEN status_reason \
+                              ELSE 'disconnected by an admin' END, \
+         status_changed_at = CASE WHEN status IN ('banned', 'retired') THEN status_changed_at ELSE now() END, \
+         status_deadline = NULL, pause_reason = NULL, paused_until = NULL, paused_from = NULL, \
          qr_token = NULL, qr_expires_at = NULL, session_snapshot = NULL, session_snapshot_at = NULL \
          WHERE id = $1",
     )

@@ -5,7 +5,9 @@
 //! The seed system's statuses (`inactive`, `warming`, `active`, `standby`,
 //! `banned`) plus the ones a real lifecycle needs: the transient login
 //! statuses (each with a deadline), `paused` (with a reason and an optional
-//! resume time), `logged_out` and `failed`.
+//! resume time), `logged_out` (WhatsApp ended the session), `disconnected`
+//! (an operator ended it), `failed`, and `retired` (taken out of service by an
+//! operator, for good).
 
 use std::fmt;
 use std::str::FromStr;
@@ -39,11 +41,18 @@ pub enum AccountStatus {
     Banned,
     /// A login gave up (deadline, conflict, a number owned by another account).
     Failed,
+    /// An operator disconnected it (`POST /v1/accounts/{id}/logout`): nothing
+    /// runs until a new login. Unlike `logged_out` it raises no alert: it is
+    /// what the operator asked for.
+    Disconnected,
+    /// Retired by an operator (`POST /v1/accounts/{id}/retire`): it never
+    /// sends again, runs no job and is left out of the metrics. Final.
+    Retired,
 }
 
 impl AccountStatus {
     /// Every status, in the order of the CHECK list.
-    pub const ALL: [AccountStatus; 11] = [
+    pub const ALL: [AccountStatus; 13] = [
         AccountStatus::Inactive,
         AccountStatus::Starting,
         AccountStatus::QrPending,
@@ -55,6 +64,8 @@ impl AccountStatus {
         AccountStatus::LoggedOut,
         AccountStatus::Banned,
         AccountStatus::Failed,
+        AccountStatus::Disconnected,
+        AccountStatus::Retired,
     ];
 
     /// The database value.
@@ -71,6 +82,8 @@ impl AccountStatus {
             AccountStatus::LoggedOut => "logged_out",
             AccountStatus::Banned => "banned",
             AccountStatus::Failed => "failed",
+            AccountStatus::Disconnected => "disconnected",
+            AccountStatus::Retired => "retired",
         }
     }
 
@@ -95,20 +108,33 @@ impl AccountStatus {
     }
 
     /// Whether work queued on the account must move to another account: the
-    /// account cannot send until a person acts (a ban is final, a logout or a
-    /// failed login needs a new QR). Pauses are decided with their resume
-    /// time ([`crate::scheduler::assign`]).
+    /// account cannot send until a person acts (a ban and a retirement are
+    /// final, a logout, a disconnect or a failed login needs a new QR).
+    /// Pauses are decided with their resume time
+    /// ([`crate::scheduler::assign`]).
     pub const fn is_unavailable(self) -> bool {
         matches!(
             self,
-            AccountStatus::Banned | AccountStatus::LoggedOut | AccountStatus::Failed
+            AccountStatus::Banned
+                | AccountStatus::LoggedOut
+                | AccountStatus::Failed
+                | AccountStatus::Disconnected
+                | AccountStatus::Retired
         )
     }
 
     /// The SQL list of [`is_unavailable`](Self::is_unavailable) statuses,
-    /// `('logged_out', 'banned', 'failed')`, for statements that decide the
-    /// same thing on the server.
-    pub const UNAVAILABLE_SQL: &'static str = "('logged_out', 'banned', 'failed')";
+    /// for statements that decide the same thing on the server.
+    pub const UNAVAILABLE_SQL: &'static str =
+        "('logged_out', 'banned', 'failed', 'disconnected', 'retired')";
+
+    /// Whether the account is left out of the account gauges
+    /// (`courier_accounts`, `courier_account_health_score`,
+    /// `courier_account_status`): it is no longer part of the fleet, so
+    /// nothing about it may keep an alert firing.
+    pub const fn is_out_of_service(self) -> bool {
+        matches!(self, AccountStatus::Retired)
+    }
 }
 
 impl fmt::Display for AccountStatus {

@@ -283,6 +283,9 @@ pub(crate) async fn pause(
     if account.status == "banned" {
         return Err(ApiError::Conflict("the account is banned".into()));
     }
+    if account.status == "retired" {
+        return Err(ApiError::Conflict("the account is retired".into()));
+    }
     crate::account::health::pause(&state.pool, id, reason, body.until)
         .await
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
@@ -306,6 +309,80 @@ pub(crate) async fn resume(
         return Err(ApiError::Conflict("the account is not paused".into()));
     }
     fetch(&state, id).await.map(Json)
+}
+
+/// Body of `POST /v1/accounts/{id}/retire`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetireAccount {
+    /// Why (kept as the account's `status_reason`), 1–500 characters.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
+/// What a retirement did: the account as it is now, and its work.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RetiredAccount {
+    /// The account (status `retired`).
+    #[serde(flatten)]
+    pub account: Account,
+    /// The status it had.
+    pub previous_status: String,
+    /// Its jobs that had not started, cancelled.
+    pub jobs_cancelled: usize,
+    /// Messages whose send had not started, back to `pending` without an
+    /// account: the next reassignment pass gives them to another account.
+    pub messages_released: usize,
+    /// Messages whose send was attempted (outcome unknown), failed with the
+    /// reason; retrying one sends it through another account.
+    pub messages_failed: usize,
+}
+
+/// Retire an account for good (admin): it never sends again, its browser
+/// session is closed and its stored session dropped, its waiting messages go
+/// to other accounts, and it leaves the account metrics (no alert keeps
+/// firing for it). A retired account cannot log in, be paused or resumed.
+#[utoipa::path(post, path = "/v1/accounts/{id}/retire", tag = "accounts",
+    operation_id = "retireAccount",
+    params(("id" = Uuid, Path, description = "account id")), request_body = RetireAccount,
+    responses(
+        (status = 200, body = RetiredAccount, description = "retired"),
+        (status = 400, body = ErrorBody, description = "malformed id or body (not JSON, a missing or unknown field)"),
+        (status = 401, body = ErrorBody, description = "missing or wrong bearer token"),
+        (status = 403, body = ErrorBody, description = "the token lacks the admin scope"),
+        (status = 404, body = ErrorBody, description = "no such account"),
+        (status = 409, body = ErrorBody, description = "the account is already retired"),
+        (status = 422, body = ErrorBody, description = "the reason is empty or too long"),
+        (status = 503, body = ErrorBody, description = "the database is unreachable")))]
+pub(crate) async fn retire(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<RetireAccount>,
+) -> Result<Json<RetiredAccount>, ApiError> {
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::invalid("reason", "must be 1 to 500 characters"));
+    }
+    let before = fetch(&state, id).await?;
+    let done = crate::maintenance::retire::retire(&state.pool, id, reason)
+        .await
+        .map_err(|e| match e {
+            crate::maintenance::MaintenanceError::Db(d) => ApiError::Database(d),
+            other => ApiError::Conflict(crate::error::chain(&other)),
+        })?;
+    let Some(done) = done else {
+        return Err(ApiError::Conflict(format!(
+            "the account is already retired ({})",
+            before.status_reason.as_deref().unwrap_or("no reason")
+        )));
+    };
+    Ok(Json(RetiredAccount {
+        account: fetch(&state, id).await?,
+        previous_status: done.previous_status,
+        jobs_cancelled: done.jobs_cancelled,
+        messages_released: done.messages_released,
+        messages_failed: done.messages_failed,
+    }))
 }
 
 /// Body of `PATCH /v1/accounts/{id}/limits`.

@@ -24,9 +24,21 @@ pub struct ErrorBody {
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// Missing or wrong bearer token (no detail leaked).
+    /// Missing, unknown, expired or revoked bearer token (no detail leaked).
     #[error("unauthorized")]
     Unauthorized,
+    /// A valid token without the route's scope, or restricted to another
+    /// account (the detail names the scope or the account, never the token).
+    #[error("{detail}")]
+    Forbidden {
+        /// `scope` when a scope is missing.
+        field: Option<String>,
+        /// What is missing.
+        detail: String,
+    },
+    /// A login-page link that is not genuine, or expired.
+    #[error(transparent)]
+    Link(crate::access::LinkError),
     /// The body or query could not be parsed at all.
     #[error("{detail}")]
     BadRequest {
@@ -68,6 +80,32 @@ impl IntoResponse for ApiError {
                     error: "unauthorized",
                     field: None,
                     detail: "a valid bearer token is required".into(),
+                },
+            ),
+            ApiError::Forbidden { field, detail } => (
+                StatusCode::FORBIDDEN,
+                ErrorBody {
+                    error: "forbidden",
+                    field,
+                    detail,
+                },
+            ),
+            ApiError::Link(e) => (
+                StatusCode::UNAUTHORIZED,
+                ErrorBody {
+                    error: "unauthorized",
+                    field: None,
+                    detail: match e {
+                        crate::access::LinkError::Expired => {
+                            "this login link has expired; ask for a new one \
+                             (POST /v1/accounts/{id}/login-link)"
+                        }
+                        crate::access::LinkError::Invalid => {
+                            "this login page needs a valid signed link \
+                             (POST /v1/accounts/{id}/login-link); API tokens are not accepted in URLs"
+                        }
+                    }
+                    .into(),
                 },
             ),
             ApiError::BadRequest { field, detail } => (

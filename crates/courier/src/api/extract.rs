@@ -19,7 +19,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
 /// `axum::extract::Query` with our error body.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub(crate) T);
 
 /// `axum::extract::Path` with our error body.
 #[derive(Debug, FromRequestParts)]

@@ -1,5 +1,6 @@
 //! Logging accounts in: start the QR flow, fetch the current QR (SVG, PNG or
-//! JSON), a tiny self-refreshing login page for people, and disconnect. Also
+//! JSON), a tiny self-refreshing login page for people (opened with a signed
+//! link, see `access::link`), and disconnect. Also
 //! the group discovery and scrape triggers, which enqueue browser jobs.
 //!
 //! The browser layer drives the page and writes `qr_token`/`qr_expires_at` on
@@ -19,6 +20,7 @@ use courier_jobs::discover::DiscoverJob;
 use courier_jobs::maintenance::LoginJob;
 use courier_jobs::scrape::ScrapeJob;
 
+use super::auth::{check_link, LinkQuery};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::jobs::JobView;
@@ -107,6 +109,11 @@ pub async fn login(
                 "the account is already logged in".into(),
             ))
         }
+        "retired" => {
+            return Err(ApiError::Conflict(
+                "the account is retired; it cannot log in".into(),
+            ))
+        }
         _ => {}
     }
     let job = NewJob::new(id, &LoginJob { account_id: id })
@@ -123,8 +130,9 @@ pub async fn login(
     ))
 }
 
-/// Disconnect: the account stops sending and must log in again; its queued
-/// jobs stay queued (nothing is lost) until it is back or reassigned.
+/// Disconnect: the account stops sending and must log in again (status
+/// `disconnected`, which raises no alert: a logout WhatsApp did is
+/// `logged_out`); its queued sends move to other accounts (nothing is lost).
 #[utoipa::path(post, path = "/v1/accounts/{id}/logout", tag = "accounts", params(("id" = Uuid, Path)),
     responses((status = 200, body = QrState), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn logout(
@@ -191,15 +199,6 @@ pub async fn qr(
     }
 }
 
-/// `?token=` for the login page: a browser cannot send a bearer header from a
-/// link, so the page takes the API token in its query (compared in constant
-/// time, and never logged: the trace layer records paths only).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageAuth {
-    token: Option<String>,
-}
-
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -217,21 +216,15 @@ const LIVE: &str = r#"<noscript><meta http-equiv="refresh" content="3"></noscrip
 s.onerror=function(){s.close();setTimeout(function(){location.reload();},3000);};})();
 </script>"#;
 
-/// `GET /ui/accounts/{id}/login/events?token=…`: the login page's live feed,
-/// the account's status and QR events as Server-Sent Events, authenticated
-/// like the page itself.
-pub async fn login_events(
+/// `GET /ui/accounts/{id}/login/events?expires=…&sig=…`: the login page's
+/// live feed, the account's status and QR events as Server-Sent Events,
+/// authenticated like the page itself (the same signed link).
+pub(crate) async fn login_events(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-    Query(auth): Query<PageAuth>,
+    Query(link): Query<LinkQuery>,
 ) -> Result<Response, ApiError> {
-    let ok = auth
-        .token
-        .as_deref()
-        .is_some_and(|t| super::auth::constant_time_eq(t.as_bytes(), state.token.as_bytes()));
-    if !ok {
-        return Err(ApiError::Unauthorized);
-    }
+    check_link(&state, id, &link).await?;
     use crate::events::{EventType, Filter};
     let filter = Filter {
         types: vec![
@@ -247,21 +240,27 @@ pub async fn login_events(
     super::events::sse(&state, from, filter).await
 }
 
-/// `GET /ui/accounts/{id}/login?token=…`: the live QR and status, reloaded
-/// when the account's events say it changed, "connected as +<number>" when
-/// done.
-pub async fn login_page(
+/// The page's own links keep the signed link's query; the page is never
+/// cached, and sends no referrer (its URL carries the signature).
+fn page_headers() -> [(axum::http::HeaderName, &'static str); 2] {
+    [
+        (CACHE_CONTROL, "no-store"),
+        (axum::http::header::REFERRER_POLICY, "no-referrer"),
+    ]
+}
+
+/// `GET /ui/accounts/{id}/login?expires=…&sig=…`: the live QR and status,
+/// reloaded when the account's events say it changed (every 3 s without
+/// scripts), "connected as +<number>" when done, and a
+/// button that starts a login when none is under way. Opened with a signed
+/// link (`POST /v1/accounts/{id}/login-link`), never with an API token.
+pub(crate) async fn login_page(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-    Query(auth): Query<PageAuth>,
+    Query(link): Query<LinkQuery>,
 ) -> Result<Response, ApiError> {
-    let ok = auth
-        .token
-        .as_deref()
-        .is_some_and(|t| super::auth::constant_time_eq(t.as_bytes(), state.token.as_bytes()));
-    if !ok {
-        return Err(ApiError::Unauthorized);
-    }
+    check_link(&state, id, &link).await?;
+    let query = link.to_query();
     let st = qr_state(&state, id).await?;
     let name: String =
         sqlx::query_scalar("SELECT account_name FROM mkt_wap_accounts WHERE id = $1")
@@ -288,24 +287,59 @@ pub async fn login_page(
         ),
         (status, None, _) => (
             format!(
-                r#"<p id="status">Status: {}{}</p><p class="muted">Waiting for a QR code… start a login with POST /v1/accounts/{id}/login if none is under way.</p>"#,
+                r#"<p id="status">Status: {}{}</p>{}"#,
                 escape(status),
                 st.status_reason
                     .as_deref()
                     .map(|r| format!(" ({})", escape(r)))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if matches!(status, "banned" | "active") {
+                    String::new()
+                } else {
+                    format!(
+                        r#"<p class="muted">Waiting for a QR code…</p><form method="post" action="/ui/accounts/{id}/login/start?{}"><button id="start" type="submit">Start login</button></form>"#,
+                        escape(&query)
+                    )
+                }
             ),
             !matches!(status, "banned"),
         ),
     };
     let meta = if refresh { LIVE } else { "" };
     let html = format!(
-        r#"<!doctype html><html><head><meta charset="utf-8">{meta}<title>Log in {name}</title>
+        r#"<!doctype html><html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">{meta}<title>Log in {name}</title>
 <style>body{{font-family:sans-serif;max-width:420px;margin:40px auto;text-align:center}}#qr svg{{width:264px;height:264px}}.ok{{color:#128c7e;font-size:1.4em}}.muted{{color:#777}}</style>
-</head><body><h1>{name}</h1>{body}</body></html>"#,
-        name = escape(&name)
+</head><body><h1>{name}</h1>{body}<p class="muted">This link works until {until}.</p></body></html>"#,
+        name = escape(&name),
+        until = link
+            .expires_at()
+            .map(|t| t.format("%H:%M:%S UTC").to_string())
+            .unwrap_or_default(),
     );
-    Ok(([(CACHE_CONTROL, "no-store")], Html(html)).into_response())
+    Ok((page_headers(), Html(html)).into_response())
+}
+
+/// `POST /ui/accounts/{id}/login/start?expires=…&sig=…`: the page's "Start
+/// login" button. Starts the QR flow with the link's authority (this account
+/// only), then back to the page (303), which shows the outcome.
+pub(crate) async fn login_page_start(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(link): Query<LinkQuery>,
+) -> Result<Response, ApiError> {
+    check_link(&state, id, &link).await?;
+    match login(State(state), Path(id)).await {
+        // Banned or already logged in: the page says so.
+        Ok(_) | Err(ApiError::Conflict(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let to = format!("/ui/accounts/{id}/login?{}", link.to_query());
+    Ok((
+        StatusCode::SEE_OTHER,
+        page_headers(),
+        [(axum::http::header::LOCATION, to)],
+    )
+        .into_response())
 }
 
 /// Discover the account's groups (enqueues a `discover` job).

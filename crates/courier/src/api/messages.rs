@@ -545,7 +545,8 @@ pub(crate) async fn get(
     Ok(Json(MessageDetail { message, events }))
 }
 
-/// Retry a failed message (at most `max_retries` times, with backoff by the queue).
+/// Retry a failed message (at most `max_retries` times, with backoff by the queue). A
+/// message whose account was retired goes back to `pending` for another account.
 #[utoipa::path(post, path = "/v1/messages/{id}/retry", tag = "messages", params(("id" = Uuid, Path)),
     responses((status = 202, body = MessageView), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -572,6 +573,27 @@ pub(crate) async fn retry(
         )));
     }
     let account = account.ok_or_else(|| ApiError::Conflict("the message has no account".into()))?;
+    let retired: bool =
+        sqlx::query_scalar("SELECT status = 'retired' FROM mkt_wap_accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(false);
+    if retired {
+        // Its account never sends again: the message waits for another one
+        // (the next reassignment pass assigns it).
+        crate::message::assignment::back_to_pending(
+            &mut tx,
+            &[id],
+            &[format!(
+                "retried by an operator; account {account} is retired, so the message waits \
+                 for another account"
+            )],
+        )
+        .await?;
+        tx.commit().await?;
+        return message_view(&state, id).await;
+    }
     let job = crate::queue::NewJob::new(
         account,
         &courier_jobs::retry::RetryJob {
@@ -588,6 +610,13 @@ pub(crate) async fn retry(
         })?;
     crate::message::status::requeue_retry(&mut tx, id, enq[0].id, retries + 1).await?;
     tx.commit().await?;
+    message_view(&state, id).await
+}
+
+async fn message_view(
+    state: &AppState,
+    id: Uuid,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let view = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM mkt_wap_messages WHERE id = $1"
     )))

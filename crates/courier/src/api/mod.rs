@@ -1,10 +1,12 @@
 //! The HTTP API (axum): the `/v1` JSON API for admins and the campaign system,
 //! the seed-compatible `/whatsapp/...` routes, probes, and the OpenAPI document.
 //!
-//! Every `/v1` and `/whatsapp` route needs the bearer token; `/livez`, `/readyz`
-//! and `/openapi.json` do not. Inputs are parsed into domain types at the edge;
-//! errors are `{error, field, detail}` with 400/401/404/409/422 — the only 5xx
-//! is a 503 when the database is unreachable.
+//! Every `/v1` and `/whatsapp` route needs a bearer token with the route's
+//! scope (`auth::ROUTES`); the login page needs a signed link instead;
+//! `/livez`, `/readyz`, `/openapi.json` and `/runbook` (the operations guide
+//! the alerts link to) need nothing. Inputs are parsed into domain types at
+//! the edge; errors are `{error, field, detail}` with 400/401/403/404/409/422
+//! — the only 5xx is a 503 when the database is unreachable.
 
 pub(crate) mod accounts;
 pub(crate) mod auth;
@@ -15,7 +17,9 @@ pub(crate) mod extract;
 pub(crate) mod groups;
 pub(crate) mod jobs;
 pub mod login;
+pub(crate) mod login_link;
 pub(crate) mod messages;
+pub mod runbook;
 pub(crate) mod stats;
 pub(crate) mod webhooks;
 
@@ -41,8 +45,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub struct AppState {
     /// The database.
     pub pool: PgPool,
-    /// The bearer token (never logged).
-    pub token: Arc<str>,
+    /// The bootstrap token's hash (`api.token`; the clear text is not kept).
+    pub bootstrap: Option<crate::access::token::Bootstrap>,
+    /// The login-link key, read from the database on first use.
+    link_key: Arc<tokio::sync::OnceCell<crate::access::LinkKey>>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Serve `/metrics` without the token.
@@ -54,11 +60,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `pool` with `token`, metrics behind the token.
+    /// State over `pool` with `token` as the bootstrap admin token (only
+    /// its hash is kept), metrics behind a token.
     pub fn new(pool: PgPool, token: &str) -> Self {
+        Self::named_tokens_only(pool).with_bootstrap(Some(token))
+    }
+
+    /// State over `pool` that accepts named tokens only (no `api.token`).
+    pub fn named_tokens_only(pool: PgPool) -> Self {
         Self {
             pool,
-            token: token.into(),
+            bootstrap: None,
+            link_key: Arc::default(),
             metrics: crate::metrics::install(),
             metrics_public: false,
             settings: Arc::new(crate::config::Settings::defaults()),
@@ -66,11 +79,28 @@ impl AppState {
         }
     }
 
-    /// Uses `settings` (and its `api.metrics_public`).
-    pub fn with_settings(mut self, settings: crate::config::Settings) -> Self {
+    /// Accepts `token` (hashed here) as the bootstrap admin token.
+    pub fn with_bootstrap(mut self, token: Option<&str>) -> Self {
+        self.bootstrap = token.map(crate::access::token::Bootstrap::new);
+        self
+    }
+
+    /// Uses `settings` (and its `api.metrics_public`). The state keeps no
+    /// copy of `api.token`: only the hash given to [`AppState::new`].
+    pub fn with_settings(mut self, mut settings: crate::config::Settings) -> Self {
+        settings.api.token = None;
         self.metrics_public = settings.api.metrics_public;
         self.settings = Arc::new(settings);
         self
+    }
+
+    /// The key that signs login links (made on first use, shared by every
+    /// replica through the database).
+    pub(crate) async fn link_key(&self) -> Result<crate::access::LinkKey, sqlx::Error> {
+        self.link_key
+            .get_or_try_init(|| crate::access::LinkKey::load_or_create(&self.pool))
+            .await
+            .cloned()
     }
 }
 
@@ -99,7 +129,22 @@ impl utoipa::Modify for BearerAuth {
             .get_or_insert_with(Default::default)
             .add_security_scheme(
                 "bearer",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "An API token: a named token from `courier tokens create` \
+                             (`courier_…`) or the bootstrap `api.token`. Each token has scopes: \
+                             `read` (every GET), `enqueue` (creating jobs, messages, retries, \
+                             discovery and scrapes; cancelling jobs) and `admin` (everything, \
+                             including account management, log in and out, limits, group updates, \
+                             QR codes and login links). A token may be restricted to one account. \
+                             Missing, unknown, expired or revoked token: 401; a valid token \
+                             without the route's scope or for another account: 403 naming what \
+                             is missing. See docs/api.md for the scope of every route.",
+                        ))
+                        .build(),
+                ),
             );
     }
 }
@@ -111,9 +156,11 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::get))
         .routes(routes!(accounts::pause))
         .routes(routes!(accounts::resume))
+        .routes(routes!(accounts::retire))
         .routes(routes!(accounts::update_limits))
         .routes(routes!(login::login))
         .routes(routes!(login::logout))
+        .routes(routes!(login_link::create))
         .routes(routes!(login::qr))
         .routes(routes!(login::discover))
         .routes(routes!(login::scrape))
@@ -170,8 +217,13 @@ pub fn router(state: AppState) -> Router {
         .merge(open)
         .route("/ui/accounts/{id}/login", get(login::login_page))
         .route("/ui/accounts/{id}/login/events", get(login::login_events))
+        .route(
+            "/ui/accounts/{id}/login/start",
+            axum::routing::post(login::login_page_start),
+        )
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/runbook", get(runbook::serve))
         .route(
             "/openapi.json",
             get(move || {
@@ -185,14 +237,19 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(record_http))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                // The path only: queries may carry a login link's signature.
+                // `token` is the authenticated token's name, never its secret.
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
+                token = tracing::field::Empty)
+            }),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {
-    state.metrics.render()
+    crate::metrics::render(&state.metrics)
 }
 
 /// Counts requests by matched route (not raw path: ids would explode the

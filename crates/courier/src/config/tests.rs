@@ -94,3 +94,38 @@ fn media_settings_are_validated_with_the_key_named() {
     let e = s.validate().unwrap_err().to_string();
     assert!(e.contains("browser.media_timeout"), "{e}");
 }
+
+#[test]
+fn login_link_settings_are_validated_with_the_key_named() {
+    let s = Settings::defaults();
+    assert_eq!(s.api.login_link_ttl, std::time::Duration::from_secs(600));
+    assert_eq!(s.api.public_url, None);
+    for (ttl, ok) in [(0, false), (1, true), (86_400, true), (86_401, false)] {
+        let mut s = Settings::defaults();
+        s.api.login_link_ttl = std::time::Duration::from_secs(ttl);
+        match s.validate() {
+            Ok(()) => assert!(ok, "{ttl}s accepted"),
+            Err(e) => {
+                assert!(!ok, "{ttl}s refused: {e}");
+                assert!(e.to_string().contains("api.login_link_ttl"), "{e}");
+            }
+        }
+    }
+    for (url, ok) in [
+        ("https://courier.example.com", true),
+        ("http://10.0.0.5:8080/", true),
+        ("courier.example.com", false),
+        ("ftp://courier.example.com", false),
+        ("https://courier.example.com/?token=x", false),
+    ] {
+        let mut s = Settings::defaults();
+        s.api.public_url = Some(url.into());
+        match s.validate() {
+            Ok(()) => assert!(ok, "{url} accepted"),
+            Err(e) => {
+                assert!(!ok, "{url} refused: {e}");
+                assert!(e.to_string().contains("api.public_url"), "{e}");
+            }
+        }
+    }
+}

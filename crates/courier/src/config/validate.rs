@@ -68,6 +68,25 @@ impl Settings {
         if self.webhooks.max_response_bytes == 0 {
             return invalid("webhooks.max_response_bytes", "must be at least 1");
         }
+        if self.api.login_link_ttl.is_zero()
+            || self.api.login_link_ttl > Duration::from_secs(86_400)
+        {
+            return invalid("api.login_link_ttl", "must be between 1s and 24h");
+        }
+        if let Some(u) = &self.api.public_url {
+            let ok = url::Url::parse(u).is_ok_and(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.host().is_some()
+                    && p.query().is_none()
+                    && p.fragment().is_none()
+            });
+            if !ok {
+                return invalid(
+                    "api.public_url",
+                    "must be an http(s) URL without query or fragment, such as https://courier.example.com",
+                );
+            }
+        }
         if self.delivery.max_attempts < 1 {
             return invalid("delivery.max_attempts", "must be at least 1");
         }

@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub mod reassign;
+pub mod retire;
 
 use crate::account::{health, login};
 use crate::config::Settings;
@@ -285,7 +286,7 @@ pub async fn sweep(
     max_attempts: i32,
 ) -> Result<usize, MaintenanceError> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Uuid, Uuid, i32)> = sqlx::query_as(
+    let rows: Vec<(Uuid, Uuid, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT m.id, m.account_id, m.retry_count FROM mkt_wap_messages m \
          JOIN queue_jobs j ON j.id = m.job_id \
          JOIN mkt_wap_accounts a ON a.id = m.account_id \
@@ -293,10 +294,11 @@ pub async fn sweep(
            AND m.send_attempts < $2 \
            AND m.failure_class IS DISTINCT FROM 'permanent' \
            AND m.failed_at > now() - $1 AND j.state = 'discarded' \
-           AND a.status NOT IN ('banned', 'logged_out', 'failed') \
+           AND a.status NOT IN {unavailable} \
          ORDER BY m.failed_at LIMIT 10000 \
          FOR UPDATE OF m SKIP LOCKED",
-    )
+        unavailable = crate::account::AccountStatus::UNAVAILABLE_SQL
+    )))
     .bind(interval(window))
     .bind(max_attempts)
     .fetch_all(&mut *tx)

@@ -28,6 +28,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::MaintenanceError;
+use crate::account::AccountStatus;
 use crate::config::Settings;
 use crate::jobs::send::SendJob;
 use crate::message::assignment;
@@ -62,7 +63,7 @@ pub async fn reassign(pool: &PgPool, settings: &Settings) -> Result<Reassigned, 
     // whose chat is the only place to check it.
     #[allow(clippy::type_complexity)]
     let rows: Vec<(Uuid, Uuid, Uuid, Option<Uuid>, Option<Uuid>, Option<Uuid>)> =
-        sqlx::query_as(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT j.id, j.account_id, m.id, m.target_group_id, c.preferred_account_id, \
                     s.account_id \
              FROM queue_jobs j \
@@ -72,13 +73,14 @@ pub async fn reassign(pool: &PgPool, settings: &Settings) -> Result<Reassigned, 
              LEFT JOIN mkt_con_schedule s ON s.id = m.schedule_id \
              WHERE j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable') \
                AND j.attempt = 0 AND m.status = 'queued' AND m.attempt_started_at IS NULL \
-               AND (a.status IN ('banned', 'logged_out', 'failed') \
+               AND (a.status IN {unavailable} \
                     OR (a.status = 'paused' AND ( \
                         (a.paused_until IS NULL AND a.status_changed_at < now() - $1) \
                         OR a.paused_until > now() + $1))) \
              ORDER BY j.id LIMIT $2 \
              FOR UPDATE OF j, m SKIP LOCKED",
-        )
+            unavailable = AccountStatus::UNAVAILABLE_SQL
+        )))
         .bind(interval(settings.scheduler.reassign_after))
         .bind(PASS_LIMIT)
         .fetch_all(&mut *tx)
@@ -156,9 +158,10 @@ pub async fn hold_unknown_outcomes(
     // The jobs and the messages are marked in one statement from one look at
     // the accounts, each by its owner's fragment.
     let held: (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH h AS (              SELECT j.id AS job, m.id AS message,                     format('%s: a send was attempted on account %s, which is %s; only its chat                             can confirm it, so it is held there and never re-sent from another                             account', $2::text, a.id,                            CASE WHEN a.status = 'paused' THEN 'paused (' || coalesce(a.pause_reason, 'no reason') || ')'                                 ELSE a.status END) AS reason              FROM queue_jobs j              JOIN mkt_wap_accounts a ON a.id = j.account_id              JOIN mkt_wap_messages m ON m.id = (j.payload->>'message_id')::uuid AND m.job_id = j.id              WHERE j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable')                AND (j.attempt > 0 OR j.rescues > 0 OR m.attempt_started_at IS NOT NULL)                AND m.status IN ('queued', 'sending')                AND (a.status IN ('banned', 'logged_out', 'failed')                     OR (a.status = 'paused' AND (                         (a.paused_until IS NULL AND a.status_changed_at < now() - $1)                         OR a.paused_until > now() + $1)))), {}, {} SELECT count(*) FROM h",
+        "WITH h AS (              SELECT j.id AS job, m.id AS message,                     format('%s: a send was attempted on account %s, which is %s; only its chat                             can confirm it, so it is held there and never re-sent from another                             account', $2::text, a.id,                            CASE WHEN a.status = 'paused' THEN 'paused (' || coalesce(a.pause_reason, 'no reason') || ')'                                 ELSE a.status END) AS reason              FROM queue_jobs j              JOIN mkt_wap_accounts a ON a.id = j.account_id              JOIN mkt_wap_messages m ON m.id = (j.payload->>'message_id')::uuid AND m.job_id = j.id              WHERE j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable')                AND (j.attempt > 0 OR j.rescues > 0 OR m.attempt_started_at IS NOT NULL)                AND m.status IN ('queued', 'sending')                AND (a.status IN {unavailable}                     OR (a.status = 'paused' AND (                         (a.paused_until IS NULL AND a.status_changed_at < now() - $1)                         OR a.paused_until > now() + $1)))), {}, {} SELECT count(*) FROM h",
         fragments::set_waiting_reasons("jm", "(SELECT job AS id, reason FROM h)"),
         assignment::waiting_reasons_cte("mm", "(SELECT message AS id, reason FROM h)"),
+        unavailable = AccountStatus::UNAVAILABLE_SQL,
     )))
     .bind(interval(settings.scheduler.reassign_after))
     .bind(OUTCOME_UNKNOWN)

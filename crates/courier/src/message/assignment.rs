@@ -134,3 +134,27 @@ pub(crate) async fn fail_for_cancelled_schedule(
     .await?;
     Ok(())
 }
+
+/// Messages `ids` whose send was attempted on an account that was then
+/// retired become `failed` with `reason` (class `permanent`: no sweep
+/// retries them; an operator's retry sends them through another account),
+/// each with an `api` event. Whether the attempt reached WhatsApp only the
+/// retired account's chat could tell, so they are not re-sent by themselves.
+pub(crate) async fn fail_on_retired_account(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH m AS (UPDATE mkt_wap_messages SET status = 'failed', failed_at = now(), \
+                       waiting_reason = NULL, error_message = $2, failure_class = 'permanent' \
+                   WHERE id = ANY($1) RETURNING id) \
+         INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+         SELECT id, 'failed', 'api', jsonb_build_object('reason', $2::text) FROM m",
+    )
+    .bind(ids)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

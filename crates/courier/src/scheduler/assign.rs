@@ -193,6 +193,8 @@ pub(crate) fn unavailable_reason(
         "banned" => Some("is banned".into()),
         "logged_out" => Some("is logged out".into()),
         "failed" => Some("has failed".into()),
+        "disconnected" => Some("was disconnected by an operator".into()),
+        "retired" => Some("is retired".into()),
         "paused" => match paused_until {
             Some(until) if until > now + threshold => {
                 Some(format!("is paused until {}", until.to_rfc3339()))

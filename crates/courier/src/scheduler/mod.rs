@@ -145,9 +145,7 @@ impl Scheduler {
             // replica publishing them would multiply them in any sum.
             let sampler = tokio::spawn(crate::metrics::sample_forever(
                 self.pool.clone(),
-                crate::metrics::SampleOptions {
-                    per_account: self.settings.queue.metrics_per_account,
-                },
+                crate::metrics::SampleOptions::from_settings(&self.settings),
                 SAMPLE_EVERY,
             ));
             let stopped = loop {
@@ -167,6 +165,7 @@ impl Scheduler {
                 }
             };
             sampler.abort();
+            crate::metrics::clear_sampled();
             metrics::gauge!(SCHEDULER_LEADER).set(0.0);
             if stopped {
                 lock.release().await;

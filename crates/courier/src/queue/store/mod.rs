@@ -14,16 +14,42 @@ use std::time::Duration;
 /// States the claim considers (with `run_at <= now()`).
 pub(crate) const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
 
-/// Only maintenance kinds run for a logged-out or banned account: its other
-/// jobs stay queued (never claimed, never failed) until it logs in again or
-/// the scheduler re-assigns them. `{a}` is the account id expression.
+/// Only maintenance kinds run for a logged-out or banned account, only a
+/// login for one an operator disconnected, nothing for a retired one: its
+/// other jobs stay queued (never claimed, never failed) until it logs in
+/// again or the scheduler re-assigns them. `{a}` is the account id
+/// expression; `kind` is the job's. The same rule for a status already at
+/// hand is [`status_gate!`].
 macro_rules! session_gate {
     ($a:literal) => {
         concat!(
-            "(kind IN ('login', 'health_check') OR NOT EXISTS (SELECT 1 FROM mkt_wap_accounts g \
-             WHERE g.id = ",
+            "(NOT EXISTS (SELECT 1 FROM mkt_wap_accounts g WHERE g.id = ",
             $a,
-            " AND g.status IN ('logged_out', 'banned')))"
+            " AND NOT ",
+            status_gate!("g.status", "kind"),
+            "))"
+        )
+    };
+}
+
+/// Whether a job of kind `{k}` may run for an account in status `{s}` (see
+/// [`session_gate!`]).
+macro_rules! status_gate {
+    ($s:literal, $k:literal) => {
+        concat!(
+            "(CASE ",
+            $s,
+            " WHEN 'retired' THEN false",
+            " WHEN 'disconnected' THEN ",
+            $k,
+            " = 'login'",
+            " WHEN 'logged_out' THEN ",
+            $k,
+            " IN ('login', 'health_check')",
+            " WHEN 'banned' THEN ",
+            $k,
+            " IN ('login', 'health_check')",
+            " ELSE true END)"
         )
     };
 }
