@@ -32,6 +32,12 @@ enum Command {
         #[command(subcommand)]
         command: CronCommand,
     },
+    /// Manage API tokens: create (the secret is printed once), list, revoke.
+    Tokens {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Serve the HTTP API until Ctrl-C / SIGTERM.
     Api,
     /// Run the scheduler (one leader per cluster) until Ctrl-C / SIGTERM.
@@ -93,6 +99,39 @@ struct CronNextArgs {
     after: Option<DateTime<Utc>>,
 }
 
+/// `courier tokens` subcommands.
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Create a token and print its secret (shown once, stored hashed).
+    Create(TokensCreateArgs),
+    /// List every token with its prefix, scopes, account, expiry, last use
+    /// and state (never a secret).
+    List,
+    /// Revoke a token by name or id: its next request gets 401, on every replica.
+    Revoke {
+        /// The token's name, or its id.
+        name_or_id: String,
+    },
+}
+
+/// `courier tokens create --name N --scope read,enqueue [--account UUID] [--expires-in 30d]`.
+#[derive(Debug, Args)]
+struct TokensCreateArgs {
+    /// A name to tell it by (1 to 64 of A-Z a-z 0-9 . _ -), unique among live tokens.
+    #[arg(long)]
+    name: String,
+    /// Comma-separated scopes: read (every GET), enqueue (jobs, messages,
+    /// retries), admin (everything; implies the others).
+    #[arg(long)]
+    scope: String,
+    /// Restrict the token to this account.
+    #[arg(long, value_name = "UUID")]
+    account: Option<uuid::Uuid>,
+    /// How long it works: 30d, 12h, 90m, 1y…, or `never`.
+    #[arg(long, default_value = "90d")]
+    expires_in: String,
+}
+
 /// `courier bench` targets.
 #[cfg(feature = "lab")]
 #[derive(Debug, Subcommand)]
@@ -100,6 +139,9 @@ enum BenchTarget {
     /// Chromium sessions: start (cold, restored, from snapshot), round trips,
     /// sends, memory per session and per flag set.
     Browser(courier_lab::bench::BrowserBenchArgs),
+    /// Events out: event → webhook received at a rate, and SSE streams on
+    /// one API process (issue 23's targets).
+    Events(courier_lab::bench_events::EventsBenchArgs),
 }
 
 /// Runs a parsed command line.
@@ -122,6 +164,30 @@ fn cron(command: CronCommand) -> Result<(), BoxError> {
             Ok(())
         }
     }
+}
+
+/// `courier tokens …`: arguments are checked before the database is opened.
+async fn tokens(settings: &Settings, command: TokensCommand) -> Result<(), BoxError> {
+    use courier::access::token;
+    use courier::app::TokenAction;
+    let action = match command {
+        TokensCommand::Create(args) => {
+            let scopes = token::parse_scopes(&args.scope)?;
+            let expires_at = token::parse_expires_in(&args.expires_in)?
+                .map(|d| chrono::Duration::from_std(d).map(|d| Utc::now() + d))
+                .transpose()?;
+            TokenAction::Create(token::NewToken {
+                name: args.name,
+                scopes,
+                account_id: args.account,
+                expires_at,
+            })
+        }
+        TokensCommand::List => TokenAction::List,
+        TokensCommand::Revoke { name_or_id } => TokenAction::Revoke(name_or_id),
+    };
+    print!("{}", courier::app::tokens(settings, action).await?);
+    Ok(())
 }
 
 async fn run_with_settings(command: Command) -> Result<(), BoxError> {
@@ -147,6 +213,7 @@ async fn run_with_settings(command: Command) -> Result<(), BoxError> {
         }
         Command::Cron { command } => cron(command),
         Command::Migrate => courier::app::migrate(&settings).await,
+        Command::Tokens { command } => tokens(&settings, command).await,
         Command::Api => courier::app::api(&settings).await,
         Command::Scheduler => courier::app::scheduler(&settings).await,
         Command::Run => courier::app::run_all(&settings).await,
@@ -176,6 +243,13 @@ async fn run_with_settings(command: Command) -> Result<(), BoxError> {
             target: BenchTarget::Browser(args),
         } => {
             print!("{}", courier_lab::bench::run(args).await?);
+            Ok(())
+        }
+        #[cfg(feature = "lab")]
+        Command::Bench {
+            target: BenchTarget::Events(args),
+        } => {
+            print!("{}", courier_lab::bench_events::run(args).await?);
             Ok(())
         }
     }

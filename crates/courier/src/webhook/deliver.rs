@@ -203,7 +203,33 @@ struct Line {
     /// No older transaction can still add an earlier delivery.
     settled: bool,
     now: DateTime<Utc>,
+    /// The event (read in the same statement; `None` if pruned).
+    e_type: Option<String>,
+    e_account: Option<Uuid>,
+    e_campaign: Option<Uuid>,
+    e_data: Option<serde_json::Value>,
+    e_at: Option<DateTime<Utc>>,
+    e_xid: Option<i64>,
 }
+
+impl Line {
+    fn event(&self, position: i64) -> Option<Event> {
+        Some(Event {
+            position,
+            xid: self.e_xid?,
+            kind: self.e_type.clone()?,
+            account_id: self.e_account,
+            campaign_id: self.e_campaign,
+            data: self.e_data.clone()?,
+            occurred_at: self.e_at?,
+        })
+    }
+}
+
+/// How long a job waits, polling, for older transactions to end before it
+/// snoozes: they are usually a statement or two long, and a snooze costs a
+/// round of the queue.
+const SETTLE_WAIT: Duration = Duration::from_millis(50);
 
 /// Runs one `webhook` job. `lease_lost` is checked before the POST.
 pub async fn run(
@@ -226,29 +252,45 @@ async fn attempt(
     position: i64,
     lease_lost: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<Step, sqlx::Error> {
-    let line: Option<Line> = sqlx::query_as(
-        "SELECT d.status, d.first_attempt_at, d.attempts, s.url, s.secret, s.enabled, \
-                h.position AS head, h.next_attempt_at AS head_next, \
-                d.xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS settled, \
-                now() AS now \
-         FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id \
-         LEFT JOIN LATERAL (SELECT p.position, p.next_attempt_at FROM webhook_deliveries p \
-                            WHERE p.subscription_id = d.subscription_id AND p.status = 'pending' \
-                            ORDER BY p.xid, p.position LIMIT 1) h ON true \
-         WHERE d.subscription_id = $1 AND d.position = $2",
-    )
-    .bind(subscription)
-    .bind(position)
-    .fetch_optional(pool)
-    .await?;
-    let Some(line) = line else {
-        // The subscription was deleted meanwhile.
-        return Ok(Step::Done);
+    let started = std::time::Instant::now();
+    let line = loop {
+        let line: Option<Line> = sqlx::query_as(
+            "SELECT d.status, d.first_attempt_at, d.attempts, s.url, s.secret, s.enabled, \
+                    h.position AS head, h.next_attempt_at AS head_next, \
+                    d.xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS settled, \
+                    now() AS now, e.type AS e_type, e.account_id AS e_account, \
+                    e.campaign_id AS e_campaign, e.data AS e_data, e.occurred_at AS e_at, \
+                    e.xid AS e_xid \
+             FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id \
+             LEFT JOIN courier_events e ON e.position = d.position \
+             LEFT JOIN LATERAL (SELECT p.position, p.next_attempt_at FROM webhook_deliveries p \
+                                WHERE p.subscription_id = d.subscription_id AND p.status = 'pending' \
+                                ORDER BY p.xid, p.position LIMIT 1) h ON true \
+             WHERE d.subscription_id = $1 AND d.position = $2",
+        )
+        .bind(subscription)
+        .bind(position)
+        .fetch_optional(pool)
+        .await?;
+        match line {
+            // The subscription was deleted meanwhile.
+            None => return Ok(Step::Done),
+            Some(l) if l.settled || l.status != "pending" || started.elapsed() >= SETTLE_WAIT => {
+                break l
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
     };
     if line.status != "pending" || !line.enabled {
         // Delivered by an earlier run, or the subscription is disabled (its
         // pending deliveries get new jobs when it is enabled again).
         return Ok(Step::Done);
+    }
+    if !line.settled {
+        return Ok(Step::Wait {
+            until: line.now + chrono::Duration::milliseconds(10),
+            reason: "an older transaction may still add an earlier event".into(),
+        });
     }
     if let Some(head) = line.head.filter(|h| *h != position) {
         let behind = |until: DateTime<Utc>| Step::Wait {
@@ -270,13 +312,7 @@ async fn attempt(
             Step::Done | Step::Dead(_) => behind(line.now),
         });
     }
-    if !line.settled {
-        return Ok(Step::Wait {
-            until: line.now + chrono::Duration::milliseconds(10),
-            reason: "an older transaction may still add an earlier event".into(),
-        });
-    }
-    let Some(event) = crate::events::get(pool, position).await? else {
+    let Some(event) = line.event(position) else {
         mark_dead(
             pool,
             subscription,
