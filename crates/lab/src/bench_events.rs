@@ -78,7 +78,7 @@ async fn generate(
     seconds: u64,
 ) -> Result<usize, BoxError> {
     let tick = Duration::from_millis(10);
-    let per_tick = (rate as f64 / 100.0).max(1.0);
+    let per_tick = rate as f64 / 100.0;
     let mut owed = 0.0;
     let mut made = 0usize;
     let mut flip = vec![false; accounts.len()];
