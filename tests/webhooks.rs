@@ -837,3 +837,68 @@ async fn the_event_stream_follows_the_log_in_order_and_resumes_from_last_event_i
         .unwrap();
     assert_eq!(resp.status(), 422);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_login_page_follows_its_account_s_events_through_its_signed_link() {
+    let app = app(|_| {}).await;
+    let acc = account(app.pool()).await;
+    let other = account(app.pool()).await;
+    let url = app.login_link(&acc.to_string()).await;
+    // The page listens instead of reloading every 3 s (the reload stays for
+    // browsers without scripts).
+    let html = app
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("new EventSource(location.pathname+\"/events\"+location.search)"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<noscript><meta http-equiv=\"refresh\""),
+        "{html}"
+    );
+
+    let (path, query) = url.split_once('?').unwrap();
+    let events = format!("{path}/events?{query}");
+    let resp = app.http.get(&events).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(read_events(resp, 2, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    status_changes(app.pool(), other, 1).await;
+    sqlx::query(
+        "UPDATE mkt_wap_accounts SET status = 'qr_pending', qr_token = 'ref-1' WHERE id = $1",
+    )
+    .bind(acc)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let got = reader.await.unwrap();
+    let kinds: Vec<&str> = got.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["account.status_changed", "account.qr_changed"],
+        "only its account's"
+    );
+    assert!(
+        !got[1].2.to_string().contains("ref-1"),
+        "the QR code itself is never in an event"
+    );
+
+    // Without the signed link, or with another account's: 401.
+    let bare = app.http.get(format!("{path}/events")).send().await.unwrap();
+    assert_eq!(bare.status(), 401);
+    let other_path = path.replace(&acc.to_string(), &other.to_string());
+    let stolen = app
+        .http
+        .get(format!("{other_path}/events?{query}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), 401);
+}
