@@ -28,9 +28,10 @@ use crate::media::address::AddressPolicy;
 /// the queue's outcomes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Delivered, or nothing left to do (delivered before, subscription
-    /// disabled or deleted).
+    /// Delivered.
     Done,
+    /// Nothing to do: delivered before, subscription disabled or deleted.
+    Idle,
     /// Run again at `until` (a retry's backoff, or behind the head of the
     /// line); no attempt of the queue is spent.
     Wait {
@@ -191,6 +192,7 @@ impl Deliverer {
 /// What the handler needs about a delivery, in one read.
 #[derive(Debug, sqlx::FromRow)]
 struct Line {
+    position: i64,
     status: String,
     first_attempt_at: Option<DateTime<Utc>>,
     attempts: i32,
@@ -239,7 +241,7 @@ pub async fn run(
     position: i64,
     lease_lost: &(dyn Fn() -> bool + Send + Sync),
 ) -> Step {
-    let step = match attempt(pool, deliverer, subscription, position, lease_lost).await {
+    let step = match attempt(pool, deliverer, subscription, Some(position), lease_lost).await {
         Ok(step) => step,
         Err(e) => return Step::Retry(crate::error::chain(&e)),
     };
@@ -271,34 +273,27 @@ async fn drain(
         if lease_lost() || started.elapsed() >= DRAIN_FOR {
             return;
         }
-        let next: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
-            "SELECT position FROM webhook_deliveries \
-             WHERE subscription_id = $1 AND status = 'pending' \
-               AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
-             ORDER BY xid, position LIMIT 1",
-        )
-        .bind(subscription)
-        .fetch_optional(pool)
-        .await;
-        let Ok(Some(next)) = next else { return };
-        match Box::pin(attempt(pool, deliverer, subscription, next, lease_lost)).await {
+        // The next due delivery, found by the attempt's own read.
+        match Box::pin(attempt(pool, deliverer, subscription, None, lease_lost)).await {
             Ok(Step::Done) => {}
             _ => return,
         }
     }
 }
 
+/// One attempt at delivery `position`, or (`None`) at the subscription's
+/// next due one.
 async fn attempt(
     pool: &PgPool,
     deliverer: &Deliverer,
     subscription: Uuid,
-    position: i64,
+    position: Option<i64>,
     lease_lost: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<Step, sqlx::Error> {
     let started = std::time::Instant::now();
     let line = loop {
         let line: Option<Line> = sqlx::query_as(
-            "SELECT d.status, d.first_attempt_at, d.attempts, s.url, s.secret, s.enabled, \
+            "SELECT d.position, d.status, d.first_attempt_at, d.attempts, s.url, s.secret, s.enabled, \
                     h.position AS head, h.next_attempt_at AS head_next, \
                     d.xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS settled, \
                     now() AS now, e.type AS e_type, e.account_id AS e_account, \
@@ -309,25 +304,30 @@ async fn attempt(
              LEFT JOIN LATERAL (SELECT p.position, p.next_attempt_at FROM webhook_deliveries p \
                                 WHERE p.subscription_id = d.subscription_id AND p.status = 'pending' \
                                 ORDER BY p.xid, p.position LIMIT 1) h ON true \
-             WHERE d.subscription_id = $1 AND d.position = $2",
+             WHERE d.subscription_id = $1 AND d.position = coalesce($2, \
+                 (SELECT n.position FROM webhook_deliveries n \
+                  WHERE n.subscription_id = $1 AND n.status = 'pending' \
+                    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now()) \
+                  ORDER BY n.xid, n.position LIMIT 1))",
         )
         .bind(subscription)
         .bind(position)
         .fetch_optional(pool)
         .await?;
         match line {
-            // The subscription was deleted meanwhile.
-            None => return Ok(Step::Done),
+            // The subscription was deleted meanwhile (or nothing is due).
+            None => return Ok(Step::Idle),
             Some(l) if l.settled || l.status != "pending" || started.elapsed() >= SETTLE_WAIT => {
                 break l
             }
             Some(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     };
+    let position = line.position;
     if line.status != "pending" || !line.enabled {
         // Delivered by an earlier run, or the subscription is disabled (its
         // pending deliveries get new jobs when it is enabled again).
-        return Ok(Step::Done);
+        return Ok(Step::Idle);
     }
     if let Some(next) = line
         .head_next
@@ -359,11 +359,18 @@ async fn attempt(
         // The head is due, yet its job did not come first: it has none (a
         // crash loop discarded it) or it runs later. Deliver it from here
         // (the lane runs one job at a time), then come back for ours.
-        let step = Box::pin(attempt(pool, deliverer, subscription, head, lease_lost)).await?;
+        let step = Box::pin(attempt(
+            pool,
+            deliverer,
+            subscription,
+            Some(head),
+            lease_lost,
+        ))
+        .await?;
         return Ok(match step {
             Step::Wait { until, .. } => behind(until),
             Step::Retry(e) => Step::Retry(e),
-            Step::Done | Step::Dead(_) => behind(line.now),
+            Step::Done | Step::Idle | Step::Dead(_) => behind(line.now),
         });
     }
     let Some(event) = line.event(position) else {
@@ -416,7 +423,8 @@ async fn attempt(
             }
             tracing::warn!(%subscription, "webhook subscription disabled: {reason}");
             metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "gone").increment(1);
-            Ok(Step::Done)
+            // Not delivered: nothing more goes out on this subscription.
+            Ok(Step::Idle)
         }
         Some(error) => {
             let first = line.first_attempt_at.unwrap_or(line.now);

@@ -42,7 +42,7 @@ impl JobHandler for Webhook {
             )
             .await
             {
-                Step::Done => Ok(Outcome::Completed),
+                Step::Done | Step::Idle => Ok(Outcome::Completed),
                 Step::Wait { until, reason } => Ok(Outcome::Snooze { until, reason }),
                 Step::Retry(e) => Err(HandlerError::Retryable(e)),
                 Step::Dead(e) => Err(HandlerError::Permanent(e)),
