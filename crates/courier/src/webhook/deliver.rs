@@ -245,7 +245,9 @@ pub async fn run(
         Ok(step) => step,
         Err(e) => return Step::Retry(crate::error::chain(&e)),
     };
-    if step == Step::Done {
+    // Also when ours had gone out already (an earlier drain sent it): any
+    // run of the lane moves its line on.
+    if matches!(step, Step::Done | Step::Idle) {
         drain(pool, deliverer, subscription, lease_lost).await;
     }
     step
