@@ -150,6 +150,9 @@ enum BenchTarget {
     /// Chromium sessions: start (cold, restored, from snapshot), round trips,
     /// sends, memory per session and per flag set.
     Browser(courier_lab::bench::BrowserBenchArgs),
+    /// Events out: event → webhook received at a rate, and SSE streams on
+    /// one API process (issue 23's targets).
+    Events(courier_lab::bench_events::EventsBenchArgs),
 }
 
 /// Runs a parsed command line.
@@ -254,6 +257,13 @@ async fn run_with_settings(command: Command) -> Result<(), BoxError> {
             target: BenchTarget::Browser(args),
         } => {
             print!("{}", courier_lab::bench::run(args).await?);
+            Ok(())
+        }
+        #[cfg(feature = "lab")]
+        Command::Bench {
+            target: BenchTarget::Events(args),
+        } => {
+            print!("{}", courier_lab::bench_events::run(args).await?);
             Ok(())
         }
     }

@@ -7,6 +7,7 @@
 //! the enums' `ALL` lists. A status added on one side only fails here.
 
 use courier::account::AccountStatus;
+use courier::events::EventType;
 use courier::message::{FailureClass, MessageStatus, Source};
 use courier::queue::JobState;
 use courier_testkit::fresh_database;
@@ -117,6 +118,12 @@ async fn every_status_enum_matches_its_check_list() {
 
     let jobs: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
     assert_eq!(check_list(p, "queue_jobs", "state").await, names(&jobs));
+
+    let events: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    assert_eq!(
+        check_list(p, "courier_events", "type").await,
+        names(&events)
+    );
     db.drop_database().await.unwrap();
 }
 

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod retry;
 pub mod scrape;
 pub mod send;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,17 +67,21 @@ pub enum JobKind {
     HealthCheck,
     /// Log an account in (drive the QR flow).
     Login,
+    /// Deliver one event to one webhook subscription (runs on the
+    /// subscription's queue lane, not on an account).
+    Webhook,
 }
 
 impl JobKind {
     /// Every kind, for metrics and validation.
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::Send,
         JobKind::Discover,
         JobKind::Scrape,
         JobKind::Retry,
         JobKind::HealthCheck,
         JobKind::Login,
+        JobKind::Webhook,
     ];
 
     /// The stored name.
@@ -88,6 +93,7 @@ impl JobKind {
             JobKind::Retry => "retry",
             JobKind::HealthCheck => "health_check",
             JobKind::Login => "login",
+            JobKind::Webhook => "webhook",
         }
     }
 
@@ -97,6 +103,9 @@ impl JobKind {
             JobKind::Send | JobKind::Retry => 3,
             JobKind::Discover | JobKind::Scrape => 5,
             JobKind::HealthCheck | JobKind::Login => 1,
+            // Retries are snoozes counted by the delivery row (up to the
+            // configured horizon); attempts only bound crash loops.
+            JobKind::Webhook => 25,
         }
     }
 

@@ -126,7 +126,7 @@ pub async fn worker(settings: &Settings, extra: ExtraHandlers) -> Result<(), Box
     )
     .await?;
     let (handlers, browser) = match extra(&settings.queue.handler, settings, &db.pool) {
-        Some(h) => (h, None),
+        Some(h) => (crate::worker::with_webhooks(h, settings, &db.pool), None),
         None => worker_handlers(settings, &db.pool).await?,
     };
     let runtime = crate::queue::runtime::Runtime::new(db.pool.clone(), settings, handlers);
@@ -253,7 +253,11 @@ pub async fn worker_handlers(
             Ok((handlers, Some(browser)))
         }
         "noop" => Ok((
-            Handlers::new().register_all(Arc::new(crate::queue::handler::NoopHandler)),
+            crate::worker::with_webhooks(
+                Handlers::new().register_all(Arc::new(crate::queue::handler::NoopHandler)),
+                settings,
+                pool,
+            ),
             None,
         )),
         other => Err(format!(

@@ -66,6 +66,56 @@ pub struct Settings {
     /// Sending and ack tracking (see `src/delivery/`).
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// Events out: webhook deliveries and the `/v1/events` stream.
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+}
+
+/// Webhook deliveries and the live event stream (see `docs/webhooks.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// CIDRs a webhook URL may reach besides public addresses (the SSRF
+    /// policy of media downloads: private, loopback and link-local
+    /// addresses are refused unless listed here).
+    pub allow_cidrs: Vec<String>,
+    /// One delivery request: connect, send, answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest answer read from an endpoint; a longer one fails the attempt.
+    pub max_response_bytes: u64,
+    /// The first retry waits this long, doubling up to `backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest wait between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// A delivery still failing this long after its first attempt is
+    /// dead-lettered (listed by the API, replayable).
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// `/v1/events`: a comment line this often keeps idle streams open.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// `/v1/events`: the log is read again this often even without a
+    /// notification (a missed NOTIFY delays an event by at most this).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_cidrs: Vec::new(),
+            timeout: Duration::from_secs(10),
+            max_response_bytes: 64 * 1024,
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(600),
+            horizon: Duration::from_secs(24 * 3600),
+            heartbeat: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// How messages are sent and followed up (see `src/delivery/`).

@@ -21,6 +21,7 @@ pub mod config;
 pub mod db;
 pub(crate) mod directory;
 pub mod error;
+pub mod events;
 pub mod maintenance;
 pub mod media;
 pub mod message;
@@ -30,6 +31,7 @@ pub mod scheduler;
 pub(crate) mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhook;
 pub mod worker;
 
 pub use courier_jobs as jobs;

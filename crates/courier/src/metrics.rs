@@ -90,6 +90,17 @@ pub const SCHEDULER_LEADER: &str = "courier_scheduler_leader";
 pub const HTTP_REQUESTS: &str = "courier_http_requests_total";
 /// HTTP request latency. Labels: `route`, `method`.
 pub const HTTP_REQUEST_SECONDS: &str = "courier_http_request_duration_seconds";
+/// Webhook delivery attempts. Labels: `outcome` (delivered, failed, gone, dead).
+pub const WEBHOOK_DELIVERIES: &str = "courier_webhook_deliveries_total";
+/// From an event being recorded to its webhook being accepted by the endpoint.
+pub const WEBHOOK_LATENCY_SECONDS: &str = "courier_webhook_delivery_latency_seconds";
+/// Webhook deliveries dead-lettered (still failing at `webhooks.horizon`).
+pub const WEBHOOK_DEAD_LETTERS: &str = "courier_webhook_dead_letters_total";
+/// `GET /v1/events` streams open in this process.
+pub const EVENT_STREAMS: &str = "courier_event_streams_open";
+
+/// Outcomes of [`WEBHOOK_DELIVERIES`].
+pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "failed", "gone", "dead"];
 
 /// Buckets for fast things (HTTP, WebDriver commands, job wait): 1 ms … 30 s.
 const FAST_BUCKETS: &[f64] = &[
@@ -178,6 +189,14 @@ fn describe() {
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
     describe_histogram!(HTTP_REQUEST_SECONDS, Unit::Seconds, "HTTP request latency");
+    describe_counter!(WEBHOOK_DELIVERIES, "Webhook delivery attempts by outcome");
+    describe_histogram!(
+        WEBHOOK_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Event recorded to webhook accepted"
+    );
+    describe_counter!(WEBHOOK_DEAD_LETTERS, "Webhook deliveries dead-lettered");
+    describe_gauge!(EVENT_STREAMS, "Open GET /v1/events streams");
 }
 
 static PER_ACCOUNT: AtomicBool = AtomicBool::new(true);
@@ -258,6 +277,12 @@ fn init_zero() {
     for outcome in ["queued", "failed", "skipped"] {
         counter!(SCHEDULER_EXPANSIONS, "outcome" => outcome).increment(0);
     }
+    for outcome in WEBHOOK_OUTCOMES {
+        counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
+    }
+    counter!(WEBHOOK_DEAD_LETTERS).increment(0);
+    let _ = histogram!(WEBHOOK_LATENCY_SECONDS);
+    gauge!(EVENT_STREAMS).increment(0.0);
 }
 
 /// Serves `/metrics` (unauthenticated) on `listener` until `shutdown`; the

@@ -486,6 +486,11 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("queue_jobs", &["queue"]),
     ("account_leases", &["queue"]),
     ("account_sends", &["queue"]),
+    ("queue_lanes", &["queue"]),
+    ("webhook_subscriptions", &["webhook"]),
+    ("webhook_deliveries", &["webhook"]),
+    // Written only by the triggers of migration 0018.
+    ("courier_events", &[]),
     ("mkt_con_schedule", &["scheduler"]),
     ("scheduler_tasks", &["maintenance"]),
     ("api_tokens", &["access"]),

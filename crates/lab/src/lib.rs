@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_events;
 pub mod chaos;
 pub mod demo;
 mod dom_baseline;

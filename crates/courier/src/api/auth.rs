@@ -125,6 +125,22 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("GET", "/v1/messages/{id}", Read, Message),
     rule("POST", "/v1/messages/{id}/retry", Enqueue, Message),
     rule("GET", "/v1/stats", Read, Global),
+    // Webhook subscriptions may cover every account: admin, unrestricted.
+    rule("POST", "/v1/webhooks", Admin, Global),
+    rule("GET", "/v1/webhooks", Admin, Global),
+    rule("GET", "/v1/webhooks/{id}", Admin, Global),
+    rule("PATCH", "/v1/webhooks/{id}", Admin, Global),
+    rule("DELETE", "/v1/webhooks/{id}", Admin, Global),
+    rule("POST", "/v1/webhooks/{id}/test", Admin, Global),
+    rule("GET", "/v1/webhooks/{id}/deliveries", Admin, Global),
+    rule(
+        "POST",
+        "/v1/webhooks/{id}/deliveries/{position}/replay",
+        Admin,
+        Global,
+    ),
+    // The event stream: a restricted token sees its account's events.
+    rule("GET", "/v1/events", Read, Target::Query("account_id")),
     rule("GET", "/metrics", Read, Global),
     // The seed's routes (compat.rs), camelCase.
     rule("GET", "/whatsapp/accounts", Read, Global),

@@ -390,6 +390,19 @@ impl From<crate::queue::QueueError> for ApiError {
     }
 }
 
+impl From<crate::webhook::WebhookError> for ApiError {
+    fn from(e: crate::webhook::WebhookError) -> Self {
+        use crate::webhook::WebhookError;
+        match e {
+            WebhookError::Invalid { field, detail } => ApiError::invalid(field, detail),
+            WebhookError::NotFound(what) => ApiError::NotFound(what),
+            e @ WebhookError::NotReplayable(_) => ApiError::Conflict(e.to_string()),
+            WebhookError::Db(e) => ApiError::Database(e),
+            WebhookError::Queue(e) => e.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::json_error_field;

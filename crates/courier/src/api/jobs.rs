@@ -259,6 +259,13 @@ impl EnqueueJob {
                 typed::<maintenance::HealthCheckJob>(self.account_id, &self.payload)?
             }
             JobKind::Login => typed::<maintenance::LoginJob>(self.account_id, &self.payload)?,
+            JobKind::Webhook => {
+                return Err(ApiError::invalid(
+                    "kind",
+                    "webhook jobs are made by Courier's event log; \
+                     manage subscriptions at /v1/webhooks",
+                ))
+            }
         };
         if let Some(p) = self.priority {
             if !PRIORITY.contains(&p) {

@@ -214,6 +214,40 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// What keeps the login page live: the page follows its account's events
+/// (`login/events`, same query string, so the same authentication as the
+/// page) and reloads when the QR or the status changes. Without scripts, or
+/// when the stream fails, it reloads every 3 s as before.
+const LIVE: &str = r#"<noscript><meta http-equiv="refresh" content="3"></noscript><script>
+(function(){var s=new EventSource(location.pathname+"/events"+location.search);
+["account.status_changed","account.qr_changed","account.paused","account.resumed"].forEach(function(t){s.addEventListener(t,function(){s.close();location.reload();});});
+s.onerror=function(){s.close();setTimeout(function(){location.reload();},3000);};})();
+</script>"#;
+
+/// `GET /ui/accounts/{id}/login/events?expires=…&sig=…`: the login page's
+/// live feed, the account's status and QR events as Server-Sent Events,
+/// authenticated like the page itself (the same signed link).
+pub(crate) async fn login_events(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(link): Query<LinkQuery>,
+) -> Result<Response, ApiError> {
+    check_link(&state, id, &link).await?;
+    use crate::events::{EventType, Filter};
+    let filter = Filter {
+        types: vec![
+            EventType::AccountStatusChanged,
+            EventType::AccountQrChanged,
+            EventType::AccountPaused,
+            EventType::AccountResumed,
+        ],
+        account_id: Some(id),
+        campaign_id: None,
+    };
+    let from = crate::events::head(&state.pool).await?;
+    super::events::sse(&state, from, filter).await
+}
+
 /// The page's own links keep the signed link's query; the page is never
 /// cached, and sends no referrer (its URL carries the signature).
 fn page_headers() -> [(axum::http::HeaderName, &'static str); 2] {
@@ -224,7 +258,8 @@ fn page_headers() -> [(axum::http::HeaderName, &'static str); 2] {
 }
 
 /// `GET /ui/accounts/{id}/login?expires=…&sig=…`: the live QR and status,
-/// refreshing itself every 3 s, "connected as +<number>" when done, and a
+/// reloaded when the account's events say it changed (every 3 s without
+/// scripts), "connected as +<number>" when done, and a
 /// button that starts a login when none is under way. Opened with a signed
 /// link (`POST /v1/accounts/{id}/login-link`), never with an API token.
 pub(crate) async fn login_page(
@@ -278,11 +313,7 @@ pub(crate) async fn login_page(
             !matches!(status, "banned"),
         ),
     };
-    let meta = if refresh {
-        r#"<meta http-equiv="refresh" content="3">"#
-    } else {
-        ""
-    };
+    let meta = if refresh { LIVE } else { "" };
     let html = format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">{meta}<title>Log in {name}</title>
 <style>body{{font-family:sans-serif;max-width:420px;margin:40px auto;text-align:center}}#qr svg{{width:264px;height:264px}}.ok{{color:#128c7e;font-size:1.4em}}.muted{{color:#777}}</style>

@@ -16,6 +16,7 @@ pub(crate) mod auth;
 pub(crate) mod compat;
 pub mod contract;
 pub mod error;
+pub(crate) mod events;
 pub(crate) mod extract;
 pub(crate) mod groups;
 pub(crate) mod jobs;
@@ -24,6 +25,7 @@ pub(crate) mod login_link;
 pub(crate) mod messages;
 pub mod runbook;
 pub(crate) mod stats;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +59,8 @@ pub struct AppState {
     pub metrics_public: bool,
     /// The effective configuration (budget defaults, health thresholds, …).
     pub settings: Arc<crate::config::Settings>,
+    /// The event-log follower of `/v1/events`, started by the first stream.
+    pub events: Arc<tokio::sync::OnceCell<crate::events::stream::Hub>>,
 }
 
 impl AppState {
@@ -75,6 +79,7 @@ impl AppState {
             metrics: crate::metrics::install(),
             metrics_public: false,
             settings: Arc::new(crate::config::Settings::defaults()),
+            events: Arc::default(),
         }
     }
 
@@ -114,7 +119,7 @@ impl std::fmt::Debug for AppState {
     info(title = "Courier API", description = "Durable, budget-aware WhatsApp campaign sending."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"))
+    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"), (name = "webhooks"), (name = "events"))
 )]
 struct ApiDoc;
 
@@ -173,6 +178,12 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(groups::list))
         .routes(routes!(groups::get, groups::update))
         .routes(routes!(stats::get))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::replay))
+        .routes(routes!(events::stream))
 }
 
 /// The OpenAPI document for every route, with the statuses every
@@ -224,6 +235,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .merge(open)
         .route("/ui/accounts/{id}/login", get(login::login_page))
+        .route("/ui/accounts/{id}/login/events", get(login::login_events))
         .route(
             "/ui/accounts/{id}/login/start",
             axum::routing::post(login::login_page_start),

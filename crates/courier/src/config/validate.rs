@@ -45,6 +45,29 @@ impl Settings {
                 return invalid("api.token", "must be at least 16 characters");
             }
         }
+        if let Err(e) = crate::media::address::AddressPolicy::new(&self.webhooks.allow_cidrs) {
+            return invalid("webhooks.allow_cidrs", &e.to_string());
+        }
+        for (key, d) in [
+            ("webhooks.timeout", self.webhooks.timeout),
+            ("webhooks.backoff_base", self.webhooks.backoff_base),
+            ("webhooks.horizon", self.webhooks.horizon),
+            ("webhooks.heartbeat", self.webhooks.heartbeat),
+            ("webhooks.poll_interval", self.webhooks.poll_interval),
+        ] {
+            if d.is_zero() {
+                return invalid(key, "must be more than zero");
+            }
+        }
+        if self.webhooks.backoff_max < self.webhooks.backoff_base {
+            return invalid(
+                "webhooks.backoff_max",
+                "must be at least webhooks.backoff_base",
+            );
+        }
+        if self.webhooks.max_response_bytes == 0 {
+            return invalid("webhooks.max_response_bytes", "must be at least 1");
+        }
         if self.api.login_link_ttl.is_zero()
             || self.api.login_link_ttl > Duration::from_secs(86_400)
         {

@@ -248,8 +248,16 @@ impl AddressPolicy {
 /// connection can only go to an address that was checked (no rebinding
 /// window between a check and the connect).
 #[derive(Debug)]
-struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     policy: Arc<AddressPolicy>,
+}
+
+impl GuardedResolver {
+    /// A resolver that only returns addresses `policy` permits (webhooks use
+    /// it too).
+    pub(crate) fn new(policy: Arc<AddressPolicy>) -> Self {
+        Self { policy }
+    }
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {

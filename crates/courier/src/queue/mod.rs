@@ -39,7 +39,7 @@ use crate::jobs::{JobKind, JobPayload, ValidationError};
 
 pub use lease::Lease;
 pub use policy::Policy;
-pub use store::{cancel, enqueue, enqueue_batch, get_job};
+pub use store::{cancel, create_lane, drop_lane, enqueue, enqueue_batch, get_job};
 
 /// Errors of the queue engine.
 #[derive(Debug, thiserror::Error)]

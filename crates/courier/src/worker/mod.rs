@@ -70,7 +70,25 @@ pub async fn registry(
             JobKind::HealthCheck,
             Arc::new(handlers::health_check::HealthCheck(ctx)),
         );
-    Ok((handlers, pool))
+    Ok((with_webhooks(handlers, settings, db), pool))
+}
+
+/// Adds the `webhook` handler (no browser: every worker registry carries it).
+pub fn with_webhooks(handlers: Handlers, settings: &Settings, db: &sqlx::PgPool) -> Handlers {
+    // `webhooks.allow_cidrs` is checked by `Settings::validate`; a registry
+    // built from unchecked settings falls back to public addresses only.
+    let deliverer = crate::webhook::deliver::Deliverer::new(&settings.webhooks).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "webhooks.allow_cidrs; delivering to public addresses only");
+        crate::webhook::deliver::Deliverer::new(&crate::config::WebhookSettings {
+            allow_cidrs: Vec::new(),
+            ..settings.webhooks.clone()
+        })
+        .expect("no CIDR to parse")
+    });
+    handlers.register(
+        JobKind::Webhook,
+        Arc::new(handlers::webhook::Webhook::new(db.clone(), deliverer)),
+    )
 }
 
 /// Enqueues the account's next health check `after` from now (idempotent per

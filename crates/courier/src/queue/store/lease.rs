@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::{interval, RUNNABLE};
 use crate::queue::{Lease, QueueError};
 
-/// Leases up to `limit` accounts that have work and no live lease, in one
-/// statement, taking over expired ones (epoch + 1); accounts served longest
+/// Leases up to `limit` accounts (or queue lanes, see [`super::create_lane`])
+/// that have work and no live lease, in one statement, taking over expired ones (epoch + 1); accounts served longest
 /// ago come first. Jobs left running under an older epoch (their worker
 /// crashed or lost the lease) are returned to the queue right after, without
 /// counting the attempt; after `max_rescues` returns a job is discarded (a
@@ -31,8 +31,8 @@ pub async fn acquire_leases(
     // follows sees every job they left running; if this process dies between
     // the two, the next holder's rescue does the same.
     let rows: Vec<(Uuid, i64, DateTime<Utc>, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH cand AS ( \
-            SELECT a.id FROM mkt_wap_accounts a \
+        "WITH cand_account AS ( \
+            SELECT a.id, l.heartbeat_at FROM mkt_wap_accounts a \
             LEFT JOIN account_leases l ON l.account_id = a.id \
             WHERE (l.account_id IS NULL OR l.owner IS NULL OR l.expires_at < now()) \
               AND NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
@@ -43,6 +43,20 @@ pub async fn acquire_leases(
             ORDER BY l.heartbeat_at NULLS FIRST \
             LIMIT $3 \
             FOR NO KEY UPDATE OF a SKIP LOCKED \
+         ), cand_lane AS ( \
+            SELECT q.id, l.heartbeat_at FROM queue_lanes q \
+            LEFT JOIN account_leases l ON l.account_id = q.id \
+            WHERE (l.account_id IS NULL OR l.owner IS NULL OR l.expires_at < now()) \
+              AND (EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = q.id \
+                           AND j.state IN {RUNNABLE} AND j.run_at <= now()) \
+                   OR EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = q.id \
+                              AND j.state = 'running')) \
+            ORDER BY l.heartbeat_at NULLS FIRST \
+            LIMIT $3 \
+            FOR NO KEY UPDATE OF q SKIP LOCKED \
+         ), cand AS ( \
+            SELECT id FROM (SELECT * FROM cand_account UNION ALL SELECT * FROM cand_lane) c \
+            ORDER BY heartbeat_at NULLS FIRST LIMIT $3 \
          ) \
          INSERT INTO account_leases AS l (account_id, owner, epoch, expires_at, heartbeat_at, acquired_at) \
          SELECT id, $1, 1, now() + $2, now(), now() FROM cand \
@@ -189,7 +203,12 @@ pub async fn others_waiting(pool: &PgPool) -> Result<bool, QueueError> {
             WHERE (l.account_id IS NULL OR l.owner IS NULL OR l.expires_at < now()) \
               AND NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
               AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id \
-                          AND j.state IN {RUNNABLE} AND j.run_at <= now() AND {gate}))",
+                          AND j.state IN {RUNNABLE} AND j.run_at <= now() AND {gate})) \
+            OR EXISTS (SELECT 1 FROM queue_lanes q \
+            LEFT JOIN account_leases l ON l.account_id = q.id \
+            WHERE (l.account_id IS NULL OR l.owner IS NULL OR l.expires_at < now()) \
+              AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = q.id \
+                          AND j.state IN {RUNNABLE} AND j.run_at <= now()))",
         gate = session_gate!("a.id")
     )))
     .fetch_one(pool)

@@ -72,6 +72,7 @@ const LEASE_CTE: &str = "lease AS (SELECT 1 FROM account_leases \
 mod claim;
 mod enqueue;
 mod jobs;
+mod lanes;
 mod lease;
 mod round;
 mod work;
@@ -79,6 +80,7 @@ mod work;
 pub use claim::*;
 pub use enqueue::*;
 pub use jobs::*;
+pub use lanes::*;
 pub use lease::*;
 pub use round::*;
 pub use work::*;

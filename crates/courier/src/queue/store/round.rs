@@ -141,12 +141,14 @@ pub async fn claim_batch(
             WHERE l.owner = $7 ORDER BY l.account_id FOR SHARE OF l \
          ), clock AS MATERIALIZED (SELECT clock_timestamp() AS ts \
          ), budget AS MATERIALIZED ( \
-            SELECT lease.account_id, lease.epoch, a.status, \
+            SELECT lease.account_id, lease.epoch, coalesce(a.status, 'lane') AS status, \
                    lease.sends_ok \
                    AND {minute} AND {hour} AND {day} \
                    AS may_send \
-            FROM lease JOIN mkt_wap_accounts a ON a.id = lease.account_id \
-            WHERE NOT (a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
+            FROM lease LEFT JOIN mkt_wap_accounts a ON a.id = lease.account_id \
+            WHERE (a.id IS NOT NULL OR EXISTS (SELECT 1 FROM queue_lanes q WHERE q.id = lease.account_id)) \
+              AND NOT (a.status IS NOT NULL AND a.status = 'paused' \
+                       AND (a.paused_until IS NULL OR a.paused_until > now())) \
               AND (SELECT n FROM done_n) >= 0 \
          ), pick AS ( \
             SELECT j.id, budget.epoch FROM budget CROSS JOIN LATERAL ( \

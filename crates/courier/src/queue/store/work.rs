@@ -75,9 +75,16 @@ pub async fn next_free_due(
             (SELECT min(a.paused_until) FROM mkt_wap_accounts a \
              WHERE a.status = 'paused' AND a.paused_until > now() AND {free} \
                AND EXISTS (SELECT 1 FROM queue_jobs j WHERE j.account_id = a.id \
-                           AND j.state IN {RUNNABLE} AND {gate}))), now()",
+                           AND j.state IN {RUNNABLE} AND {gate})), \
+            (SELECT min(j.run_at) \
+             FROM (SELECT run_at, account_id FROM queue_jobs \
+                   WHERE state IN ('scheduled', 'retryable') \
+                   ORDER BY run_at LIMIT {NEXT_DUE_SCAN}) j \
+             JOIN queue_lanes a ON a.id = j.account_id \
+             WHERE {free})), now()",
         gate = session_gate!("j.account_id"),
-        // Both parts join the account as `a`: nobody holds a live lease on it.
+        // Every part joins the account (or the queue lane) as `a`: nobody
+        // holds a live lease on it.
         free = "NOT EXISTS (SELECT 1 FROM account_leases l WHERE l.account_id = a.id \
                 AND l.owner IS NOT NULL AND l.expires_at > now())"
     )))

@@ -7,6 +7,7 @@ pub(crate) mod health_check;
 pub(crate) mod login;
 pub(crate) mod scrape;
 pub(crate) mod send;
+pub(crate) mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
