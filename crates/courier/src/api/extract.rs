@@ -13,7 +13,13 @@ pub struct Json<T>(pub T);
 
 /// The only keys whose values may be arrays in a request body (the seed
 /// routes' camelCase spelling included).
-const ARRAY_KEYS: [&str; 4] = ["jobs", "recipients", "segment_tags", "segmentTags"];
+const ARRAY_KEYS: [&str; 5] = [
+    "jobs",
+    "recipients",
+    "segment_tags",
+    "segmentTags",
+    "event_types",
+];
 
 /// Refuses a body whose objects hold arrays where the document has objects:
 /// the body itself, and any value but those of [`ARRAY_KEYS`] (whose items
