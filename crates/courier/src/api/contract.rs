@@ -87,6 +87,14 @@ pub const HTTP_URL: &str = concat!(
     r"([/?#][!-~]*)?$"
 );
 
+/// `GET /v1/events?types=`: event type names separated by commas, spaces
+/// around them allowed, empty items ignored (the handler checks this pattern,
+/// then parses each name).
+pub const EVENT_TYPES: &str = concat!(
+    r"^ *(((message\.(queued|sent|delivered|read|failed)|account\.(status_changed|qr_changed|paused|resumed)|schedule\.expanded)) *)?",
+    r"(, *(((message\.(queued|sent|delivered|read|failed)|account\.(status_changed|qr_changed|paused|resumed)|schedule\.expanded)) *)?)*$"
+);
+
 /// A media path under the media directory: relative (the first component is
 /// not empty), no `..` component, no NUL. That it is not blank is the
 /// [`TEXT`] pattern, declared beside it.
@@ -129,6 +137,9 @@ fn describe(pattern: &str) -> &'static str {
         HTTP_URL => "must be an http(s) URL with a host name or IPv4 address",
         MEDIA_PATH => "must be a path relative to the media directory, without `..`",
         HH_MM => "must be a time HH:MM between 00:00 and 23:59",
+        EVENT_TYPES => {
+            "must be event types separated by commas (message.queued, …, schedule.expanded)"
+        }
         _ => "does not match its pattern in /openapi.json",
     }
 }
@@ -222,6 +233,10 @@ pub mod field {
     /// An optional chat id.
     pub fn opt_chat_id() -> Schema {
         string(CHAT_ID, None, None, true)
+    }
+    /// An http(s) URL.
+    pub fn url() -> Schema {
+        string(HTTP_URL, None, None, false)
     }
     /// An optional http(s) URL.
     pub fn opt_url() -> Schema {
@@ -445,6 +460,29 @@ fn send_rules() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_types_pattern_takes_every_event_type_and_nothing_else() {
+        let all: Vec<&str> = crate::events::EventType::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .collect();
+        for t in &all {
+            assert!(matches(EVENT_TYPES, t), "{t}");
+        }
+        assert!(matches(EVENT_TYPES, ""));
+        assert!(matches(EVENT_TYPES, &all.join(",")));
+        assert!(matches(EVENT_TYPES, " message.sent , ,schedule.expanded"));
+        for bad in [
+            "message",
+            "message.sent;x",
+            "\tmessage.sent",
+            "MESSAGE.SENT",
+            "message.sentx",
+        ] {
+            assert!(!matches(EVENT_TYPES, bad), "{bad}");
+        }
+    }
 
     #[test]
     fn operation_ids_are_set_and_unique() {

@@ -395,6 +395,7 @@ impl From<crate::webhook::WebhookError> for ApiError {
         use crate::webhook::WebhookError;
         match e {
             WebhookError::Invalid { field, detail } => ApiError::invalid(field, detail),
+            WebhookError::Refused { field, detail } => ApiError::conflict_on(field, detail),
             WebhookError::NotFound(what) => ApiError::NotFound(what),
             e @ WebhookError::NotReplayable(_) => ApiError::Conflict(e.to_string()),
             WebhookError::Db(e) => ApiError::Database(e),

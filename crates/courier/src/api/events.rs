@@ -28,16 +28,23 @@ use crate::events::{Cursor, Event, EventType, Filter};
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
     /// Comma-separated event types (default: every type).
+    #[param(
+        pattern = r"^ *(((message\.(queued|sent|delivered|read|failed)|account\.(status_changed|qr_changed|paused|resumed)|schedule\.expanded)) *)?(, *(((message\.(queued|sent|delivered|read|failed)|account\.(status_changed|qr_changed|paused|resumed)|schedule\.expanded)) *)?)*$"
+    )]
     pub types: Option<String>,
     /// Only events of this account.
     pub account_id: Option<Uuid>,
     /// Only events of this campaign.
     pub campaign_id: Option<Uuid>,
     /// Resume after this event position (as `Last-Event-ID`; the header wins).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
 }
 
 pub(crate) fn parse_types(types: Option<&str>) -> Result<Vec<EventType>, ApiError> {
+    if let Some(t) = types {
+        super::contract::check("types", super::contract::EVENT_TYPES, t)?;
+    }
     types
         .unwrap_or("")
         .split(',')
@@ -54,6 +61,12 @@ async fn start(
     headers: &HeaderMap,
     after: Option<i64>,
 ) -> Result<Cursor, ApiError> {
+    if after.is_some_and(|p| p < 0) {
+        return Err(ApiError::invalid(
+            "after",
+            "must be an event position (a whole number)",
+        ));
+    }
     let last = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -141,7 +154,7 @@ pub(crate) async fn sse(
 /// Resumable with `Last-Event-ID`; heartbeats as comment lines.
 #[utoipa::path(get, path = "/v1/events", tag = "events", operation_id = "streamEvents",
     params(EventsQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event position")),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "resume after this event position")),
     responses(
         (status = 200, content_type = "text/event-stream",
          description = "`id: <position>`, `event: <type>`, `data: {id, type, timestamp, version, data}`"),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::contract;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::AppState;
@@ -23,14 +24,17 @@ use crate::webhook::{self, Change, Delivery, Spec, Subscription};
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateWebhook {
     /// The endpoint: http(s), a public address unless `webhooks.allow_cidrs` allows it.
+    #[schema(schema_with = contract::field::url)]
     pub url: String,
     /// The event types to receive (at least one).
+    #[schema(min_items = 1)]
     pub event_types: Vec<EventType>,
     /// Only events of this account.
     pub account_id: Option<Uuid>,
     /// Only events of this campaign.
     pub campaign_id: Option<Uuid>,
     /// Free text, up to 500 characters.
+    #[schema(schema_with = contract::field::opt_plain::<500>)]
     pub description: Option<String>,
 }
 
@@ -57,8 +61,10 @@ fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateWebhook {
     /// New endpoint (checked like at creation).
+    #[schema(schema_with = contract::field::opt_url)]
     pub url: Option<String>,
-    /// New event types.
+    /// New event types (at least one).
+    #[schema(min_items = 1)]
     pub event_types: Option<Vec<EventType>>,
     /// New account filter (`null` clears it).
     #[serde(default, deserialize_with = "double")]
@@ -70,7 +76,7 @@ pub(crate) struct UpdateWebhook {
     pub campaign_id: Option<Option<Uuid>>,
     /// New description (`null` clears it).
     #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = contract::field::opt_plain::<500>)]
     pub description: Option<Option<String>>,
     /// Enable (pending deliveries go out again, in order) or disable.
     pub enabled: Option<bool>,
@@ -97,10 +103,14 @@ fn check_types(types: &[EventType]) -> Result<(), ApiError> {
 }
 
 fn check_description(d: Option<&str>) -> Result<(), ApiError> {
-    if d.is_some_and(|d| d.chars().count() > 500) {
-        return Err(ApiError::invalid("description", "at most 500 characters"));
+    match d {
+        Some(d) => contract::check_len("description", contract::NO_NUL, 0, 500, d),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+fn check_url_form(url: &str) -> Result<(), ApiError> {
+    contract::check("url", contract::HTTP_URL, url)
 }
 
 /// Subscribe an endpoint to events. The answer carries the signing secret,
@@ -118,6 +128,7 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
     check_types(&body.event_types)?;
     check_description(body.description.as_deref())?;
+    check_url_form(&body.url)?;
     let url = webhook::check_url(&policy(&state)?, &body.url).await?;
     let (subscription, secret) = webhook::create(
         &state.pool,
@@ -182,7 +193,10 @@ pub(crate) async fn update(
     }
     check_description(body.description.clone().flatten().as_deref())?;
     let url = match &body.url {
-        Some(u) => Some(webhook::check_url(&policy(&state)?, u).await?),
+        Some(u) => {
+            check_url_form(u)?;
+            Some(webhook::check_url(&policy(&state)?, u).await?)
+        }
         None => None,
     };
     let sub = webhook::update(
@@ -272,8 +286,10 @@ pub(crate) async fn test(
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeliveryQuery {
     /// Only `pending`, `delivered` or `dead` (the dead letters).
+    #[param(pattern = "^(pending|delivered|dead)$")]
     pub status: Option<String>,
     /// At most this many, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

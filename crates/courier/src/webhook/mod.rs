@@ -40,6 +40,16 @@ pub enum WebhookError {
         /// What is wrong.
         detail: String,
     },
+    /// Well-formed, but this server refuses it now: the host does not
+    /// resolve, or it is not a public address and `webhooks.allow_cidrs`
+    /// does not allow it (state and configuration, not syntax).
+    #[error("{field}: {detail}")]
+    Refused {
+        /// The offending field.
+        field: &'static str,
+        /// Why it is refused.
+        detail: String,
+    },
     /// No such subscription or delivery.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -52,6 +62,13 @@ pub enum WebhookError {
     /// The queue refused a job.
     #[error("webhook job")]
     Queue(#[from] QueueError),
+}
+
+fn refused(field: &'static str, detail: impl Into<String>) -> WebhookError {
+    WebhookError::Refused {
+        field,
+        detail: detail.into(),
+    }
 }
 
 fn invalid(field: &'static str, detail: impl Into<String>) -> WebhookError {
@@ -124,16 +141,16 @@ pub async fn check_url(policy: &AddressPolicy, raw: &str) -> Result<url::Url, We
     }
     policy
         .check_url(&url)
-        .map_err(|e| invalid("url", crate::error::chain(&e)))?;
+        .map_err(|e| refused("url", crate::error::chain(&e)))?;
     if let Some(url::Host::Domain(host)) = url.host() {
         let port = url.port_or_known_default().unwrap_or(443);
         let addrs: Vec<IpAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| invalid("url", format!("host `{host}` does not resolve: {e}")))?
+            .map_err(|e| refused("url", format!("host `{host}` does not resolve: {e}")))?
             .map(|a| a.ip())
             .collect();
         if let Some(bad) = addrs.iter().find(|a| !policy.permits(**a)) {
-            return Err(invalid(
+            return Err(refused(
                 "url",
                 format!(
                     "host `{host}` resolves to {bad}, a private, loopback, link-local or otherwise \
@@ -153,7 +170,7 @@ async fn check_account(pool: &PgPool, account: Option<Uuid>) -> Result<(), Webho
                 .fetch_one(pool)
                 .await?;
         if !exists {
-            return Err(invalid("account_id", format!("no account {a}")));
+            return Err(WebhookError::NotFound("account"));
         }
     }
     Ok(())
