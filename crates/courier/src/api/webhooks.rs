@@ -121,7 +121,9 @@ fn check_url_form(url: &str) -> Result<(), ApiError> {
         (status = 201, body = CreatedWebhook),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token lacks scope `admin`"),
-        (status = 422, body = ErrorBody, description = "bad URL (private address, scheme), unknown event type or account")))]
+        (status = 404, body = ErrorBody, description = "no such account (`account_id`)"),
+        (status = 409, body = ErrorBody, description = "the URL's host does not resolve, or resolves to an address webhooks.allow_cidrs does not allow"),
+        (status = 422, body = ErrorBody, description = "malformed URL, no or unknown event type, description too long")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateWebhook>,
@@ -182,7 +184,9 @@ pub(crate) async fn get(
     responses((status = 200, body = Subscription), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token lacks scope `admin`"),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the URL's host does not resolve, or resolves to an address webhooks.allow_cidrs does not allow"),
+        (status = 422, body = ErrorBody)))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
