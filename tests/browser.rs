@@ -101,7 +101,7 @@ impl Env {
         b.qr_deadline = Duration::from_secs(30);
         b.authenticating_deadline = Duration::from_secs(15);
         b.command_timeout = Duration::from_secs(5);
-        b.idle_close = Duration::from_secs(30);
+        b.idle_close_after = Duration::from_secs(30);
         b.health_check_interval = Duration::from_secs(3600);
         b.session_key = Some(Secret::new(self.key.to_hex()));
         tweak(&mut s);

@@ -94,7 +94,7 @@ impl Env {
         b.qr_deadline = Duration::from_secs(30);
         b.authenticating_deadline = Duration::from_secs(20);
         b.command_timeout = Duration::from_secs(8);
-        b.idle_close = Duration::from_secs(60);
+        b.idle_close_after = Duration::from_secs(60);
         b.health_check_interval = Duration::from_secs(3600);
         tweak(&mut s);
         s.validate().unwrap();

@@ -263,9 +263,18 @@ pub struct BrowserSettings {
     /// How often a health check runs per active account.
     #[serde(with = "humantime_serde")]
     pub health_check_interval: Duration,
-    /// A session whose account lease is no longer held is closed after this idle time.
-    #[serde(with = "humantime_serde")]
-    pub idle_close: Duration,
+    /// A session no job has used for this long is closed (hibernated) once
+    /// its account has no work due within `queue.lease_hold` and no message
+    /// sent within `delivery.ack_followup` still waiting for its delivery
+    /// ack. The login stays in the profile (and the snapshot); the next due
+    /// job reopens it before it is claimed. `idle_close` is the old name.
+    #[serde(with = "humantime_serde", alias = "idle_close")]
+    pub idle_close_after: Duration,
+    /// Most Chromium sessions one worker keeps open. A worker leases at most
+    /// this many accounts (`queue.capacity` is lowered to it); an account that
+    /// needs a browser while all are open takes the least recently used idle
+    /// one, or waits its turn (first come, first served).
+    pub max_open: usize,
     /// A session open this long is closed and reopened on the same profile
     /// before its account's next job, bounding the page's memory growth
     /// (0 = never).

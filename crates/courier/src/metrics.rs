@@ -69,6 +69,17 @@ pub const MESSAGES: &str = "courier_messages";
 pub const ACK_LATENCY_SECONDS: &str = "courier_ack_latency_seconds";
 /// Browser sessions by state. Labels: `state`.
 pub const BROWSER_SESSIONS: &str = "courier_browser_sessions";
+/// Browser sessions open in this worker (busy or idle), against [`BROWSER_MAX_OPEN`].
+pub const BROWSER_OPEN: &str = "courier_browser_open";
+/// The configured `browser.max_open`.
+pub const BROWSER_MAX_OPEN: &str = "courier_browser_max_open";
+/// Accounts waiting for a browser (all `browser.max_open` sessions in use).
+pub const BROWSER_WAITING: &str = "courier_browser_waiting";
+/// Idle sessions closed (hibernated; the login stays in the profile).
+pub const BROWSER_HIBERNATIONS: &str = "courier_browser_hibernations_total";
+/// From the moment due work found its account's session closed (hibernated)
+/// to the reopened page being ready, before the job is claimed.
+pub const BROWSER_REOPEN_SECONDS: &str = "courier_browser_reopen_seconds";
 /// WebDriver command latency. Labels: `command`.
 pub const BROWSER_COMMAND_SECONDS: &str = "courier_browser_command_seconds";
 /// Chromium or chromedriver restarts. Labels: `component`.
@@ -169,6 +180,15 @@ fn describe() {
         "WebDriver command latency"
     );
     describe_counter!(BROWSER_RESTARTS, "Chromium/chromedriver restarts");
+    describe_gauge!(BROWSER_OPEN, "Browser sessions open in this worker");
+    describe_gauge!(BROWSER_MAX_OPEN, "The configured browser.max_open");
+    describe_gauge!(BROWSER_WAITING, "Accounts waiting for a browser");
+    describe_counter!(BROWSER_HIBERNATIONS, "Idle browser sessions closed");
+    describe_histogram!(
+        BROWSER_REOPEN_SECONDS,
+        Unit::Seconds,
+        "Hibernated session: due work to a ready page"
+    );
     describe_counter!(LOGIN_TRANSITIONS, "Login state transitions");
     describe_gauge!(
         SCHEDULER_LAG_SECONDS,
@@ -274,6 +294,8 @@ fn init_zero() {
     for state in ["busy", "open", "closed"] {
         gauge!(BROWSER_SESSIONS, "state" => state).increment(0.0);
     }
+    counter!(BROWSER_HIBERNATIONS).increment(0);
+    let _ = histogram!(BROWSER_REOPEN_SECONDS);
     for outcome in ["queued", "failed", "skipped"] {
         counter!(SCHEDULER_EXPANSIONS, "outcome" => outcome).increment(0);
     }

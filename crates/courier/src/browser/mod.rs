@@ -32,6 +32,6 @@ pub use page::{
     ChatSummary, GroupSummary, MediaSource, OutgoingMessage, PageError, Participant, WhatsAppPage,
 };
 pub use selectors::{AckLevel, Selectors};
-pub use session::{BrowserError, BrowserPool, SessionGuard};
+pub use session::{BrowserError, BrowserPool, IdlePolicy, SessionGuard};
 pub use snapshot::{SnapshotError, SnapshotKey};
 pub use waweb::{WaWeb, WaWebError};

@@ -5,18 +5,28 @@
 //! orphaned Chromium of the dead one), or a configured remote endpoint such
 //! as a Selenium Grid. [`BrowserPool`] keeps one [`WhatsAppPage`] per account
 //! this process holds the lease of, on that account's own profile directory
-//! (`<profiles_dir>/<account id>`, mode 0700). A session whose lease is no
-//! longer held is closed cleanly after `browser.idle_close` (closing flushes
-//! the profile). A session that died with its browser or chromedriver is
-//! reopened on the same profile; that is an infrastructure fault and never
-//! touches the account's health.
+//! (`<profiles_dir>/<account id>`, mode 0700). A session that died with its
+//! browser or chromedriver is reopened on the same profile; that is an
+//! infrastructure fault and never touches the account's health.
+//!
+//! Many accounts per worker: at most `browser.max_open` sessions are open at
+//! once (each holds a permit of a fair semaphore). A session no job used for
+//! `browser.idle_close_after` is closed cleanly (hibernated: the login stays
+//! in the profile and the snapshot) when the [`IdlePolicy`] agrees (the
+//! worker's: no work due soon, no ack expected), and an account that needs a
+//! browser while all are open takes the least recently used idle one at
+//! once, or waits its turn, first come first served.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -67,13 +77,26 @@ struct Open {
     page: WhatsAppPage,
     generation: u64,
     opened: Instant,
+    /// One of the `browser.max_open` permits, given back when the session closes.
+    _permit: OwnedSemaphorePermit,
 }
 
 #[derive(Debug)]
 struct Slot {
     open: Arc<tokio::sync::Mutex<Option<Open>>>,
     last_used: Mutex<Instant>,
-    lease: Mutex<Lease>,
+    /// The session was closed while idle (hibernated or taken for another
+    /// account): the next open is a reopen.
+    hibernated: AtomicBool,
+}
+
+/// Which idle sessions may close: given the accounts whose session no job
+/// has used for `browser.idle_close_after`, the ones to close now. The
+/// worker's policy keeps an account with work due soon or acks expected.
+/// Without one, every such session closes.
+pub trait IdlePolicy: Send + Sync + std::fmt::Debug {
+    /// The accounts of `idle` whose session may close.
+    fn closable<'a>(&'a self, idle: &'a [Uuid]) -> BoxFuture<'a, Vec<Uuid>>;
 }
 
 /// One Chromium session per leased account.
@@ -87,6 +110,11 @@ pub struct BrowserPool {
     key: Option<SnapshotKey>,
     fetcher: crate::media::MediaFetcher,
     slots: Mutex<HashMap<Uuid, Arc<Slot>>>,
+    /// `browser.max_open` permits; tokio's semaphore serves waiters in order.
+    permits: Arc<Semaphore>,
+    /// Opens waiting for a permit.
+    waiting: AtomicUsize,
+    idle_policy: OnceLock<Arc<dyn IdlePolicy>>,
     stop: CancellationToken,
 }
 
@@ -97,6 +125,7 @@ pub struct SessionGuard {
     account: Uuid,
     guard: tokio::sync::OwnedMutexGuard<Option<Open>>,
     fresh: bool,
+    reopened: bool,
 }
 
 impl std::ops::Deref for SessionGuard {
@@ -114,6 +143,12 @@ impl SessionGuard {
     /// Whether this guard opened the session (the page was just loaded).
     pub fn is_fresh(&self) -> bool {
         self.fresh
+    }
+
+    /// Whether this guard reopened a session this pool had closed while idle
+    /// (hibernated, or its browser given to another account).
+    pub fn is_reopen(&self) -> bool {
+        self.reopened
     }
 
     /// Closes the current session and opens a new one on the same profile
@@ -204,8 +239,12 @@ impl BrowserPool {
             key,
             fetcher,
             slots: Mutex::default(),
+            permits: Arc::new(Semaphore::new(settings.max_open.max(1))),
+            waiting: AtomicUsize::new(0),
+            idle_policy: OnceLock::new(),
             stop: CancellationToken::new(),
         });
+        pool.update_gauge();
         tokio::spawn(reap_idle(Arc::downgrade(&pool), pool.stop.clone()));
         Ok(pool)
     }
@@ -237,9 +276,40 @@ impl BrowserPool {
             .replace("{account}", &account.to_string())
     }
 
-    /// Accounts with an open session.
+    /// Accounts this pool has a session slot for (open, in use or hibernated).
     pub fn open_accounts(&self) -> Vec<Uuid> {
         self.slots.lock().expect("slots").keys().copied().collect()
+    }
+
+    /// Sets which idle sessions may close (once; later calls are ignored).
+    pub fn set_idle_policy(&self, policy: Arc<dyn IdlePolicy>) {
+        let _ = self.idle_policy.set(policy);
+    }
+
+    /// Whether the account's session is open and free right now. A session
+    /// of a dead local chromedriver counts as closed, and so does one that
+    /// someone holds at this instant.
+    pub fn is_open(&self, account: Uuid) -> bool {
+        let Some(slot) = self.slots.lock().expect("slots").get(&account).cloned() else {
+            return false;
+        };
+        let open = match slot.open.try_lock() {
+            Ok(g) => g
+                .as_ref()
+                .is_some_and(|o| self.hub.is_remote() || o.generation == self.hub.generation()),
+            // Someone holds it (the ack watcher, a close): not known to be
+            // open; `session` waits for it and opens only if needed.
+            Err(_) => false,
+        };
+        open
+    }
+
+    /// Sessions open now (busy or idle), and opens waiting for a browser.
+    pub fn open_count(&self) -> (usize, usize) {
+        (
+            self.settings.max_open.max(1) - self.permits.available_permits(),
+            self.waiting.load(Ordering::Relaxed),
+        )
     }
 
     /// The account's session, opened (and navigated) if needed. The caller
@@ -257,12 +327,11 @@ impl BrowserPool {
                     Arc::new(Slot {
                         open: Arc::default(),
                         last_used: Mutex::new(Instant::now()),
-                        lease: Mutex::new(lease.clone()),
+                        hibernated: AtomicBool::new(false),
                     })
                 })
                 .clone()
         };
-        *slot.lease.lock().expect("slot lease") = lease.clone();
         *slot.last_used.lock().expect("slot time") = Instant::now();
         let mut guard = slot.open.clone().lock_owned().await;
         let mut fresh = false;
@@ -299,15 +368,19 @@ impl BrowserPool {
                 }
             }
         }
+        let mut reopened = false;
         if guard.is_none() {
             *guard = Some(self.open(lease.account_id).await?);
             fresh = true;
+            reopened = slot.hibernated.swap(false, Ordering::Relaxed);
         }
+        *slot.last_used.lock().expect("slot time") = Instant::now();
         Ok(SessionGuard {
             pool: self.clone(),
             account: lease.account_id,
             guard,
             fresh,
+            reopened,
         })
     }
 
@@ -327,6 +400,7 @@ impl BrowserPool {
             account,
             guard,
             fresh: false,
+            reopened: false,
         })
     }
 
@@ -353,6 +427,7 @@ impl BrowserPool {
             clear_stale_lock(&profile).await;
             repair_profile(&profile);
         }
+        let permit = self.browser_permit(account).await?;
         if let Some(key) = &self.key {
             if snapshot::profile_is_empty(&profile)
                 && snapshot::restore(&self.db, key, account, &profile).await?
@@ -383,7 +458,92 @@ impl BrowserPool {
             page,
             generation,
             opened: Instant::now(),
+            _permit: permit,
         })
+    }
+
+    /// One of the `browser.max_open` permits. When all are taken, the least
+    /// recently used idle session is closed for it (its login stays in the
+    /// profile), and the open waits its turn: the semaphore hands permits out
+    /// in the order they were asked for, so no account starves.
+    async fn browser_permit(&self, account: Uuid) -> Result<OwnedSemaphorePermit, BrowserError> {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.update_gauge();
+        let started = Instant::now();
+        let acquire = self.permits.clone().acquire_owned();
+        tokio::pin!(acquire);
+        // Polled once first: in line before any permit is freed below.
+        let got = match acquire.as_mut().now_or_never() {
+            Some(p) => p.map_err(|_| BrowserError::ShutDown),
+            None => loop {
+                self.evict_lru(account).await;
+                tokio::select! {
+                    p = &mut acquire => break p.map_err(|_| BrowserError::ShutDown),
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = self.stop.cancelled() => break Err(BrowserError::ShutDown),
+                }
+            },
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.update_gauge();
+        tracing::debug!(account_id = %account, waited_ms = started.elapsed().as_millis() as u64,
+            "waited for a browser (browser.max_open)");
+        got
+    }
+
+    /// Closes the least recently used idle session (not `except`'s) for an
+    /// account that waits for a browser.
+    async fn evict_lru(&self, except: Uuid) {
+        let candidates: Vec<(Uuid, Instant)> = {
+            let slots = self.slots.lock().expect("slots");
+            slots
+                .iter()
+                .filter(|(a, s)| {
+                    **a != except && s.open.try_lock().map(|g| g.is_some()).unwrap_or(false)
+                })
+                .map(|(a, s)| (*a, *s.last_used.lock().expect("slot time")))
+                .collect()
+        };
+        let mut candidates = candidates;
+        candidates.sort_by_key(|(_, t)| *t);
+        for (account, _) in candidates {
+            if self.hibernate(account, "browser.max_open: another account needs the browser").await {
+                return;
+            }
+        }
+    }
+
+    /// Closes the account's session cleanly if no one is using it, keeping
+    /// its slot: the next [`Self::session`] reopens it on the same profile.
+    /// Returns whether a session was closed.
+    pub async fn hibernate(&self, account: Uuid, why: &str) -> bool {
+        let Some(slot) = self.slots.lock().expect("slots").get(&account).cloned() else {
+            return false;
+        };
+        let Ok(mut g) = slot.open.clone().try_lock_owned() else {
+            return false;
+        };
+        let Some(o) = g.take() else {
+            return false;
+        };
+        slot.hibernated.store(true, Ordering::Relaxed);
+        match tokio::time::timeout(self.settings.command_timeout, o.page.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(account_id = %account, error = %crate::error::chain(&e), "closing an idle session failed")
+            }
+            Err(_) => tracing::debug!(account_id = %account, "closing an idle session timed out"),
+        }
+        // The Chromium is gone: its permit goes to the next in line.
+        drop(o._permit);
+        drop(g);
+        tracing::info!(account_id = %account, reason = why, "browser session closed (hibernated); the login stays in the profile");
+        metrics::counter!(crate::metrics::BROWSER_HIBERNATIONS).increment(1);
+        self.update_gauge();
+        true
     }
 
     /// Sessions by state: `busy` (a job holds it), `open` (idle, browser up),
@@ -400,6 +560,10 @@ impl BrowserPool {
         for (state, n) in [("busy", busy), ("open", open), ("closed", closed)] {
             metrics::gauge!(crate::metrics::BROWSER_SESSIONS, "state" => state).set(f64::from(n));
         }
+        let (open_now, waiting) = self.open_count();
+        metrics::gauge!(crate::metrics::BROWSER_OPEN).set(open_now as f64);
+        metrics::gauge!(crate::metrics::BROWSER_MAX_OPEN).set(self.settings.max_open as f64);
+        metrics::gauge!(crate::metrics::BROWSER_WAITING).set(waiting as f64);
     }
 
     /// Closes the account's session cleanly (the profile is flushed).
@@ -439,8 +603,8 @@ impl BrowserPool {
     }
 }
 
-/// Closes sessions whose account lease this process no longer holds and
-/// that have been idle for `idle_close`.
+/// Closes (hibernates) sessions no job has used for `idle_close_after`,
+/// those the idle policy lets go (every such one without a policy).
 async fn reap_idle(pool: std::sync::Weak<BrowserPool>, stop: CancellationToken) {
     loop {
         tokio::select! {
@@ -448,30 +612,27 @@ async fn reap_idle(pool: std::sync::Weak<BrowserPool>, stop: CancellationToken) 
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         let Some(pool) = pool.upgrade() else { return };
-        let idle: Vec<(Uuid, Lease)> = {
+        let idle: Vec<Uuid> = {
             let slots = pool.slots.lock().expect("slots");
             slots
                 .iter()
                 .filter(|(_, s)| {
-                    s.last_used.lock().expect("slot time").elapsed() >= pool.settings.idle_close
-                        && s.open.try_lock().is_ok()
+                    s.last_used.lock().expect("slot time").elapsed()
+                        >= pool.settings.idle_close_after
+                        && s.open.try_lock().map(|g| g.is_some()).unwrap_or(false)
                 })
-                .map(|(a, s)| (*a, s.lease.lock().expect("slot lease").clone()))
+                .map(|(a, _)| *a)
                 .collect()
         };
-        for (account, lease) in idle {
-            let held: Result<bool, _> = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM account_leases WHERE account_id = $1 AND owner = $2 \
-                 AND expires_at > now())",
-            )
-            .bind(account)
-            .bind(&*lease.owner)
-            .fetch_one(&pool.db)
-            .await;
-            if matches!(held, Ok(false)) {
-                tracing::debug!(account_id = %account, "lease gone and session idle; closing it");
-                pool.close(account).await;
-            }
+        if idle.is_empty() {
+            continue;
+        }
+        let closable = match pool.idle_policy.get() {
+            Some(p) => p.closable(&idle).await,
+            None => idle,
+        };
+        for account in closable {
+            pool.hibernate(account, "idle (browser.idle_close_after)").await;
         }
     }
 }

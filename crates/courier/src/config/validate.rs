@@ -121,6 +121,12 @@ impl Settings {
         {
             return invalid("browser.page_url", "must be an http(s) URL");
         }
+        if self.browser.max_open == 0 {
+            return invalid("browser.max_open", "must be at least 1");
+        }
+        if self.browser.idle_close_after.is_zero() {
+            return invalid("browser.idle_close_after", "must be longer than 0s");
+        }
         if self.browser.command_timeout.is_zero() {
             return invalid("browser.command_timeout", "must be longer than 0s");
         }

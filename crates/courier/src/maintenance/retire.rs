@@ -5,7 +5,7 @@
 //!   QR and stored session snapshot go ([`crate::account::admin::retire_in`]).
 //!   The queue never claims a job of a retired account again, so its worker
 //!   gives the lease up and closes the browser session after
-//!   `browser.idle_close`; the account leaves the account gauges;
+//!   `browser.idle_close_after`; the account leaves the account gauges;
 //! - every job of it that has not started is cancelled (a job running right
 //!   now finishes; a retired account records no status change from it);
 //! - a message whose send never started goes back to `pending` without an

@@ -406,6 +406,25 @@ pub(crate) async fn ids_awaiting_acks(
     .await
 }
 
+/// Which of `accounts` sent a message within `within` that has no delivery
+/// ack yet: acks are expected soon, so the worker keeps their browsers open
+/// (later acks are caught up from the message models when they reopen).
+pub(crate) async fn accounts_expecting_acks(
+    pool: &PgPool,
+    accounts: &[Uuid],
+    within: std::time::Duration,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT account_id FROM mkt_wap_messages \
+         WHERE account_id = ANY($1) AND status = 'sent' \
+           AND sent_at > now() - make_interval(secs => $2)",
+    )
+    .bind(accounts)
+    .bind(within.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
 /// How long ago the account's newest sent-but-unread message was sent
 /// (within the 7-day tracking window), if any is left.
 pub(crate) async fn newest_awaiting_age(

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use super::lease::HeldLease;
-use super::{Job, Policy};
+use super::{Job, Lease, Policy};
 use crate::jobs::JobKind;
 
 /// A claimed job, as handed to a handler.
@@ -59,12 +59,30 @@ pub trait JobHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> BoxFuture<'a, Result<Outcome, HandlerError>>;
 }
 
-/// The registry: one handler per kind, and the domain's additions to the
-/// claim ([`Policy`]).
+/// What must be ready before a held account's job is claimed (the worker's:
+/// the account's browser session, reopened if it was closed while idle).
+/// The slot asks before each claim while [`Readiness::is_ready`] says no and
+/// a job is due, so the wait spends no attempt, no send slot and none of
+/// `queue.job_timeout`.
+pub trait Readiness: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether the account is ready now (cheap, in memory).
+    fn is_ready(&self, account: uuid::Uuid) -> bool;
+    /// Makes the account ready. An error means it cannot be served now: the
+    /// slot gives the lease up (another worker may take the account) and
+    /// leases again later.
+    fn prepare<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), String>>;
+    /// Most accounts this process can have ready at once: the runtime leases
+    /// no more (its slots are capped to this).
+    fn max_accounts(&self) -> usize;
+}
+
+/// The registry: one handler per kind, the domain's additions to the claim
+/// ([`Policy`]) and what must be ready before a claim ([`Readiness`]).
 #[derive(Clone, Default)]
 pub struct Handlers {
     by_kind: HashMap<JobKind, Arc<dyn JobHandler>>,
     policy: Policy,
+    readiness: Option<Arc<dyn Readiness>>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -72,6 +90,7 @@ impl std::fmt::Debug for Handlers {
         f.debug_struct("Handlers")
             .field("kinds", &self.by_kind.keys().collect::<Vec<_>>())
             .field("policy", &self.policy)
+            .field("readiness", &self.readiness)
             .finish()
     }
 }
@@ -106,6 +125,17 @@ impl Handlers {
     /// The domain's additions to the claim.
     pub fn policy(&self) -> Policy {
         self.policy
+    }
+
+    /// Sets what must be ready before a claim (the browser session).
+    pub fn with_readiness(mut self, readiness: Arc<dyn Readiness>) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// What must be ready before a claim, if anything.
+    pub fn readiness(&self) -> Option<Arc<dyn Readiness>> {
+        self.readiness.clone()
     }
 
     /// The handler for a stored kind name.

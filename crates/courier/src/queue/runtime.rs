@@ -62,6 +62,20 @@ impl Runtime {
         )
         .into();
         let keeper = LeaseKeeper::new(pool.clone(), owner.clone(), settings.queue.lease_ttl);
+        let readiness = handlers.readiness();
+        let mut queue = settings.queue.clone();
+        if let Some(max) = readiness.as_ref().map(|r| r.max_accounts().max(1)) {
+            // A worker leases no more accounts than it can open browsers for,
+            // so the rest stay free for other workers.
+            if queue.capacity > max {
+                tracing::info!(
+                    capacity = queue.capacity,
+                    max_open = max,
+                    "queue.capacity lowered to browser.max_open: a worker leases no more accounts than it can open"
+                );
+                queue.capacity = max;
+            }
+        }
         let (rounds_tx, rounds): (Vec<_>, Vec<_>) = (0..super::backend::ROUND_TASKS)
             .map(|_| mpsc::unbounded_channel())
             .unzip();
@@ -71,7 +85,7 @@ impl Runtime {
                 pool,
                 owner,
                 keeper,
-                queue: settings.queue.clone(),
+                queue,
                 budget: settings.budget.clone(),
                 health: settings.health.clone(),
                 idle: Notify::new(),
@@ -80,6 +94,7 @@ impl Runtime {
                 handoff: Default::default(),
                 acquiring: Default::default(),
                 policy: handlers.policy(),
+                readiness,
                 rounds: rounds_tx,
             }),
             handlers: Arc::new(handlers),

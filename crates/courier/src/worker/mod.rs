@@ -7,6 +7,8 @@
 //!   trait.
 //! - [`drive`]: the page drive through the login lifecycle that the login
 //!   and health-check handlers share.
+//! - [`hibernate`]: many accounts per worker: idle sessions close, due work
+//!   reopens them before its claim, leases are capped at `browser.max_open`.
 //! - [`acks`]: ack tracking, its own step: reading ticks, forward-only
 //!   updates, the health signal of deliveries and reads, and the undelivered
 //!   deadline.
@@ -19,6 +21,7 @@ pub(crate) mod acks;
 pub(crate) mod drive;
 pub(crate) mod exists;
 pub(crate) mod handlers;
+pub(crate) mod hibernate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +53,18 @@ pub async fn registry(
         BrowserPool::start_with_names(db.clone(), &settings.browser, selectors, names).await?;
     let ctx = Arc::new(handlers::Context::new(pool.clone(), settings));
     tokio::spawn(acks::watch(ctx.clone(), pool.stopping()));
+    pool.set_idle_policy(Arc::new(hibernate::Hibernation {
+        db: db.clone(),
+        work_within: settings.queue.lease_hold,
+        acks_within: settings.delivery.ack_followup,
+    }));
+    let readiness = Arc::new(hibernate::BrowserReadiness {
+        ctx: ctx.clone(),
+        lanes: Default::default(),
+    });
     let handlers = Handlers::new()
         .with_policy(crate::message::CLAIM_POLICY)
+        .with_readiness(readiness)
         .register(JobKind::Send, Arc::new(handlers::send::Send(ctx.clone())))
         .register(JobKind::Retry, Arc::new(handlers::send::Send(ctx.clone())))
         .register(

@@ -8,7 +8,10 @@
 //! 2. without a lease: lease an account that has due work, or sleep until a
 //!    NOTIFY, the earliest due job, or the fallback poll;
 //! 3. with a lease: ask the budget; if sends must wait, snooze the account's
-//!    due sends to the exact instant and claim only other kinds;
+//!    due sends to the exact instant and claim only other kinds; when a job
+//!    is due and the account is not ready (its browser was closed while
+//!    idle), make it ready first ([`super::handler::Readiness`]): the wait is
+//!    no attempt, no send slot and no part of the job's timeout;
 //! 4. claim the next job (fenced); for a send, reserve the slot in the send log
 //!    (fenced, windows re-checked in SQL) and hand the job to the worker;
 //! 5. nothing due: keep the lease if the next job is due within `lease_hold`,
@@ -58,6 +61,8 @@ pub(crate) struct Shared {
     pub acquiring: Mutex<()>,
     /// What the domain adds to the claim statement.
     pub policy: super::Policy,
+    /// What must be ready before a claim (the account's browser).
+    pub readiness: Option<Arc<dyn super::handler::Readiness>>,
     /// The round tasks, each serving a fixed share of the accounts (by id), so
     /// one account's outcome and its next claim always go through the same
     /// task, in order. See [`run_rounds`].

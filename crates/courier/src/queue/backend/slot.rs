@@ -366,6 +366,28 @@ async fn step(
         }
     }
 
+    // 3b. The account's browser: reopened before the claim when due work
+    //     finds it closed, so the wait is neither an attempt nor a send slot
+    //     nor part of the job's timeout.
+    if let Some(r) = shared.readiness.as_ref() {
+        if !r.is_ready(lease.account_id) {
+            let work = store::account_work(&shared.pool, lease.account_id).await?;
+            if !work.paused && work.next_any.is_some_and(|t| t <= work.now) {
+                if let Err(why) = r.prepare(&lease).await {
+                    tracing::warn!(account_id = %lease.account_id, reason = %why,
+                        "the account's browser could not be opened; giving the account up for now");
+                    drop(permit);
+                    release(shared, state, unwritten).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shared.stop.cancelled() => {}
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
     // 4. Claim, batched with the other slots of this process; a send's slot
     //    is reserved in the same statement.
     let limits = held

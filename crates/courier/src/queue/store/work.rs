@@ -125,3 +125,23 @@ pub async fn load_budget(
     .fetch_optional(pool)
     .await?)
 }
+
+/// Which of `accounts` have a job running or runnable within `within` (the
+/// session gate applied: a job the claim would never take does not count).
+/// The worker keeps these accounts' browsers open.
+pub async fn accounts_with_work_within(
+    pool: &PgPool,
+    accounts: &[Uuid],
+    within: std::time::Duration,
+) -> Result<Vec<Uuid>, QueueError> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT account_id FROM queue_jobs \
+         WHERE account_id = ANY($1) AND {gate} \
+           AND (state = 'running' OR (state IN {RUNNABLE} AND run_at <= now() + $2))",
+        gate = session_gate!("account_id")
+    )))
+    .bind(accounts)
+    .bind(super::interval(within))
+    .fetch_all(pool)
+    .await?)
+}

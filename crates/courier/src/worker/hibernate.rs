@@ -1,0 +1,133 @@
+//! Many accounts per worker: the worker's side of browser hibernation.
+//!
+//! - [`Hibernation`], the pool's idle policy: a session no job used for
+//!   `browser.idle_close_after` closes when its account has no job running or
+//!   due within `queue.lease_hold` and no message sent within
+//!   `delivery.ack_followup` still waiting for its delivery ack. The login
+//!   stays in the profile (and the snapshot).
+//! - [`BrowserReadiness`], the queue's readiness: due work of an account whose
+//!   session is closed reopens it before the claim, so the wait spends no
+//!   attempt, no send slot and none of `queue.job_timeout`; a reopened
+//!   session gets a `health_check` at once, whose ack catch-up reads from the
+//!   message models what arrived while it was closed. It also caps the
+//!   worker's leases at `browser.max_open`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use super::handlers::Context;
+use crate::browser::IdlePolicy;
+use crate::queue::handler::Readiness;
+use crate::queue::Lease;
+
+/// The pool's idle policy (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Hibernation {
+    pub(crate) db: sqlx::PgPool,
+    /// `queue.lease_hold`: work due this soon keeps the browser.
+    pub(crate) work_within: Duration,
+    /// `delivery.ack_followup`: a send this recent keeps the browser.
+    pub(crate) acks_within: Duration,
+}
+
+impl IdlePolicy for Hibernation {
+    fn closable<'a>(&'a self, idle: &'a [Uuid]) -> BoxFuture<'a, Vec<Uuid>> {
+        Box::pin(async move {
+            let busy = crate::queue::store::accounts_with_work_within(
+                &self.db,
+                idle,
+                self.work_within,
+            )
+            .await;
+            let acks =
+                crate::message::status::accounts_expecting_acks(&self.db, idle, self.acks_within)
+                    .await;
+            match (busy, acks) {
+                (Ok(busy), Ok(acks)) => {
+                    let keep: HashSet<Uuid> = busy.into_iter().chain(acks).collect();
+                    idle.iter().copied().filter(|a| !keep.contains(a)).collect()
+                }
+                (Err(e), _) => {
+                    tracing::debug!(error = %crate::error::chain(&e), "hibernation check failed; keeping the sessions");
+                    Vec::new()
+                }
+                (_, Err(e)) => {
+                    tracing::debug!(error = %crate::error::chain(&e), "hibernation check failed; keeping the sessions");
+                    Vec::new()
+                }
+            }
+        })
+    }
+}
+
+/// The queue's readiness for browser work (see the module docs).
+#[derive(Debug)]
+pub(crate) struct BrowserReadiness {
+    pub(crate) ctx: Arc<Context>,
+    /// Lease keys that are queue lanes, not accounts: they need no browser.
+    pub(crate) lanes: Mutex<HashSet<Uuid>>,
+}
+
+impl Readiness for BrowserReadiness {
+    fn is_ready(&self, account: Uuid) -> bool {
+        self.ctx.pool.is_open(account) || self.lanes.lock().expect("lanes").contains(&account)
+    }
+
+    fn prepare<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let account = lease.account_id;
+            let started = Instant::now();
+            let is_account: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM mkt_wap_accounts WHERE id = $1)")
+                    .bind(account)
+                    .fetch_one(self.ctx.pool.db())
+                    .await
+                    .map_err(|e| crate::error::chain(&e))?;
+            if !is_account {
+                self.lanes.lock().expect("lanes").insert(account);
+                return Ok(());
+            }
+            let session = self
+                .ctx
+                .pool
+                .session(lease)
+                .await
+                .map_err(|e| crate::error::chain(&e))?;
+            // The page's state (ready, a QR, a fault screen) is the job's
+            // business; only a browser that cannot start is this step's.
+            let ready = session
+                .wait_ready(self.ctx.pool.settings().starting_deadline)
+                .await
+                .is_ok();
+            if session.is_reopen() {
+                metrics::histogram!(crate::metrics::BROWSER_REOPEN_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                tracing::debug!(account_id = %account, ready, ms = started.elapsed().as_millis() as u64,
+                    "reopened a hibernated browser session");
+            }
+            if ready && session.is_fresh() {
+                // Acks may have arrived while it was closed: the health
+                // check's catch-up reads them from the message models.
+                if let Err(e) = super::schedule_health_check(
+                    self.ctx.pool.db(),
+                    account,
+                    Duration::ZERO,
+                )
+                .await
+                {
+                    tracing::warn!(account_id = %account, error = %crate::error::chain(&e),
+                        "scheduling the ack catch-up failed");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn max_accounts(&self) -> usize {
+        self.ctx.pool.settings().max_open
+    }
+}
