@@ -1418,3 +1418,299 @@ async fn a_page_that_reloads_mid_send_is_not_sent_again() {
     assert_eq!(wa, back.messages[0].message.data_id);
     worker.stop().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Many accounts per worker: idle sessions close (hibernate), due work reopens
+// them before its claim, at most `browser.max_open` are open at once.
+// ---------------------------------------------------------------------------
+
+/// Chromium profiles open right now under `profiles` (distinct
+/// `--user-data-dir` among the running processes).
+fn open_browsers(profiles: &std::path::Path) -> usize {
+    let needle = format!("--user-data-dir={}", profiles.display());
+    let mut dirs = std::collections::HashSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        for arg in cmd.split(|b| *b == 0) {
+            let arg = String::from_utf8_lossy(arg);
+            if arg.starts_with(&needle) {
+                dirs.insert(arg.into_owned());
+            }
+        }
+    }
+    dirs.len()
+}
+
+/// Samples [`open_browsers`] every 25 ms until dropped; `max()` is the most seen.
+struct BrowserSampler {
+    max: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    now: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BrowserSampler {
+    fn start(profiles: std::path::PathBuf) -> Self {
+        use std::sync::atomic::Ordering;
+        let max = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, n) = (max.clone(), now.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let p = profiles.clone();
+                let c = tokio::task::spawn_blocking(move || open_browsers(&p))
+                    .await
+                    .unwrap();
+                n.store(c, Ordering::Relaxed);
+                m.fetch_max(c, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+        Self { max, now, task }
+    }
+    fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn now(&self) -> usize {
+        self.now.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for BrowserSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn send_jobs(pool: &sqlx::PgPool, account: Uuid) -> Vec<(String, i32, Option<String>)> {
+    sqlx::query_as(
+        "SELECT state, attempt, last_error FROM queue_jobs WHERE account_id = $1 AND kind = 'send' \
+         ORDER BY created_at",
+    )
+    .bind(account)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_session_hibernates_and_due_work_reopens_it_without_a_qr_nor_an_attempt() {
+    // The page takes 8 s to load a restored session, longer than a job may
+    // run: a reopen charged to the job would time it out and spend attempts.
+    let env = Env::start_with(SimConfig {
+        loading: Duration::from_secs(8),
+        ..SimConfig::default()
+    })
+    .await;
+    let profiles = env.dirs.path().join("profiles");
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    let login = env.worker(&env.settings(|_| {})).await;
+    env.login(a, &phone(900)).await;
+    login.stop().await.unwrap();
+    let chat = env
+        .ctl
+        .add_contact(&phone(9001), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    env.ctl
+        .ack_timing(
+            &acc,
+            json!({ "server_ms": 20, "device_ms": 50, "read_ms": 50 }),
+        )
+        .await
+        .unwrap();
+    let settings = env.settings(|s| {
+        s.queue.job_timeout = Duration::from_secs(7);
+        s.queue.lease_hold = Duration::from_millis(300);
+        s.browser.idle_close_after = Duration::from_secs(1);
+    });
+    let worker = env.worker(&settings).await;
+    let sampler = BrowserSampler::start(profiles.clone());
+
+    let first = env
+        .enqueue(&[message(a, &chat, text("courier e2e #0 before the nap"))])
+        .await;
+    env.wait_messages(&first, 60, |_, s| s == "read").await;
+    // Nothing due, nothing awaited: the browser goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sampler.now() > 0 || open_browsers(&profiles) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle session was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, qr) = env.scalar_status(a).await;
+    assert_eq!((status.as_str(), qr), ("active", None));
+
+    let second = env
+        .enqueue(&[message(a, &chat, text("courier e2e #1 after the nap"))])
+        .await;
+    env.wait_messages(&second, 60, |_, s| s == "read").await;
+    let (status, qr) = env.scalar_status(a).await;
+    assert_eq!(
+        (status.as_str(), qr),
+        ("active", None),
+        "reopened without a QR"
+    );
+    let jobs = send_jobs(&env.db.pool, a).await;
+    assert_eq!(
+        jobs,
+        vec![("completed".to_string(), 1, None), ("completed".to_string(), 1, None)],
+        "each send ran once, on its first attempt"
+    );
+    let back = env.ctl.messages(&acc).await.unwrap();
+    assert_eq!(back.messages.len(), 2, "each message reached WhatsApp once");
+    assert!(sampler.max() <= 1);
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_max_open_two_five_accounts_are_served_in_turn_and_never_more_than_two_browsers_open()
+{
+    let env = Env::start_with(SimConfig {
+        loading: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let profiles = env.dirs.path().join("profiles");
+    let settings = env.settings(|s| {
+        s.queue.capacity = 5;
+        s.queue.lease_hold = Duration::from_millis(300);
+        s.queue.lease_rotate = Duration::from_millis(300);
+        s.browser.max_open = 2;
+        s.browser.idle_close_after = Duration::from_secs(1);
+    });
+    let sampler = BrowserSampler::start(profiles.clone());
+    let worker = env.worker(&settings).await;
+    let mut accounts = Vec::new();
+    let mut chats = Vec::new();
+    for i in 0..5 {
+        let a = env.account(json!({})).await;
+        env.ctl
+            .ack_timing(
+                &a.to_string(),
+                json!({ "server_ms": 20, "device_ms": 50, "read_ms": 50 }),
+            )
+            .await
+            .unwrap();
+        env.login(a, &phone(910 + i)).await;
+        chats.push(
+            env.ctl
+                .add_contact(&phone(9100 + i), None, &[a.to_string().as_str()])
+                .await
+                .unwrap(),
+        );
+        accounts.push(a);
+    }
+    let msgs: Vec<NewMessage> = (0..20)
+        .map(|i| {
+            message(
+                accounts[i % 5],
+                &chats[i % 5],
+                text(&format!("courier e2e #{i} in turn")),
+            )
+        })
+        .collect();
+    let ids = env.enqueue(&msgs).await;
+    env.wait_messages(&ids, 180, |_, s| s == "read").await;
+    assert!(
+        sampler.max() <= 2,
+        "{} browsers were open at once (max_open 2)",
+        sampler.max()
+    );
+    let back = env.ctl.all_messages().await.unwrap();
+    let mut seen = [0usize; 20];
+    let mut order: Vec<(DateTime<Utc>, String)> = Vec::new();
+    for d in &back.messages {
+        let i = tag_of(d.message.body.as_deref().unwrap_or_default()).unwrap();
+        seen[i] += 1;
+        order.push((d.message.received_at, d.account.clone()));
+    }
+    assert!(seen.iter().all(|c| *c == 1), "each message once: {seen:?}");
+    order.sort();
+    // In turn: every account sent its first message while three quarters
+    // of the campaign was still to come (one account after another, two at
+    // a time, the last would start only at the 17th send).
+    for a in &accounts {
+        let first = order
+            .iter()
+            .position(|(_, acc)| *acc == a.to_string())
+            .unwrap();
+        assert!(
+            first < 15,
+            "account {a} first served at send #{first}: {order:?}"
+        );
+    }
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_that_arrive_while_the_session_hibernates_are_caught_up_when_it_reopens() {
+    let env = Env::start_with(SimConfig {
+        loading: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let profiles = env.dirs.path().join("profiles");
+    let settings = env.settings(|s| {
+        s.queue.lease_hold = Duration::from_millis(300);
+        s.browser.idle_close_after = Duration::from_millis(500);
+        // Acks are expected live for 6 s after a send; the next look after
+        // that comes 6 s later.
+        s.delivery.ack_followup = Duration::from_secs(6);
+    });
+    let worker = env.worker(&settings).await;
+    let a = env.account(json!({})).await;
+    let acc = a.to_string();
+    env.login(a, &phone(920)).await;
+    let chat = env
+        .ctl
+        .add_contact(&phone(9201), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    // Two ticks 9.5 s after the send, blue ticks 0.2 s later: after the
+    // first look (6 s) has let the session close, before the next (12 s).
+    env.ctl
+        .ack_timing(
+            &acc,
+            json!({ "server_ms": 20, "device_ms": 9500, "read_ms": 200 }),
+        )
+        .await
+        .unwrap();
+    let sampler = BrowserSampler::start(profiles.clone());
+    let ids = env
+        .enqueue(&[message(a, &chat, text("courier e2e #0 read while asleep"))])
+        .await;
+    env.wait_messages(&ids, 60, |_, s| s == "sent").await;
+    // The session closes while the message still waits for its ticks.
+    let deadline = Instant::now() + Duration::from_secs(9);
+    let mut slept = false;
+    while Instant::now() < deadline {
+        if sampler.now() == 0 && env.statuses(&ids).await[0].1 == "sent" {
+            slept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(slept, "the session never closed while the acks were pending");
+    env.wait_messages(&ids, 60, |_, s| s == "read").await;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT status, source FROM mkt_wap_message_events WHERE message_id = $1 ORDER BY id",
+    )
+    .bind(ids[0])
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(statuses, ["queued", "sending", "sent", "delivered", "read"]);
+    assert_eq!(rows[3].1, "catch_up", "{rows:?}");
+    assert_eq!(rows[4].1, "catch_up", "{rows:?}");
+    worker.stop().await.unwrap();
+}

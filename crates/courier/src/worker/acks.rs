@@ -9,9 +9,10 @@
 //! Three readers share [`apply`]: [`after_send`] (the sent message's ack and
 //! whatever the buffer holds), [`watch`] (drains every idle open session's
 //! buffer every `WATCH_EVERY`, so an ack reaches the database within a
-//! fraction of a second), and [`catch_up`], run by the `health_check` job —
-//! enqueued at once when a session (re)opens, and as the follow-up after
-//! sends — which reads the current ack of each sent-but-unread message from
+//! fraction of a second), and [`catch_up`], run when a session reopens before
+//! its due work is claimed (`super::hibernate`) and by the `health_check` job
+//! (enqueued when a session comes back inside a job, and as the follow-up
+//! after sends), which reads the current ack of each sent-but-unread message from
 //! the page's message models (`Msg.get(id)`), so acks that arrived while no
 //! worker held the account, or that the buffer dropped, are not lost.
 

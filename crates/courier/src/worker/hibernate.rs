@@ -8,9 +8,9 @@
 //! - [`BrowserReadiness`], the queue's readiness: due work of an account whose
 //!   session is closed reopens it before the claim, so the wait spends no
 //!   attempt, no send slot and none of `queue.job_timeout`; a reopened
-//!   session gets a `health_check` at once, whose ack catch-up reads from the
-//!   message models what arrived while it was closed. It also caps the
-//!   worker's leases at `browser.max_open`.
+//!   session's acks are caught up at once ([`super::acks::catch_up`], from
+//!   the message models), so what arrived while it was closed is recorded.
+//!   It also caps the worker's leases at `browser.max_open`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,29 @@ impl IdlePolicy for Hibernation {
     }
 }
 
+/// Waits until the page is ready (true) or shows what the job must handle:
+/// a QR, a ban, a conflict, an unknown build (false), or `within` passes.
+/// Errors while the page loads (its bridge not there yet) are waited out.
+async fn settled(session: &crate::browser::SessionGuard, within: Duration) -> bool {
+    use crate::browser::PageError;
+    let started = Instant::now();
+    loop {
+        match session.ensure_ready().await {
+            Ok(_) => return true,
+            Err(
+                PageError::LoggedOut
+                | PageError::Blocked
+                | PageError::Conflict
+                | PageError::Unsupported(_),
+            ) => return false,
+            Err(_) if started.elapsed() < within => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
 /// The queue's readiness for browser work (see the module docs).
 #[derive(Debug)]
 pub(crate) struct BrowserReadiness {
@@ -99,10 +122,7 @@ impl Readiness for BrowserReadiness {
                 .map_err(|e| crate::error::chain(&e))?;
             // The page's state (ready, a QR, a fault screen) is the job's
             // business; only a browser that cannot start is this step's.
-            let ready = session
-                .wait_ready(self.ctx.pool.settings().starting_deadline)
-                .await
-                .is_ok();
+            let ready = settled(&session, self.ctx.pool.settings().starting_deadline).await;
             if session.is_reopen() {
                 metrics::histogram!(crate::metrics::BROWSER_REOPEN_SECONDS)
                     .record(started.elapsed().as_secs_f64());
@@ -110,17 +130,13 @@ impl Readiness for BrowserReadiness {
                     "reopened a hibernated browser session");
             }
             if ready && session.is_fresh() {
-                // Acks may have arrived while it was closed: the health
-                // check's catch-up reads them from the message models.
-                if let Err(e) = super::schedule_health_check(
-                    self.ctx.pool.db(),
-                    account,
-                    Duration::ZERO,
-                )
-                .await
-                {
+                // Acks may have arrived while it was closed: read them from
+                // the message models now, before the claim (a catch-up job
+                // instead would take the account's next turn, and under
+                // `browser.max_open` pressure every turn would begin with one).
+                if let Err(e) = super::acks::catch_up(&self.ctx, &session, account).await {
                     tracing::warn!(account_id = %account, error = %crate::error::chain(&e),
-                        "scheduling the ack catch-up failed");
+                        "ack catch-up after reopening failed");
                 }
             }
             Ok(())

@@ -384,6 +384,8 @@ async fn step(
                     }
                     return Ok(None);
                 }
+                // The turn (`queue.lease_rotate`) starts once the account is ready.
+                held.since = Instant::now();
             }
         }
     }
