@@ -1500,13 +1500,7 @@ async fn send_jobs(pool: &sqlx::PgPool, account: Uuid) -> Vec<(String, i32, Opti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_session_hibernates_and_due_work_reopens_it_without_a_qr_nor_an_attempt() {
-    // The page takes 8 s to load a restored session, longer than a job may
-    // run: a reopen charged to the job would time it out and spend attempts.
-    let env = Env::start_with(SimConfig {
-        loading: Duration::from_secs(8),
-        ..SimConfig::default()
-    })
-    .await;
+    let env = Env::start().await;
     let profiles = env.dirs.path().join("profiles");
     let a = env.account(json!({})).await;
     let acc = a.to_string();
@@ -1549,9 +1543,21 @@ async fn an_idle_session_hibernates_and_due_work_reopens_it_without_a_qr_nor_an_
     let (status, qr) = env.scalar_status(a).await;
     assert_eq!((status.as_str(), qr), ("active", None));
 
+    // The reopened page then takes 9 s to load, longer than a job may run
+    // (7 s): a reopen charged to the job would time it out and spend an
+    // attempt.
+    env.ctl
+        .faults(&acc, json!({ "stuck_loading": true }))
+        .await
+        .unwrap();
     let second = env
         .enqueue(&[message(a, &chat, text("courier e2e #1 after the nap"))])
         .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    env.ctl
+        .faults(&acc, json!({ "stuck_loading": false }))
+        .await
+        .unwrap();
     env.wait_messages(&second, 60, |_, s| s == "read").await;
     let (status, qr) = env.scalar_status(a).await;
     assert_eq!(
