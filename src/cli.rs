@@ -153,6 +153,9 @@ enum BenchTarget {
     /// Events out: event → webhook received at a rate, and SSE streams on
     /// one API process (issue 23's targets).
     Events(courier_lab::bench_events::EventsBenchArgs),
+    /// Many accounts on one worker: peak memory under `browser.max_open`,
+    /// exactly-once sends, reopen + send against a restored-profile baseline.
+    Accounts(courier_lab::bench_accounts::AccountsBenchArgs),
 }
 
 /// Runs a parsed command line.
@@ -264,6 +267,13 @@ async fn run_with_settings(command: Command) -> Result<(), BoxError> {
             target: BenchTarget::Events(args),
         } => {
             print!("{}", courier_lab::bench_events::run(args).await?);
+            Ok(())
+        }
+        #[cfg(feature = "lab")]
+        Command::Bench {
+            target: BenchTarget::Accounts(args),
+        } => {
+            print!("{}", courier_lab::bench_accounts::run(args).await?);
             Ok(())
         }
     }

@@ -1568,7 +1568,10 @@ async fn an_idle_session_hibernates_and_due_work_reopens_it_without_a_qr_nor_an_
     let jobs = send_jobs(&env.db.pool, a).await;
     assert_eq!(
         jobs,
-        vec![("completed".to_string(), 1, None), ("completed".to_string(), 1, None)],
+        vec![
+            ("completed".to_string(), 1, None),
+            ("completed".to_string(), 1, None)
+        ],
         "each send ran once, on its first attempt"
     );
     let back = env.ctl.messages(&acc).await.unwrap();
@@ -1705,7 +1708,10 @@ async fn acks_that_arrive_while_the_session_hibernates_are_caught_up_when_it_reo
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(slept, "the session never closed while the acks were pending");
+    assert!(
+        slept,
+        "the session never closed while the acks were pending"
+    );
     env.wait_messages(&ids, 60, |_, s| s == "read").await;
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT status, source FROM mkt_wap_message_events WHERE message_id = $1 ORDER BY id",

@@ -6,6 +6,8 @@
 //!   proof that nothing was lost, sent twice or sent over budget.
 //! - [`soak`]: `courier soak`, a steady load with memory sampling.
 //! - [`bench`]: `courier bench browser`, Chromium session measurements.
+//! - [`bench_accounts`]: `courier bench accounts`, many accounts on one
+//!   worker under `browser.max_open`.
 //!
 //! The binary includes the lab with its default `lab` feature; a production
 //! build (`--no-default-features`) leaves it out, and the product library
@@ -14,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_accounts;
 pub mod bench_events;
 pub mod chaos;
 pub mod demo;

@@ -510,7 +510,13 @@ impl BrowserPool {
         let mut candidates = candidates;
         candidates.sort_by_key(|(_, t)| *t);
         for (account, _) in candidates {
-            if self.hibernate(account, "browser.max_open: another account needs the browser").await {
+            if self
+                .hibernate(
+                    account,
+                    "browser.max_open: another account needs the browser",
+                )
+                .await
+            {
                 return;
             }
         }
@@ -632,7 +638,8 @@ async fn reap_idle(pool: std::sync::Weak<BrowserPool>, stop: CancellationToken) 
             None => idle,
         };
         for account in closable {
-            pool.hibernate(account, "idle (browser.idle_close_after)").await;
+            pool.hibernate(account, "idle (browser.idle_close_after)")
+                .await;
         }
     }
 }

@@ -37,12 +37,9 @@ pub(crate) struct Hibernation {
 impl IdlePolicy for Hibernation {
     fn closable<'a>(&'a self, idle: &'a [Uuid]) -> BoxFuture<'a, Vec<Uuid>> {
         Box::pin(async move {
-            let busy = crate::queue::store::accounts_with_work_within(
-                &self.db,
-                idle,
-                self.work_within,
-            )
-            .await;
+            let busy =
+                crate::queue::store::accounts_with_work_within(&self.db, idle, self.work_within)
+                    .await;
             let acks =
                 crate::message::status::accounts_expecting_acks(&self.db, idle, self.acks_within)
                     .await;
