@@ -348,3 +348,22 @@ async fn the_scheduler_serves_its_metrics_and_the_leader_publishes_the_database_
     assert!(body.contains("courier_scheduler_lag_seconds"), "{body}");
     child.kill().await.unwrap();
 }
+
+#[test]
+fn browser_max_open_of_zero_and_the_old_idle_close_key_are_refused_by_name() {
+    for (key, value, named) in [
+        ("COURIER__BROWSER__MAX_OPEN", "0", "browser.max_open"),
+        (
+            "COURIER__BROWSER__IDLE_CLOSE_AFTER",
+            "0s",
+            "browser.idle_close_after",
+        ),
+        ("COURIER__BROWSER__IDLE_CLOSE", "30s", "idle_close"),
+    ] {
+        let out = courier().arg("config").env(key, value).output().unwrap();
+        assert!(!out.status.success(), "{key}={value} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(named), "{key}={value}: {err}");
+    }
+}

@@ -267,8 +267,8 @@ pub struct BrowserSettings {
     /// its account has no work due within `queue.lease_hold` and no message
     /// sent within `delivery.ack_followup` still waiting for its delivery
     /// ack. The login stays in the profile (and the snapshot); the next due
-    /// job reopens it before it is claimed. `idle_close` is the old name.
-    #[serde(with = "humantime_serde", alias = "idle_close")]
+    /// job reopens it before it is claimed. (It replaces `idle_close`.)
+    #[serde(with = "humantime_serde")]
     pub idle_close_after: Duration,
     /// Most Chromium sessions one worker keeps open. A worker leases at most
     /// this many accounts (`queue.capacity` is lowered to it); an account that
