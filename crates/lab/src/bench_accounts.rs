@@ -440,7 +440,7 @@ pub async fn run(args: AccountsBenchArgs) -> Result<String, BoxError> {
          | peak PSS, same processes | {pss:.0} MiB |\n\
          | most sessions open at once | {open} (max_open {mo}) |\n\
          | messages at WhatsApp: missing / twice / unexpected | {missing} / {twice} / {unexpected} (of {sent}; {refused} refused) |\n\
-         | smallest gap between two sends of one account (minimum 1 s) | {min_gap_ms:.0} ms |\n\
+         | smallest gap between two WhatsApp acceptances of one account (the 1 s minimum gap is kept between send grants) | {min_gap_ms:.0} ms |\n\
          | baseline: closed session → lease → ready + one send, one account at a time (n = {nb}) | p50 {b50:.0} ms, p99 {b99:.0} ms |\n\
          | campaign: reopen (lease of a closed session) → ready + first send, under load (n = {reopened}) | p50 {r50:.0} ms, p99 {r99:.0} ms |\n\
          | ratio campaign / baseline | p50 {q50:.2}×, p99 {q99:.2}× |\n\
