@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::handlers::Context;
-use crate::browser::IdlePolicy;
+use crate::browser::{BrowserError, IdlePolicy};
 use crate::queue::handler::Readiness;
 use crate::queue::Lease;
 
@@ -111,12 +111,22 @@ impl Readiness for BrowserReadiness {
                 self.lanes.lock().expect("lanes").insert(account);
                 return Ok(());
             }
-            let session = self
-                .ctx
-                .pool
-                .session(lease)
-                .await
-                .map_err(|e| crate::error::chain(&e))?;
+            let session = match self.ctx.pool.session(lease).await {
+                Ok(s) => s,
+                // No browser could start (chromedriver down, a grid at
+                // capacity): not the job's failure; try again later.
+                Err(e @ (BrowserError::Driver(_) | BrowserError::ShutDown)) => {
+                    return Err(crate::error::chain(&e))
+                }
+                // Anything else (a snapshot under the wrong key, a profile
+                // that cannot be written) is the job's to report: its
+                // handler meets the same error and records it.
+                Err(e) => {
+                    tracing::debug!(account_id = %account, error = %crate::error::chain(&e),
+                        "opening the session failed; the job reports it");
+                    return Ok(());
+                }
+            };
             // The page's state (ready, a QR, a fault screen) is the job's
             // business; only a browser that cannot start is this step's.
             let ready = settled(&session, self.ctx.pool.settings().starting_deadline).await;
