@@ -65,8 +65,17 @@ pub const CONFIG_HEALTH_PAUSE_BELOW: &str = "courier_config_health_pause_below";
 pub const CONFIG_HEALTH_CAUTION: &str = "courier_config_health_caution";
 /// Messages by status. Labels: `status`.
 pub const MESSAGES: &str = "courier_messages";
-/// Ack latency. Labels: `stage` (sent_to_delivered, delivered_to_read).
+/// Ack latency, observed from the database by the sampler. Labels: `stage`
+/// (sent_to_delivered, delivered_to_read).
 pub const ACK_LATENCY_SECONDS: &str = "courier_ack_latency_seconds";
+/// Send outcomes and acks this worker process saw. Labels: `outcome` (sent,
+/// delivered, read, refused, not_on_whatsapp, slot_expired). A counter of its
+/// own: `courier_messages` is the sampled gauge of messages by status.
+pub const MESSAGE_OUTCOMES: &str = "courier_message_outcomes_total";
+/// Acks this worker process saw, timed from the send: `server` from the
+/// start of the attempt to the server's ack, `delivered` and `read` from
+/// `sent_at`. Labels: `ack`.
+pub const ACK_SINCE_SEND_SECONDS: &str = "courier_ack_since_send_seconds";
 /// Browser sessions by state. Labels: `state`.
 pub const BROWSER_SESSIONS: &str = "courier_browser_sessions";
 /// WebDriver command latency. Labels: `command`.
@@ -132,6 +141,12 @@ pub fn install() -> PrometheusHandle {
                         SLOW_BUCKETS,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ACK_SINCE_SEND_SECONDS.into()),
+                        SLOW_BUCKETS,
+                    )
+                })
                 .expect("bucket lists are non-empty constants");
             let handle = match builder.install_recorder() {
                 Ok(h) => h,
@@ -162,6 +177,15 @@ fn describe() {
     );
     describe_gauge!(MESSAGES, "Messages by status");
     describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Ack latency by stage");
+    describe_counter!(
+        MESSAGE_OUTCOMES,
+        "Send outcomes and acks seen by this worker, by outcome"
+    );
+    describe_histogram!(
+        ACK_SINCE_SEND_SECONDS,
+        Unit::Seconds,
+        "Send to each ack seen by this worker, by ack"
+    );
     describe_gauge!(BROWSER_SESSIONS, "Browser sessions by state");
     describe_histogram!(
         BROWSER_COMMAND_SECONDS,
@@ -527,42 +551,85 @@ async fn sample_queue_depth(pool: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// The database instant up to which acks were observed (per process).
-static ACK_WATERMARK: Mutex<Option<chrono::DateTime<chrono::Utc>>> = Mutex::new(None);
+/// Where this process's ack observation stands in the event log.
+static ACK_CURSOR: Mutex<Option<crate::events::Cursor>> = Mutex::new(None);
 
-/// Observes [`ACK_LATENCY_SECONDS`] for acks recorded since the last sample,
-/// whichever process wrote them (the first sample only sets the watermark).
+/// Acks observed per sample at most (the rest wait for the next one).
+const ACK_BATCH: i64 = 10_000;
+
+/// Observes [`ACK_LATENCY_SECONDS`] for every ack recorded since the last
+/// sample, whichever process wrote it (the first sample only finds where the
+/// log ends). Acks are read from the event log (`message.delivered`, and
+/// `message.read` at ack 3), in its commit-safe order, up to the head of the
+/// log settled when the sample starts: an ack whose transaction was still
+/// running is read by a later sample, never skipped (a time watermark did
+/// skip them: `delivered_at` is the writer's transaction start, which can
+/// fall before a sample that ran while that transaction was still open).
 /// Every process that samples observes every ack: aggregate with `max`, or
 /// run the sampler in one process (the API) as compose does.
 async fn sample_ack_latency(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let (now,): (chrono::DateTime<chrono::Utc>,) =
-        sqlx::query_as("SELECT now()").fetch_one(pool).await?;
-    let since = {
-        let mut w = ACK_WATERMARK.lock().expect("watermark poisoned");
-        let since = *w;
-        *w = Some(now);
-        since
+    let head = crate::events::head(pool).await?;
+    let after = {
+        let mut c = ACK_CURSOR.lock().expect("ack cursor poisoned");
+        match *c {
+            Some(after) => after,
+            None => {
+                *c = Some(head);
+                return Ok(());
+            }
+        }
     };
-    let Some(since) = since else { return Ok(()) };
-    let rows: Vec<(Option<f64>, Option<f64>)> = sqlx::query_as(
-        "SELECT CASE WHEN delivered_at > $1 AND delivered_at <= $2 AND sent_at IS NOT NULL \
-                     THEN extract(epoch FROM delivered_at - sent_at)::float8 END, \
-                CASE WHEN read_at > $1 AND read_at <= $2 AND delivered_at IS NOT NULL \
-                     THEN extract(epoch FROM read_at - delivered_at)::float8 END \
-         FROM mkt_wap_messages \
-         WHERE (delivered_at > $1 AND delivered_at <= $2) OR (read_at > $1 AND read_at <= $2)",
+    if head < after {
+        // Another database (restored, or a test's): start again from its end.
+        *ACK_CURSOR.lock().expect("ack cursor poisoned") = Some(head);
+        return Ok(());
+    }
+    if head == after {
+        return Ok(());
+    }
+    // Every event up to `head` is settled (its xid is below the horizon the
+    // head was read under), so the range (after, head] never changes.
+    let rows: Vec<(i64, i64, String, Option<f64>)> = sqlx::query_as(
+        "SELECT e.xid, e.position, e.type, \
+                CASE WHEN e.type = 'message.delivered' \
+                     THEN extract(epoch FROM m.delivered_at - m.sent_at)::float8 \
+                     ELSE extract(epoch FROM m.read_at - m.delivered_at)::float8 END \
+         FROM courier_events e JOIN mkt_wap_messages m ON m.id = (e.data->>'message_id')::uuid \
+         WHERE (e.xid, e.position) > ($1, $2) AND (e.xid, e.position) <= ($3, $4) \
+           AND (e.type = 'message.delivered' \
+                OR (e.type = 'message.read' AND coalesce((e.data->>'ack')::int, 3) = 3)) \
+         ORDER BY e.xid, e.position LIMIT $5",
     )
-    .bind(since)
-    .bind(now)
+    .bind(after.xid)
+    .bind(after.position)
+    .bind(head.xid)
+    .bind(head.position)
+    .bind(ACK_BATCH)
     .fetch_all(pool)
     .await?;
-    for (delivered, read) in rows {
-        if let Some(d) = delivered {
-            histogram!(ACK_LATENCY_SECONDS, "stage" => "sent_to_delivered").record(d.max(0.0));
+    let next = match rows.last() {
+        Some(&(xid, position, _, _)) if rows.len() as i64 == ACK_BATCH => {
+            crate::events::Cursor { xid, position }
         }
-        if let Some(r) = read {
-            histogram!(ACK_LATENCY_SECONDS, "stage" => "delivered_to_read").record(r.max(0.0));
+        _ => head,
+    };
+    {
+        // Two samplers in one process (a test) read the same range: only the
+        // one that moves the cursor on observes it.
+        let mut c = ACK_CURSOR.lock().expect("ack cursor poisoned");
+        if *c != Some(after) {
+            return Ok(());
         }
+        *c = Some(next);
+    }
+    for (_, _, kind, secs) in rows {
+        let Some(secs) = secs else { continue };
+        let stage = if kind == "message.delivered" {
+            "sent_to_delivered"
+        } else {
+            "delivered_to_read"
+        };
+        histogram!(ACK_LATENCY_SECONDS, "stage" => stage).record(secs.max(0.0));
     }
     Ok(())
 }

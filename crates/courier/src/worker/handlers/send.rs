@@ -198,7 +198,7 @@ impl Send {
         if let Some(slot) = job.slot_at {
             let waited = Utc::now() - slot;
             if waited.to_std().unwrap_or_default() > crate::account::budget::SEND_START_WITHIN {
-                metrics::counter!(crate::metrics::MESSAGES, "status" => "slot_expired")
+                metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "slot_expired")
                     .increment(1);
                 return Ok(Outcome::Snooze {
                     until: Utc::now(),
@@ -258,7 +258,8 @@ impl Send {
                         .await;
                 }
                 if matches!(e, PageError::QuotaRefused(_)) {
-                    metrics::counter!(crate::metrics::MESSAGES, "status" => "refused").increment(1);
+                    metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "refused")
+                        .increment(1);
                 }
                 if known_not_sent(&e) || last {
                     let mut reason = if known_not_sent(&e) {
@@ -326,7 +327,8 @@ impl Send {
         msg: &MessageRow,
     ) -> Result<Outcome, HandlerError> {
         let lease = &job.lease.lease;
-        metrics::counter!(crate::metrics::MESSAGES, "status" => "not_on_whatsapp").increment(1);
+        metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "not_on_whatsapp")
+            .increment(1);
         status::mark_not_on_whatsapp(self.0.pool.db(), lease, job.job.id, msg.id, NOT_ON_WHATSAPP)
             .await
             .map_err(retry)?;
@@ -421,10 +423,10 @@ impl Send {
                 "recording the send was fenced (lease lost)".into(),
             ));
         }
-        metrics::counter!(crate::metrics::MESSAGES, "status" => "sent").increment(1);
+        metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "sent").increment(1);
         if let Some(started) = msg.attempt_started_at {
             let secs = (chrono::Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::histogram!(crate::metrics::ACK_LATENCY_SECONDS, "stage" => "server")
+            metrics::histogram!(crate::metrics::ACK_SINCE_SEND_SECONDS, "ack" => "server")
                 .record(secs);
         }
         // Ack tracking is its own step: what the page shows now, and the
