@@ -169,13 +169,10 @@ fn describe() {
     );
     describe_histogram!(JOB_WAIT_SECONDS, Unit::Seconds, "Runnable-to-start wait");
     describe_histogram!(JOB_RUN_SECONDS, Unit::Seconds, "Handler run time");
-    describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by kind and state");
-    describe_gauge!(ACCOUNTS, "Accounts by status (retired accounts left out)");
     describe_counter!(
         WA_WEB_UNSUPPORTED,
         "Sessions that found a WhatsApp Web build config/wa-web.toml does not describe"
     );
-    describe_gauge!(MESSAGES, "Messages by status");
     describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Ack latency by stage");
     describe_counter!(
         MESSAGE_OUTCOMES,
@@ -363,6 +360,12 @@ impl SampleOptions {
 /// whole by each sample, cleared when this process stops sampling.
 #[derive(Debug, Default)]
 struct Sampled {
+    /// Messages by status.
+    messages: Vec<(&'static str, i64)>,
+    /// Accounts in service by status.
+    account_counts: Vec<(&'static str, usize)>,
+    /// Jobs by kind and state.
+    queue: Vec<(String, &'static str, i64)>,
     /// (account, health score, status), accounts in service only.
     accounts: Vec<(uuid::Uuid, i32, crate::account::AccountStatus)>,
     /// (name, value) of the `courier_config_*` gauges.
@@ -403,6 +406,29 @@ pub fn render(handle: &PrometheusHandle) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
     };
     if let Some(s) = SAMPLED.lock().expect("sampled gauges poisoned").as_ref() {
+        // Held here, not in the recorder: a process that stops sampling (a
+        // scheduler that lost leadership) stops publishing them at once,
+        // instead of repeating its last values for ever next to the new
+        // leader's.
+        gauge_header(&mut out, MESSAGES, "Messages by status");
+        for (status, n) in &s.messages {
+            let _ = writeln!(out, "{MESSAGES}{{status=\"{status}\"}} {n}");
+        }
+        gauge_header(
+            &mut out,
+            ACCOUNTS,
+            "Accounts by status (retired accounts left out)",
+        );
+        for (status, n) in &s.account_counts {
+            let _ = writeln!(out, "{ACCOUNTS}{{status=\"{status}\"}} {n}");
+        }
+        gauge_header(&mut out, QUEUE_DEPTH, "Jobs in the queue by kind and state");
+        for (kind, state, n) in &s.queue {
+            let _ = writeln!(
+                out,
+                "{QUEUE_DEPTH}{{kind=\"{kind}\",state=\"{state}\"}} {n}"
+            );
+        }
         for (name, value) in &s.config {
             gauge_header(
                 &mut out,
@@ -471,10 +497,14 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
         sqlx::query_as("SELECT status, count(*) FROM mkt_wap_messages GROUP BY status")
             .fetch_all(pool)
             .await?;
-    for status in crate::message::MessageStatus::ALL.map(crate::message::MessageStatus::as_str) {
-        let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
-        gauge!(MESSAGES, "status" => status).set(n as f64);
-    }
+    let messages = crate::message::MessageStatus::ALL
+        .map(crate::message::MessageStatus::as_str)
+        .into_iter()
+        .map(|status| {
+            let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
+            (status, n)
+        })
+        .collect();
     use crate::account::AccountStatus;
     // Retired accounts are out of the fleet: no count, no series, so nothing
     // about them can keep an alert firing. A deleted row is simply absent.
@@ -488,16 +518,20 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
         .filter(|(_, status, _)| !status.is_out_of_service())
         .map(|(id, status, health)| (id, health, status))
         .collect();
-    for status in AccountStatus::ALL
+    let account_counts = AccountStatus::ALL
         .into_iter()
         .filter(|s| !s.is_out_of_service())
-    {
-        let n = accounts.iter().filter(|a| a.2 == status).count();
-        gauge!(ACCOUNTS, "status" => status.as_str()).set(n as f64);
-    }
-    sample_queue_depth(pool).await?;
+        .map(|status| {
+            let n = accounts.iter().filter(|a| a.2 == status).count();
+            (status.as_str(), n)
+        })
+        .collect();
+    let queue = sample_queue_depth(pool).await?;
     sample_ack_latency(pool).await?;
     *SAMPLED.lock().expect("sampled gauges poisoned") = Some(Sampled {
+        messages,
+        account_counts,
+        queue,
         accounts: if opts.per_account {
             accounts
         } else {
@@ -525,7 +559,9 @@ pub const JOB_STATES: [&str; 7] = [
     "cancelled",
 ];
 
-async fn sample_queue_depth(pool: &PgPool) -> Result<(), sqlx::Error> {
+async fn sample_queue_depth(
+    pool: &PgPool,
+) -> Result<Vec<(String, &'static str, i64)>, sqlx::Error> {
     let rows: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT kind, state, count(*) FROM queue_jobs GROUP BY kind, state")
             .fetch_all(pool)
@@ -539,16 +575,17 @@ async fn sample_queue_depth(pool: &PgPool) -> Result<(), sqlx::Error> {
             kinds.push(k.clone());
         }
     }
-    for kind in &kinds {
+    let mut depth = Vec::with_capacity(kinds.len() * JOB_STATES.len());
+    for kind in kinds {
         for state in JOB_STATES {
             let n = rows
                 .iter()
-                .find(|(k, s, _)| k == kind && s == state)
+                .find(|(k, s, _)| *k == kind && s == state)
                 .map_or(0, |r| r.2);
-            gauge!(QUEUE_DEPTH, "kind" => kind.clone(), "state" => state).set(n as f64);
+            depth.push((kind.clone(), state, n));
         }
     }
-    Ok(())
+    Ok(depth)
 }
 
 /// Where this process's ack observation stands in the event log.
