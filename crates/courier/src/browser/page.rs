@@ -346,11 +346,11 @@ impl WhatsAppPage {
             Err(e) => return Err(e),
         };
         let main = wa.as_ref().is_some_and(|w| w.connected && w.synced);
-        let phone = wa
+        let own_id = wa
             .as_ref()
-            .and_then(|w| w.me.as_deref())
-            .and_then(phone_from_wid)
-            .or(stored);
+            .and_then(|w| w.me.clone())
+            .filter(|id| !id.is_empty());
+        let phone = own_id.as_deref().and_then(phone_from_wid).or(stored);
         Ok(PageView {
             url,
             qr: v["qr"].as_str().map(str::to_string),
@@ -363,6 +363,7 @@ impl WhatsAppPage {
                 || wa.as_ref().is_some_and(|w| w.blocked),
             logged_out: logged_out || wa.as_ref().is_some_and(|w| w.logout),
             phone,
+            own_id,
         })
     }
 

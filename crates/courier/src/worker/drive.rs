@@ -214,8 +214,8 @@ impl PageDriver {
                     self.apply(lease, t, mode).await?;
                 }
                 if t.to == LoginState::Ready {
-                    let phone = view.phone.clone().expect("ready implies a phone");
-                    self.ready(&mut session, lease, &phone, &t.reason, mode)
+                    let phone = view.phone.clone();
+                    self.ready(&mut session, lease, phone.as_deref(), &t.reason, mode)
                         .await?;
                 }
             }
@@ -290,7 +290,7 @@ impl PageDriver {
         &self,
         session: &mut SessionGuard,
         lease: &Lease,
-        phone: &str,
+        phone: Option<&str>,
         reason: &str,
         mode: Mode,
     ) -> Result<(), HandlerError> {
@@ -299,7 +299,10 @@ impl PageDriver {
             Ok(true) => {}
             Ok(false) => return Err(HandlerError::Retryable("lease lost".into())),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                let why = format!("phone {phone} is already registered to another account");
+                let why = format!(
+                    "phone {} is already registered to another account",
+                    phone.unwrap_or_default()
+                );
                 login::write_status(db, lease, LoginState::Failed, &why, None)
                     .await
                     .map_err(retry)?;
