@@ -14,6 +14,7 @@
 pub(crate) mod accounts;
 pub(crate) mod auth;
 pub(crate) mod compat;
+pub(crate) mod contacts;
 pub mod contract;
 pub mod error;
 pub(crate) mod events;
@@ -119,7 +120,7 @@ impl std::fmt::Debug for AppState {
     info(title = "Courier API", description = "Durable, budget-aware WhatsApp campaign sending."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"), (name = "webhooks"), (name = "events"))
+    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"), (name = "webhooks"), (name = "events"), (name = "contacts"))
 )]
 struct ApiDoc;
 
@@ -177,6 +178,13 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::retry))
         .routes(routes!(groups::list))
         .routes(routes!(groups::get, groups::update))
+        .routes(routes!(contacts::list))
+        .routes(routes!(contacts::get))
+        .routes(routes!(contacts::tag))
+        .routes(routes!(contacts::untag))
+        .routes(routes!(contacts::opt_out))
+        .routes(routes!(contacts::opt_in))
+        .routes(routes!(contacts::import))
         .routes(routes!(stats::get))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
