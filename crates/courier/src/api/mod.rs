@@ -218,12 +218,22 @@ pub fn router(state: AppState) -> Router {
     let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
         .external_url_unchecked("/openapi.json", openapi_json())
         .into();
+    // The seed routes: their own token check, and CORS outside it so a
+    // browser's preflight (which carries no token) is answered.
+    let compat = compat::router().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    let compat = match cors(&state.settings.api.cors_origins) {
+        Some(layer) => compat.layer(layer),
+        None => compat,
+    };
     let protected = v1
-        .merge(compat::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        ));
+        ))
+        .merge(compat);
     let metrics_route = Router::new().route("/metrics", get(render_metrics));
     let (protected, open) = if state.metrics_public {
         (protected, metrics_route)
@@ -267,6 +277,27 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// CORS for the configured origins (`api.cors_origins`), on the seed
+/// routes the admin UI calls from the browser; `None` when none is set.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderValue, Method};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| crate::config::parse_origin(o))
+        .filter_map(|o| HeaderValue::from_str(&o).ok())
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {

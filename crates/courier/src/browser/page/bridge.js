@@ -194,6 +194,12 @@ var api = {
       };
     });
   },
+  // Unlinks this device (WhatsApp Web then shows its QR again). The page
+  // may reload while the call settles: the caller checks the screen after.
+  logout: async function () {
+    await call(mod('Socket'), 'logout');
+    return true;
+  },
   exists: async function (a) {
     var r = await call(mod('QueryExists'), 'queryWidExists', wid(a.number));
     return !!(r && get(r, 'wid'));
