@@ -218,22 +218,12 @@ pub fn router(state: AppState) -> Router {
     let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
         .external_url_unchecked("/openapi.json", openapi_json())
         .into();
-    // The seed routes: their own token check, and CORS outside it so a
-    // browser's preflight (which carries no token) is answered.
-    let compat = compat::router().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
-    let compat = match cors(&state.settings.api.cors_origins) {
-        Some(layer) => compat.layer(layer),
-        None => compat,
-    };
     let protected = v1
+        .merge(compat::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        ))
-        .merge(compat);
+        ));
     let metrics_route = Router::new().route("/metrics", get(render_metrics));
     let (protected, open) = if state.metrics_public {
         (protected, metrics_route)
@@ -249,7 +239,8 @@ pub fn router(state: AppState) -> Router {
         )
     };
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let cors = cors(&state.settings.api.cors_origins);
+    let app = Router::new()
         .merge(protected)
         .merge(open)
         .route("/ui/accounts/{id}/login", get(login::login_page))
@@ -276,11 +267,18 @@ pub fn router(state: AppState) -> Router {
                 token = tracing::field::Empty)
             }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    // Outermost, so a browser's preflight (which carries no token) is
+    // answered before authentication and routing.
+    match cors {
+        Some(layer) => app.layer(layer),
+        None => app,
+    }
 }
 
-/// CORS for the configured origins (`api.cors_origins`), on the seed
-/// routes the admin UI calls from the browser; `None` when none is set.
+/// CORS for the configured origins (`api.cors_origins`): the seed's admin
+/// UI calls the `/whatsapp` routes from the browser. `None` when none is set
+/// (then no CORS header is sent, and `OPTIONS` is a 405 as before).
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use axum::http::{header, HeaderValue, Method};
     let allowed: Vec<HeaderValue> = origins
@@ -294,7 +292,13 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(
         tower_http::cors::CorsLayer::new()
             .allow_origin(allowed)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
             .max_age(Duration::from_secs(600)),
     )

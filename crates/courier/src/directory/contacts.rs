@@ -163,7 +163,7 @@ pub(crate) async fn import(
                 AS i(phone, name, tags, opted_out) \
          ), before AS ( \
             SELECT c.phone_number, c.opted_out FROM mkt_wap_contacts c \
-            JOIN input i ON i.phone = c.phone_number FOR UPDATE OF c \
+            JOIN input i ON i.phone = c.phone_number \
          ), up AS ( \
             INSERT INTO mkt_wap_contacts AS c (phone_number, name, segment_tags, opted_out, \
                 opted_out_at, opt_out_reason) \
