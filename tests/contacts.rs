@@ -89,7 +89,10 @@ async fn contacts_are_filtered_tagged_and_paged() {
 
     // Tag and untag.
     let (s, v) = app
-        .post_json(&format!("/v1/contacts/{b}/tags"), json!({"tags": ["vip", " broiler "]}))
+        .post_json(
+            &format!("/v1/contacts/{b}/tags"),
+            json!({"tags": ["vip", " broiler "]}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["segment_tags"], json!(["broiler", "layer", "vip"]));
@@ -104,12 +107,18 @@ async fn contacts_are_filtered_tagged_and_paged() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["field"], "tags[0]");
     let (s, _) = app
-        .post_json(&format!("/v1/contacts/{}/tags", Uuid::nil()), json!({"tags": ["x"]}))
+        .post_json(
+            &format!("/v1/contacts/{}/tags", Uuid::nil()),
+            json!({"tags": ["x"]}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // /v1 stays strict.
     let (s, v) = app
-        .post_json(&format!("/v1/contacts/{b}/tags"), json!({"tags": ["x"], "colour": "red"}))
+        .post_json(
+            &format!("/v1/contacts/{b}/tags"),
+            json!({"tags": ["x"], "colour": "red"}),
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
@@ -161,7 +170,10 @@ async fn an_opt_out_fails_queued_sends_and_refuses_new_ones_until_opted_back_in(
     ] {
         let (s, v) = app.post_json("/v1/messages", &body).await;
         assert_eq!(s, StatusCode::CONFLICT, "{body} → {v}");
-        assert!(v["detail"].as_str().unwrap().contains(&asha.to_string()), "{v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(&asha.to_string()),
+            "{v}"
+        );
         assert!(v["detail"].as_str().unwrap().contains("opted out"), "{v}");
     }
     // The seed route refuses it the same way.
@@ -237,13 +249,22 @@ async fn a_csv_import_is_all_or_nothing_with_an_error_per_row() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v, json!({"rows": 2, "created": 1, "updated": 1, "opted_out": 1}));
+    assert_eq!(
+        v,
+        json!({"rows": 2, "created": 1, "updated": 1, "opted_out": 1})
+    );
     let (_, list) = app.get("/v1/contacts").await;
     let list = list.as_array().unwrap();
-    let asha = list.iter().find(|c| c["phone_number"] == "919800000001").unwrap();
+    let asha = list
+        .iter()
+        .find(|c| c["phone_number"] == "919800000001")
+        .unwrap();
     assert_eq!(asha["name"], "Asha R");
     assert_eq!(asha["segment_tags"], json!(["new", "old"]));
-    let bala = list.iter().find(|c| c["phone_number"] == "919800000002").unwrap();
+    let bala = list
+        .iter()
+        .find(|c| c["phone_number"] == "919800000002")
+        .unwrap();
     assert_eq!(bala["name"], "Bala, K");
     assert_eq!(bala["opted_out"], true);
     assert_eq!(bala["opt_out_reason"], "imported");
@@ -277,7 +298,10 @@ async fn the_seed_routes_answer_as_the_admin_ui_expects() {
         .request(Method::OPTIONS, app.url("/whatsapp/accounts"))
         .header("origin", "https://admin.example.com")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
@@ -382,7 +406,10 @@ async fn the_seed_routes_answer_as_the_admin_ui_expects() {
     group["segmentTags"] = json!(["broiler"]);
     group["memberCount"] = json!(999);
     let (s, v) = app
-        .send(app.request(Method::PUT, &format!("/whatsapp/groups/{gid}")).json(&group))
+        .send(
+            app.request(Method::PUT, &format!("/whatsapp/groups/{gid}"))
+                .json(&group),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["district"], "Guntur");
@@ -406,7 +433,13 @@ async fn the_seed_routes_answer_as_the_admin_ui_expects() {
     assert_eq!(s, StatusCode::ACCEPTED, "{m}");
     assert_eq!(m["status"], "queued");
     let mid = m["id"].as_str().unwrap().to_string();
-    let (_, list) = app.get("/whatsapp/messages?status=&accountId=".replace("accountId=", &format!("accountId={id}")).as_str()).await;
+    let (_, list) = app
+        .get(
+            "/whatsapp/messages?status=&accountId="
+                .replace("accountId=", &format!("accountId={id}"))
+                .as_str(),
+        )
+        .await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let (_, one) = app.get(&format!("/whatsapp/messages/{mid}")).await;
     assert_eq!(one["messageText"], "Hello", "{one}");
@@ -425,7 +458,10 @@ async fn the_seed_routes_answer_as_the_admin_ui_expects() {
 
     // Discover and scrape enqueue jobs (a body with extra fields is fine).
     let (s, j) = app
-        .post_json(&format!("/whatsapp/accounts/{id}/groups/discover"), json!({}))
+        .post_json(
+            &format!("/whatsapp/accounts/{id}/groups/discover"),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{j}");
     assert_eq!(j["kind"], "discover");

@@ -482,7 +482,10 @@ async fn initialize(
 
 /// `POST /whatsapp/accounts/:id/disconnect`: unlinks the device (see
 /// `POST /v1/accounts/{id}/logout`) and answers in the seed's words.
-async fn disconnect(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn disconnect(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     let st = login::logout(State(state), Path(id)).await?.0;
     let mut v = seed_qr_state(id, &st);
     if let Some(o) = v.as_object_mut() {
@@ -493,7 +496,10 @@ async fn disconnect(State(state): State<AppState>, Path(id): Path<Uuid>) -> Resu
 
 /// The seed's QR endpoint: JSON with the token, its expiry, and the QR as an
 /// SVG data URL (`qrCode`) the old UI can put in an `<img>`.
-async fn get_qr(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<Json<Value>, ApiError> {
+async fn get_qr(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     let st = login::qr_state_of(&state, id).await?;
     Ok(Json(seed_qr_state(id, &st)))
 }

@@ -98,10 +98,11 @@ pub(crate) async fn list(
     if let Some(s) = &f.search {
         contract::check_len("search", contract::NO_NUL, 0, 200, s)?;
     }
-    let like = f
-        .search
-        .as_deref()
-        .map(|s| s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let like = f.search.as_deref().map(|s| {
+        s.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    });
     let digits = f
         .search
         .as_deref()
@@ -259,10 +260,9 @@ pub(crate) async fn opt_out(
         .map(str::trim)
         .unwrap_or("recorded through the API");
     let mut tx = state.pool.begin().await?;
-    let contact: Contact =
-        contacts::set_opt_out(&mut tx, id, Some(reason), CONTACT_COLUMNS)
-            .await?
-            .ok_or(ApiError::NotFound("contact"))?;
+    let contact: Contact = contacts::set_opt_out(&mut tx, id, Some(reason), CONTACT_COLUMNS)
+        .await?
+        .ok_or(ApiError::NotFound("contact"))?;
     let chats = contacts::chats_of(&mut tx, &[id]).await?;
     let jobs = crate::message::assignment::fail_opted_out(&mut tx, &[id], &chats).await?;
     let failed = jobs.len() as i64;
@@ -632,9 +632,11 @@ mod tests {
         assert!(parse_csv("name\nA\n").unwrap_err()[0]
             .problem
             .contains("phone_number"));
-        assert!(parse_csv("phone,colour\n919800000001,red\n").unwrap_err()[0]
-            .problem
-            .contains("colour"));
+        assert!(
+            parse_csv("phone,colour\n919800000001,red\n").unwrap_err()[0]
+                .problem
+                .contains("colour")
+        );
         assert!(parse_csv("phone\n").unwrap_err()[0]
             .problem
             .contains("no data rows"));
