@@ -450,6 +450,26 @@ pub struct ApiSettings {
     /// for the login links it hands out; unset: from the request's `Host`.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Browser origins allowed to call the API cross-origin (CORS), such as
+    /// the seed's Next.js admin UI (`https://admin.example.com`). Exact
+    /// origins only (scheme, host, optional port); empty: no CORS headers.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+}
+
+/// `o` as an origin (`scheme://host[:port]`, http or https, nothing after
+/// it), in the form browsers send in `Origin`; `None` if it is not one.
+pub fn parse_origin(o: &str) -> Option<String> {
+    let u = url::Url::parse(o).ok()?;
+    let bare = matches!(u.scheme(), "http" | "https")
+        && u.host().is_some()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && matches!(u.path(), "" | "/")
+        && u.query().is_none()
+        && u.fragment().is_none()
+        && !o.ends_with('/');
+    bare.then(|| u.origin().ascii_serialization())
 }
 
 fn default_login_link_ttl() -> Duration {

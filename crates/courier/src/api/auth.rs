@@ -125,6 +125,14 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("GET", "/v1/messages/{id}", Read, Message),
     rule("POST", "/v1/messages/{id}/retry", Enqueue, Message),
     rule("GET", "/v1/stats", Read, Global),
+    // Contacts belong to no account: the routes cover every account.
+    rule("GET", "/v1/contacts", Read, Global),
+    rule("GET", "/v1/contacts/{id}", Read, Global),
+    rule("POST", "/v1/contacts/{id}/tags", Admin, Global),
+    rule("DELETE", "/v1/contacts/{id}/tags/{tag}", Admin, Global),
+    rule("POST", "/v1/contacts/{id}/opt-out", Admin, Global),
+    rule("POST", "/v1/contacts/{id}/opt-in", Admin, Global),
+    rule("POST", "/v1/contacts/import", Admin, Global),
     // Webhook subscriptions may cover every account: admin, unrestricted.
     rule("POST", "/v1/webhooks", Admin, Global),
     rule("GET", "/v1/webhooks", Admin, Global),

@@ -13,8 +13,9 @@ pub struct Json<T>(pub T);
 
 /// The only keys whose values may be arrays in a request body (the seed
 /// routes' camelCase spelling included).
-const ARRAY_KEYS: [&str; 5] = [
+const ARRAY_KEYS: [&str; 6] = [
     "jobs",
+    "tags",
     "recipients",
     "segment_tags",
     "segmentTags",

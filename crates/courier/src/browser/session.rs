@@ -416,6 +416,22 @@ impl BrowserPool {
         self.update_gauge();
     }
 
+    /// Forgets the account's browser profile: closes its session, then
+    /// deletes the profile directory (the next session starts empty and
+    /// needs a QR). A profile already gone is fine.
+    pub async fn delete_profile(&self, account: Uuid) -> Result<(), BrowserError> {
+        self.close(account).await;
+        let profile = self.profile_dir(account);
+        match tokio::fs::remove_dir_all(&profile).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(BrowserError::Profile {
+                path: profile,
+                source,
+            }),
+        }
+    }
+
     /// Closes every session cleanly and stops chromedriver.
     pub async fn shutdown(&self) {
         self.stop.cancel();

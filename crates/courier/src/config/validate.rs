@@ -87,6 +87,17 @@ impl Settings {
                 );
             }
         }
+        for o in &self.api.cors_origins {
+            if crate::config::parse_origin(o).is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "api.cors_origins",
+                    problem: format!(
+                        "`{o}` is not an origin: expected scheme://host[:port] with http or https \
+                         and nothing after it, such as https://admin.example.com"
+                    ),
+                });
+            }
+        }
         if self.delivery.max_attempts < 1 {
             return invalid("delivery.max_attempts", "must be at least 1");
         }

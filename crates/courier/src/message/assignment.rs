@@ -158,3 +158,32 @@ pub(crate) async fn fail_on_retired_account(
     .await?;
     Ok(())
 }
+
+/// Messages not yet started (`pending`, `queued`) to the contacts `contacts`
+/// or the chats `chats` become `failed` with [`OPTED_OUT`](crate::directory::contacts::OPTED_OUT)
+/// (class `permanent`), each with an `api` event, in the caller's transaction
+/// (which records the opt-out). Returns their jobs, for the caller to
+/// withdraw in the same transaction: nothing is claimed, so no budget slot
+/// and no health is spent on them.
+pub(crate) async fn fail_opted_out(
+    conn: &mut PgConnection,
+    contacts: &[Uuid],
+    chats: &[String],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let jobs: Vec<Option<Uuid>> = sqlx::query_scalar(
+        "WITH m AS (UPDATE mkt_wap_messages SET status = 'failed', failed_at = now(), \
+                       waiting_reason = NULL, error_message = $3, failure_class = 'permanent' \
+                   WHERE status IN ('pending', 'queued') \
+                     AND (target_contact_id = ANY($1) OR target_chat_id = ANY($2)) \
+                   RETURNING id, job_id), \
+              e AS (INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+                    SELECT id, 'failed', 'api', jsonb_build_object('reason', $3::text) FROM m) \
+         SELECT job_id FROM m",
+    )
+    .bind(contacts)
+    .bind(chats)
+    .bind(crate::directory::contacts::OPTED_OUT)
+    .fetch_all(conn)
+    .await?;
+    Ok(jobs.into_iter().flatten().collect())
+}

@@ -593,6 +593,14 @@
   MsgKey.prototype.toString = function () { return this._serialized; };
 
   var Socket = emitter({ state: N.st.OPENING, hasSynced: false });
+  // WhatsApp Web's logout: unlinks this device; the next state answer shows
+  // the logged-out page, then the QR.
+  Socket.logout = function () {
+    return api('logout', {}).then(function (res) {
+      if (!res.ok) throw new Error((res.body && res.body.message) || ('logout: error ' + res.status));
+      return true;
+    });
+  };
   var Conn = emitter({ ref: null });
   var Cmd = emitter({});
   var me = null;

@@ -15,8 +15,8 @@ use std::time::Duration;
 pub(crate) const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
 
 /// Only maintenance kinds run for a logged-out, banned or failed account
-/// (`account::AccountStatus::is_unavailable`), only a login for one an
-/// operator disconnected, nothing for a retired one: its other jobs stay
+/// (`account::AccountStatus::is_unavailable`), only a login or the logout
+/// that unlinks it for one an operator disconnected, nothing for a retired one: its other jobs stay
 /// queued (never claimed, never failed) until it logs in again or the
 /// scheduler re-assigns them. `{a}` is the account id expression; `kind` is
 /// the job's. The same rule for a status already at hand is [`status_gate!`].
@@ -42,16 +42,16 @@ macro_rules! status_gate {
             " WHEN 'retired' THEN false",
             " WHEN 'disconnected' THEN ",
             $k,
-            " = 'login'",
+            " IN ('login', 'logout')",
             " WHEN 'logged_out' THEN ",
             $k,
-            " IN ('login', 'health_check')",
+            " IN ('login', 'health_check', 'logout')",
             " WHEN 'banned' THEN ",
             $k,
-            " IN ('login', 'health_check')",
+            " IN ('login', 'health_check', 'logout')",
             " WHEN 'failed' THEN ",
             $k,
-            " IN ('login', 'health_check')",
+            " IN ('login', 'health_check', 'logout')",
             " ELSE true END)"
         )
     };
