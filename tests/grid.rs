@@ -149,7 +149,9 @@ impl Front {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let port = up.load(Ordering::SeqCst);
                 tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
@@ -416,7 +418,11 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
     })
     .await;
     let (_, qr, _, path) = env.row(id).await;
-    assert_eq!((qr, path), (None, None), "no QR left, no profile path recorded");
+    assert_eq!(
+        (qr, path),
+        (None, None),
+        "no QR left, no profile path recorded"
+    );
     assert!(
         std::fs::read_dir(env.profiles()).unwrap().next().is_none(),
         "a remote browser's worker writes no profile"
@@ -437,8 +443,15 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
     let ids = env.enqueue(&[message(id, &contact, media)]).await;
     env.wait_sent(&ids, 60).await;
     let back = env.ctl.messages(&acc).await.unwrap();
-    let got = back.messages[0].message.media.clone().expect("a media message");
-    assert_eq!((got.name.as_str(), got.size), ("promo.png", PNG.len() as u64));
+    let got = back.messages[0]
+        .message
+        .media
+        .clone()
+        .expect("a media message");
+    assert_eq!(
+        (got.name.as_str(), got.size),
+        ("promo.png", PNG.len() as u64)
+    );
     eprintln!("media: {:?}", started.elapsed());
 
     // The node dies; a fresh one with empty folders takes its place. The
@@ -450,7 +463,11 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
     let restored_from = chrono::Utc::now();
     env.health_check(id).await;
     let (status, qr, _, _) = env.row(id).await;
-    assert_eq!((status.as_str(), qr), ("active", None), "restored without a QR");
+    assert_eq!(
+        (status.as_str(), qr),
+        ("active", None),
+        "restored without a QR"
+    );
     let ready: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT last_ready_at FROM mkt_wap_accounts WHERE id = $1")
             .bind(id)
@@ -463,7 +480,10 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
     // A campaign; the node dies while WhatsApp holds the third message but
     // has not confirmed it (the server tick comes 1.5 s later).
     env.ctl
-        .ack_timing(&acc, json!({ "server_ms": 1500, "device_ms": 2000, "read_ms": 2500 }))
+        .ack_timing(
+            &acc,
+            json!({ "server_ms": 1500, "device_ms": 2000, "read_ms": 2500 }),
+        )
         .await
         .unwrap();
     let mut msgs = Vec::new();
@@ -492,7 +512,10 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
     .fetch_one(&env.db.pool)
     .await
     .unwrap_or_else(|e| panic!("the interrupted message's row: {e}"));
-    assert_eq!(interrupted.1, "sending", "killed while the send was in flight");
+    assert_eq!(
+        interrupted.1, "sending",
+        "killed while the send was in flight"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let node3 = env.node().await;
     front.route_to(&node3);
@@ -526,7 +549,11 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
     .unwrap();
     assert_eq!(adopted, [Some("true".to_string())], "adopted, not resent");
     let (status, qr, _, _) = env.row(id).await;
-    assert_eq!((status.as_str(), qr), ("active", None), "no QR after the node died");
+    assert_eq!(
+        (status.as_str(), qr),
+        ("active", None),
+        "no QR after the node died"
+    );
     eprintln!("campaign with a node killed: {:?}", started.elapsed());
 
     worker.stop().await.unwrap();

@@ -393,7 +393,8 @@ impl BrowserPool {
             if let Some(old) = guard.take() {
                 if self.hub.is_remote() {
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), old.page.close()).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), old.page.close()).await;
                     });
                 }
             }

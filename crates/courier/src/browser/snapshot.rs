@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn storage_exports_round_trip_and_sizes_over_the_limit_are_refused() {
-        let json = br#"{"origin":"https://web.whatsapp.com","localStorage":{"last-wid-md":""1:2@c.us""},"indexedDB":[]}"#;
+        let json = br#"{"origin":"https://web.whatsapp.com","localStorage":{"last-wid-md":"\"1:2@c.us\""},"indexedDB":[]}"#;
         let key = SnapshotKey::random();
         let account = Uuid::new_v4();
         let sealed = seal(&key, account, &pack_storage(json));
@@ -408,7 +408,13 @@ mod tests {
         assert!(unpack_any(b"CSTOR1{not json").is_err());
         check_size(100, 100).unwrap();
         let e = check_size(101, 100).unwrap_err();
-        assert!(matches!(e, SnapshotError::TooLarge { bytes: 101, max: 100 }));
+        assert!(matches!(
+            e,
+            SnapshotError::TooLarge {
+                bytes: 101,
+                max: 100
+            }
+        ));
         assert!(e.to_string().contains("browser.snapshot_max_bytes"), "{e}");
     }
 

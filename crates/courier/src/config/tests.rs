@@ -145,8 +145,7 @@ fn a_remote_browser_needs_a_session_key_and_snapshots_a_positive_limit() {
         &load(&[("COURIER__BROWSER__WEBDRIVER_URL", "grid:4444")]).unwrap_err(),
     );
     assert!(err.contains("browser.webdriver_url"), "{err}");
-    let err = crate::error::chain(
-        &load(&[("COURIER__BROWSER__SNAPSHOT_MAX_BYTES", "0")]).unwrap_err(),
-    );
+    let err =
+        crate::error::chain(&load(&[("COURIER__BROWSER__SNAPSHOT_MAX_BYTES", "0")]).unwrap_err());
     assert!(err.contains("browser.snapshot_max_bytes"), "{err}");
 }

@@ -48,7 +48,8 @@ pub enum Imported {
 impl WhatsAppPage {
     async fn storage_call(&self, what: &'static str, args: Vec<Value>) -> Result<Value, PageError> {
         let started = Instant::now();
-        let r = tokio::time::timeout(STORAGE_CALL, self.client.execute_async(STORAGE_JS, args)).await;
+        let r =
+            tokio::time::timeout(STORAGE_CALL, self.client.execute_async(STORAGE_JS, args)).await;
         metrics::histogram!(crate::metrics::BROWSER_COMMAND_SECONDS, "command" => what)
             .record(started.elapsed().as_secs_f64());
         let v = match r {
