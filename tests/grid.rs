@@ -86,7 +86,7 @@ impl Node {
             .process_group(0)
             .spawn()
             .expect("unshare");
-        let node = Node { child, port };
+        let mut node = Node { child, port };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -100,6 +100,12 @@ impl Node {
                 if v["value"]["ready"] == json!(true) {
                     return node;
                 }
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!(
+                    "the node exited ({status}) before it was ready: `unshare -m` and `mount` \
+                     need root with CAP_SYS_ADMIN"
+                );
             }
             assert!(Instant::now() < deadline, "the node never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
