@@ -294,6 +294,10 @@ pub struct BrowserSettings {
     /// loopback, link-local, … Empty: public addresses only (SSRF guard).
     #[serde(default)]
     pub media_allow_cidrs: Vec<String>,
+    /// Largest session snapshot stored (packed, before sealing). A larger one
+    /// is refused with an error naming this key (the session stays in the
+    /// browser; `courier_session_snapshot_failures_total` counts it).
+    pub snapshot_max_bytes: u64,
 }
 
 /// The queue engine.

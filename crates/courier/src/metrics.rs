@@ -55,6 +55,12 @@ pub const ACCOUNTS: &str = "courier_accounts";
 /// Sessions that found a WhatsApp Web build `config/wa-web.toml` does not
 /// describe (a module or method missing).
 pub const WA_WEB_UNSUPPORTED: &str = "courier_wa_web_unsupported_total";
+/// Session snapshots that were not stored, by `reason`
+/// ([`SNAPSHOT_FAILURE_REASONS`]): too large for `browser.snapshot_max_bytes`,
+/// asked of a page that is not connected and synced, or any other error.
+pub const SNAPSHOT_FAILURES: &str = "courier_session_snapshot_failures_total";
+/// Reasons of [`SNAPSHOT_FAILURES`].
+pub const SNAPSHOT_FAILURE_REASONS: [&str; 3] = ["too_large", "not_connected", "error"];
 /// 1 while this process holds an account's lease (no series otherwise).
 /// Labels: `account`.
 pub const LEASE_HELD: &str = "courier_account_lease_held";
@@ -172,6 +178,10 @@ fn describe() {
     describe_counter!(
         WA_WEB_UNSUPPORTED,
         "Sessions that found a WhatsApp Web build config/wa-web.toml does not describe"
+    );
+    describe_counter!(
+        SNAPSHOT_FAILURES,
+        "Session snapshots not stored, by reason (too_large, not_connected, error)"
     );
     describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Ack latency by stage");
     describe_counter!(
@@ -292,6 +302,9 @@ fn init_zero() {
         counter!(BROWSER_RESTARTS, "component" => component).increment(0);
     }
     let _ = histogram!(BROWSER_COMMAND_SECONDS, "command" => "new_session");
+    for reason in SNAPSHOT_FAILURE_REASONS {
+        counter!(SNAPSHOT_FAILURES, "reason" => reason).increment(0);
+    }
     for state in ["busy", "open", "closed"] {
         gauge!(BROWSER_SESSIONS, "state" => state).increment(0.0);
     }

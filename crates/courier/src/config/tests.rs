@@ -129,3 +129,23 @@ fn login_link_settings_are_validated_with_the_key_named() {
         }
     }
 }
+
+#[test]
+fn a_remote_browser_needs_a_session_key_and_snapshots_a_positive_limit() {
+    let url = ("COURIER__BROWSER__WEBDRIVER_URL", "http://grid:4444/wd/hub");
+    let err = crate::error::chain(&load(&[url]).unwrap_err());
+    assert!(
+        err.contains("browser.session_key") && err.contains("webdriver_url"),
+        "{err}"
+    );
+    let key = ("COURIER__BROWSER__SESSION_KEY", "ab".repeat(32));
+    let s = load(&[url, (key.0, key.1.as_str())]).unwrap();
+    assert_eq!(s.browser.snapshot_max_bytes, 64 << 20);
+    let err = crate::error::chain(
+        &load(&[("COURIER__BROWSER__WEBDRIVER_URL", "grid:4444")]).unwrap_err(),
+    );
+    assert!(err.contains("browser.webdriver_url"), "{err}");
+    let err =
+        crate::error::chain(&load(&[("COURIER__BROWSER__SNAPSHOT_MAX_BYTES", "0")]).unwrap_err());
+    assert!(err.contains("browser.snapshot_max_bytes"), "{err}");
+}

@@ -127,6 +127,21 @@ impl Settings {
                 );
             }
         }
+        if let Some(url) = &self.browser.webdriver_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return invalid("browser.webdriver_url", "must be an http(s) URL");
+            }
+            if self.browser.session_key.is_none() {
+                return invalid(
+                    "browser.session_key",
+                    "must be set when browser.webdriver_url is: a remote browser keeps no \
+                     profile on the worker, so the session lives only in the encrypted snapshot",
+                );
+            }
+        }
+        if self.browser.snapshot_max_bytes == 0 {
+            return invalid("browser.snapshot_max_bytes", "must be at least 1");
+        }
         if !self.browser.page_url.starts_with("http://")
             && !self.browser.page_url.starts_with("https://")
         {

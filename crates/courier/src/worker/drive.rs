@@ -310,11 +310,14 @@ impl PageDriver {
             }
             Err(e) => return Err(retry(e)),
         }
+        // A failed snapshot keeps the session (the browser layer logs and
+        // counts it, and the SessionSnapshotsFailing alert watches the count).
         if mode == Mode::Login {
-            if let Err(e) = session.snapshot().await {
-                tracing::warn!(account_id = %lease.account_id, error = %crate::error::chain(&e),
-                    "session snapshot failed; the profile directory still holds the session");
-            }
+            let _ = session.snapshot().await;
+        } else {
+            let _ = session
+                .refresh_snapshot(self.pool.settings().health_check_interval)
+                .await;
         }
         super::schedule_health_check(
             db,
