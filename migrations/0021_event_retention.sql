@@ -17,5 +17,5 @@ ALTER TABLE webhook_subscriptions
     ADD COLUMN previous_secret text CHECK (previous_secret LIKE 'whsec_%'),
     ADD COLUMN previous_secret_expires_at timestamptz,
     ADD COLUMN secret_rotated_at timestamptz,
-    ADD CONSTRAINT webhook_subscriptions_previous_secret_check
+    ADD CONSTRAINT webhook_subscriptions_previous_secret_expires
         CHECK ((previous_secret IS NULL) = (previous_secret_expires_at IS NULL));

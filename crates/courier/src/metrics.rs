@@ -203,7 +203,10 @@ fn describe() {
     );
     describe_counter!(WEBHOOK_DEAD_LETTERS, "Webhook deliveries dead-lettered");
     describe_gauge!(EVENT_STREAMS, "Open GET /v1/events streams");
-    describe_counter!(ROWS_PRUNED, "Rows deleted by the retention pruning, by table");
+    describe_counter!(
+        ROWS_PRUNED,
+        "Rows deleted by the retention pruning, by table"
+    );
 }
 
 static PER_ACCOUNT: AtomicBool = AtomicBool::new(true);

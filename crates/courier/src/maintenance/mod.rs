@@ -290,7 +290,10 @@ pub async fn prune(
             .increment(r.0);
         if r.0 > 0 {
             tracing::info!(
-                status = which.as_str(), deleted = r.0, batches = r.1, budget_spent = r.2,
+                status = which.as_str(),
+                deleted = r.0,
+                batches = r.1,
+                budget_spent = r.2,
                 took_ms = started.elapsed().as_millis() as u64,
                 "pruned webhook deliveries"
             );
@@ -307,15 +310,25 @@ pub async fn prune(
         PRUNE_BUDGET,
     )
     .await?;
-    metrics::counter!(crate::metrics::ROWS_PRUNED, "table" => "courier_events").increment(ev.deleted);
+    metrics::counter!(crate::metrics::ROWS_PRUNED, "table" => "courier_events")
+        .increment(ev.deleted);
     if ev.deleted > 0 || ev.kept > 0 {
         tracing::info!(
-            deleted = ev.deleted, kept_for_deliveries = ev.kept, batches = ev.batches,
-            budget_spent = ev.budget_spent, took_ms = started.elapsed().as_millis() as u64,
+            deleted = ev.deleted,
+            kept_for_deliveries = ev.kept,
+            batches = ev.batches,
+            budget_spent = ev.budget_spent,
+            took_ms = started.elapsed().as_millis() as u64,
             "pruned the event log"
         );
     }
-    let more = |spent: bool| if spent { " (time budget spent; more next run)" } else { "" };
+    let more = |spent: bool| {
+        if spent {
+            " (time budget spent; more next run)"
+        } else {
+            ""
+        }
+    };
     Ok(format!(
         "{} event(s) pruned, {} kept for pending deliveries or dead letters{}; \
          {} delivered and {} dead webhook deliveries pruned{}{}; {secrets} replaced secret(s) forgotten",

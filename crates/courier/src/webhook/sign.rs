@@ -82,8 +82,15 @@ mod tests {
         let both = signatures(&[&a, &b], "evt_1", 1, b"{}");
         assert_eq!(
             both,
-            format!("{} {}", sign(&a, "evt_1", 1, b"{}"), sign(&b, "evt_1", 1, b"{}"))
+            format!(
+                "{} {}",
+                sign(&a, "evt_1", 1, b"{}"),
+                sign(&b, "evt_1", 1, b"{}")
+            )
         );
-        assert_eq!(signatures(&[&a], "evt_1", 1, b"{}"), sign(&a, "evt_1", 1, b"{}"));
+        assert_eq!(
+            signatures(&[&a], "evt_1", 1, b"{}"),
+            sign(&a, "evt_1", 1, b"{}")
+        );
     }
 }
