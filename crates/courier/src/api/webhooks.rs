@@ -394,6 +394,6 @@ pub(crate) async fn rotate_secret(
     tracing::info!(subscription = %id, overlap_s = overlap.as_secs(), "webhook secret rotated");
     Ok(Json(RotatedSecret {
         subscription: rotated.subscription,
-        secret: rotated.secret,
+        secret: rotated.secret.expose().to_string(),
     }))
 }

@@ -368,13 +368,13 @@ pub(crate) async fn secrets(pool: &PgPool, id: Uuid) -> Result<Vec<String>, Webh
 }
 
 /// A rotation's result: the new secret (shown this once) and until when
-/// the replaced one still signs.
+/// the replaced one still signs (`subscription.previous_secret_expires_at`).
 #[derive(Debug, Clone)]
 pub struct Rotated {
     /// The subscription, as it is now.
     pub subscription: Subscription,
-    /// The new `whsec_…` secret.
-    pub secret: String,
+    /// The new `whsec_…` secret (redacted in `Debug`).
+    pub secret: crate::secret::Secret,
 }
 
 /// Gives the subscription a new secret. The replaced one keeps signing
@@ -406,7 +406,7 @@ pub async fn rotate_secret(
     .ok_or(WebhookError::NotFound("subscription"))?;
     Ok(Rotated {
         subscription,
-        secret,
+        secret: crate::secret::Secret::new(secret),
     })
 }
 
