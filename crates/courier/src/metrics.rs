@@ -114,6 +114,12 @@ pub const WEBHOOK_DEAD_LETTERS: &str = "courier_webhook_dead_letters_total";
 /// `GET /v1/events` streams open in this process.
 pub const EVENT_STREAMS: &str = "courier_event_streams_open";
 
+/// Rows the maintenance service's `prune` task deleted. Labels: `table`
+/// (one of [`PRUNED_TABLES`]).
+pub const ROWS_PRUNED: &str = "courier_rows_pruned_total";
+/// Tables of [`ROWS_PRUNED`].
+pub const PRUNED_TABLES: [&str; 3] = ["queue_jobs", "courier_events", "webhook_deliveries"];
+
 /// Outcomes of [`WEBHOOK_DELIVERIES`].
 pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "failed", "gone", "dead"];
 
@@ -228,6 +234,10 @@ fn describe() {
     );
     describe_counter!(WEBHOOK_DEAD_LETTERS, "Webhook deliveries dead-lettered");
     describe_gauge!(EVENT_STREAMS, "Open GET /v1/events streams");
+    describe_counter!(
+        ROWS_PRUNED,
+        "Rows deleted by the retention pruning, by table"
+    );
 }
 
 static PER_ACCOUNT: AtomicBool = AtomicBool::new(true);
@@ -317,6 +327,9 @@ fn init_zero() {
     counter!(WEBHOOK_DEAD_LETTERS).increment(0);
     let _ = histogram!(WEBHOOK_LATENCY_SECONDS);
     gauge!(EVENT_STREAMS).increment(0.0);
+    for table in PRUNED_TABLES {
+        counter!(ROWS_PRUNED, "table" => table).increment(0);
+    }
 }
 
 /// Serves `/metrics` (unauthenticated) on `listener` until `shutdown`; the

@@ -141,6 +141,7 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("DELETE", "/v1/webhooks/{id}", Admin, Global),
     rule("POST", "/v1/webhooks/{id}/test", Admin, Global),
     rule("GET", "/v1/webhooks/{id}/deliveries", Admin, Global),
+    rule("POST", "/v1/webhooks/{id}/rotate-secret", Admin, Global),
     rule(
         "POST",
         "/v1/webhooks/{id}/deliveries/{position}/replay",

@@ -261,7 +261,7 @@ pub(crate) async fn login_events(
         campaign_id: None,
     };
     let from = crate::events::head(&state.pool).await?;
-    super::events::sse(&state, from, filter).await
+    super::events::sse(&state, from, None, filter).await
 }
 
 /// The page's own links keep the signed link's query; the page is never

@@ -191,6 +191,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::test))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::replay))
+        .routes(routes!(webhooks::rotate_secret))
         .routes(routes!(events::stream))
 }
 

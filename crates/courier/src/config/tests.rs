@@ -149,3 +149,30 @@ fn a_remote_browser_needs_a_session_key_and_snapshots_a_positive_limit() {
         crate::error::chain(&load(&[("COURIER__BROWSER__SNAPSHOT_MAX_BYTES", "0")]).unwrap_err());
     assert!(err.contains("browser.snapshot_max_bytes"), "{err}");
 }
+
+#[test]
+fn retention_and_rotation_settings_are_validated_with_the_key_named() {
+    let d = Settings::defaults().webhooks;
+    assert_eq!(d.events_retain, std::time::Duration::from_secs(7 * 86_400));
+    assert_eq!(d.retain_dead, std::time::Duration::from_secs(30 * 86_400));
+    assert_eq!(d.prune_batch, 5000);
+    let refused = |tweak: fn(&mut Settings), key: &str| {
+        let mut s = Settings::defaults();
+        tweak(&mut s);
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    };
+    refused(
+        |s| s.webhooks.events_retain = std::time::Duration::ZERO,
+        "webhooks.events_retain",
+    );
+    refused(
+        |s| s.webhooks.retain_delivered = std::time::Duration::ZERO,
+        "webhooks.retain_delivered",
+    );
+    refused(|s| s.webhooks.prune_batch = 0, "webhooks.prune_batch");
+    refused(
+        |s| s.webhooks.rotation_overlap = std::time::Duration::from_secs(8 * 86_400),
+        "webhooks.rotation_overlap",
+    );
+}

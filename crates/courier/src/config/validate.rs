@@ -54,6 +54,9 @@ impl Settings {
             ("webhooks.horizon", self.webhooks.horizon),
             ("webhooks.heartbeat", self.webhooks.heartbeat),
             ("webhooks.poll_interval", self.webhooks.poll_interval),
+            ("webhooks.events_retain", self.webhooks.events_retain),
+            ("webhooks.retain_delivered", self.webhooks.retain_delivered),
+            ("webhooks.retain_dead", self.webhooks.retain_dead),
         ] {
             if d.is_zero() {
                 return invalid(key, "must be more than zero");
@@ -64,6 +67,12 @@ impl Settings {
                 "webhooks.backoff_max",
                 "must be at least webhooks.backoff_base",
             );
+        }
+        if !(1..=100_000).contains(&self.webhooks.prune_batch) {
+            return invalid("webhooks.prune_batch", "must be between 1 and 100000");
+        }
+        if self.webhooks.rotation_overlap > Duration::from_secs(7 * 86_400) {
+            return invalid("webhooks.rotation_overlap", "must be at most 7d");
         }
         if self.webhooks.max_response_bytes == 0 {
             return invalid("webhooks.max_response_bytes", "must be at least 1");
