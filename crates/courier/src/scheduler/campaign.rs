@@ -106,8 +106,13 @@ pub async fn apply(pool: &PgPool) -> Result<Holds, SchedulerError> {
     }
     tx.commit().await?;
     if out.held > 0 || out.released > 0 || out.parked > 0 {
-        tracing::info!(held = out.held, released = out.released, parked = out.parked,
-            freed = out.freed, "campaign holds");
+        tracing::info!(
+            held = out.held,
+            released = out.released,
+            parked = out.parked,
+            freed = out.freed,
+            "campaign holds"
+        );
     }
     Ok(out)
 }

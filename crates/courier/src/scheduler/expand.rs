@@ -94,7 +94,7 @@ impl Stages {
 /// catch-up policy.
 fn due_sql() -> String {
     format!(
-    "SELECT s.id, s.campaign_id, s.content_id, s.scheduled_at, s.cron_expression, \
+        "SELECT s.id, s.campaign_id, s.content_id, s.scheduled_at, s.cron_expression, \
         s.timezone, s.catch_up_policy, s.target_group_ids, s.target_contact_ids, \
         s.target_phone_numbers, s.target_segment_tags, s.target_group_filter, s.account_id, \
         s.last_occurrence_at, (c.id IS NOT NULL) AS content_found, c.body, c.message_type, \

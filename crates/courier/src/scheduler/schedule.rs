@@ -390,7 +390,11 @@ mod tests {
         assert!(e.to_string().contains("no campaign_id"), "{e}");
         r.campaign_id = Some(Uuid::nil());
         let s = Schedule::parse(&r).unwrap();
-        assert_eq!(s.targets.campaign, Some(Uuid::nil()), "derived from the campaign");
+        assert_eq!(
+            s.targets.campaign,
+            Some(Uuid::nil()),
+            "derived from the campaign"
+        );
 
         let mut r = row();
         r.target_phone_numbers = vec!["+44 7700 900123".into(), "12".into()];

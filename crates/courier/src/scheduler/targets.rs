@@ -204,7 +204,15 @@ pub(crate) async fn resolve(
         }
     }
     if let Some(campaign) = spec.campaign {
-        audience(conn, campaign, &mut out, &mut push, &mut opted_out, &mut bad_chat_ids).await?;
+        audience(
+            conn,
+            campaign,
+            &mut out,
+            &mut push,
+            &mut opted_out,
+            &mut bad_chat_ids,
+        )
+        .await?;
     }
     out.opted_out = opted_out;
     out.invalid = bad_chat_ids;
