@@ -33,6 +33,7 @@ pub(crate) mod assign;
 pub mod campaign;
 pub mod expand;
 pub mod leader;
+pub mod manage;
 pub mod occurrence;
 pub mod schedule;
 pub(crate) mod segment;
