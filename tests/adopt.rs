@@ -696,7 +696,8 @@ async fn the_campaign_systems_schedule_rows_expand_to_the_campaigns_audience_or_
         .unwrap_or_else(|| panic!("the seed's row expanded: {report:?}"));
     assert_eq!(e.outcome, Outcome::Expanded, "{e:?}");
     assert_eq!((e.recipients, e.queued, e.pending), (4, 3, 1), "{e:?}");
-    let sent: Vec<(String, String, Option<Uuid>, Option<String>, Option<String>)> = sqlx::query_as(
+    type Sent = (String, String, Option<Uuid>, Option<String>, Option<String>);
+    let sent: Vec<Sent> = sqlx::query_as(
         "SELECT target_chat_id, status, account_id, message_text, waiting_reason FROM mkt_wap_messages \
          WHERE schedule_id = $1 ORDER BY target_chat_id",
     )

@@ -392,10 +392,9 @@ fn start_recorder(
 
 /// (job state, attempts, job waiting reason, message status, message waiting reason)
 /// of every message of schedule `s`.
-async fn held_states(
-    p: &PgPool,
-    s: Uuid,
-) -> Vec<(String, i32, Option<String>, String, Option<String>)> {
+type Held = (String, i32, Option<String>, String, Option<String>);
+
+async fn held_states(p: &PgPool, s: Uuid) -> Vec<Held> {
     sqlx::query_as(
         "SELECT j.state, j.attempt, j.waiting_reason, m.status, m.waiting_reason \
          FROM mkt_wap_messages m JOIN queue_jobs j ON j.id = m.job_id \

@@ -313,7 +313,7 @@ pub(crate) async fn get(
 
 fn switched(s: Switch, verb: &str) -> Result<Json<ScheduleView>, ApiError> {
     match s {
-        Switch::Done(v) => Ok(Json(v)),
+        Switch::Done(v) => Ok(Json(*v)),
         Switch::NotFound => Err(ApiError::NotFound("schedule")),
         Switch::Refused(status) => Err(ApiError::conflict_on(
             "status",

@@ -252,7 +252,7 @@ pub async fn create(pool: &PgPool, new: NewSchedule) -> Result<ScheduleView, Cre
 #[derive(Debug)]
 pub enum Switch {
     /// Done (or already so).
-    Done(ScheduleView),
+    Done(Box<ScheduleView>),
     /// No such schedule.
     NotFound,
     /// Its status does not allow it (the status found).
@@ -292,7 +292,7 @@ pub async fn switch(pool: &PgPool, id: Uuid, pause: bool) -> Result<Switch, sqlx
     }
     tx.commit().await?;
     Ok(match get(pool, id).await? {
-        Some(v) => Switch::Done(v),
+        Some(v) => Switch::Done(Box::new(v)),
         None => Switch::NotFound,
     })
 }
