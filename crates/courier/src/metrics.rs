@@ -318,7 +318,7 @@ fn init_zero() {
     for state in ["busy", "open", "closed"] {
         gauge!(BROWSER_SESSIONS, "state" => state).increment(0.0);
     }
-    for outcome in ["queued", "failed", "skipped"] {
+    for outcome in ["queued", "failed", "skipped", "waiting"] {
         counter!(SCHEDULER_EXPANSIONS, "outcome" => outcome).increment(0);
     }
     for outcome in WEBHOOK_OUTCOMES {

@@ -124,6 +124,12 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("GET", "/v1/messages", Read, Target::Query("account_id")),
     rule("GET", "/v1/messages/{id}", Read, Message),
     rule("POST", "/v1/messages/{id}/retry", Enqueue, Message),
+    // Schedules belong to campaigns, not to one account.
+    rule("GET", "/v1/schedules", Read, Global),
+    rule("POST", "/v1/schedules", Enqueue, Global),
+    rule("GET", "/v1/schedules/{id}", Read, Global),
+    rule("POST", "/v1/schedules/{id}/pause", Enqueue, Global),
+    rule("POST", "/v1/schedules/{id}/resume", Enqueue, Global),
     rule("GET", "/v1/stats", Read, Global),
     // Contacts belong to no account: the routes cover every account.
     rule("GET", "/v1/contacts", Read, Global),

@@ -25,6 +25,7 @@ pub mod login;
 pub(crate) mod login_link;
 pub(crate) mod messages;
 pub mod runbook;
+pub(crate) mod schedules;
 pub(crate) mod stats;
 pub(crate) mod webhooks;
 
@@ -120,7 +121,7 @@ impl std::fmt::Debug for AppState {
     info(title = "Courier API", description = "Durable, budget-aware WhatsApp campaign sending."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"), (name = "webhooks"), (name = "events"), (name = "contacts"))
+    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"), (name = "schedules"), (name = "webhooks"), (name = "events"), (name = "contacts"))
 )]
 struct ApiDoc;
 
@@ -141,7 +142,8 @@ impl utoipa::Modify for BearerAuth {
                             "An API token: a named token from `courier tokens create` \
                              (`courier_…`) or the bootstrap `api.token`. Each token has scopes: \
                              `read` (every GET), `enqueue` (creating jobs, messages, retries, \
-                             discovery and scrapes; cancelling jobs) and `admin` (everything, \
+                             discovery and scrapes; cancelling jobs; creating, pausing and \
+                             resuming schedules) and `admin` (everything, \
                              including account management, log in and out, limits, group updates, \
                              QR codes and login links). A token may be restricted to one account. \
                              Missing, unknown, expired or revoked token: 401; a valid token \
@@ -176,6 +178,10 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::create, messages::list))
         .routes(routes!(messages::get))
         .routes(routes!(messages::retry))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::get))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(groups::list))
         .routes(routes!(groups::get, groups::update))
         .routes(routes!(contacts::list))

@@ -102,6 +102,24 @@ pub(crate) async fn set_waiting_reasons(
     Ok(())
 }
 
+/// Clears the waiting reason of messages `ids` when it starts with `prefix`
+/// (a hold that ended); any other reason stays.
+pub(crate) async fn clear_waiting_reasons(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    prefix: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE mkt_wap_messages SET waiting_reason = NULL \
+         WHERE id = ANY($1) AND starts_with(waiting_reason, $2)",
+    )
+    .bind(ids)
+    .bind(prefix)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// A CTE named `name` that sets the waiting reason of the messages in the
 /// relation `rows` (columns `id`, `reason`; a CTE's name or a parenthesised
 /// subquery), for a statement that marks their jobs too
