@@ -377,7 +377,9 @@ async fn the_previous_systems_database_is_adopted_and_every_row_is_served() {
         .get("/whatsapp/accounts/a0000000-0000-0000-0000-000000000004")
         .await;
     assert!(s.is_success(), "{v}");
-    assert_eq!(v["status"], "paused");
+    // The admin UI reads the seed's word; Courier's own is beside it.
+    assert_eq!(v["status"], "standby", "{v}");
+    assert_eq!(v["courierStatus"], "paused", "{v}");
     let (s, v) = app.get("/whatsapp/stats").await;
     assert!(s.is_success(), "{v}");
 

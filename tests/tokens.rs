@@ -172,6 +172,11 @@ const ENQUEUE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/messages/{id}/retry"),
     ("POST", "/v1/accounts/{id}/groups/discover"),
     ("POST", "/v1/groups/{id}/scrape"),
+    // The campaign system's schedules: it writes them, and pauses and
+    // resumes its own.
+    ("POST", "/v1/schedules"),
+    ("POST", "/v1/schedules/{id}/pause"),
+    ("POST", "/v1/schedules/{id}/resume"),
     ("POST", "/whatsapp/messages"),
     ("POST", "/whatsapp/messages/{id}/retry"),
     ("POST", "/whatsapp/accounts/{id}/groups/discover"),
