@@ -763,9 +763,9 @@ async fn seed_message_routes_take_camel_case_bodies() {
         )
         .await;
     // Unknown fields are ignored on the seed routes (the UI sends whole
-    // objects); what is missing is still named.
+    // objects); what is missing is still named, as the UI spells it.
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-    assert_eq!(e["field"], "message_text");
+    assert_eq!(e["field"], "messageText");
     let (s, _) = app
         .post_json(&format!("/whatsapp/messages/{id}/retry"), json!({}))
         .await;

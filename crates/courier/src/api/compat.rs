@@ -163,6 +163,32 @@ fn json<T: serde::Serialize>(v: T) -> Json<Value> {
 }
 
 /// The routes.
+/// Error bodies of the seed routes name the field as the UI spells it
+/// (`messageText`, not `message_text`): the handlers they share with `/v1`
+/// name the `/v1` field.
+async fn seed_field_names(resp: axum::response::Response) -> axum::response::Response {
+    if !resp.status().is_client_error() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // Error bodies are a few hundred bytes; anything else passes unread.
+    let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return axum::response::Response::from_parts(parts, axum::body::Body::empty()),
+    };
+    let out = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(mut o)) if o.get("field").is_some_and(Value::is_string) => {
+            if let Some(Value::String(f)) = o.get_mut("field") {
+                *f = to_camel(f);
+            }
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            axum::body::Bytes::from(serde_json::to_vec(&o).unwrap_or_else(|_| bytes.to_vec()))
+        }
+        _ => bytes,
+    };
+    axum::response::Response::from_parts(parts, axum::body::Body::from(out))
+}
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(
@@ -196,6 +222,7 @@ pub(crate) fn router() -> Router<AppState> {
             "/whatsapp/messages/{id}/retry",
             axum::routing::post(retry_message),
         )
+        .layer(axum::middleware::map_response(seed_field_names))
 }
 
 fn seed_accounts<T: serde::Serialize>(v: T) -> Json<Value> {
