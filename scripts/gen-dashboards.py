@@ -53,6 +53,14 @@ DASHBOARDS = {
         ("Expansions /h by outcome", 'sum by (outcome) (increase(courier_scheduler_expansions_total[1h]))', "timeseries", "short"),
         ("Send jobs enqueued /s", 'sum(rate(courier_jobs_enqueued_total{kind="send"}[5m]))', "timeseries", "ops"),
     ]),
+    "courier-events": ("Courier / Webhooks and events", [
+        ("Webhook deliveries /s by outcome", 'sum by (outcome) (rate(courier_webhook_deliveries_total[5m]))', "timeseries", "ops"),
+        ("Webhook delivery latency p99 (event to 2xx)", 'histogram_quantile(0.99, sum by (le) (rate(courier_webhook_delivery_latency_seconds_bucket[5m])))', "timeseries", "s"),
+        ("Dead letters (last hour)", 'sum(increase(courier_webhook_dead_letters_total[1h]))', "stat", "short"),
+        ("Open event streams", 'sum(courier_event_streams_open)', "stat", "short"),
+        ("Dead letters /h", 'sum(increase(courier_webhook_dead_letters_total[1h]))', "timeseries", "short"),
+        ("Rows pruned /h by table", 'sum by (table) (increase(courier_rows_pruned_total[1h]))', "timeseries", "short"),
+    ]),
     "courier-api": ("Courier / API", [
         ("Requests /s by route", 'sum by (route) (rate(courier_http_requests_total[5m]))', "timeseries", "reqps"),
         ("Errors /s by status", 'sum by (status) (rate(courier_http_requests_total{status=~"4..|5.."}[5m]))', "timeseries", "reqps"),

@@ -377,7 +377,9 @@ async fn the_previous_systems_database_is_adopted_and_every_row_is_served() {
         .get("/whatsapp/accounts/a0000000-0000-0000-0000-000000000004")
         .await;
     assert!(s.is_success(), "{v}");
-    assert_eq!(v["status"], "paused");
+    // The admin UI reads the seed's word; Courier's own is beside it.
+    assert_eq!(v["status"], "standby", "{v}");
+    assert_eq!(v["courierStatus"], "paused", "{v}");
     let (s, v) = app.get("/whatsapp/stats").await;
     assert!(s.is_success(), "{v}");
 
@@ -644,4 +646,165 @@ async fn a_database_with_only_some_of_the_tables_is_adopted_too() {
         .await
         .unwrap();
     assert_eq!(status, "paused");
+}
+
+/// The campaign system's own schedule rows (tests/fixtures/seed_schema.sql:
+/// campaign, content, channel, time, status; none of Courier's target
+/// columns) expand to the campaign's audience as the seed stored it, or
+/// wait with the reason; the seed's campaign status words are obeyed.
+#[tokio::test]
+async fn the_campaign_systems_schedule_rows_expand_to_the_campaigns_audience_or_wait() {
+    use courier::scheduler::{Outcome, Scheduler};
+    let db = seeded().await;
+    let p = db.pool.clone();
+    // Written the seed's way, before Courier ever ran: a campaign with no
+    // message yet, and a paused one (the seed has no CHECK on the word).
+    sqlx::raw_sql(
+        "INSERT INTO mkt_campaigns (id, name, status) VALUES
+             ('c0000000-0000-0000-0000-000000000002', 'Spring', 'active'),
+             ('c0000000-0000-0000-0000-000000000003', 'Paused one', ' Paused');
+         INSERT INTO mkt_con_content (id, campaign_id, title, body) VALUES
+             ('c1000000-0000-0000-0000-000000000002', 'c0000000-0000-0000-0000-000000000002', 'Hi', 'Spring is here'),
+             ('c1000000-0000-0000-0000-000000000003', 'c0000000-0000-0000-0000-000000000003', 'Hi', 'Later');
+         INSERT INTO mkt_con_schedule (id, campaign_id, content_id, status) VALUES
+             ('5c000000-0000-0000-0000-000000000002', 'c0000000-0000-0000-0000-000000000002',
+              'c1000000-0000-0000-0000-000000000002', 'scheduled'),
+             ('5c000000-0000-0000-0000-000000000003', 'c0000000-0000-0000-0000-000000000003',
+              'c1000000-0000-0000-0000-000000000003', 'scheduled');
+         INSERT INTO mkt_wap_messages (campaign_id, account_id, channel_type, target_group_id, message_text, status)
+             VALUES ('c0000000-0000-0000-0000-000000000003', 'a0000000-0000-0000-0000-000000000002', 'group',
+                     'b0000000-0000-0000-0000-000000000001', 'earlier', 'sent');",
+    )
+    .execute(&p)
+    .await
+    .unwrap();
+    db::migrate(&p).await.unwrap();
+    let seed_row: Uuid = sqlx::query_scalar(
+        "SELECT id FROM mkt_con_schedule WHERE campaign_id = 'c0000000-0000-0000-0000-000000000001'",
+    )
+    .fetch_one(&p)
+    .await
+    .unwrap();
+
+    let scheduler = Scheduler::new(p.clone(), &courier::config::Settings::defaults());
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(report.holds.held, 1, "{report:?}");
+
+    // "Winter feed": its messages went to two groups and two contacts.
+    let e = report
+        .expansions
+        .iter()
+        .find(|e| e.schedule_id == seed_row)
+        .unwrap_or_else(|| panic!("the seed's row expanded: {report:?}"));
+    assert_eq!(e.outcome, Outcome::Expanded, "{e:?}");
+    assert_eq!((e.recipients, e.queued, e.pending), (4, 3, 1), "{e:?}");
+    type Sent = (String, String, Option<Uuid>, Option<String>, Option<String>);
+    let sent: Vec<Sent> = sqlx::query_as(
+        "SELECT target_chat_id, status, account_id, message_text, waiting_reason FROM mkt_wap_messages \
+         WHERE schedule_id = $1 ORDER BY target_chat_id",
+    )
+    .bind(seed_row)
+    .fetch_all(&p)
+    .await
+    .unwrap();
+    let chats: Vec<&str> = sent.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(
+        chats,
+        [
+            "120363000000000001@g.us",
+            "120363000000000002@g.us",
+            "919811111111@c.us",
+            "919811111112@c.us"
+        ]
+    );
+    assert!(sent
+        .iter()
+        .all(|m| m.3.as_deref() == Some("Feed at 10% off")));
+    // The group goes through the account that found it and sent there before.
+    assert_eq!(
+        (sent[0].1.as_str(), sent[0].2),
+        ("queued", Some(id("a0000000-0000-0000-0000-000000000002")))
+    );
+    // No account is a member of the other group: it waits, with the reason.
+    assert_eq!(sent[1].1, "pending");
+    assert!(
+        sent[1]
+            .4
+            .as_deref()
+            .unwrap_or("")
+            .contains("member of group"),
+        "{:?}",
+        sent[1]
+    );
+    let (status, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT status, status_reason FROM mkt_con_schedule WHERE id = $1")
+            .bind(seed_row)
+            .fetch_one(&p)
+            .await
+            .unwrap();
+    assert_eq!(status, "queued", "{reason:?}");
+
+    // "Spring" has sent nothing: the row waits, and says so; it is not failed.
+    let spring = id("5c000000-0000-0000-0000-000000000002");
+    let e = report
+        .expansions
+        .iter()
+        .find(|e| e.schedule_id == spring)
+        .unwrap();
+    assert!(
+        matches!(&e.outcome, Outcome::Waiting(r) if r.contains("names no recipient")),
+        "{e:?}"
+    );
+    let (status, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT status, status_reason FROM mkt_con_schedule WHERE id = $1")
+            .bind(spring)
+            .fetch_one(&p)
+            .await
+            .unwrap();
+    assert_eq!(status, "scheduled");
+    assert!(reason
+        .unwrap_or_default()
+        .starts_with("waiting for targets"));
+    // Once the campaign has an audience, the row expands at its next look.
+    sqlx::raw_sql(
+        "INSERT INTO mkt_wap_messages (campaign_id, channel_type, target_contact_id, message_text, status, target_chat_id)
+             VALUES ('c0000000-0000-0000-0000-000000000002', 'individual', 'd0000000-0000-0000-0000-000000000001',
+                     'hello', 'sent', '919811111111@c.us');
+         UPDATE mkt_con_schedule SET next_occurrence_at = now() WHERE id = '5c000000-0000-0000-0000-000000000002';",
+    )
+    .execute(&p)
+    .await
+    .unwrap();
+    let report = scheduler.tick().await.unwrap();
+    let e = report
+        .expansions
+        .iter()
+        .find(|e| e.schedule_id == spring)
+        .unwrap();
+    assert_eq!((&e.outcome, e.recipients), (&Outcome::Expanded, 1), "{e:?}");
+
+    // " Paused" (the seed's word, as typed): held, not expanded, the reason shown.
+    let paused = id("5c000000-0000-0000-0000-000000000003");
+    assert!(report.expansions.iter().all(|e| e.schedule_id != paused));
+    let (status, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT status, status_reason FROM mkt_con_schedule WHERE id = $1")
+            .bind(paused)
+            .fetch_one(&p)
+            .await
+            .unwrap();
+    assert_eq!(status, "scheduled");
+    assert!(reason.unwrap_or_default().contains("\"Paused one\""));
+    // Resumed in the campaign system: it expands.
+    sqlx::query("UPDATE mkt_campaigns SET status = 'running' WHERE id = 'c0000000-0000-0000-0000-000000000003'")
+        .execute(&p)
+        .await
+        .unwrap();
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(report.holds.released, 1);
+    let e = report
+        .expansions
+        .iter()
+        .find(|e| e.schedule_id == paused)
+        .unwrap();
+    assert_eq!((&e.outcome, e.recipients), (&Outcome::Expanded, 1), "{e:?}");
 }

@@ -3,8 +3,9 @@
 //! disconnect, and what retiring an account does to its work. (The rules'
 //! own unit tests are `promtool test rules grafana/alerts.test.yml`.)
 //!
-//! Only one test here samples the database gauges: the sample is
-//! process-wide, and two tests sampling different databases would race.
+//! The sample is process-wide, so the tests that sample the database take
+//! [`SAMPLING`] first: two tests sampling different databases at once would
+//! race.
 
 use std::time::Duration;
 
@@ -67,6 +68,9 @@ async fn every_alert_links_to_a_runbook_section_that_exists() {
     }
 }
 
+/// Held by a test while it samples the database and reads `/metrics`.
+static SAMPLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn metrics(app: &TestApp) -> String {
     courier::metrics::sample_database(
         &app.db.pool,
@@ -91,6 +95,7 @@ fn lines_of<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn retired_deleted_and_disconnected_accounts_raise_nothing_in_the_metrics() {
+    let _sampling = SAMPLING.lock().await;
     let app = spawn_app().await;
     let pool = &app.db.pool;
     let banned = courier_testkit::insert_account(pool, "banned").await;
@@ -347,4 +352,69 @@ async fn retiring_an_account_moves_its_work_and_stops_it_for_good() {
     let (s, a) = app.get(&format!("/v1/accounts/{old}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(a["status"], "retired");
+}
+
+fn delivered_count(metrics: &str) -> u64 {
+    let line = lines_of(
+        metrics,
+        "courier_ack_latency_seconds_count{stage=\"sent_to_delivered\"}",
+    );
+    assert_eq!(line.len(), 1, "{metrics}");
+    line[0].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// An ack whose transaction is still open while the sampler runs is observed
+/// by a later sample, once: the delivery-latency panel and the slow-delivery
+/// alert count every delivery, not only those that committed between two
+/// samples' clocks. (The sampler went by a time watermark; `delivered_at` is
+/// the writer's transaction start, so this ack fell before the watermark and
+/// was never observed: the flake CI saw in tests/observability.rs.)
+#[tokio::test]
+async fn an_ack_committed_after_a_sample_began_is_observed_once() {
+    let _sampling = SAMPLING.lock().await;
+    let app = spawn_app().await;
+    let pool = &app.db.pool;
+    let account = courier_testkit::insert_account(pool, "acks").await;
+    let (m, _) = queued_message(&app, account, "+447700900321").await;
+    sqlx::query(
+        "UPDATE mkt_wap_messages SET status = 'sent', ack = 1, wa_message_id = 'true_x_1', \
+            sent_at = now() - interval '5 seconds' WHERE id = $1",
+    )
+    .bind(m)
+    .execute(pool)
+    .await
+    .unwrap();
+    // Twice: the first sample of a process only finds where the log ends.
+    metrics(&app).await;
+    let before = delivered_count(&metrics(&app).await);
+
+    // The ack is written as the worker writes it, and the sampler runs while
+    // its transaction is still open.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE mkt_wap_messages SET status = 'delivered', ack = 2, delivered_at = now() WHERE id = $1",
+    )
+    .bind(m)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO mkt_wap_message_events (message_id, status, ack, source) \
+         VALUES ($1, 'delivered', 2, 'ack_watcher')",
+    )
+    .bind(m)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        delivered_count(&metrics(&app).await),
+        before,
+        "not committed yet"
+    );
+    tx.commit().await.unwrap();
+
+    assert_eq!(delivered_count(&metrics(&app).await), before + 1);
+    // Observed once: later samples do not count it again.
+    assert_eq!(delivered_count(&metrics(&app).await), before + 1);
 }

@@ -1,7 +1,8 @@
 //! The whole flow through the HTTP API only, with real Chromium, chromedriver
 //! and the simulator: create an account, log it in with the QR (the login page
 //! checked in headless Chromium, with screenshots), discover, scrape, send to
-//! a group, and watch the message reach `read` through `GET /v1/messages/{id}`.
+//! a group, and watch the message reach `read` through `GET /v1/messages/{id}`;
+//! and the seed admin UI's initialize/disconnect with an opted-out contact.
 
 use std::time::{Duration, Instant};
 
@@ -188,4 +189,144 @@ async fn an_admin_does_everything_through_the_api_and_the_message_is_read() {
     );
 
     api.shutdown().await.unwrap();
+}
+
+/// The seed admin UI's account lifecycle on real Chromium and the simulator:
+/// `initialize` answers with the QR to show; after the scan, a queued send to
+/// a contact who opted out meanwhile fails `opted out` in the worker without
+/// reaching WhatsApp; `disconnect` logs the device out in WhatsApp Web,
+/// deletes the profile and the snapshot; the next `initialize` shows a QR
+/// again instead of coming back logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_ui_initializes_with_a_qr_and_disconnect_unlinks_the_device() {
+    let api = TestApp::builder()
+        .token(TOKEN)
+        .simulator(SimConfig {
+            first_ref: Duration::from_secs(20),
+            next_ref: Duration::from_secs(10),
+            loading: Duration::from_millis(300),
+            ..SimConfig::default()
+        })
+        .worker()
+        .settings(|s| {
+            s.queue.capacity = 2;
+            s.queue.poll_interval = Duration::from_millis(200);
+            s.delivery.typing_per_char = Duration::ZERO;
+        })
+        .spawn()
+        .await;
+    let ctl = api.sim_control();
+    let acc = post(&api, "/whatsapp/accounts", json!({"accountName": "UI"})).await;
+    let id = acc["id"].as_str().unwrap().to_string();
+    ctl.create_account(&id, Some(PHONE)).await.unwrap();
+
+    // 1. initialize answers with the QR the UI shows.
+    let init = post(
+        &api,
+        &format!("/whatsapp/accounts/{id}/initialize"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(init["success"], true, "{init}");
+    assert_eq!(init["status"], "warming", "{init}");
+    assert!(
+        init["qrCode"]
+            .as_str()
+            .is_some_and(|q| q.starts_with("data:image/svg+xml")),
+        "{init}"
+    );
+    let token = init["qrToken"].as_str().unwrap();
+    ctl.scan(&id, token, PHONE).await.unwrap();
+    until("status active", 60, || async {
+        get(&api, &format!("/whatsapp/accounts/{id}")).await["status"] == "active"
+    })
+    .await;
+
+    // 2. A send queued for a contact, who then opts out before the worker
+    // claims it (the API refuses new sends; this one is already queued):
+    // the worker fails it `opted out`, nothing reaches WhatsApp.
+    let contact = "919800000077";
+    sqlx::query("INSERT INTO mkt_wap_contacts (phone_number) VALUES ($1)")
+        .bind(contact)
+        .execute(api.pool())
+        .await
+        .unwrap();
+    post(
+        &api,
+        &format!("/v1/accounts/{id}/pause"),
+        json!({"reason": "hold the send"}),
+    )
+    .await;
+    let m = post(
+        &api,
+        "/v1/messages",
+        json!({"account_id": id, "channel_type": "individual", "target_phone": contact, "message_text": "hi"}),
+    )
+    .await;
+    let mid = m["messages"][0]["id"].as_str().unwrap().to_string();
+    sqlx::query("UPDATE mkt_wap_contacts SET opted_out = true WHERE phone_number = $1")
+        .bind(contact)
+        .execute(api.pool())
+        .await
+        .unwrap();
+    post(&api, &format!("/v1/accounts/{id}/resume"), json!({})).await;
+    until("the send to fail", 60, || async {
+        get(&api, &format!("/v1/messages/{mid}")).await["status"] == "failed"
+    })
+    .await;
+    let msg = get(&api, &format!("/v1/messages/{mid}")).await;
+    assert_eq!(msg["error_message"], "opted out", "{msg}");
+    assert_eq!(ctl.messages(&id).await.unwrap().messages.len(), 0);
+    let slots: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM account_sends WHERE account_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(api.pool())
+            .await
+            .unwrap();
+    assert_eq!(slots, 0, "no budget spent on an opted-out contact");
+
+    // 3. disconnect unlinks the device in WhatsApp Web and forgets the profile.
+    let profile = api.settings.browser.profiles_dir.join(&id);
+    assert!(profile.exists());
+    let d = post(
+        &api,
+        &format!("/whatsapp/accounts/{id}/disconnect"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(d["status"], "inactive", "{d}");
+    until("the device unlinked on the phone", 60, || async {
+        ctl.account(&id).await.unwrap()["link"] == "unpaired"
+    })
+    .await;
+    until("the logout job done", 60, || async {
+        let st: String = sqlx::query_scalar(
+            "SELECT state FROM queue_jobs WHERE account_id = $1::uuid AND kind = 'logout'",
+        )
+        .bind(&id)
+        .fetch_one(api.pool())
+        .await
+        .unwrap();
+        st == "completed"
+    })
+    .await;
+    assert!(!profile.exists(), "the profile is deleted");
+    let (snapshot, path): (bool, Option<String>) = sqlx::query_as(
+        "SELECT session_snapshot IS NOT NULL, session_storage_path FROM mkt_wap_accounts WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(api.pool())
+    .await
+    .unwrap();
+    assert!(!snapshot && path.is_none());
+
+    // 4. The next initialize needs a new QR.
+    let again = post(
+        &api,
+        &format!("/whatsapp/accounts/{id}/initialize"),
+        json!({}),
+    )
+    .await;
+    assert!(again["qrCode"].is_string(), "{again}");
+    assert_eq!(again["status"], "warming");
 }

@@ -346,6 +346,57 @@ async fn the_scheduler_serves_its_metrics_and_the_leader_publishes_the_database_
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert!(body.contains("courier_scheduler_lag_seconds"), "{body}");
+
+    // Leadership lost (its lock connection killed, another session takes
+    // the lock): the old leader stops publishing the database gauges at
+    // once. Before, its recorder repeated the last values for ever, next to
+    // the new leader's, doubling every sum an alert reads.
+    let mut rival = t.pool.acquire().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+               AND granted AND ((classid::int8 << 32) | objid::int8) = $1",
+        )
+        .bind(courier::scheduler::leader::LOCK_KEY)
+        .execute(&mut *rival)
+        .await
+        .unwrap();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(courier::scheduler::leader::LOCK_KEY)
+            .fetch_one(&mut *rival)
+            .await
+            .unwrap();
+        if got {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never free"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let body = loop {
+        let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if body.contains("courier_scheduler_leader 0") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler never noticed it lost leadership:\n{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    for gone in [
+        "courier_accounts",
+        "courier_messages{",
+        "courier_queue_depth",
+    ] {
+        assert!(
+            !body.lines().any(|l| l.starts_with(gone)),
+            "a former leader still publishes {gone}:\n{body}"
+        );
+    }
     child.kill().await.unwrap();
 }
 

@@ -294,6 +294,17 @@ fn tweak(s: &mut Settings) {
     b.command_timeout = Duration::from_secs(5);
     b.idle_close_after = Duration::from_secs(30);
     b.health_check_interval = Duration::from_secs(3600);
+    // The webhook receiver below listens on loopback.
+    s.webhooks.allow_cidrs = vec!["127.0.0.0/8".into()];
+}
+
+/// A webhook receiver on loopback that accepts everything; returns its URL.
+async fn webhook_receiver() -> String {
+    let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
 }
 
 async fn wait_status(
@@ -386,6 +397,18 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
     // Real work: an account logs in through the simulator's QR scan, then
     // health checks run through its browser session.
     let id = insert_account(&pool, "obs").await;
+    // Events out: a webhook subscription to the account's status changes
+    // (delivered by the worker), and an event stream held open.
+    let hook = webhook_receiver().await;
+    let (status, body) = app
+        .post_json(
+            "/v1/webhooks",
+            serde_json::json!({"url": hook, "event_types": ["account.status_changed"], "account_id": id}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    let stream = app.request(Method::GET, "/v1/events").send().await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
     ctl.create_account(&id.to_string(), None).await.unwrap();
     start_login(&pool, id).await.unwrap();
     let (_, qr) = wait_status(&pool, id, |_, qr| qr.is_some()).await;
@@ -497,6 +520,9 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
         "sum(courier_ack_latency_seconds_count{stage=\"sent_to_delivered\"}) > 0",
         "sum(courier_ack_latency_seconds_count{stage=\"delivered_to_read\"}) > 0",
         "sum(courier_messages{status=\"read\"}) == 1",
+        "sum(courier_webhook_deliveries_total{outcome=\"delivered\"}) > 0",
+        "sum(courier_webhook_delivery_latency_seconds_count) > 0",
+        "sum(courier_event_streams_open) == 1",
     ] {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -541,6 +567,7 @@ async fn every_dashboard_and_alert_query_works_against_prometheus() {
         started.elapsed().as_secs_f64()
     );
 
+    drop(stream);
     let _ = stop_tx.send(true);
     let _ = app.shutdown().await;
     let _ = scheduler.await;

@@ -119,8 +119,9 @@ fn page_view() -> impl Strategy<Value = PageView> {
         proptest::option::of("\\PC{0,60}"),
         any::<[bool; 6]>(),
         proptest::option::of("\\PC{0,20}|[0-9]{7,15}"),
+        proptest::option::of("\\PC{0,20}|[0-9]{7,20}@(c\\.us|lid)"),
     )
-        .prop_map(|(url, qr, b, phone)| PageView {
+        .prop_map(|(url, qr, b, phone, own_id)| PageView {
             url,
             qr,
             qr_exhausted: b[0],
@@ -130,6 +131,7 @@ fn page_view() -> impl Strategy<Value = PageView> {
             banned: b[4],
             logged_out: b[5],
             phone,
+            own_id,
         })
 }
 

@@ -306,7 +306,8 @@ async fn bad_rows_fail_with_the_reason_and_the_others_still_expand() {
         .execute(p)
         .await
         .unwrap();
-    let empty = schedule(p, c, NewSchedule::default()).await;
+    // A campaign that has sent nothing yet.
+    let empty = schedule(p, content(p).await, NewSchedule::default()).await;
     let empty_segment = schedule(
         p,
         c,
@@ -324,7 +325,6 @@ async fn bad_rows_fail_with_the_reason_and_the_others_still_expand() {
         (bad_cron, "invalid cron expression `61 * * * *`"),
         (bad_tz, "unknown time zone `Mars/Olympus`"),
         (no_content, "missing content"),
-        (empty, "empty target"),
         (empty_segment, "empty target"),
     ] {
         let (st, reason) = status(p, id).await;
@@ -335,11 +335,277 @@ async fn bad_rows_fail_with_the_reason_and_the_others_still_expand() {
             "{reason:?} should mention {expect}"
         );
     }
+    // No target column: the targets come from the campaign, which has sent
+    // nothing yet, so the row waits with the reason instead of failing.
+    let (st, reason) = status(p, empty).await;
+    assert_eq!(st, "scheduled");
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("waiting for targets") && reason.contains("names no recipient"),
+        "{reason}"
+    );
     let msgs: i64 = sqlx::query_scalar("SELECT count(*) FROM mkt_wap_messages")
         .fetch_one(p)
         .await
         .unwrap();
     assert_eq!(msgs, 1);
+}
+
+/// A queue worker with the recording handler (no browser), for the hold tests.
+fn start_recorder(
+    p: &PgPool,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let vars: Vec<(String, String)> = [
+        ("COURIER__QUEUE__POLL_INTERVAL", "100ms"),
+        ("COURIER__QUEUE__LEASE_HOLD", "2s"),
+        ("COURIER__BUDGET__MIN_GAP", "0s"),
+        ("COURIER__BUDGET__JITTER", "0s"),
+        ("COURIER__BUDGET__PER_MINUTE", "1000"),
+        ("COURIER__BUDGET__PER_HOUR", "10000"),
+        ("COURIER__BUDGET__PER_DAY", "100000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let s = Settings::load_from(Sources {
+        dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")),
+        vars: Some(vars),
+        ..Default::default()
+    })
+    .unwrap();
+    let handlers = courier_testkit::RecordingHandler::registry(p.clone(), Duration::ZERO)
+        .with_policy(courier::message::CLAIM_POLICY);
+    let rt = courier::queue::runtime::Runtime::new(p.clone(), &s, handlers);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        rt.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (tx, task)
+}
+
+/// (job state, attempts, job waiting reason, message status, message waiting reason)
+/// of every message of schedule `s`.
+type Held = (String, i32, Option<String>, String, Option<String>);
+
+async fn held_states(p: &PgPool, s: Uuid) -> Vec<Held> {
+    sqlx::query_as(
+        "SELECT j.state, j.attempt, j.waiting_reason, m.status, m.waiting_reason \
+         FROM mkt_wap_messages m JOIN queue_jobs j ON j.id = m.job_id \
+         WHERE m.schedule_id = $1 ORDER BY m.id",
+    )
+    .bind(s)
+    .fetch_all(p)
+    .await
+    .unwrap()
+}
+
+async fn set_campaign(p: &PgPool, campaign: Uuid, status: &str) {
+    sqlx::query("UPDATE mkt_campaigns SET status = $2 WHERE id = $1")
+        .bind(campaign)
+        .bind(status)
+        .execute(p)
+        .await
+        .unwrap();
+}
+
+async fn recorded(p: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM queue_handler_records WHERE kind = 'send'")
+        .fetch_one(p)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_paused_campaign_holds_its_schedules_and_queued_sends_and_resuming_releases_them() {
+    let t = fresh_database().await.unwrap();
+    let p = &t.pool;
+    let a = account(p, "a").await;
+    let g = groups(p, 3, &[a]).await;
+    let c = content(p).await;
+    let scheduler = Scheduler::new(p.clone(), &settings());
+
+    // Paused before its time: the schedule does not expand, and says why.
+    set_campaign(p, c.0, "paused").await;
+    let s = schedule(
+        p,
+        c,
+        NewSchedule {
+            groups: &g,
+            ..Default::default()
+        },
+    )
+    .await;
+    let report = scheduler.tick().await.unwrap();
+    assert!(report.expansions.is_empty(), "{report:?}");
+    let (st, reason) = status(p, s).await;
+    assert_eq!(st, "scheduled");
+    assert!(
+        reason.as_deref().unwrap_or("").contains("is paused"),
+        "{reason:?}"
+    );
+
+    // Resumed: it expands, and the hold's reason is gone.
+    set_campaign(p, c.0, "active").await;
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(report.holds.released, 1);
+    assert_eq!(report.expansions[0].outcome, Outcome::Expanded);
+    assert_eq!(report.expansions[0].queued, 3);
+    assert_eq!(status(p, s).await.1, None);
+
+    // Paused again with three sends queued, and a worker running: the claim's
+    // gate holds them at once, before any scheduler pass.
+    set_campaign(p, c.0, "paused").await;
+    let (stop, task) = start_recorder(p);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        recorded(p).await,
+        0,
+        "nothing of a paused campaign is claimed"
+    );
+    for (state, attempt, _, status, _) in held_states(p, s).await {
+        assert_eq!(
+            (state.as_str(), attempt, status.as_str()),
+            ("available", 0, "queued")
+        );
+    }
+
+    // The scheduler's pass parks them, with the reason on job and message:
+    // held, not failed, no attempt spent.
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(
+        (report.holds.held, report.holds.parked),
+        (1, 3),
+        "{report:?}"
+    );
+    for (state, attempt, job_reason, status, msg_reason) in held_states(p, s).await {
+        assert_eq!(
+            (state.as_str(), attempt, status.as_str()),
+            ("scheduled", 0, "queued")
+        );
+        for r in [job_reason, msg_reason] {
+            let r = r.unwrap_or_default();
+            assert!(
+                r.starts_with("held: campaign \"spring\"") && r.contains("is paused"),
+                "{r}"
+            );
+        }
+    }
+    // A second pass changes nothing.
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(
+        (report.holds.held, report.holds.parked),
+        (0, 0),
+        "{report:?}"
+    );
+
+    // Resumed: released at once and sent, each once, on its first attempt.
+    set_campaign(p, c.0, "active").await;
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(
+        (report.holds.released, report.holds.freed),
+        (1, 3),
+        "{report:?}"
+    );
+    assert_eq!(
+        wait_for(
+            p,
+            "SELECT count(*) FROM queue_handler_records WHERE kind = 'send'",
+            3,
+            Duration::from_secs(15)
+        )
+        .await,
+        3
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+    for (state, attempt, job_reason, status, msg_reason) in held_states(p, s).await {
+        assert_eq!((state.as_str(), attempt), ("completed", 1));
+        assert_eq!(
+            status, "sending",
+            "the claim's policy marked it; the recorder sends nothing"
+        );
+        assert_eq!((job_reason, msg_reason), (None, None));
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_campaign_holds_its_sends_too_and_never_fails_them() {
+    let t = fresh_database().await.unwrap();
+    let p = &t.pool;
+    let a = account(p, "a").await;
+    let g = groups(p, 2, &[a]).await;
+    let c = content(p).await;
+    let scheduler = Scheduler::new(p.clone(), &settings());
+    let s = schedule(
+        p,
+        c,
+        NewSchedule {
+            groups: &g,
+            ..Default::default()
+        },
+    )
+    .await;
+    scheduler.tick().await.unwrap();
+
+    set_campaign(p, c.0, "cancelled").await;
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(report.holds.parked, 2);
+    // A send pushed straight into the queue after the pass (another path
+    // than the scheduler's) is held by the claim as well.
+    let message: Uuid =
+        sqlx::query_scalar("SELECT id FROM mkt_wap_messages WHERE schedule_id = $1 LIMIT 1")
+            .bind(s)
+            .fetch_one(p)
+            .await
+            .unwrap();
+    let pushed = courier::queue::enqueue(
+        p,
+        &courier::queue::NewJob::new(
+            a,
+            &courier::jobs::send::SendJob {
+                message_id: message,
+            },
+        )
+        .unwrap()
+        .idempotency_key(None),
+    )
+    .await
+    .unwrap();
+    let (stop, task) = start_recorder(p);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(recorded(p).await, 0);
+    let job = courier::queue::get_job(p, pushed.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pushed.created);
+    assert_eq!(
+        (job.state_name.as_str(), job.attempt),
+        ("available", 0),
+        "held by the claim, not spent"
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+    for (state, attempt, job_reason, status, _) in held_states(p, s).await {
+        assert_eq!(
+            (state.as_str(), attempt, status.as_str()),
+            ("scheduled", 0, "queued")
+        );
+        assert!(job_reason.unwrap_or_default().contains("is cancelled"));
+    }
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM mkt_wap_messages WHERE status = 'failed'")
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!(failed, 0, "held, not failed");
 }
 
 #[tokio::test]

@@ -172,6 +172,11 @@ const ENQUEUE_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/messages/{id}/retry"),
     ("POST", "/v1/accounts/{id}/groups/discover"),
     ("POST", "/v1/groups/{id}/scrape"),
+    // The campaign system's schedules: it writes them, and pauses and
+    // resumes its own.
+    ("POST", "/v1/schedules"),
+    ("POST", "/v1/schedules/{id}/pause"),
+    ("POST", "/v1/schedules/{id}/resume"),
     ("POST", "/whatsapp/messages"),
     ("POST", "/whatsapp/messages/{id}/retry"),
     ("POST", "/whatsapp/accounts/{id}/groups/discover"),
@@ -332,63 +337,35 @@ async fn a_token_restricted_to_one_account_reaches_that_account_only() {
 
     // Enqueue bodies: another account is refused; a missing account_id is
     // its own.
-    let r = call(
-        &app,
-        &secret,
-        Method::POST,
-        "/v1/jobs",
-        Some(discover_job(&other)),
-    )
-    .await;
-    assert_forbidden("a job for another account", &r, restricted, &secret);
-    let r = call(
-        &app,
-        &secret,
-        Method::POST,
-        "/v1/messages",
-        Some(message(&other)),
-    )
-    .await;
-    assert_forbidden("a message for another account", &r, restricted, &secret);
-    let r = call(
-        &app,
-        &secret,
-        Method::POST,
-        "/v1/jobs/batch",
-        Some(json!({"jobs": [discover_job(&mine), discover_job(&other)]})),
-    )
-    .await;
-    assert_forbidden(
-        "a batch with another account's job",
-        &r,
-        restricted,
-        &secret,
-    );
-    // A job on its own account whose payload names another account's message.
-    let r = call(
-        &app,
-        &secret,
-        Method::POST,
-        "/v1/jobs",
-        Some(json!({"kind": "retry", "account_id": mine,
-                    "payload": {"message_id": other_msg, "retry_number": 1}})),
-    )
-    .await;
-    assert_forbidden(
-        "a retry job for another account's message",
-        &r,
-        restricted,
-        &secret,
-    );
-    let r = call(
-        &app,
-        &secret,
-        Method::POST,
-        &format!("/v1/messages/{other_msg}/retry"),
-        None,
-    )
-    .await;
-    assert_forbidden("another account's retry", &r, restricted, &secret);
+    let retry_other = format!("/v1/messages/{other_msg}/retry");
+    for (what, path, body) in [
+        (
+            "a job for another account",
+            "/v1/jobs",
+            Some(discover_job(&other)),
+        ),
+        (
+            "a message for another account",
+            "/v1/messages",
+            Some(message(&other)),
+        ),
+        (
+            "a batch with another account's job",
+            "/v1/jobs/batch",
+            Some(json!({"jobs": [discover_job(&mine), discover_job(&other)]})),
+        ),
+        // A job on its own account whose payload names another account's message.
+        (
+            "a retry job for another account's message",
+            "/v1/jobs",
+            Some(json!({"kind": "retry", "account_id": mine,
+                        "payload": {"message_id": other_msg, "retry_number": 1}})),
+        ),
+        ("another account's retry", retry_other.as_str(), None),
+    ] {
+        let r = call(&app, &secret, Method::POST, path, body).await;
+        assert_forbidden(what, &r, restricted, &secret);
+    }
     let (s, j) = call(
         &app,
         &secret,

@@ -193,17 +193,19 @@ async fn account(pool: &PgPool) -> Uuid {
     .unwrap()
 }
 
-/// `n` status changes of `account`, one transaction each: `n`
-/// `account.status_changed` events. Returns their positions.
+/// `n` status changes of `account` (to `starting`, then `inactive`, and so
+/// on), one transaction each: `n` `account.status_changed` events. Returns
+/// their positions.
 async fn status_changes(pool: &PgPool, account: Uuid, n: usize) -> Vec<i64> {
-    for i in 0..n {
-        let status = if i % 2 == 0 { "starting" } else { "inactive" };
-        sqlx::query("UPDATE mkt_wap_accounts SET status = $2 WHERE id = $1")
-            .bind(account)
-            .bind(status)
-            .execute(pool)
-            .await
-            .unwrap();
+    for _ in 0..n {
+        sqlx::query(
+            "UPDATE mkt_wap_accounts SET status = CASE WHEN status = 'starting' THEN 'inactive' \
+             ELSE 'starting' END WHERE id = $1",
+        )
+        .bind(account)
+        .execute(pool)
+        .await
+        .unwrap();
     }
     let mut p: Vec<i64> = sqlx::query_scalar(
         "SELECT position FROM courier_events WHERE account_id = $1 AND type = 'account.status_changed' \
@@ -914,4 +916,499 @@ async fn the_login_page_follows_its_account_s_events_through_its_signed_link() {
         .await
         .unwrap();
     assert_eq!(stolen.status(), 401);
+}
+
+// ---------------------------------------------------------------------------
+// Retention, secret rotation, disabled subscriptions.
+// ---------------------------------------------------------------------------
+
+/// Moves the events of `account` (all, or those in `positions`) back in time.
+async fn age_events(pool: &PgPool, positions: &[i64], by: &str) {
+    sqlx::query(
+        "UPDATE courier_events SET occurred_at = occurred_at - $2::interval WHERE position = ANY($1)",
+    )
+    .bind(positions)
+    .bind(by)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn event_positions(pool: &PgPool, among: &[i64]) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT position FROM courier_events WHERE position = ANY($1) ORDER BY position",
+    )
+    .bind(among)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn delivery_statuses(pool: &PgPool, sub: Uuid) -> Vec<(i64, String)> {
+    sqlx::query_as(
+        "SELECT position, status FROM webhook_deliveries WHERE subscription_id = $1 ORDER BY position",
+    )
+    .bind(sub)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn prune(app: &TestApp, tweak: impl FnOnce(&mut Settings)) -> String {
+    let mut s = app.settings.clone();
+    tweak(&mut s);
+    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    courier::maintenance::run(app.pool(), &s, courier::maintenance::Task::Prune, now)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_prunes_old_events_and_finished_deliveries_but_keeps_what_a_delivery_needs() {
+    let app = app(|s| {
+        s.webhooks.horizon = Duration::from_millis(600);
+        s.webhooks.events_retain = Duration::from_secs(3600);
+        s.webhooks.retain_delivered = Duration::from_secs(86_400);
+        s.webhooks.retain_dead = Duration::from_secs(7 * 86_400);
+        // Several statements per table: the batches are bounded.
+        s.webhooks.prune_batch = 2;
+    })
+    .await;
+    let ok = Receiver::start(Mode::Ok).await;
+    let failing = Receiver::start(Mode::Status(500)).await;
+    let down = Receiver::start(Mode::Status(503)).await;
+    let (delivered_acc, dead_acc, pending_acc, quiet_acc) = (
+        account(app.pool()).await,
+        account(app.pool()).await,
+        account(app.pool()).await,
+        account(app.pool()).await,
+    );
+    let (delivered_sub, _) = subscribe(&app, &ok.url, delivered_acc).await;
+    let (dead_sub, _) = subscribe(&app, &failing.url, dead_acc).await;
+    let worker = Worker::start(app.pool(), &app.settings).await;
+    let delivered = status_changes(app.pool(), delivered_acc, 5).await;
+    let dead = status_changes(app.pool(), dead_acc, 1).await;
+    let quiet = status_changes(app.pool(), quiet_acc, 4).await;
+    wait_for("5 deliveries", Duration::from_secs(15), || {
+        ok.accepted().len() == 5
+    })
+    .await;
+    let start = Instant::now();
+    while delivery_statuses(app.pool(), dead_sub).await[0].1 != "dead" {
+        assert!(start.elapsed() < Duration::from_secs(15), "never dead");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().await;
+    // A subscription whose endpoint is down, its delivery still retrying
+    // (no worker runs now: it stays pending).
+    let (pending_sub, _) = subscribe(&app, &down.url, pending_acc).await;
+    let pending = status_changes(app.pool(), pending_acc, 1).await;
+    let recent = status_changes(app.pool(), quiet_acc, 2).await;
+
+    // Everything but `recent` is two hours old; the log keeps one hour.
+    let old: Vec<i64> = [&delivered, &dead, &quiet, &pending]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    age_events(app.pool(), &old, "2 hours").await;
+    let line = prune(&app, |_| {}).await;
+    let all: Vec<i64> = old.iter().chain(&recent).copied().collect();
+    let left = event_positions(app.pool(), &all).await;
+    let mut want: Vec<i64> = [&dead, &pending, &recent]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    want.sort();
+    assert_eq!(
+        left, want,
+        "old events go, except a dead letter's and a pending delivery's: {line}"
+    );
+
+    assert!(line.contains("9 event(s) pruned, 2 kept"), "{line}");
+    // Deliveries are younger than their retention: all still listed, the
+    // delivered ones without their event type now.
+    assert_eq!(delivery_statuses(app.pool(), delivered_sub).await.len(), 5);
+    assert_eq!(
+        delivery_statuses(app.pool(), pending_sub).await,
+        vec![(pending[0], "pending".into())]
+    );
+
+    // A delivered delivery whose event left the log cannot be replayed; the
+    // dead letter (its event kept) can.
+    let (status, body) = app
+        .post_json(
+            &format!(
+                "/v1/webhooks/{delivered_sub}/deliveries/{}/replay",
+                delivered[0]
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("events_retain"), "{body}");
+    failing.set(Mode::Ok);
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/webhooks/{dead_sub}/deliveries/{}/replay", dead[0]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let worker = Worker::start(app.pool(), &app.settings).await;
+    wait_for("the replay", Duration::from_secs(10), || {
+        !failing.accepted().is_empty()
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(failing.accepted(), ids(&dead));
+
+    // Later: delivered rows past webhooks.retain_delivered go, and with them
+    // the replayed dead letter's hold on its event. The pending delivery and
+    // its event stay, however old.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET delivered_at = delivered_at - interval '2 days' \
+                 WHERE status = 'delivered'",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let line = prune(&app, |_| {}).await;
+    assert!(
+        line.contains("6 delivered and 0 dead webhook deliveries pruned"),
+        "{line}"
+    );
+    assert!(delivery_statuses(app.pool(), delivered_sub)
+        .await
+        .is_empty());
+    assert!(delivery_statuses(app.pool(), dead_sub).await.is_empty());
+    let mut want: Vec<i64> = [&pending, &recent].into_iter().flatten().copied().collect();
+    want.sort();
+    assert_eq!(event_positions(app.pool(), &all).await, want, "{line}");
+    assert_eq!(
+        delivery_statuses(app.pool(), pending_sub).await,
+        vec![(pending[0], "pending".into())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_go_after_their_own_retention_and_free_their_events() {
+    let app = app(|s| {
+        s.webhooks.horizon = Duration::from_millis(400);
+        s.webhooks.events_retain = Duration::from_secs(3600);
+        s.webhooks.retain_dead = Duration::from_secs(86_400);
+    })
+    .await;
+    let failing = Receiver::start(Mode::Status(500)).await;
+    let acc = account(app.pool()).await;
+    let (sub, _) = subscribe(&app, &failing.url, acc).await;
+    let worker = Worker::start(app.pool(), &app.settings).await;
+    let dead = status_changes(app.pool(), acc, 2).await;
+    let start = Instant::now();
+    while delivery_statuses(app.pool(), sub)
+        .await
+        .iter()
+        .any(|d| d.1 != "dead")
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "never dead");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().await;
+    age_events(app.pool(), &dead, "2 hours").await;
+    // Kept while the dead letters are (younger than retain_dead).
+    prune(&app, |_| {}).await;
+    assert_eq!(event_positions(app.pool(), &dead).await, dead);
+    // One dead letter past webhooks.retain_dead: it goes, and its event.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET dead_at = dead_at - interval '2 days' WHERE position = $1",
+    )
+    .bind(dead[0])
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let line = prune(&app, |_| {}).await;
+    assert!(
+        line.contains("1 event(s) pruned, 1 kept") && line.contains("0 delivered and 1 dead"),
+        "{line}"
+    );
+    assert_eq!(
+        delivery_statuses(app.pool(), sub).await,
+        vec![(dead[1], "dead".into())]
+    );
+    assert_eq!(event_positions(app.pool(), &dead).await, vec![dead[1]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_resuming_after_a_pruned_event_is_told_to_reset_then_follows_on() {
+    let app = app(|s| s.webhooks.events_retain = Duration::from_secs(3600)).await;
+    let acc = account(app.pool()).await;
+    let old = status_changes(app.pool(), acc, 3).await;
+    let kept = status_changes(app.pool(), acc, 1).await;
+    age_events(app.pool(), &old, "2 hours").await;
+    prune(&app, |_| {}).await;
+    assert_eq!(event_positions(app.pool(), &old).await, Vec::<i64>::new());
+
+    let path = format!("/v1/events?types=account.status_changed&account_id={acc}");
+    let resp = app
+        .request(reqwest::Method::GET, &path)
+        .header("last-event-id", old[1].to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(read_events(resp, 2, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = status_changes(app.pool(), acc, 1).await;
+    let got = reader.await.unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    // First the reset, naming the lost id; its own id is where the stream
+    // goes on (after the log's end), so a reconnect resumes from there.
+    let (reset_id, kind, data) = &got[0];
+    assert_eq!(kind, "reset", "{got:?}");
+    assert_eq!(data["last_event_id"], old[1]);
+    assert_eq!(data["resumed_after"], *reset_id);
+    assert!(*reset_id >= kept[0], "{got:?}");
+    assert!(
+        data["reason"].as_str().unwrap().contains("events_retain"),
+        "{data}"
+    );
+    // Then what happens next; not the retained events before the reset.
+    assert_eq!(
+        (got[1].0, got[1].1.as_str()),
+        (next[0], "account.status_changed")
+    );
+
+    // Reconnecting with the reset's id: no reset, the events after it.
+    let resp = app
+        .request(reqwest::Method::GET, &path)
+        .header("last-event-id", reset_id.to_string())
+        .send()
+        .await
+        .unwrap();
+    let again = read_events(resp, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|g| (g.0, g.1.as_str()))
+            .collect::<Vec<_>>(),
+        [(next[0], "account.status_changed")]
+    );
+    // An id that never was an event: the same reset.
+    let resp = app
+        .request(reqwest::Method::GET, &format!("{path}&after=999999999"))
+        .send()
+        .await
+        .unwrap();
+    let never = read_events(resp, 1, Duration::from_secs(5)).await;
+    assert_eq!(never[0].1, "reset");
+    assert_eq!(never[0].2["last_event_id"], 999_999_999);
+    // `after=0`: from the oldest event the log holds, no reset.
+    let resp = app
+        .request(reqwest::Method::GET, &format!("{path}&after=0"))
+        .send()
+        .await
+        .unwrap();
+    let from_start = read_events(resp, 2, Duration::from_secs(5)).await;
+    assert_eq!(
+        from_start.iter().map(|g| g.0).collect::<Vec<_>>(),
+        [kept[0], next[0]]
+    );
+}
+
+/// For each hit, whether the `standardwebhooks` library verifies it with
+/// `secret`.
+fn verifies_with(secret: &str, hits: &[Hit]) -> Vec<bool> {
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+wh = Webhook(sys.argv[1])
+out = []
+for h in json.load(sys.stdin):
+    try:
+        wh.verify(h["body"], {"webhook-id": h["id"], "webhook-timestamp": h["timestamp"], "webhook-signature": h["signature"]})
+        out.append(True)
+    except Exception:
+        out.append(False)
+print(json.dumps(out))
+"#;
+    let input: Vec<Value> = hits
+        .iter()
+        .map(|h| json!({"id": h.id, "timestamp": h.timestamp, "signature": h.signature, "body": h.body}))
+        .collect();
+    let mut child = Command::new(python_with_standardwebhooks())
+        .args(["-c", script, secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_secret_signs_beside_the_new_one_during_the_overlap_then_only_the_new_one() {
+    let app = app(|_| {}).await;
+    let recv = Receiver::start(Mode::Ok).await;
+    let acc = account(app.pool()).await;
+    let (id, old_secret) = subscribe(&app, &recv.url, acc).await;
+    let worker = Worker::start(app.pool(), &app.settings).await;
+    status_changes(app.pool(), acc, 1).await;
+    wait_for("the first delivery", Duration::from_secs(10), || {
+        recv.accepted().len() == 1
+    })
+    .await;
+
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/webhooks/{id}/rotate-secret?overlap_seconds=3"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let new_secret = body["secret"].as_str().unwrap().to_string();
+    assert!(new_secret.starts_with("whsec_") && new_secret != old_secret);
+    assert!(body["previous_secret_expires_at"].is_string(), "{body}");
+    // Shown once: neither secret is in the subscription's views.
+    let (_, one) = app.get(&format!("/v1/webhooks/{id}")).await;
+    assert!(!one.to_string().contains(&new_secret) && !one.to_string().contains(&old_secret));
+    assert_eq!(
+        one["previous_secret_expires_at"],
+        body["previous_secret_expires_at"]
+    );
+
+    // During the overlap: two signatures, either secret verifies.
+    status_changes(app.pool(), acc, 1).await;
+    wait_for(
+        "the delivery in the overlap",
+        Duration::from_secs(10),
+        || recv.accepted().len() == 2,
+    )
+    .await;
+    // After it: only the new secret.
+    let expires: chrono::DateTime<chrono::Utc> = body["previous_secret_expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(500)).await;
+    status_changes(app.pool(), acc, 1).await;
+    wait_for(
+        "the delivery after the overlap",
+        Duration::from_secs(10),
+        || recv.accepted().len() == 3,
+    )
+    .await;
+    worker.stop().await;
+
+    let hits: Vec<Hit> = recv.hits().into_iter().filter(|h| h.status < 300).collect();
+    let during: chrono::DateTime<chrono::Utc> =
+        chrono::DateTime::from_timestamp(hits[1].timestamp.parse().unwrap(), 0).unwrap();
+    assert!(
+        during < expires,
+        "the second delivery was meant to fall in the overlap"
+    );
+    assert_eq!(
+        hits[1].signature.split(' ').count(),
+        2,
+        "{}",
+        hits[1].signature
+    );
+    assert_eq!(
+        hits[2].signature.split(' ').count(),
+        1,
+        "{}",
+        hits[2].signature
+    );
+    assert_eq!(verifies_with(&old_secret, &hits), [true, true, false]);
+    assert_eq!(verifies_with(&new_secret, &hits), [false, true, true]);
+
+    // Overlap 0 (a leaked secret): the replaced one stops at once.
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/webhooks/{id}/rotate-secret?overlap_seconds=0"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["previous_secret_expires_at"], Value::Null);
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/webhooks/{id}/rotate-secret?overlap_seconds=604801"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/webhooks/{}/rotate-secret", Uuid::now_v7()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disabled_subscription_skips_new_events_and_holds_its_backlog_until_enabled() {
+    let app = app(|_| {}).await;
+    let recv = Receiver::start(Mode::Status(503)).await;
+    let acc = account(app.pool()).await;
+    let (id, _) = subscribe(&app, &recv.url, acc).await;
+    // A backlog: two events the endpoint has not taken yet.
+    let backlog = status_changes(app.pool(), acc, 2).await;
+    let path = format!("/v1/webhooks/{id}");
+    let (status, s) = app.patch_json(&path, json!({"enabled": false})).await;
+    assert_eq!(status, 200, "{s}");
+    // While disabled: events are not fanned out to it at all.
+    let skipped = status_changes(app.pool(), acc, 2).await;
+    let rows = delivery_statuses(app.pool(), id).await;
+    assert_eq!(
+        rows,
+        backlog
+            .iter()
+            .map(|p| (*p, "pending".to_string()))
+            .collect::<Vec<_>>()
+    );
+    // And nothing goes out, even with a worker and a working endpoint.
+    recv.set(Mode::Ok);
+    let worker = Worker::start(app.pool(), &app.settings).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        recv.hits().is_empty(),
+        "a disabled subscription sent {:?}",
+        recv.hits()
+    );
+    // Enabled again: the backlog goes out in order, the skipped events never;
+    // events from now on are delivered.
+    let (status, s) = app.patch_json(&path, json!({"enabled": true})).await;
+    assert_eq!(status, 200, "{s}");
+    let after = status_changes(app.pool(), acc, 1).await;
+    wait_for(
+        "the backlog and the new event",
+        Duration::from_secs(10),
+        || recv.accepted().len() >= 3,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.stop().await;
+    let want: Vec<i64> = backlog.iter().chain(&after).copied().collect();
+    assert_eq!(recv.accepted(), ids(&want));
+    assert!(recv.accepted().iter().all(|a| !ids(&skipped).contains(a)));
 }

@@ -67,6 +67,9 @@ pub enum JobKind {
     HealthCheck,
     /// Log an account in (drive the QR flow).
     Login,
+    /// Unlink an account's device: log out in WhatsApp Web, then delete
+    /// the browser profile (made by an operator's disconnect).
+    Logout,
     /// Deliver one event to one webhook subscription (runs on the
     /// subscription's queue lane, not on an account).
     Webhook,
@@ -74,13 +77,14 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every kind, for metrics and validation.
-    pub const ALL: [JobKind; 7] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::Send,
         JobKind::Discover,
         JobKind::Scrape,
         JobKind::Retry,
         JobKind::HealthCheck,
         JobKind::Login,
+        JobKind::Logout,
         JobKind::Webhook,
     ];
 
@@ -93,6 +97,7 @@ impl JobKind {
             JobKind::Retry => "retry",
             JobKind::HealthCheck => "health_check",
             JobKind::Login => "login",
+            JobKind::Logout => "logout",
             JobKind::Webhook => "webhook",
         }
     }
@@ -103,6 +108,9 @@ impl JobKind {
             JobKind::Send | JobKind::Retry => 3,
             JobKind::Discover | JobKind::Scrape => 5,
             JobKind::HealthCheck | JobKind::Login => 1,
+            // A browser that failed to start is worth another try: the
+            // device stays linked until the logout runs.
+            JobKind::Logout => 3,
             // Retries are snoozes counted by the delivery row (up to the
             // configured horizon); attempts only bound crash loops.
             JobKind::Webhook => 25,

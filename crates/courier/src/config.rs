@@ -101,6 +101,26 @@ pub struct WebhookSettings {
     /// notification (a missed NOTIFY delays an event by at most this).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Events older than this leave the log (`courier_events`), unless a
+    /// pending delivery or a dead letter still needs them. A stream resuming
+    /// after a pruned event gets `event: reset`.
+    #[serde(with = "humantime_serde")]
+    pub events_retain: Duration,
+    /// Delivered deliveries are deleted this long after delivery.
+    #[serde(with = "humantime_serde")]
+    pub retain_delivered: Duration,
+    /// Dead letters are deleted this long after they died, unless replayed
+    /// before (a replay makes them pending again).
+    #[serde(with = "humantime_serde")]
+    pub retain_dead: Duration,
+    /// Rows deleted per statement when pruning (each statement its own
+    /// short transaction).
+    pub prune_batch: u32,
+    /// After `POST /v1/webhooks/{id}/rotate-secret`, the replaced secret
+    /// keeps signing beside the new one this long (unless the call names
+    /// another overlap).
+    #[serde(with = "humantime_serde")]
+    pub rotation_overlap: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -114,6 +134,11 @@ impl Default for WebhookSettings {
             horizon: Duration::from_secs(24 * 3600),
             heartbeat: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
+            events_retain: Duration::from_secs(7 * 86_400),
+            retain_delivered: Duration::from_secs(7 * 86_400),
+            retain_dead: Duration::from_secs(30 * 86_400),
+            prune_batch: 5000,
+            rotation_overlap: Duration::from_secs(86_400),
         }
     }
 }
@@ -303,6 +328,10 @@ pub struct BrowserSettings {
     /// loopback, link-local, … Empty: public addresses only (SSRF guard).
     #[serde(default)]
     pub media_allow_cidrs: Vec<String>,
+    /// Largest session snapshot stored (packed, before sealing). A larger one
+    /// is refused with an error naming this key (the session stays in the
+    /// browser; `courier_session_snapshot_failures_total` counts it).
+    pub snapshot_max_bytes: u64,
 }
 
 /// The queue engine.
@@ -459,6 +488,26 @@ pub struct ApiSettings {
     /// for the login links it hands out; unset: from the request's `Host`.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Browser origins allowed to call the API cross-origin (CORS), such as
+    /// the seed's Next.js admin UI (`https://admin.example.com`). Exact
+    /// origins only (scheme, host, optional port); empty: no CORS headers.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+}
+
+/// `o` as an origin (`scheme://host[:port]`, http or https, nothing after
+/// it), in the form browsers send in `Origin`; `None` if it is not one.
+pub fn parse_origin(o: &str) -> Option<String> {
+    let u = url::Url::parse(o).ok()?;
+    let bare = matches!(u.scheme(), "http" | "https")
+        && u.host().is_some()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && matches!(u.path(), "" | "/")
+        && u.query().is_none()
+        && u.fragment().is_none()
+        && !o.ends_with('/');
+    bare.then(|| u.origin().ascii_serialization())
 }
 
 fn default_login_link_ttl() -> Duration {

@@ -55,6 +55,12 @@ pub const ACCOUNTS: &str = "courier_accounts";
 /// Sessions that found a WhatsApp Web build `config/wa-web.toml` does not
 /// describe (a module or method missing).
 pub const WA_WEB_UNSUPPORTED: &str = "courier_wa_web_unsupported_total";
+/// Session snapshots that were not stored, by `reason`
+/// ([`SNAPSHOT_FAILURE_REASONS`]): too large for `browser.snapshot_max_bytes`,
+/// asked of a page that is not connected and synced, or any other error.
+pub const SNAPSHOT_FAILURES: &str = "courier_session_snapshot_failures_total";
+/// Reasons of [`SNAPSHOT_FAILURES`].
+pub const SNAPSHOT_FAILURE_REASONS: [&str; 3] = ["too_large", "not_connected", "error"];
 /// 1 while this process holds an account's lease (no series otherwise).
 /// Labels: `account`.
 pub const LEASE_HELD: &str = "courier_account_lease_held";
@@ -65,8 +71,17 @@ pub const CONFIG_HEALTH_PAUSE_BELOW: &str = "courier_config_health_pause_below";
 pub const CONFIG_HEALTH_CAUTION: &str = "courier_config_health_caution";
 /// Messages by status. Labels: `status`.
 pub const MESSAGES: &str = "courier_messages";
-/// Ack latency. Labels: `stage` (sent_to_delivered, delivered_to_read).
+/// Ack latency, observed from the database by the sampler. Labels: `stage`
+/// (sent_to_delivered, delivered_to_read).
 pub const ACK_LATENCY_SECONDS: &str = "courier_ack_latency_seconds";
+/// Send outcomes and acks this worker process saw. Labels: `outcome` (sent,
+/// delivered, read, refused, not_on_whatsapp, slot_expired). A counter of its
+/// own: `courier_messages` is the sampled gauge of messages by status.
+pub const MESSAGE_OUTCOMES: &str = "courier_message_outcomes_total";
+/// Acks this worker process saw, timed from the send: `server` from the
+/// start of the attempt to the server's ack, `delivered` and `read` from
+/// `sent_at`. Labels: `ack`.
+pub const ACK_SINCE_SEND_SECONDS: &str = "courier_ack_since_send_seconds";
 /// Browser sessions by state. Labels: `state`.
 pub const BROWSER_SESSIONS: &str = "courier_browser_sessions";
 /// Browser sessions open in this worker (busy or idle), against [`BROWSER_MAX_OPEN`].
@@ -110,6 +125,12 @@ pub const WEBHOOK_DEAD_LETTERS: &str = "courier_webhook_dead_letters_total";
 /// `GET /v1/events` streams open in this process.
 pub const EVENT_STREAMS: &str = "courier_event_streams_open";
 
+/// Rows the maintenance service's `prune` task deleted. Labels: `table`
+/// (one of [`PRUNED_TABLES`]).
+pub const ROWS_PRUNED: &str = "courier_rows_pruned_total";
+/// Tables of [`ROWS_PRUNED`].
+pub const PRUNED_TABLES: [&str; 3] = ["queue_jobs", "courier_events", "webhook_deliveries"];
+
 /// Outcomes of [`WEBHOOK_DELIVERIES`].
 pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "failed", "gone", "dead"];
 
@@ -143,6 +164,12 @@ pub fn install() -> PrometheusHandle {
                         SLOW_BUCKETS,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ACK_SINCE_SEND_SECONDS.into()),
+                        SLOW_BUCKETS,
+                    )
+                })
                 .expect("bucket lists are non-empty constants");
             let handle = match builder.install_recorder() {
                 Ok(h) => h,
@@ -165,14 +192,24 @@ fn describe() {
     );
     describe_histogram!(JOB_WAIT_SECONDS, Unit::Seconds, "Runnable-to-start wait");
     describe_histogram!(JOB_RUN_SECONDS, Unit::Seconds, "Handler run time");
-    describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by kind and state");
-    describe_gauge!(ACCOUNTS, "Accounts by status (retired accounts left out)");
     describe_counter!(
         WA_WEB_UNSUPPORTED,
         "Sessions that found a WhatsApp Web build config/wa-web.toml does not describe"
     );
-    describe_gauge!(MESSAGES, "Messages by status");
+    describe_counter!(
+        SNAPSHOT_FAILURES,
+        "Session snapshots not stored, by reason (too_large, not_connected, error)"
+    );
     describe_histogram!(ACK_LATENCY_SECONDS, Unit::Seconds, "Ack latency by stage");
+    describe_counter!(
+        MESSAGE_OUTCOMES,
+        "Send outcomes and acks seen by this worker, by outcome"
+    );
+    describe_histogram!(
+        ACK_SINCE_SEND_SECONDS,
+        Unit::Seconds,
+        "Send to each ack seen by this worker, by ack"
+    );
     describe_gauge!(BROWSER_SESSIONS, "Browser sessions by state");
     describe_histogram!(
         BROWSER_COMMAND_SECONDS,
@@ -217,6 +254,10 @@ fn describe() {
     );
     describe_counter!(WEBHOOK_DEAD_LETTERS, "Webhook deliveries dead-lettered");
     describe_gauge!(EVENT_STREAMS, "Open GET /v1/events streams");
+    describe_counter!(
+        ROWS_PRUNED,
+        "Rows deleted by the retention pruning, by table"
+    );
 }
 
 static PER_ACCOUNT: AtomicBool = AtomicBool::new(true);
@@ -291,12 +332,15 @@ fn init_zero() {
         counter!(BROWSER_RESTARTS, "component" => component).increment(0);
     }
     let _ = histogram!(BROWSER_COMMAND_SECONDS, "command" => "new_session");
+    for reason in SNAPSHOT_FAILURE_REASONS {
+        counter!(SNAPSHOT_FAILURES, "reason" => reason).increment(0);
+    }
     for state in ["busy", "open", "closed"] {
         gauge!(BROWSER_SESSIONS, "state" => state).increment(0.0);
     }
     counter!(BROWSER_HIBERNATIONS).increment(0);
     let _ = histogram!(BROWSER_REOPEN_SECONDS);
-    for outcome in ["queued", "failed", "skipped"] {
+    for outcome in ["queued", "failed", "skipped", "waiting"] {
         counter!(SCHEDULER_EXPANSIONS, "outcome" => outcome).increment(0);
     }
     for outcome in WEBHOOK_OUTCOMES {
@@ -305,6 +349,9 @@ fn init_zero() {
     counter!(WEBHOOK_DEAD_LETTERS).increment(0);
     let _ = histogram!(WEBHOOK_LATENCY_SECONDS);
     gauge!(EVENT_STREAMS).increment(0.0);
+    for table in PRUNED_TABLES {
+        counter!(ROWS_PRUNED, "table" => table).increment(0);
+    }
 }
 
 /// Serves `/metrics` (unauthenticated) on `listener` until `shutdown`; the
@@ -361,6 +408,12 @@ impl SampleOptions {
 /// whole by each sample, cleared when this process stops sampling.
 #[derive(Debug, Default)]
 struct Sampled {
+    /// Messages by status.
+    messages: Vec<(&'static str, i64)>,
+    /// Accounts in service by status.
+    account_counts: Vec<(&'static str, usize)>,
+    /// Jobs by kind and state.
+    queue: Vec<(String, &'static str, i64)>,
     /// (account, health score, status), accounts in service only.
     accounts: Vec<(uuid::Uuid, i32, crate::account::AccountStatus)>,
     /// (name, value) of the `courier_config_*` gauges.
@@ -401,6 +454,29 @@ pub fn render(handle: &PrometheusHandle) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
     };
     if let Some(s) = SAMPLED.lock().expect("sampled gauges poisoned").as_ref() {
+        // Held here, not in the recorder: a process that stops sampling (a
+        // scheduler that lost leadership) stops publishing them at once,
+        // instead of repeating its last values for ever next to the new
+        // leader's.
+        gauge_header(&mut out, MESSAGES, "Messages by status");
+        for (status, n) in &s.messages {
+            let _ = writeln!(out, "{MESSAGES}{{status=\"{status}\"}} {n}");
+        }
+        gauge_header(
+            &mut out,
+            ACCOUNTS,
+            "Accounts by status (retired accounts left out)",
+        );
+        for (status, n) in &s.account_counts {
+            let _ = writeln!(out, "{ACCOUNTS}{{status=\"{status}\"}} {n}");
+        }
+        gauge_header(&mut out, QUEUE_DEPTH, "Jobs in the queue by kind and state");
+        for (kind, state, n) in &s.queue {
+            let _ = writeln!(
+                out,
+                "{QUEUE_DEPTH}{{kind=\"{kind}\",state=\"{state}\"}} {n}"
+            );
+        }
         for (name, value) in &s.config {
             gauge_header(
                 &mut out,
@@ -469,10 +545,14 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
         sqlx::query_as("SELECT status, count(*) FROM mkt_wap_messages GROUP BY status")
             .fetch_all(pool)
             .await?;
-    for status in crate::message::MessageStatus::ALL.map(crate::message::MessageStatus::as_str) {
-        let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
-        gauge!(MESSAGES, "status" => status).set(n as f64);
-    }
+    let messages = crate::message::MessageStatus::ALL
+        .map(crate::message::MessageStatus::as_str)
+        .into_iter()
+        .map(|status| {
+            let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
+            (status, n)
+        })
+        .collect();
     use crate::account::AccountStatus;
     // Retired accounts are out of the fleet: no count, no series, so nothing
     // about them can keep an alert firing. A deleted row is simply absent.
@@ -486,16 +566,20 @@ pub async fn sample_database(pool: &PgPool, opts: SampleOptions) -> Result<(), s
         .filter(|(_, status, _)| !status.is_out_of_service())
         .map(|(id, status, health)| (id, health, status))
         .collect();
-    for status in AccountStatus::ALL
+    let account_counts = AccountStatus::ALL
         .into_iter()
         .filter(|s| !s.is_out_of_service())
-    {
-        let n = accounts.iter().filter(|a| a.2 == status).count();
-        gauge!(ACCOUNTS, "status" => status.as_str()).set(n as f64);
-    }
-    sample_queue_depth(pool).await?;
+        .map(|status| {
+            let n = accounts.iter().filter(|a| a.2 == status).count();
+            (status.as_str(), n)
+        })
+        .collect();
+    let queue = sample_queue_depth(pool).await?;
     sample_ack_latency(pool).await?;
     *SAMPLED.lock().expect("sampled gauges poisoned") = Some(Sampled {
+        messages,
+        account_counts,
+        queue,
         accounts: if opts.per_account {
             accounts
         } else {
@@ -523,7 +607,9 @@ pub const JOB_STATES: [&str; 7] = [
     "cancelled",
 ];
 
-async fn sample_queue_depth(pool: &PgPool) -> Result<(), sqlx::Error> {
+async fn sample_queue_depth(
+    pool: &PgPool,
+) -> Result<Vec<(String, &'static str, i64)>, sqlx::Error> {
     let rows: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT kind, state, count(*) FROM queue_jobs GROUP BY kind, state")
             .fetch_all(pool)
@@ -537,54 +623,98 @@ async fn sample_queue_depth(pool: &PgPool) -> Result<(), sqlx::Error> {
             kinds.push(k.clone());
         }
     }
-    for kind in &kinds {
+    let mut depth = Vec::with_capacity(kinds.len() * JOB_STATES.len());
+    for kind in kinds {
         for state in JOB_STATES {
             let n = rows
                 .iter()
-                .find(|(k, s, _)| k == kind && s == state)
+                .find(|(k, s, _)| *k == kind && s == state)
                 .map_or(0, |r| r.2);
-            gauge!(QUEUE_DEPTH, "kind" => kind.clone(), "state" => state).set(n as f64);
+            depth.push((kind.clone(), state, n));
         }
     }
-    Ok(())
+    Ok(depth)
 }
 
-/// The database instant up to which acks were observed (per process).
-static ACK_WATERMARK: Mutex<Option<chrono::DateTime<chrono::Utc>>> = Mutex::new(None);
+/// Where this process's ack observation stands in the event log.
+static ACK_CURSOR: Mutex<Option<crate::events::Cursor>> = Mutex::new(None);
 
-/// Observes [`ACK_LATENCY_SECONDS`] for acks recorded since the last sample,
-/// whichever process wrote them (the first sample only sets the watermark).
+/// Acks observed per sample at most (the rest wait for the next one).
+const ACK_BATCH: i64 = 10_000;
+
+/// Observes [`ACK_LATENCY_SECONDS`] for every ack recorded since the last
+/// sample, whichever process wrote it (the first sample only finds where the
+/// log ends). Acks are read from the event log (`message.delivered`, and
+/// `message.read` at ack 3), in its commit-safe order, up to the head of the
+/// log settled when the sample starts: an ack whose transaction was still
+/// running is read by a later sample, never skipped (a time watermark did
+/// skip them: `delivered_at` is the writer's transaction start, which can
+/// fall before a sample that ran while that transaction was still open).
 /// Every process that samples observes every ack: aggregate with `max`, or
 /// run the sampler in one process (the API) as compose does.
 async fn sample_ack_latency(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let (now,): (chrono::DateTime<chrono::Utc>,) =
-        sqlx::query_as("SELECT now()").fetch_one(pool).await?;
-    let since = {
-        let mut w = ACK_WATERMARK.lock().expect("watermark poisoned");
-        let since = *w;
-        *w = Some(now);
-        since
+    let head = crate::events::head(pool).await?;
+    let after = {
+        let mut c = ACK_CURSOR.lock().expect("ack cursor poisoned");
+        match *c {
+            Some(after) => after,
+            None => {
+                *c = Some(head);
+                return Ok(());
+            }
+        }
     };
-    let Some(since) = since else { return Ok(()) };
-    let rows: Vec<(Option<f64>, Option<f64>)> = sqlx::query_as(
-        "SELECT CASE WHEN delivered_at > $1 AND delivered_at <= $2 AND sent_at IS NOT NULL \
-                     THEN extract(epoch FROM delivered_at - sent_at)::float8 END, \
-                CASE WHEN read_at > $1 AND read_at <= $2 AND delivered_at IS NOT NULL \
-                     THEN extract(epoch FROM read_at - delivered_at)::float8 END \
-         FROM mkt_wap_messages \
-         WHERE (delivered_at > $1 AND delivered_at <= $2) OR (read_at > $1 AND read_at <= $2)",
+    if head < after {
+        // Another database (restored, or a test's): start again from its end.
+        *ACK_CURSOR.lock().expect("ack cursor poisoned") = Some(head);
+        return Ok(());
+    }
+    if head == after {
+        return Ok(());
+    }
+    // Every event up to `head` is settled (its xid is below the horizon the
+    // head was read under), so the range (after, head] never changes.
+    let rows: Vec<(i64, i64, String, Option<f64>)> = sqlx::query_as(
+        "SELECT e.xid, e.position, e.type, \
+                CASE WHEN e.type = 'message.delivered' \
+                     THEN extract(epoch FROM m.delivered_at - m.sent_at)::float8 \
+                     ELSE extract(epoch FROM m.read_at - m.delivered_at)::float8 END \
+         FROM courier_events e JOIN mkt_wap_messages m ON m.id = (e.data->>'message_id')::uuid \
+         WHERE (e.xid, e.position) > ($1, $2) AND (e.xid, e.position) <= ($3, $4) \
+           AND (e.type = 'message.delivered' \
+                OR (e.type = 'message.read' AND coalesce((e.data->>'ack')::int, 3) = 3)) \
+         ORDER BY e.xid, e.position LIMIT $5",
     )
-    .bind(since)
-    .bind(now)
+    .bind(after.xid)
+    .bind(after.position)
+    .bind(head.xid)
+    .bind(head.position)
+    .bind(ACK_BATCH)
     .fetch_all(pool)
     .await?;
-    for (delivered, read) in rows {
-        if let Some(d) = delivered {
-            histogram!(ACK_LATENCY_SECONDS, "stage" => "sent_to_delivered").record(d.max(0.0));
+    let next = match rows.last() {
+        Some(&(xid, position, _, _)) if rows.len() as i64 == ACK_BATCH => {
+            crate::events::Cursor { xid, position }
         }
-        if let Some(r) = read {
-            histogram!(ACK_LATENCY_SECONDS, "stage" => "delivered_to_read").record(r.max(0.0));
+        _ => head,
+    };
+    {
+        // Two samplers in one process (a test) read the same range: only the
+        // one that moves the cursor on observes it.
+        let mut c = ACK_CURSOR.lock().expect("ack cursor poisoned");
+        if *c != Some(after) {
+            return Ok(());
         }
+        *c = Some(next);
+    }
+    for (_, _, kind, secs) in rows {
+        let Some(secs) = secs else { continue };
+        let stage = if kind == "message.delivered" {
+            "sent_to_delivered"
+        } else {
+            "delivered_to_read"
+        };
+        histogram!(ACK_LATENCY_SECONDS, "stage" => stage).record(secs.max(0.0));
     }
     Ok(())
 }

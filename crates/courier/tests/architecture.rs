@@ -489,8 +489,8 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("queue_lanes", &["queue"]),
     ("webhook_subscriptions", &["webhook"]),
     ("webhook_deliveries", &["webhook"]),
-    // Written only by the triggers of migration 0018.
-    ("courier_events", &[]),
+    // Inserted only by the triggers of migration 0018; pruned by `events`.
+    ("courier_events", &["events"]),
     ("mkt_con_schedule", &["scheduler"]),
     ("scheduler_tasks", &["maintenance"]),
     ("api_tokens", &["access"]),

@@ -105,6 +105,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_page/api/send", post(page_send))
         .route("/_page/api/qr/reload", post(page_qr_reload))
         .route("/_page/api/takeover", post(page_takeover))
+        .route("/_page/api/logout", post(page_logout))
         .route("/_page/api/participants", post(page_participants))
         .route("/_page/api/chat", post(page_chat))
         .route("/_page/api/exists", post(page_exists))
@@ -315,6 +316,19 @@ async fn page_takeover(State(sim): Sim, Json(auth): Json<PageAuth>) -> Result<Re
         .lock()
         .map_err(|_| poisoned())?
         .take_over(&auth.account)?;
+    sim.changed();
+    Ok(ok(json!({ "ok": true })))
+}
+
+/// The page's own logout (`Socket.logout()`): the device is unlinked, as
+/// the phone's linked-devices list would show; its pages go to the QR.
+async fn page_logout(State(sim): Sim, Json(auth): Json<PageAuth>) -> Result<Response, ApiError> {
+    auth.check()?;
+    page_latency(&sim, &auth.account).await;
+    sim.world
+        .lock()
+        .map_err(|_| poisoned())?
+        .logout(&auth.account)?;
     sim.changed();
     Ok(ok(json!({ "ok": true })))
 }

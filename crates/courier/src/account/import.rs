@@ -421,7 +421,7 @@ async fn import_one(
     };
     let result = copy_and_record(
         pool,
-        key,
+        key.map(|k| (k, settings.browser.snapshot_max_bytes)),
         profile,
         account,
         matched_by,
@@ -454,7 +454,7 @@ async fn import_one(
 /// `Ok(Err(problem))`: the copy is not the profile that was checked.
 async fn copy_and_record(
     pool: &PgPool,
-    key: Option<&SnapshotKey>,
+    key: Option<(&SnapshotKey, u64)>,
     profile: &LocalAuthProfile,
     account: Uuid,
     matched_by: MatchedBy,
@@ -476,15 +476,20 @@ async fn copy_and_record(
         ));
     }
     let sealed = match key {
-        Some(key) => {
-            if let Err(e) = snapshot::save(pool, key, account, profile_dir).await {
+        Some((key, max)) => match snapshot::save(pool, key, account, profile_dir, max).await {
+            Ok(_) => true,
+            // The copy logs in on this machine; only a move needs the snapshot.
+            Err(e @ snapshot::SnapshotError::TooLarge { .. }) => {
+                tracing::warn!(account_id = %account, error = %e, "imported without a snapshot");
+                false
+            }
+            Err(e) => {
                 return Ok(Err(format!(
                     "sealing the session snapshot failed: {}",
                     crate::error::chain(&e)
-                )));
+                )))
             }
-            true
-        }
+        },
         None => false,
     };
     let mut tx = pool.begin().await?;

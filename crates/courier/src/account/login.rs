@@ -114,8 +114,13 @@ pub struct PageView {
     pub banned: bool,
     /// The URL says the session was logged out (`post_logout=1`).
     pub logged_out: bool,
-    /// The own number from `last-wid-md` (fallback `last-wid`), digits only.
+    /// The own number from the phone-number id (the page's, else
+    /// `last-wid-md`, else `last-wid`), digits only. Never read from an
+    /// `@lid` id: a LID is not a phone number.
     pub phone: Option<String>,
+    /// The own WhatsApp id as the page gives it: the phone-number id, else
+    /// the `@lid` one (an account WhatsApp identifies by LID alone).
+    pub own_id: Option<String>,
 }
 
 /// Deadlines of the transient states.
@@ -250,12 +255,16 @@ impl LoginMachine {
             );
             return (Some(t), Action::Stop);
         }
-        if view.main && view.phone.is_some() {
+        if view.main && (view.phone.is_some() || view.own_id.is_some()) {
             // Ready wins over any deadline: the page is usable.
             let t = self.go(
                 LoginState::Ready,
                 now,
-                "main screen up and own number read from localStorage",
+                if view.phone.is_some() {
+                    "main screen up and own number read"
+                } else {
+                    "main screen up and own id read (a LID: no phone number known)"
+                },
             );
             return (Some(t), Action::Stop);
         }
@@ -340,7 +349,12 @@ impl LoginMachine {
 pub fn phone_from_wid(raw: &str) -> Option<String> {
     let s = raw.trim();
     let s = serde_json::from_str::<String>(s).unwrap_or_else(|_| s.trim_matches('"').to_string());
-    let user = s.split('@').next()?;
+    let (user, server) = s.split_once('@').unwrap_or((&s, "c.us"));
+    // Only a phone-number id carries the number; `@lid` (and a group, a
+    // broadcast) never does.
+    if !matches!(server, "c.us" | "s.whatsapp.net") {
+        return None;
+    }
     let digits = user.split(':').next()?;
     let ok = (7..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())
@@ -411,11 +425,12 @@ pub async fn write_qr(
     Ok(r.rows_affected() == 1)
 }
 
-/// Marks the account ready: status active, phone stored, QR cleared (fenced).
+/// Marks the account ready: status active, phone stored (when known; a
+/// LID-only account keeps the number it had), QR cleared (fenced).
 pub async fn write_ready(
     pool: &PgPool,
     lease: &Lease,
-    phone: &str,
+    phone: Option<&str>,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
@@ -423,7 +438,7 @@ pub async fn write_ready(
              status_reason = CASE WHEN status = 'paused' THEN status_reason ELSE $5 END, \
              status_changed_at = CASE WHEN status = 'active' THEN status_changed_at ELSE now() END, \
              status_deadline = NULL, qr_token = NULL, qr_expires_at = NULL, \
-             phone_number = $4, last_ready_at = now(), last_seen_at = now() \
+             phone_number = coalesce($4, phone_number), last_ready_at = now(), last_seen_at = now() \
          WHERE id = $1 AND status <> 'retired' AND EXISTS (SELECT 1 FROM account_leases l \
              WHERE l.account_id = $1 AND l.epoch = $2 AND l.owner = $3)",
     )

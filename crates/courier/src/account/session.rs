@@ -77,3 +77,16 @@ pub(crate) async fn disconnect(pool: &PgPool, account: Uuid) -> Result<(), sqlx:
     .await?;
     Ok(())
 }
+
+/// After the device was unlinked (`logout` job): the account keeps no
+/// session: no snapshot and no profile path (the profile was deleted).
+pub(crate) async fn forget(pool: &PgPool, account: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE mkt_wap_accounts SET session_snapshot = NULL, session_snapshot_at = NULL, \
+         session_storage_path = NULL WHERE id = $1",
+    )
+    .bind(account)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

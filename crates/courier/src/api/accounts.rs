@@ -55,9 +55,13 @@ pub(crate) struct Account {
     pub updated_at: DateTime<Utc>,
 }
 
+/// `daily_usage_count` is read from the budget's send log (`account_sends`,
+/// the last 24 h) rather than the column, which nothing maintains per send:
+/// the admin UI's usage bar is as current as the budget itself.
 pub(crate) const ACCOUNT_COLUMNS: &str = "id, phone_number, account_name, status, status_reason, \
     status_changed_at, status_deadline, pause_reason, paused_until, health_score, \
-    daily_usage_count, daily_usage_limit, rate_limit_config, timezone, last_ready_at, \
+    (SELECT count(*)::int4 FROM account_sends s WHERE s.account_id = mkt_wap_accounts.id \
+       AND s.sent_at > now() - interval '24 hours') AS daily_usage_count, daily_usage_limit, rate_limit_config, timezone, last_ready_at, \
     created_at, updated_at";
 
 /// Body of `POST /v1/accounts`.

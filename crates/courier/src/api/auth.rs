@@ -124,7 +124,21 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("GET", "/v1/messages", Read, Target::Query("account_id")),
     rule("GET", "/v1/messages/{id}", Read, Message),
     rule("POST", "/v1/messages/{id}/retry", Enqueue, Message),
+    // Schedules belong to campaigns, not to one account.
+    rule("GET", "/v1/schedules", Read, Global),
+    rule("POST", "/v1/schedules", Enqueue, Global),
+    rule("GET", "/v1/schedules/{id}", Read, Global),
+    rule("POST", "/v1/schedules/{id}/pause", Enqueue, Global),
+    rule("POST", "/v1/schedules/{id}/resume", Enqueue, Global),
     rule("GET", "/v1/stats", Read, Global),
+    // Contacts belong to no account: the routes cover every account.
+    rule("GET", "/v1/contacts", Read, Global),
+    rule("GET", "/v1/contacts/{id}", Read, Global),
+    rule("POST", "/v1/contacts/{id}/tags", Admin, Global),
+    rule("DELETE", "/v1/contacts/{id}/tags/{tag}", Admin, Global),
+    rule("POST", "/v1/contacts/{id}/opt-out", Admin, Global),
+    rule("POST", "/v1/contacts/{id}/opt-in", Admin, Global),
+    rule("POST", "/v1/contacts/import", Admin, Global),
     // Webhook subscriptions may cover every account: admin, unrestricted.
     rule("POST", "/v1/webhooks", Admin, Global),
     rule("GET", "/v1/webhooks", Admin, Global),
@@ -133,6 +147,7 @@ pub(crate) const ROUTES: &[Rule] = &[
     rule("DELETE", "/v1/webhooks/{id}", Admin, Global),
     rule("POST", "/v1/webhooks/{id}/test", Admin, Global),
     rule("GET", "/v1/webhooks/{id}/deliveries", Admin, Global),
+    rule("POST", "/v1/webhooks/{id}/rotate-secret", Admin, Global),
     rule(
         "POST",
         "/v1/webhooks/{id}/deliveries/{position}/replay",

@@ -403,13 +403,15 @@ fn time_zones() -> Vec<&'static str> {
 /// Adds to the JSON document what utoipa's derive cannot express.
 pub fn refine(doc: &mut Value) {
     let schemas = &mut doc["components"]["schemas"];
-    if let Some(tz) = schemas.pointer_mut("/CreateAccount/properties/timezone") {
-        let description = tz["description"].clone();
-        *tz = json!({
-            "description": description,
-            "type": ["string", "null"],
-            "enum": time_zones().into_iter().map(Value::from).chain([Value::Null]).collect::<Vec<_>>(),
-        });
+    for body in ["CreateAccount", "CreateSchedule"] {
+        if let Some(tz) = schemas.pointer_mut(&format!("/{body}/properties/timezone")) {
+            let description = tz["description"].clone();
+            *tz = json!({
+                "description": description,
+                "type": ["string", "null"],
+                "enum": time_zones().into_iter().map(Value::from).chain([Value::Null]).collect::<Vec<_>>(),
+            });
+        }
     }
     if let Some(send) = schemas.get_mut("SendMessage") {
         send["allOf"] = send_rules();

@@ -397,7 +397,9 @@ impl From<crate::webhook::WebhookError> for ApiError {
             WebhookError::Invalid { field, detail } => ApiError::invalid(field, detail),
             WebhookError::Refused { field, detail } => ApiError::conflict_on(field, detail),
             WebhookError::NotFound(what) => ApiError::NotFound(what),
-            e @ WebhookError::NotReplayable(_) => ApiError::Conflict(e.to_string()),
+            e @ (WebhookError::NotReplayable(_) | WebhookError::EventPruned(_)) => {
+                ApiError::Conflict(e.to_string())
+            }
             WebhookError::Db(e) => ApiError::Database(e),
             WebhookError::Queue(e) => e.into(),
         }

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -36,7 +36,8 @@ pub(crate) struct EventsQuery {
     pub account_id: Option<Uuid>,
     /// Only events of this campaign.
     pub campaign_id: Option<Uuid>,
-    /// Resume after this event position (as `Last-Event-ID`; the header wins).
+    /// Resume after this event position (as `Last-Event-ID`; the header
+    /// wins). 0: from the oldest event the log holds.
     #[param(minimum = 0)]
     pub after: Option<i64>,
 }
@@ -54,13 +55,24 @@ pub(crate) fn parse_types(types: Option<&str>) -> Result<Vec<EventType>, ApiErro
         .collect()
 }
 
+/// Where a stream starts, and whether the client must be told it lost its
+/// place.
+pub(crate) struct Start {
+    /// The stream continues after this.
+    pub from: Cursor,
+    /// The `Last-Event-ID` (or `?after=`) the log does not hold.
+    pub lost: Option<i64>,
+}
+
 /// Where a stream starts: after `Last-Event-ID` (or `?after=`), else at the
-/// log's current end.
+/// log's current end. An id the log does not hold (pruned after
+/// `webhooks.events_retain`, or never an event) cannot be placed: the
+/// stream starts at the log's end and says so first (`event: reset`).
 async fn start(
     state: &AppState,
     headers: &HeaderMap,
     after: Option<i64>,
-) -> Result<Cursor, ApiError> {
+) -> Result<Start, ApiError> {
     if after.is_some_and(|p| p < 0) {
         return Err(ApiError::invalid(
             "after",
@@ -82,10 +94,40 @@ async fn start(
         ),
         None => after,
     };
-    Ok(match last {
+    let from = match last {
         Some(p) => crate::events::cursor_after(&state.pool, p).await?,
-        None => crate::events::head(&state.pool).await?,
+        None => Some(crate::events::head(&state.pool).await?),
+    };
+    Ok(match from {
+        Some(from) => Start { from, lost: None },
+        None => Start {
+            from: crate::events::head(&state.pool).await?,
+            lost: last,
+        },
     })
+}
+
+/// The first frame of a stream whose `Last-Event-ID` the log does not
+/// hold. Its `id` is the event the stream continues after (so a browser
+/// that reconnects resumes from here, not from the lost id again).
+fn reset(lost: i64, from: Cursor) -> SseEvent {
+    SseEvent::default()
+        .id(from.position.to_string())
+        .event("reset")
+        .data(
+            serde_json::json!({
+                "type": "reset",
+                "last_event_id": lost,
+                "resumed_after": from.position,
+                "reason": format!(
+                    "evt_{lost} is not in the event log: it was pruned \
+                     (webhooks.events_retain) or never was an event. Events after it may \
+                     be missing from this stream: reload the state you follow, then carry \
+                     on with the events that come next"
+                ),
+            })
+            .to_string(),
+        )
 }
 
 /// The process's hub, started at the first stream.
@@ -122,24 +164,28 @@ fn to_sse(e: &Event) -> SseEvent {
         .data(e.body().to_string())
 }
 
-/// The stream of events after `from` that pass `filter`.
+/// The stream of events after `from` that pass `filter`, preceded by an
+/// `event: reset` frame when the client's `Last-Event-ID` (`lost`) was not
+/// in the log.
 pub(crate) async fn sse(
     state: &AppState,
     from: Cursor,
+    lost: Option<i64>,
     filter: Filter,
 ) -> Result<Response, ApiError> {
     let hub = hub(state).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Arc<Event>>(256);
     tokio::spawn(follow(hub, state.pool.clone(), from, filter, tx));
     let open = Open::new();
+    let first = futures::stream::iter(lost.map(|p| Ok::<_, Infallible>(reset(p, from))));
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
-        Box::pin(futures::stream::unfold(
+        Box::pin(first.chain(futures::stream::unfold(
             (rx, open),
             |(mut rx, open)| async move {
                 let e = rx.recv().await?;
                 Some((Ok(to_sse(&e)), (rx, open)))
             },
-        ));
+        )));
     Ok(Sse::new(stream)
         .keep_alive(
             KeepAlive::new()
@@ -151,13 +197,15 @@ pub(crate) async fn sse(
 
 /// Follow Courier's events live (Server-Sent Events): messages queued, sent,
 /// delivered, read, failed; account status, QR, pauses; schedule expansions.
-/// Resumable with `Last-Event-ID`; heartbeats as comment lines.
+/// Resumable with `Last-Event-ID`; heartbeats as comment lines. An id the
+/// log no longer holds (pruned after `webhooks.events_retain`) is answered
+/// with an `event: reset` frame first, then the events from now on.
 #[utoipa::path(get, path = "/v1/events", tag = "events", operation_id = "streamEvents",
     params(EventsQuery,
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "resume after this event position")),
     responses(
         (status = 200, content_type = "text/event-stream",
-         description = "`id: <position>`, `event: <type>`, `data: {id, type, timestamp, version, data}`"),
+         description = "`id: <position>`, `event: <type>`, `data: {id, type, timestamp, version, data}`; first an `event: reset` frame (`data: {type, last_event_id, resumed_after, reason}`) when `Last-Event-ID` is no longer in the log"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token lacks scope `read`"),
         (status = 422, body = ErrorBody, description = "unknown event type, bad Last-Event-ID")))]
@@ -171,6 +219,6 @@ pub(crate) async fn stream(
         account_id: q.account_id,
         campaign_id: q.campaign_id,
     };
-    let from = start(&state, &headers, q.after).await?;
-    sse(&state, from, filter).await
+    let start = start(&state, &headers, q.after).await?;
+    sse(&state, start.from, start.lost, filter).await
 }

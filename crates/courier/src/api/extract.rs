@@ -13,12 +13,17 @@ pub struct Json<T>(pub T);
 
 /// The only keys whose values may be arrays in a request body (the seed
 /// routes' camelCase spelling included).
-const ARRAY_KEYS: [&str; 5] = [
+const ARRAY_KEYS: [&str; 10] = [
     "jobs",
+    "tags",
     "recipients",
     "segment_tags",
     "segmentTags",
     "event_types",
+    "target_group_ids",
+    "target_contact_ids",
+    "target_phone_numbers",
+    "target_segment_tags",
 ];
 
 /// Refuses a body whose objects hold arrays where the document has objects:

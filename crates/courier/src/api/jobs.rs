@@ -259,6 +259,13 @@ impl EnqueueJob {
                 typed::<maintenance::HealthCheckJob>(self.account_id, &self.payload)?
             }
             JobKind::Login => typed::<maintenance::LoginJob>(self.account_id, &self.payload)?,
+            JobKind::Logout => {
+                return Err(ApiError::invalid(
+                    "kind",
+                    "logout jobs are made by POST /v1/accounts/{id}/logout, \
+                     which also stops the account's sends",
+                ))
+            }
             JobKind::Webhook => {
                 return Err(ApiError::invalid(
                     "kind",

@@ -42,6 +42,11 @@ pub struct QrState {
     pub phone_number: Option<String>,
 }
 
+/// The account's login state (the seed's QR and initialize answers).
+pub(crate) async fn qr_state_of(state: &AppState, id: Uuid) -> Result<QrState, ApiError> {
+    qr_state(state, id).await
+}
+
 async fn qr_state(state: &AppState, id: Uuid) -> Result<QrState, ApiError> {
     sqlx::query_as(
         "SELECT status, status_reason, \
@@ -136,16 +141,27 @@ pub async fn login(
 /// Disconnect: the account stops sending and must log in again (status
 /// `disconnected`, which raises no alert: a logout WhatsApp did is
 /// `logged_out`); its queued sends move to other accounts (nothing is lost).
+/// The device is unlinked too: a `logout` job logs out in WhatsApp Web
+/// through the account's browser session, then deletes the profile; the
+/// stored snapshot is cleared at once. The next login shows a QR.
 #[utoipa::path(post, path = "/v1/accounts/{id}/logout", tag = "accounts", operation_id = "logoutAccount",
     params(("id" = Uuid, Path, description = "account id")),
-    responses((status = 200, body = QrState, description = "Disconnected"),
+    responses((status = 200, body = QrState, description = "Disconnected (the unlink runs as a `logout` job)"),
         (status = 404, body = ErrorBody, description = "No such account")))]
 pub async fn logout(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<QrState>, ApiError> {
-    account_status(&state, id).await?;
+    let status = account_status(&state, id).await?;
     crate::account::session::disconnect(&state.pool, id).await?;
+    if status != "retired" {
+        // Ahead of any login enqueued after it (priority), so a new QR
+        // never shows on the profile about to be deleted.
+        let job = NewJob::new(id, &courier_jobs::maintenance::LogoutJob { account_id: id })
+            .map_err(ApiError::from)?
+            .priority(-1000);
+        enqueue_once(&state, job).await?;
+    }
     qr_state(&state, id).await.map(Json)
 }
 
@@ -245,7 +261,7 @@ pub(crate) async fn login_events(
         campaign_id: None,
     };
     let from = crate::events::head(&state.pool).await?;
-    super::events::sse(&state, from, filter).await
+    super::events::sse(&state, from, None, filter).await
 }
 
 /// The page's own links keep the signed link's query; the page is never

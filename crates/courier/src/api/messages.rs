@@ -330,7 +330,7 @@ pub(crate) struct SendResult {
     responses((status = 202, body = SendResult, description = "Queued"),
         (status = 200, body = SendResult, description = "The existing messages for the idempotency key"),
         (status = 404, body = ErrorBody, description = "The account, campaign, content or target group does not exist (`field` names it)"),
-        (status = 409, body = ErrorBody, description = "The account is banned, or the target group is unknown to the account"),
+        (status = 409, body = ErrorBody, description = "The account is banned, the target group is unknown to the account, or a recipient opted out (`field` names where; the detail names the contact)"),
         (status = 422, body = ErrorBody, description = "A field breaks the document")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -484,6 +484,30 @@ pub(crate) async fn create(
                 "channel_type",
                 format!("unknown channel `{other}`; expected group, individual or broadcast"),
             ))
+        }
+    }
+    // Opt-outs: a send to a contact who opted out is refused, naming it.
+    if body.channel_type != "group" {
+        let chats: Vec<String> = targets.iter().map(|(c, _)| c.to_string()).collect();
+        let refused = crate::directory::contacts::opted_out_chats(&state.pool, &chats).await?;
+        if let Some((chat, contact)) = refused.first() {
+            let field = match body.channel_type.as_str() {
+                "broadcast" => "recipients",
+                _ if body.target_phone.is_some() => "target_phone",
+                _ => "target_chat_id",
+            };
+            let all: Vec<&str> = refused.iter().map(|(c, _)| c.as_str()).collect();
+            return Err(ApiError::conflict_on(
+                field,
+                format!(
+                    "contact {contact} ({chat}) opted out; nothing was sent{}",
+                    if all.len() > 1 {
+                        format!(" (opted out: {})", all.join(", "))
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
         }
     }
     let channel: &'static str = match body.channel_type.as_str() {
@@ -658,7 +682,7 @@ pub(crate) async fn get(
     params(("id" = Uuid, Path, description = "message id")),
     responses((status = 202, body = MessageView, description = "A retry was enqueued"),
         (status = 404, body = ErrorBody, description = "No such message"),
-        (status = 409, body = ErrorBody, description = "The message is not failed, or its retries are used up")))]
+        (status = 409, body = ErrorBody, description = "The message is not failed, its retries are used up, or its contact opted out")))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -682,6 +706,19 @@ pub(crate) async fn retry(
         )));
     }
     let account = account.ok_or_else(|| ApiError::Conflict("the message has no account".into()))?;
+    let (chat, contact): (String, Option<Uuid>) = sqlx::query_as(
+        "SELECT target_chat_id, target_contact_id FROM mkt_wap_messages WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some((c, who)) =
+        crate::directory::contacts::opted_out_target(&mut *tx, contact, &chat).await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "contact {c} ({who}) opted out; the message is not retried"
+        )));
+    }
     let retired: bool =
         sqlx::query_scalar("SELECT status = 'retired' FROM mkt_wap_accounts WHERE id = $1")
             .bind(account)

@@ -14,6 +14,7 @@
 pub(crate) mod accounts;
 pub(crate) mod auth;
 pub(crate) mod compat;
+pub(crate) mod contacts;
 pub mod contract;
 pub mod error;
 pub(crate) mod events;
@@ -24,6 +25,7 @@ pub mod login;
 pub(crate) mod login_link;
 pub(crate) mod messages;
 pub mod runbook;
+pub(crate) mod schedules;
 pub(crate) mod stats;
 pub(crate) mod webhooks;
 
@@ -119,7 +121,7 @@ impl std::fmt::Debug for AppState {
     info(title = "Courier API", description = "Durable, budget-aware WhatsApp campaign sending."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"), (name = "webhooks"), (name = "events"))
+    tags((name = "accounts"), (name = "groups"), (name = "jobs"), (name = "messages"), (name = "stats"), (name = "schedules"), (name = "webhooks"), (name = "events"), (name = "contacts"))
 )]
 struct ApiDoc;
 
@@ -140,7 +142,8 @@ impl utoipa::Modify for BearerAuth {
                             "An API token: a named token from `courier tokens create` \
                              (`courier_…`) or the bootstrap `api.token`. Each token has scopes: \
                              `read` (every GET), `enqueue` (creating jobs, messages, retries, \
-                             discovery and scrapes; cancelling jobs) and `admin` (everything, \
+                             discovery and scrapes; cancelling jobs; creating, pausing and \
+                             resuming schedules) and `admin` (everything, \
                              including account management, log in and out, limits, group updates, \
                              QR codes and login links). A token may be restricted to one account. \
                              Missing, unknown, expired or revoked token: 401; a valid token \
@@ -175,14 +178,26 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::create, messages::list))
         .routes(routes!(messages::get))
         .routes(routes!(messages::retry))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::get))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(groups::list))
         .routes(routes!(groups::get, groups::update))
+        .routes(routes!(contacts::list))
+        .routes(routes!(contacts::get))
+        .routes(routes!(contacts::tag))
+        .routes(routes!(contacts::untag))
+        .routes(routes!(contacts::opt_out))
+        .routes(routes!(contacts::opt_in))
+        .routes(routes!(contacts::import))
         .routes(routes!(stats::get))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
         .routes(routes!(webhooks::test))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::replay))
+        .routes(routes!(webhooks::rotate_secret))
         .routes(routes!(events::stream))
 }
 
@@ -231,7 +246,8 @@ pub fn router(state: AppState) -> Router {
         )
     };
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let cors = cors(&state.settings.api.cors_origins);
+    let app = Router::new()
         .merge(protected)
         .merge(open)
         .route("/ui/accounts/{id}/login", get(login::login_page))
@@ -258,7 +274,41 @@ pub fn router(state: AppState) -> Router {
                 token = tracing::field::Empty)
             }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    // Outermost, so a browser's preflight (which carries no token) is
+    // answered before authentication and routing.
+    match cors {
+        Some(layer) => app.layer(layer),
+        None => app,
+    }
+}
+
+/// CORS for the configured origins (`api.cors_origins`): the seed's admin
+/// UI calls the `/whatsapp` routes from the browser. `None` when none is set
+/// (then no CORS header is sent, and `OPTIONS` is a 405 as before).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderValue, Method};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| crate::config::parse_origin(o))
+        .filter_map(|o| HeaderValue::from_str(&o).ok())
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {

@@ -261,7 +261,8 @@ pub(crate) async fn test(
     Path(id): Path<Uuid>,
 ) -> Result<Json<TestResult>, ApiError> {
     let sub = webhook::get(&state.pool, id).await?;
-    let secret = webhook::secret(&state.pool, id).await?;
+    let secrets = webhook::secrets(&state.pool, id).await?;
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let deliverer = crate::webhook::deliver::Deliverer::new(&state.settings.webhooks)
         .map_err(|e| ApiError::Conflict(format!("webhooks.allow_cidrs: {e}")))?;
     let event_id = format!("evt_test_{}", Uuid::now_v7().simple());
@@ -274,7 +275,7 @@ pub(crate) async fn test(
     });
     let started = Instant::now();
     let answer = deliverer
-        .post_body(&sub.url, &secret, &event_id, &body)
+        .post_body(&sub.url, &secrets, &event_id, &body)
         .await;
     Ok(Json(TestResult {
         delivered: answer.error.is_none(),
@@ -319,7 +320,9 @@ pub(crate) async fn deliveries(
 }
 
 /// Replay a dead (or delivered) delivery: it goes out again, with the same
-/// `webhook-id`, ahead of the subscription's later pending events.
+/// `webhook-id`, ahead of the subscription's later pending events. A dead
+/// letter keeps its event in the log; a delivered delivery's event may have
+/// been pruned (`webhooks.events_retain`), and then it cannot be replayed.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{position}/replay", tag = "webhooks",
     operation_id = "replayWebhookDelivery",
     params(("id" = Uuid, Path, description = "subscription id"),
@@ -328,11 +331,69 @@ pub(crate) async fn deliveries(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the token lacks scope `admin`"),
         (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "the delivery is still pending")))]
+        (status = 409, body = ErrorBody, description = "the delivery is still pending, or its event left the log (webhooks.events_retain)")))]
 pub(crate) async fn replay(
     State(state): State<AppState>,
     Path((id, position)): Path<(Uuid, i64)>,
 ) -> Result<(StatusCode, Json<Delivery>), ApiError> {
     let d = webhook::replay(&state.pool, id, position).await?;
     Ok((StatusCode::ACCEPTED, Json(d)))
+}
+
+/// Query of `POST /v1/webhooks/{id}/rotate-secret`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateQuery {
+    /// How long the replaced secret keeps signing beside the new one, in
+    /// seconds (default `webhooks.rotation_overlap`; 0: it stops at once,
+    /// for a secret that leaked; at most 7 days).
+    #[param(minimum = 0, maximum = 604800)]
+    pub overlap_seconds: Option<i64>,
+}
+
+/// A new secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RotatedSecret {
+    /// The subscription.
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    /// The new `whsec_…` secret. Shown only in this answer; never logged
+    /// nor returned again.
+    pub secret: String,
+}
+
+/// Give a subscription a new signing secret, returned this once. During the
+/// overlap (`previous_secret_expires_at`) each request carries two
+/// signatures in `webhook-signature`, one per secret, so a receiver that
+/// holds either verifies; after it, only the new secret signs.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks",
+    operation_id = "rotateWebhookSecret",
+    params(("id" = Uuid, Path, description = "subscription id"), RotateQuery),
+    responses((status = 200, body = RotatedSecret), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token lacks scope `admin`"),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "overlap_seconds out of range")))]
+pub(crate) async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(q): Query<RotateQuery>,
+) -> Result<Json<RotatedSecret>, ApiError> {
+    let overlap = match q.overlap_seconds {
+        None => state.settings.webhooks.rotation_overlap,
+        Some(s) if (0..=604_800).contains(&s) => std::time::Duration::from_secs(s as u64),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "overlap_seconds",
+                "must be between 0 and 604800 (7 days)",
+            ))
+        }
+    };
+    let rotated = webhook::rotate_secret(&state.pool, id, overlap).await?;
+    // The secrets themselves are never logged.
+    tracing::info!(subscription = %id, overlap_s = overlap.as_secs(), "webhook secret rotated");
+    Ok(Json(RotatedSecret {
+        subscription: rotated.subscription,
+        secret: rotated.secret.expose().to_string(),
+    }))
 }

@@ -101,8 +101,10 @@ pub fn find_chromium() -> Result<PathBuf, DriverError> {
         .ok_or_else(|| DriverError::NoChromium(CHROMIUM_CANDIDATES.join(", ")))
 }
 
-/// The Chromium arguments for a session on `profile`.
-pub fn chromium_args(profile: &Path, headless: bool, extra: &[String]) -> Vec<String> {
+/// The Chromium arguments for a session on `profile`; without one (a remote
+/// browser), Chromium runs on the fresh temporary profile its WebDriver
+/// makes on its own machine.
+pub fn chromium_args(profile: Option<&Path>, headless: bool, extra: &[String]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--no-sandbox",
         "--disable-gpu",
@@ -119,7 +121,9 @@ pub fn chromium_args(profile: &Path, headless: bool, extra: &[String]) -> Vec<St
     if headless {
         args.insert(0, "--headless=new".into());
     }
-    args.push(format!("--user-data-dir={}", profile.display()));
+    if let Some(profile) = profile {
+        args.push(format!("--user-data-dir={}", profile.display()));
+    }
     args.extend(extra.iter().cloned());
     args
 }
@@ -135,15 +139,18 @@ pub fn with_user_agent(extra: &[String], ua: &str) -> Vec<String> {
     args
 }
 
-/// WebDriver capabilities for a Chromium session on `profile`.
-pub fn capabilities(chromium: &Path, args: Vec<String>) -> Map<String, Value> {
+/// WebDriver capabilities for a Chromium session with `args`. `chromium` is
+/// the binary's path on the browser's machine; `None` lets that machine's
+/// WebDriver find its own (a Selenium node).
+pub fn capabilities(chromium: Option<&Path>, args: Vec<String>) -> Map<String, Value> {
     let mut caps = Map::new();
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert("pageLoadStrategy".into(), json!("none"));
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({ "binary": chromium.display().to_string(), "args": args }),
-    );
+    let mut options = json!({ "args": args });
+    if let Some(binary) = chromium {
+        options["binary"] = json!(binary.display().to_string());
+    }
+    caps.insert("goog:chromeOptions".into(), options);
     caps
 }
 
@@ -265,8 +272,12 @@ impl ChromeDriver {
     /// Opens a headless Chromium on `profile` (created by Chromium if missing).
     /// Close it with `client.close()` so the profile is flushed to disk.
     pub async fn session(&self, profile: &Path) -> Result<Client, DriverError> {
-        let args = chromium_args(profile, self.options.headless, &self.options.extra_args);
-        connect(&self.url(), capabilities(&self.chromium, args)).await
+        let args = chromium_args(
+            Some(profile),
+            self.options.headless,
+            &self.options.extra_args,
+        );
+        connect(&self.url(), capabilities(Some(&self.chromium), args)).await
     }
 }
 
@@ -289,7 +300,10 @@ mod tests {
 
     #[test]
     fn session_args_carry_the_profile_and_safety_flags() {
-        let args = chromium_args(Path::new("/tmp/p1"), true, &[]);
+        assert!(!chromium_args(None, true, &[])
+            .iter()
+            .any(|a| a.starts_with("--user-data-dir")));
+        let args = chromium_args(Some(Path::new("/tmp/p1")), true, &[]);
         assert_eq!(args[0], "--headless=new");
         let ua = "Mozilla/5.0 (X11; Linux x86_64) Chrome/136.0.0.0";
         assert_eq!(with_user_agent(&[], ua), vec![format!("--user-agent={ua}")]);
@@ -298,11 +312,13 @@ mod tests {
         assert!(with_user_agent(&[], " ").is_empty());
         assert!(args.contains(&"--no-sandbox".to_string()));
         assert!(args.contains(&"--user-data-dir=/tmp/p1".to_string()));
-        let caps = capabilities(Path::new("/usr/lib/chromium/chromium"), args);
+        let caps = capabilities(Some(Path::new("/usr/lib/chromium/chromium")), args.clone());
         assert_eq!(caps["pageLoadStrategy"], "none");
         assert_eq!(
             caps["goog:chromeOptions"]["binary"],
             "/usr/lib/chromium/chromium"
         );
+        let remote = capabilities(None, args);
+        assert!(remote["goog:chromeOptions"].get("binary").is_none());
     }
 }

@@ -20,7 +20,9 @@ struct Endpoint {
 #[derive(Debug)]
 pub(super) struct HubInner {
     remote: bool,
-    chromium: PathBuf,
+    /// The Chromium binary on the browser's machine; `None` (remote, not
+    /// configured): the node's WebDriver finds its own.
+    chromium: Option<PathBuf>,
     options: DriverOptions,
     current: watch::Sender<Option<Endpoint>>,
     pid: Mutex<Option<u32>>,
@@ -36,9 +38,11 @@ pub struct WebDriverHub {
 }
 
 impl WebDriverHub {
-    /// Uses a remote WebDriver endpoint (e.g. a Selenium Grid). Profile paths
-    /// then refer to the node's file system.
-    pub fn remote(url: &str, chromium: PathBuf, options: DriverOptions) -> Self {
+    /// Uses a remote WebDriver endpoint (e.g. a Selenium Grid). Nothing of
+    /// the worker's disk reaches the node: sessions get no profile directory
+    /// (the node's WebDriver makes a temporary one) and the Chromium binary
+    /// is named only when `chromium` is configured (a path on the node).
+    pub fn remote(url: &str, chromium: Option<PathBuf>, options: DriverOptions) -> Self {
         let (current, _) = watch::channel(Some(Endpoint {
             url: url.trim_end_matches('/').to_string(),
             generation: 0,
@@ -67,7 +71,7 @@ impl WebDriverHub {
         }));
         let inner = Arc::new(HubInner {
             remote: false,
-            chromium: first.chromium().to_path_buf(),
+            chromium: Some(first.chromium().to_path_buf()),
             options,
             current,
             pid: Mutex::new(first.pid()),
@@ -112,16 +116,20 @@ impl WebDriverHub {
             .unwrap_or(0)
     }
 
-    /// Opens a Chromium session on `profile`; returns it with the driver generation.
+    /// Opens a Chromium session on `profile` (a remote session gets none);
+    /// returns it with the driver generation.
     pub async fn open(&self, profile: &Path) -> Result<(fantoccini::Client, u64), DriverError> {
         let ep = self.endpoint().await?;
         let args = driver::chromium_args(
-            profile,
+            (!self.inner.remote).then_some(profile),
             self.inner.options.headless,
             &self.inner.options.extra_args,
         );
-        let client =
-            driver::connect(&ep.url, driver::capabilities(&self.inner.chromium, args)).await?;
+        let client = driver::connect(
+            &ep.url,
+            driver::capabilities(self.inner.chromium.as_deref(), args),
+        )
+        .await?;
         Ok((client, ep.generation))
     }
 

@@ -220,6 +220,10 @@ pub struct WhatsAppPage {
     url: String,
     timeout: Duration,
     media: MediaOptions,
+    /// Set once a command found the browser gone ([`PageError::SessionLost`]):
+    /// the pool then opens a new session instead of handing this one out (a
+    /// remote node that died has no local process to watch).
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const STATE_JS: &str = r#"
@@ -259,7 +263,22 @@ impl WhatsAppPage {
             url,
             timeout,
             media,
+            lost: Arc::default(),
         }
+    }
+
+    /// Whether a command found the browser gone.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Maps a WebDriver error, remembering a lost session.
+    fn cmd_error(&self, e: CmdError) -> PageError {
+        let e = PageError::from(e);
+        if e.is_infrastructure() {
+            self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e
     }
 
     /// The WebDriver client (escape hatch for tests and benchmarks).
@@ -288,7 +307,7 @@ impl WhatsAppPage {
         metrics::histogram!(crate::metrics::BROWSER_COMMAND_SECONDS, "command" => what)
             .record(started.elapsed().as_secs_f64());
         match r {
-            Ok(r) => r.map_err(PageError::from),
+            Ok(r) => r.map_err(|e| self.cmd_error(e)),
             Err(_) => Err(PageError::Timeout {
                 what: what.to_string(),
                 after: self.timeout,
@@ -346,11 +365,11 @@ impl WhatsAppPage {
             Err(e) => return Err(e),
         };
         let main = wa.as_ref().is_some_and(|w| w.connected && w.synced);
-        let phone = wa
+        let own_id = wa
             .as_ref()
-            .and_then(|w| w.me.as_deref())
-            .and_then(phone_from_wid)
-            .or(stored);
+            .and_then(|w| w.me.clone())
+            .filter(|id| !id.is_empty());
+        let phone = own_id.as_deref().and_then(phone_from_wid).or(stored);
         Ok(PageView {
             url,
             qr: v["qr"].as_str().map(str::to_string),
@@ -363,6 +382,7 @@ impl WhatsAppPage {
                 || wa.as_ref().is_some_and(|w| w.blocked),
             logged_out: logged_out || wa.as_ref().is_some_and(|w| w.logout),
             phone,
+            own_id,
         })
     }
 
@@ -480,8 +500,10 @@ impl WhatsAppPage {
 mod bridge;
 mod chats;
 mod send;
+mod storage;
 
 pub use bridge::{GroupSummary, WaState};
+pub use storage::{Exported, Imported, BLANK_PATH};
 
 pub use send::as_shown;
 

@@ -88,7 +88,8 @@ pub struct Storage {
     pub last_wid_md_key: String,
     /// `last-wid`: JSON-quoted `"<digits>@c.us"`.
     pub last_wid_key: String,
-    /// The simulator's session key.
+    /// The simulator's session key: the IndexedDB record (database `wawc`,
+    /// store `user`) holding its session, as the real page keeps its keys.
     pub session_key: String,
 }
 

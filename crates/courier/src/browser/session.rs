@@ -16,6 +16,14 @@
 //! worker's: no work due soon, no ack expected), and an account that needs a
 //! browser while all are open takes the least recently used idle one at
 //! once, or waits its turn, first come first served.
+//!
+//! With a remote endpoint (`browser.webdriver_url`) nothing here touches a
+//! disk the browser shares: a session gets no profile directory, and the
+//! WhatsApp Web session moves through the page instead. It is exported by
+//! script from a connected, synced page into the encrypted snapshot
+//! ([`SessionGuard::snapshot`]) and imported into the fresh browser before
+//! the app starts ([`BrowserPool::session`]), so a node that died costs no
+//! QR: the next session, on any node, comes up from the snapshot.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,9 +40,9 @@ use uuid::Uuid;
 
 use super::driver::{self, DriverError, DriverOptions};
 use super::hub::WebDriverHub;
-use super::page::{MediaOptions, PageError, WhatsAppPage};
+use super::page::{Exported, Imported, MediaOptions, PageError, WhatsAppPage};
 use super::selectors::Selectors;
-use super::snapshot::{self, SnapshotError, SnapshotKey};
+use super::snapshot::{self, Snapshot, SnapshotError, SnapshotKey};
 use super::waweb::WaWeb;
 use crate::config::BrowserSettings;
 use crate::queue::Lease;
@@ -115,6 +123,8 @@ pub struct BrowserPool {
     /// Opens waiting for a permit.
     waiting: AtomicUsize,
     idle_policy: OnceLock<Arc<dyn IdlePolicy>>,
+    /// When this process last stored each account's snapshot.
+    snapshotted: Mutex<HashMap<Uuid, Instant>>,
     stop: CancellationToken,
 }
 
@@ -164,21 +174,131 @@ impl SessionGuard {
         Ok(())
     }
 
-    /// Closes the session cleanly (flushing the profile), snapshots the
-    /// profile into Postgres, and reopens it. No-op without a session key.
+    /// Stores the session's snapshot in Postgres; returns its sealed size.
+    /// No-op without a session key.
+    ///
+    /// A local browser's session is closed cleanly (flushing the profile),
+    /// its session files are packed, and it is reopened, whatever the
+    /// outcome. A remote browser's page exports its origin's storage by
+    /// script, only while WhatsApp Web reports the session connected and
+    /// synced ([`SnapshotError::NotConnected`] otherwise); it stays open.
+    /// Either is refused over `browser.snapshot_max_bytes`
+    /// ([`SnapshotError::TooLarge`]). Every failure counts in
+    /// `courier_session_snapshot_failures_total`.
     pub async fn snapshot(&mut self) -> Result<Option<usize>, BrowserError> {
         let Some(key) = self.pool.key.clone() else {
             return Ok(None);
         };
+        let r = if self.pool.hub.is_remote() {
+            self.export_snapshot(&key).await
+        } else {
+            self.profile_snapshot(&key).await
+        };
+        match &r {
+            Ok(size) => {
+                self.pool
+                    .snapshotted
+                    .lock()
+                    .expect("snapshot times")
+                    .insert(self.account, Instant::now());
+                tracing::info!(account_id = %self.account, bytes = size, "session snapshot stored")
+            }
+            Err(e) => {
+                let reason = match e {
+                    BrowserError::Snapshot(SnapshotError::TooLarge { .. }) => "too_large",
+                    BrowserError::Snapshot(SnapshotError::NotConnected { .. }) => "not_connected",
+                    _ => "error",
+                };
+                metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "reason" => reason)
+                    .increment(1);
+                tracing::warn!(account_id = %self.account, reason, error = %crate::error::chain(e),
+                    "session snapshot not stored");
+            }
+        }
+        r.map(Some)
+    }
+
+    /// A remote browser's session changes while it runs (WhatsApp Web
+    /// rotates keys) and lives nowhere else: its snapshot is taken again
+    /// when this process stored none for the account within `max_age`. A
+    /// local browser's profile keeps the session: no-op.
+    pub async fn refresh_snapshot(
+        &mut self,
+        max_age: Duration,
+    ) -> Result<Option<usize>, BrowserError> {
+        if !self.pool.hub.is_remote() {
+            return Ok(None);
+        }
+        let recent = self
+            .pool
+            .snapshotted
+            .lock()
+            .expect("snapshot times")
+            .get(&self.account)
+            .is_some_and(|t| t.elapsed() < max_age);
+        if recent {
+            return Ok(None);
+        }
+        self.snapshot().await
+    }
+
+    async fn profile_snapshot(&mut self, key: &SnapshotKey) -> Result<usize, BrowserError> {
         if let Some(old) = self.guard.take() {
-            old.page.close().await?;
+            if let Err(e) = old.page.close().await {
+                tracing::debug!(account_id = %self.account, error = %crate::error::chain(&e),
+                    "closing the session before its snapshot failed");
+            }
         }
         let profile = self.pool.profile_dir(self.account);
-        let size = snapshot::save(&self.pool.db, &key, self.account, &profile).await?;
-        tracing::info!(account_id = %self.account, bytes = size, "session snapshot stored");
+        let saved = snapshot::save(
+            &self.pool.db,
+            key,
+            self.account,
+            &profile,
+            self.pool.settings.snapshot_max_bytes,
+        )
+        .await;
+        // The session is kept whatever became of the snapshot.
         *self.guard = Some(self.pool.open(self.account).await?);
         self.fresh = true;
-        Ok(Some(size))
+        Ok(saved?)
+    }
+
+    async fn export_snapshot(&mut self, key: &SnapshotKey) -> Result<usize, BrowserError> {
+        let max = self.pool.settings.snapshot_max_bytes;
+        let connected = |w: &super::page::WaState| {
+            (w.connected && w.synced)
+                .then_some(())
+                .ok_or_else(|| SnapshotError::NotConnected {
+                    state: w.state.clone(),
+                    synced: w.synced,
+                })
+        };
+        // `NotReady`: the modules are not even loaded (the page is starting).
+        let state = match self.wa_state().await {
+            Err(PageError::NotReady(_)) => {
+                return Err(SnapshotError::NotConnected {
+                    state: "not loaded".into(),
+                    synced: false,
+                }
+                .into())
+            }
+            other => other?,
+        };
+        connected(&state)?;
+        let dump = match self.export_storage(max).await? {
+            Exported::Dump(d) => d,
+            Exported::TooLarge(counted) => {
+                return Err(SnapshotError::TooLarge {
+                    bytes: counted,
+                    max,
+                }
+                .into())
+            }
+        };
+        // Still the same connected session once the export is read.
+        connected(&self.wa_state().await?)?;
+        Ok(snapshot::save_storage(&self.pool.db, key, self.account, &dump, max).await?)
     }
 }
 
@@ -208,27 +328,23 @@ impl BrowserPool {
             ..DriverOptions::default()
         };
         let hub = match &settings.webdriver_url {
-            Some(url) => WebDriverHub::remote(
-                url,
-                settings
-                    .chromium
-                    .clone()
-                    .map_or_else(driver::find_chromium, Ok)
-                    .unwrap_or_else(|_| PathBuf::from("chromium")),
-                options,
-            ),
+            // `browser.chromium` is a path on the node when set; unset, the
+            // node's WebDriver finds its own browser.
+            Some(url) => WebDriverHub::remote(url, settings.chromium.clone(), options),
             None => WebDriverHub::local(options, settings.restart_backoff).await?,
         };
         let key = match &settings.session_key {
             Some(k) => Some(SnapshotKey::parse(k.expose())?),
             None => None,
         };
-        snapshot::create_private_dir(&settings.profiles_dir).map_err(|source| {
-            BrowserError::Profile {
-                path: settings.profiles_dir.clone(),
-                source,
-            }
-        })?;
+        if settings.webdriver_url.is_none() {
+            snapshot::create_private_dir(&settings.profiles_dir).map_err(|source| {
+                BrowserError::Profile {
+                    path: settings.profiles_dir.clone(),
+                    source,
+                }
+            })?;
+        }
         let fetcher = crate::media::MediaFetcher::from_settings(settings)?;
         let pool = Arc::new(Self {
             hub,
@@ -242,6 +358,7 @@ impl BrowserPool {
             permits: Arc::new(Semaphore::new(settings.max_open.max(1))),
             waiting: AtomicUsize::new(0),
             idle_policy: OnceLock::new(),
+            snapshotted: Mutex::default(),
             stop: CancellationToken::new(),
         });
         pool.update_gauge();
@@ -335,12 +452,21 @@ impl BrowserPool {
         *slot.last_used.lock().expect("slot time") = Instant::now();
         let mut guard = slot.open.clone().lock_owned().await;
         let mut fresh = false;
-        let stale = guard
-            .as_ref()
-            .is_some_and(|o| !self.hub.is_remote() && o.generation != self.hub.generation());
+        let stale = guard.as_ref().is_some_and(|o| {
+            (!self.hub.is_remote() && o.generation != self.hub.generation()) || o.page.is_lost()
+        });
         if stale {
-            // Its chromedriver died: the session is gone with it.
-            guard.take();
+            // Its chromedriver (or remote node) died: the session is gone with
+            // it. A remote one is asked to end anyway (a grid keeps a session
+            // whose connection only broke until its own timeout).
+            if let Some(old) = guard.take() {
+                if self.hub.is_remote() {
+                    tokio::spawn(async move {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), old.page.close()).await;
+                    });
+                }
+            }
             metrics::counter!(crate::metrics::BROWSER_RESTARTS, "component" => "chromium")
                 .increment(1);
             tracing::warn!(account_id = %lease.account_id, "session belonged to a dead chromedriver; reopening");
@@ -392,9 +518,9 @@ impl BrowserPool {
         }
         let slot = self.slots.lock().expect("slots").get(&account)?.clone();
         let guard = slot.open.clone().try_lock_owned().ok()?;
-        let usable = guard
-            .as_ref()
-            .is_some_and(|o| self.hub.is_remote() || o.generation == self.hub.generation());
+        let usable = guard.as_ref().is_some_and(|o| {
+            (self.hub.is_remote() || o.generation == self.hub.generation()) && !o.page.is_lost()
+        });
         usable.then(|| SessionGuard {
             pool: self.clone(),
             account,
@@ -409,32 +535,51 @@ impl BrowserPool {
         self.stop.clone()
     }
 
-    /// Opens Chromium on the account's profile (restoring the snapshot into
-    /// an empty profile) and navigates to WhatsApp Web.
+    /// Opens Chromium on the account's profile and navigates to WhatsApp
+    /// Web. An empty profile first gets the account's snapshot: profile files
+    /// are restored before Chromium starts; an export from a page is imported
+    /// through the page before the app starts. A remote browser has no
+    /// profile on this machine: it always starts empty, and only a page
+    /// export can bring its session.
     async fn open(&self, account: Uuid) -> Result<Open, BrowserError> {
+        let remote = self.hub.is_remote();
         let profile = self.profile_dir(account);
-        let perr = |source| BrowserError::Profile {
-            path: profile.clone(),
-            source,
-        };
-        snapshot::create_private_dir(&profile).map_err(perr)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o700))
-                .map_err(perr)?;
-        }
-        if !self.hub.is_remote() {
+        let mut import = None;
+        if remote {
+            if let Some(key) = &self.key {
+                match snapshot::load(&self.db, key, account).await? {
+                    Some(Snapshot::Storage(dump)) => import = Some(dump),
+                    Some(Snapshot::Files(_)) => return Err(SnapshotError::FilesOnRemote.into()),
+                    None => {}
+                }
+            }
+        } else {
+            let perr = |source| BrowserError::Profile {
+                path: profile.clone(),
+                source,
+            };
+            snapshot::create_private_dir(&profile).map_err(perr)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o700))
+                    .map_err(perr)?;
+            }
             clear_stale_lock(&profile).await;
             repair_profile(&profile);
-        }
-        let permit = self.browser_permit(account).await?;
-        if let Some(key) = &self.key {
-            if snapshot::profile_is_empty(&profile)
-                && snapshot::restore(&self.db, key, account, &profile).await?
-            {
-                tracing::info!(account_id = %account, "restored the session snapshot into an empty profile");
+            if let Some(key) = &self.key {
+                if snapshot::profile_is_empty(&profile) {
+                    match snapshot::load(&self.db, key, account).await? {
+                        Some(Snapshot::Files(files)) => {
+                            snapshot::restore_files(&profile, &files)?;
+                            tracing::info!(account_id = %account, "restored the session snapshot into an empty profile");
+                        }
+                        Some(Snapshot::Storage(dump)) => import = Some(dump),
+                        None => {}
+                    }
+                }
             }
         }
+        let permit = self.browser_permit(account).await?;
         let started = Instant::now();
         let (client, generation) = self.hub.open(&profile).await?;
         metrics::histogram!(crate::metrics::BROWSER_COMMAND_SECONDS, "command" => "new_session")
@@ -450,9 +595,39 @@ impl BrowserPool {
                 fetcher: self.fetcher.clone(),
             },
         );
-        page.open().await?;
-        crate::account::session::record_storage_path(&self.db, account, &profile.to_string_lossy())
+        if let Some(dump) = import {
+            match page.import_storage(&dump).await {
+                Ok(Imported::Done {
+                    databases,
+                    records,
+                    keys,
+                }) => {
+                    tracing::info!(account_id = %account, databases, records, keys,
+                        "imported the session snapshot into the browser before starting WhatsApp Web");
+                }
+                failed => {
+                    // A session on a grid is not given back by dropping it.
+                    let _ = page.clone().close().await;
+                    return Err(match failed {
+                        Ok(Imported::NotEmpty(what)) => SnapshotError::OriginNotEmpty(what).into(),
+                        Err(e) => e.into(),
+                        Ok(Imported::Done { .. }) => unreachable!("matched above"),
+                    });
+                }
+            }
+        }
+        if let Err(e) = page.open().await {
+            let _ = page.clone().close().await;
+            return Err(e.into());
+        }
+        if !remote {
+            crate::account::session::record_storage_path(
+                &self.db,
+                account,
+                &profile.to_string_lossy(),
+            )
             .await?;
+        }
         self.update_gauge();
         Ok(Open {
             page,
@@ -584,6 +759,22 @@ impl BrowserPool {
             }
         }
         self.update_gauge();
+    }
+
+    /// Forgets the account's browser profile: closes its session, then
+    /// deletes the profile directory (the next session starts empty and
+    /// needs a QR). A profile already gone is fine.
+    pub async fn delete_profile(&self, account: Uuid) -> Result<(), BrowserError> {
+        self.close(account).await;
+        let profile = self.profile_dir(account);
+        match tokio::fs::remove_dir_all(&profile).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(BrowserError::Profile {
+                path: profile,
+                source,
+            }),
+        }
     }
 
     /// Closes every session cleanly and stops chromedriver.

@@ -12,6 +12,14 @@
 //! Take snapshots only from a closed (flushed) profile: Chromium writes
 //! localStorage lazily.
 //!
+//! Two kinds share the sealing: profile files (`CSNAP1`, a local browser,
+//! whose profile directory is on the worker's disk) and the WhatsApp Web
+//! origin's storage as the page exported it by script (`CSTOR1`: its
+//! IndexedDB databases and localStorage as JSON, see `page/storage.js`), the
+//! only kind a remote browser (`browser.webdriver_url`) can give or take,
+//! since its disk is not the worker's. Either is refused over
+//! `browser.snapshot_max_bytes` ([`check_size`]).
+//!
 //! This file is the format (pack, seal, open, restore files) and imports
 //! nothing of the crate, so the configuration can check a key with it;
 //! [`save`] and [`restore`] (in `store`) move a snapshot between a profile
@@ -26,12 +34,13 @@ use uuid::Uuid;
 
 mod store;
 
-pub use self::store::{restore, save};
+pub use self::store::{load, restore, save, save_storage};
 
 /// The profile subdirectories that hold the session.
 pub const SESSION_DIRS: &[&str] = &["Default/Local Storage", "Default/IndexedDB"];
 
 const MAGIC: &[u8; 6] = b"CSNAP1";
+const STORAGE_MAGIC: &[u8; 6] = b"CSTOR1";
 const NONCE_LEN: usize = 24;
 
 /// Errors packing, sealing, opening or restoring a snapshot.
@@ -62,6 +71,65 @@ pub enum SnapshotError {
     /// A query failed.
     #[error("session snapshot query")]
     Db(#[from] sqlx::Error),
+    /// The snapshot is over `browser.snapshot_max_bytes`; nothing was stored.
+    #[error("session snapshot is {bytes} bytes, over browser.snapshot_max_bytes ({max}); not stored: the session stays in the open browser (and its profile), but another browser would need a QR until a snapshot fits")]
+    TooLarge {
+        /// The packed size (or the size counted so far when the page stopped).
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Export was asked of a page whose session is not connected and synced
+    /// (mid-login, loading, a fault screen): its storage may hold a half-made
+    /// session, so it is never snapshotted.
+    #[error("refusing to snapshot a session that is not CONNECTED and synced (WhatsApp Web state {state}, synced: {synced}); only a connected, synced session is exported")]
+    NotConnected {
+        /// `Socket.state`.
+        state: String,
+        /// `hasSynced`.
+        synced: bool,
+    },
+    /// The stored snapshot holds profile files, which a remote browser cannot load.
+    #[error("the stored session snapshot holds profile files (taken by a worker without browser.webdriver_url); a remote browser loads only a snapshot exported from the page: log the account in once through the remote browser")]
+    FilesOnRemote,
+    /// The page's origin already holds storage: importing would mix two sessions.
+    #[error("the browser already holds WhatsApp Web storage ({0}); refusing to import the snapshot over it")]
+    OriginNotEmpty(String),
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Snapshot {
+    /// The session files of a profile directory.
+    Files(Vec<SnapshotFile>),
+    /// The origin's storage as the page exported it: JSON, see `page/storage.js`.
+    Storage(Vec<u8>),
+}
+
+/// Refuses `bytes` over `max` with [`SnapshotError::TooLarge`].
+pub fn check_size(bytes: usize, max: u64) -> Result<(), SnapshotError> {
+    let bytes = bytes as u64;
+    if bytes > max {
+        return Err(SnapshotError::TooLarge { bytes, max });
+    }
+    Ok(())
+}
+
+/// Packs an exported origin storage (JSON) for sealing.
+pub fn pack_storage(json: &[u8]) -> Vec<u8> {
+    let mut out = STORAGE_MAGIC.to_vec();
+    out.extend_from_slice(json);
+    out
+}
+
+/// Unpacks either kind.
+pub fn unpack_any(buf: &[u8]) -> Result<Snapshot, SnapshotError> {
+    if let Some(json) = buf.strip_prefix(STORAGE_MAGIC) {
+        serde_json::from_slice::<serde_json::Value>(json)
+            .map_err(|_| SnapshotError::Malformed("the storage export is not JSON"))?;
+        return Ok(Snapshot::Storage(json.to_vec()));
+    }
+    unpack(buf).map(Snapshot::Files)
 }
 
 /// The snapshot key (from `browser.session_key`).
@@ -321,6 +389,33 @@ mod tests {
             assert!(unpack(&buf).is_err(), "{bad}");
         }
         assert!(unpack(b"CSNAP1\x05\x00").is_err());
+    }
+
+    #[test]
+    fn storage_exports_round_trip_and_sizes_over_the_limit_are_refused() {
+        let json = br#"{"origin":"https://web.whatsapp.com","localStorage":{"last-wid-md":"\"1:2@c.us\""},"indexedDB":[]}"#;
+        let key = SnapshotKey::random();
+        let account = Uuid::new_v4();
+        let sealed = seal(&key, account, &pack_storage(json));
+        assert_eq!(
+            unpack_any(&open(&key, account, &sealed).unwrap()).unwrap(),
+            Snapshot::Storage(json.to_vec())
+        );
+        assert!(matches!(
+            unpack_any(&pack(&[])).unwrap(),
+            Snapshot::Files(f) if f.is_empty()
+        ));
+        assert!(unpack_any(b"CSTOR1{not json").is_err());
+        check_size(100, 100).unwrap();
+        let e = check_size(101, 100).unwrap_err();
+        assert!(matches!(
+            e,
+            SnapshotError::TooLarge {
+                bytes: 101,
+                max: 100
+            }
+        ));
+        assert!(e.to_string().contains("browser.snapshot_max_bytes"), "{e}");
     }
 
     #[test]

@@ -129,3 +129,50 @@ fn login_link_settings_are_validated_with_the_key_named() {
         }
     }
 }
+
+#[test]
+fn a_remote_browser_needs_a_session_key_and_snapshots_a_positive_limit() {
+    let url = ("COURIER__BROWSER__WEBDRIVER_URL", "http://grid:4444/wd/hub");
+    let err = crate::error::chain(&load(&[url]).unwrap_err());
+    assert!(
+        err.contains("browser.session_key") && err.contains("webdriver_url"),
+        "{err}"
+    );
+    let key = ("COURIER__BROWSER__SESSION_KEY", "ab".repeat(32));
+    let s = load(&[url, (key.0, key.1.as_str())]).unwrap();
+    assert_eq!(s.browser.snapshot_max_bytes, 64 << 20);
+    let err = crate::error::chain(
+        &load(&[("COURIER__BROWSER__WEBDRIVER_URL", "grid:4444")]).unwrap_err(),
+    );
+    assert!(err.contains("browser.webdriver_url"), "{err}");
+    let err =
+        crate::error::chain(&load(&[("COURIER__BROWSER__SNAPSHOT_MAX_BYTES", "0")]).unwrap_err());
+    assert!(err.contains("browser.snapshot_max_bytes"), "{err}");
+}
+
+#[test]
+fn retention_and_rotation_settings_are_validated_with_the_key_named() {
+    let d = Settings::defaults().webhooks;
+    assert_eq!(d.events_retain, std::time::Duration::from_secs(7 * 86_400));
+    assert_eq!(d.retain_dead, std::time::Duration::from_secs(30 * 86_400));
+    assert_eq!(d.prune_batch, 5000);
+    let refused = |tweak: fn(&mut Settings), key: &str| {
+        let mut s = Settings::defaults();
+        tweak(&mut s);
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    };
+    refused(
+        |s| s.webhooks.events_retain = std::time::Duration::ZERO,
+        "webhooks.events_retain",
+    );
+    refused(
+        |s| s.webhooks.retain_delivered = std::time::Duration::ZERO,
+        "webhooks.retain_delivered",
+    );
+    refused(|s| s.webhooks.prune_batch = 0, "webhooks.prune_batch");
+    refused(
+        |s| s.webhooks.rotation_overlap = std::time::Duration::from_secs(8 * 86_400),
+        "webhooks.rotation_overlap",
+    );
+}

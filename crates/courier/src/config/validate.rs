@@ -54,6 +54,9 @@ impl Settings {
             ("webhooks.horizon", self.webhooks.horizon),
             ("webhooks.heartbeat", self.webhooks.heartbeat),
             ("webhooks.poll_interval", self.webhooks.poll_interval),
+            ("webhooks.events_retain", self.webhooks.events_retain),
+            ("webhooks.retain_delivered", self.webhooks.retain_delivered),
+            ("webhooks.retain_dead", self.webhooks.retain_dead),
         ] {
             if d.is_zero() {
                 return invalid(key, "must be more than zero");
@@ -64,6 +67,12 @@ impl Settings {
                 "webhooks.backoff_max",
                 "must be at least webhooks.backoff_base",
             );
+        }
+        if !(1..=100_000).contains(&self.webhooks.prune_batch) {
+            return invalid("webhooks.prune_batch", "must be between 1 and 100000");
+        }
+        if self.webhooks.rotation_overlap > Duration::from_secs(7 * 86_400) {
+            return invalid("webhooks.rotation_overlap", "must be at most 7d");
         }
         if self.webhooks.max_response_bytes == 0 {
             return invalid("webhooks.max_response_bytes", "must be at least 1");
@@ -85,6 +94,17 @@ impl Settings {
                     "api.public_url",
                     "must be an http(s) URL without query or fragment, such as https://courier.example.com",
                 );
+            }
+        }
+        for o in &self.api.cors_origins {
+            if crate::config::parse_origin(o).is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "api.cors_origins",
+                    problem: format!(
+                        "`{o}` is not an origin: expected scheme://host[:port] with http or https \
+                         and nothing after it, such as https://admin.example.com"
+                    ),
+                });
             }
         }
         if self.delivery.max_attempts < 1 {
@@ -115,6 +135,21 @@ impl Settings {
                     "must be 32 bytes written as 64 hex characters",
                 );
             }
+        }
+        if let Some(url) = &self.browser.webdriver_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return invalid("browser.webdriver_url", "must be an http(s) URL");
+            }
+            if self.browser.session_key.is_none() {
+                return invalid(
+                    "browser.session_key",
+                    "must be set when browser.webdriver_url is: a remote browser keeps no \
+                     profile on the worker, so the session lives only in the encrypted snapshot",
+                );
+            }
+        }
+        if self.browser.snapshot_max_bytes == 0 {
+            return invalid("browser.snapshot_max_bytes", "must be at least 1");
         }
         if !self.browser.page_url.starts_with("http://")
             && !self.browser.page_url.starts_with("https://")

@@ -8,6 +8,8 @@
 //! and recomputes the denormalised `group_memberships` / `scraped_from_groups`.
 //! A rerun updates in place; departed members lose the membership.
 
+pub(crate) mod contacts;
+
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 

@@ -4,13 +4,19 @@
 //!
 //! The log is fed by triggers in the transaction of each change (message
 //! events, account status and QR, schedule expansions), so it holds an event
-//! exactly when its change committed. Nothing in Rust writes it.
+//! exactly when its change committed. Nothing in Rust inserts into it; only
+//! [`prune`] deletes from it.
 //!
 //! Order: readers read only events whose transaction is older than every
 //! transaction still running, in (transaction, position) order
 //! ([`read_after`]). Every event that becomes readable later sorts after
 //! every event read before, so resuming after an event (its [`Cursor`])
 //! misses nothing and repeats nothing.
+//!
+//! Retention: the maintenance service's `prune` task deletes events older
+//! than `webhooks.events_retain` that no delivery still needs ([`prune`]);
+//! a reader that asks to resume after an event the log no longer holds is
+//! told so ([`cursor_after`] answers `None`).
 
 pub mod stream;
 
@@ -224,18 +230,94 @@ pub async fn unsettled_after(pool: &PgPool, after: Cursor) -> Result<bool, sqlx:
     .await
 }
 
-/// The cursor just after event `position` (a client's `Last-Event-ID`).
-/// An event pruned from the log resumes after every event with a lower
-/// position and a transaction no newer than the oldest left.
-pub async fn cursor_after(pool: &PgPool, position: i64) -> Result<Cursor, sqlx::Error> {
+/// The cursor just after event `position` (a client's `Last-Event-ID`), or
+/// `None` when the log does not hold that event: it was pruned
+/// ([`prune`]), or it never was an event (a client's guess, a position a
+/// rolled-back transaction took). Its place in the log's order is then
+/// unknown, and so is what the client missed: the caller says so
+/// (`/v1/events` sends `event: reset`) rather than guessing. Position 0
+/// stands before every event: the oldest the log holds comes first.
+pub async fn cursor_after(pool: &PgPool, position: i64) -> Result<Option<Cursor>, sqlx::Error> {
+    if position == 0 {
+        return Ok(Some(Cursor::default()));
+    }
     let xid: Option<i64> = sqlx::query_scalar("SELECT xid FROM courier_events WHERE position = $1")
         .bind(position)
         .fetch_optional(pool)
         .await?;
-    Ok(Cursor {
-        xid: xid.unwrap_or(0),
-        position: if xid.is_some() { position } else { 0 },
-    })
+    Ok(xid.map(|xid| Cursor { xid, position }))
+}
+
+/// What one [`prune`] run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events deleted.
+    pub deleted: u64,
+    /// Events past the retention kept because `keep` said so.
+    pub kept: u64,
+    /// Statements run.
+    pub batches: u32,
+    /// Stopped at the time budget with old events left (the next run goes on).
+    pub budget_spent: bool,
+}
+
+/// Deletes events that occurred before `cutoff`, except those for which the
+/// SQL condition `keep` (over the event row `e`) holds: the webhook module's
+/// "a delivery still needs it". In statements of at most `batch` events,
+/// each its own short transaction, oldest first, until none is left or
+/// `budget` has passed. A row another transaction holds locked (a replay
+/// taking it) is skipped, left for the next run.
+pub async fn prune(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    keep: &str,
+    batch: i64,
+    budget: std::time::Duration,
+) -> Result<Pruned, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let mut out = Pruned::default();
+    // Keyset over (occurred_at, position): each statement starts where the
+    // last one stopped, so events kept are read once per run, not per batch.
+    // (Every event occurred after 1970: Courier's clocks are the database's.)
+    let mut after: (DateTime<Utc>, i64) = (DateTime::<Utc>::UNIX_EPOCH, 0);
+    loop {
+        let (scanned, deleted, last_at, last_pos): (i64, i64, Option<DateTime<Utc>>, Option<i64>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "WITH scan AS ( \
+                     SELECT position, occurred_at FROM courier_events \
+                     WHERE occurred_at < $1 AND (occurred_at, position) > ($2, $3) \
+                     ORDER BY occurred_at, position LIMIT $4), \
+                 doomed AS ( \
+                     SELECT e.position FROM courier_events e JOIN scan USING (position) \
+                     WHERE NOT ({keep}) FOR UPDATE OF e SKIP LOCKED), \
+                 gone AS ( \
+                     DELETE FROM courier_events e USING doomed d WHERE e.position = d.position \
+                     RETURNING 1) \
+                 SELECT (SELECT count(*) FROM scan), (SELECT count(*) FROM gone), l.occurred_at, l.position \
+                 FROM (SELECT 1) one LEFT JOIN LATERAL ( \
+                     SELECT occurred_at, position FROM scan \
+                     ORDER BY occurred_at DESC, position DESC LIMIT 1) l ON true"
+            )))
+            .bind(cutoff)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(batch)
+            .fetch_one(pool)
+            .await?;
+        out.batches += 1;
+        out.deleted += deleted as u64;
+        out.kept += (scanned - deleted) as u64;
+        if scanned < batch {
+            return Ok(out);
+        }
+        if let (Some(at), Some(pos)) = (last_at, last_pos) {
+            after = (at, pos);
+        }
+        if started.elapsed() >= budget {
+            out.budget_spent = true;
+            return Ok(out);
+        }
+    }
 }
 
 /// The cursor after every readable event (a reader that starts "now").

@@ -8,7 +8,7 @@
 //! | `discover` | a `discover` job (group rediscovery) for every active account |
 //! | `sweep` | messages whose job was discarded without an outcome become `failed`; failed messages still retryable get a `retry` job |
 //! | `reap` | timed pauses that ended resume; login statuses past their `status_deadline` (+5 s) move on by the login machine's one rule ([`crate::account::login::LoginState::on_deadline`]), with the reason |
-//! | `prune` | finished jobs past `queue.retention`, and the old send log, are deleted |
+//! | `prune` | finished jobs past `queue.retention`, the old send log, delivered webhook deliveries past `webhooks.retain_delivered`, dead letters past `webhooks.retain_dead`, replaced secrets past their overlap, and events past `webhooks.events_retain` that no pending delivery or dead letter needs, are deleted ([`prune`]) |
 //! | `reassign` | queued sends leave unavailable accounts; pending messages get one |
 //!
 //! The tasks choose what to change and when; the rows change through their
@@ -48,6 +48,9 @@ pub enum MaintenanceError {
     /// Resuming expired pauses failed.
     #[error("resuming expired pauses")]
     Health(#[from] health::HealthError),
+    /// Pruning webhook deliveries failed.
+    #[error("pruning webhook deliveries")]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 /// The maintenance tasks.
@@ -223,8 +226,10 @@ pub async fn run(
         }
         Task::Prune => {
             let jobs = store::prune(pool, settings.queue.retention, 10_000).await?;
+            metrics::counter!(crate::metrics::ROWS_PRUNED, "table" => "queue_jobs").increment(jobs);
             let sends = store::prune_send_log(pool).await?;
-            format!("{jobs} finished job(s) and {sends} send-log row(s) pruned")
+            let events = prune(pool, settings, now).await?;
+            format!("{jobs} finished job(s) and {sends} send-log row(s) pruned; {events}")
         }
         Task::Reassign => {
             let r = reassign::reassign(pool, settings).await?;
@@ -243,6 +248,98 @@ pub async fn run(
             )
         }
     })
+}
+
+/// Longest a run spends on each retention table; what is left waits for the
+/// next run (`scheduler.prune_interval`). The scheduler's tick runs the
+/// maintenance service, so a huge backlog must not hold it.
+pub const PRUNE_BUDGET: Duration = Duration::from_secs(5);
+
+/// Retention of the event log and the webhook deliveries (docs/webhooks.md):
+///
+/// 1. delivered deliveries older than `webhooks.retain_delivered` (by
+///    `delivered_at`) and dead letters older than `webhooks.retain_dead` (by
+///    `dead_at`) go; a pending delivery never does;
+/// 2. replaced secrets whose overlap ended are forgotten;
+/// 3. events older than `webhooks.events_retain` go, except those a pending
+///    delivery or a dead letter still needs ([`crate::webhook::HOLDS_EVENT`]).
+///
+/// Every statement deletes at most `webhooks.prune_batch` rows in its own
+/// transaction; each table gets [`PRUNE_BUDGET`] per run. Returns the
+/// summary line; logs progress and counts [`crate::metrics::ROWS_PRUNED`].
+pub async fn prune(
+    pool: &PgPool,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<String, MaintenanceError> {
+    use crate::webhook::{self, Finished};
+    let w = &settings.webhooks;
+    let batch = i64::from(w.prune_batch);
+    let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let mut deliveries = [(0u64, 0u32, false); 2];
+    for (slot, (which, keep)) in [
+        (Finished::Delivered, w.retain_delivered),
+        (Finished::Dead, w.retain_dead),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let started = std::time::Instant::now();
+        let r = webhook::prune(pool, which, ago(keep), batch, PRUNE_BUDGET).await?;
+        metrics::counter!(crate::metrics::ROWS_PRUNED, "table" => "webhook_deliveries")
+            .increment(r.0);
+        if r.0 > 0 {
+            tracing::info!(
+                status = which.as_str(),
+                deleted = r.0,
+                batches = r.1,
+                budget_spent = r.2,
+                took_ms = started.elapsed().as_millis() as u64,
+                "pruned webhook deliveries"
+            );
+        }
+        deliveries[slot] = r;
+    }
+    let secrets = webhook::forget_expired_secrets(pool).await?;
+    let started = std::time::Instant::now();
+    let ev = crate::events::prune(
+        pool,
+        ago(w.events_retain),
+        webhook::HOLDS_EVENT,
+        batch,
+        PRUNE_BUDGET,
+    )
+    .await?;
+    metrics::counter!(crate::metrics::ROWS_PRUNED, "table" => "courier_events")
+        .increment(ev.deleted);
+    if ev.deleted > 0 || ev.kept > 0 {
+        tracing::info!(
+            deleted = ev.deleted,
+            kept_for_deliveries = ev.kept,
+            batches = ev.batches,
+            budget_spent = ev.budget_spent,
+            took_ms = started.elapsed().as_millis() as u64,
+            "pruned the event log"
+        );
+    }
+    let more = |spent: bool| {
+        if spent {
+            " (time budget spent; more next run)"
+        } else {
+            ""
+        }
+    };
+    Ok(format!(
+        "{} event(s) pruned, {} kept for pending deliveries or dead letters{}; \
+         {} delivered and {} dead webhook deliveries pruned{}{}; {secrets} replaced secret(s) forgotten",
+        ev.deleted,
+        ev.kept,
+        more(ev.budget_spent),
+        deliveries[0].0,
+        deliveries[1].0,
+        more(deliveries[0].2),
+        more(deliveries[1].2),
+    ))
 }
 
 /// Enqueues one job per account in `statuses` that has no such job waiting or

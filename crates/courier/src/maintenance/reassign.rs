@@ -201,16 +201,21 @@ pub async fn assign_pending(pool: &PgPool, settings: &Settings) -> Result<usize,
         Option<Uuid>,
         Option<Uuid>,
         Option<String>,
-    )> = sqlx::query_as(
+    )> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT m.id, m.target_group_id, c.preferred_account_id, s.account_id, m.waiting_reason \
              FROM mkt_wap_messages m \
              LEFT JOIN mkt_wap_contacts c ON c.id = m.target_contact_id \
              LEFT JOIN mkt_con_schedule s ON s.id = m.schedule_id \
              WHERE m.status = 'pending' AND m.job_id IS NULL \
                AND (s.id IS NULL OR s.status NOT IN ('cancelled', 'paused')) \
+               AND NOT EXISTS (SELECT 1 FROM mkt_campaigns hc \
+                   WHERE hc.id = m.campaign_id AND {held}) \
              ORDER BY m.created_at LIMIT $1 \
              FOR UPDATE OF m SKIP LOCKED",
-    )
+        // A held campaign's pending messages wait with the hold's reason
+        // (scheduler::campaign) and get no job until it resumes.
+        held = crate::queue::store::held_campaign("hc.status")
+    )))
     .bind(PASS_LIMIT)
     .fetch_all(&mut *tx)
     .await?;

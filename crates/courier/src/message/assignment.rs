@@ -102,6 +102,24 @@ pub(crate) async fn set_waiting_reasons(
     Ok(())
 }
 
+/// Clears the waiting reason of messages `ids` when it starts with `prefix`
+/// (a hold that ended); any other reason stays.
+pub(crate) async fn clear_waiting_reasons(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    prefix: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE mkt_wap_messages SET waiting_reason = NULL \
+         WHERE id = ANY($1) AND starts_with(waiting_reason, $2)",
+    )
+    .bind(ids)
+    .bind(prefix)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// A CTE named `name` that sets the waiting reason of the messages in the
 /// relation `rows` (columns `id`, `reason`; a CTE's name or a parenthesised
 /// subquery), for a statement that marks their jobs too
@@ -157,4 +175,33 @@ pub(crate) async fn fail_on_retired_account(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Messages not yet started (`pending`, `queued`) to the contacts `contacts`
+/// or the chats `chats` become `failed` with [`OPTED_OUT`](crate::directory::contacts::OPTED_OUT)
+/// (class `permanent`), each with an `api` event, in the caller's transaction
+/// (which records the opt-out). Returns their jobs, for the caller to
+/// withdraw in the same transaction: nothing is claimed, so no budget slot
+/// and no health is spent on them.
+pub(crate) async fn fail_opted_out(
+    conn: &mut PgConnection,
+    contacts: &[Uuid],
+    chats: &[String],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let jobs: Vec<Option<Uuid>> = sqlx::query_scalar(
+        "WITH m AS (UPDATE mkt_wap_messages SET status = 'failed', failed_at = now(), \
+                       waiting_reason = NULL, error_message = $3, failure_class = 'permanent' \
+                   WHERE status IN ('pending', 'queued') \
+                     AND (target_contact_id = ANY($1) OR target_chat_id = ANY($2)) \
+                   RETURNING id, job_id), \
+              e AS (INSERT INTO mkt_wap_message_events (message_id, status, source, detail) \
+                    SELECT id, 'failed', 'api', jsonb_build_object('reason', $3::text) FROM m) \
+         SELECT job_id FROM m",
+    )
+    .bind(contacts)
+    .bind(chats)
+    .bind(crate::directory::contacts::OPTED_OUT)
+    .fetch_all(conn)
+    .await?;
+    Ok(jobs.into_iter().flatten().collect())
 }

@@ -28,6 +28,8 @@ pub(crate) struct MessageRow {
     pub message_type: String,
     /// Where it goes.
     pub target_chat_id: String,
+    /// The contact it goes to, when Courier knows it.
+    pub target_contact_id: Option<Uuid>,
     /// The typed text (body, or link text with the URL).
     pub message_text: Option<String>,
     /// Media from a URL.
@@ -58,7 +60,7 @@ impl MessageRow {
 /// Loads a message.
 pub(crate) async fn load(pool: &PgPool, id: Uuid) -> Result<Option<MessageRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, account_id, status, message_type, target_chat_id, message_text, media_url, \
+        "SELECT id, account_id, status, message_type, target_chat_id, target_contact_id, message_text, media_url, \
                 media_path, media_caption, link_url, attempt_started_at, send_attempts \
          FROM mkt_wap_messages WHERE id = $1",
     )
@@ -115,8 +117,8 @@ pub(crate) async fn mark_sent(
     Ok(true)
 }
 
-/// A send to a number that is not on WhatsApp: the message is `failed`
-/// (permanent) with `reason`, and the job's budget slot is given back, in
+/// A send to a number that is not on WhatsApp, or to a contact that opted
+/// out: the message is `failed` (permanent) with `reason`, and the job's budget slot is given back, in
 /// one transaction. Fenced.
 pub(crate) async fn mark_not_on_whatsapp(
     pool: &PgPool,

@@ -135,3 +135,48 @@ pub(crate) async fn withdraw(
     .fetch_all(conn)
     .await
 }
+
+/// Parks jobs that are due but held by the domain (a paused or cancelled
+/// campaign): they wait, `scheduled`, until `until` with `reason`, their
+/// attempts unspent, out of the claim's way. Only runnable jobs due by now;
+/// a running or finished one is left alone, and so is one not due yet (it is
+/// parked when it comes due, and the claim's gate holds it meanwhile).
+/// Returns how many were parked.
+pub(crate) async fn park(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    until_secs: f64,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE queue_jobs SET state = 'scheduled', run_at = now() + make_interval(secs => $2), \
+            waiting_reason = $3 \
+         WHERE id = ANY($1) AND state IN {RUNNABLE} AND run_at <= now()"
+    )))
+    .bind(ids)
+    .bind(until_secs)
+    .bind(reason)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Releases parked jobs (see [`park`]) whose waiting reason starts with
+/// `prefix`: runnable now, the reason cleared. A job whose reason changed
+/// since (a budget snooze took it over) keeps that. Returns how many.
+pub(crate) async fn release_parked(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    prefix: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE queue_jobs SET state = 'available', run_at = least(run_at, now()), \
+            waiting_reason = NULL \
+         WHERE id = ANY($1) AND state IN {RUNNABLE} AND starts_with(waiting_reason, $2)"
+    )))
+    .bind(ids)
+    .bind(prefix)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

@@ -38,6 +38,10 @@ pub enum Outcome {
     Rescheduled,
     /// The row was marked `failed` with this reason.
     Failed(String),
+    /// Nothing says who it goes to yet (a row without target columns whose
+    /// campaign names no recipient, or without a campaign): it stays
+    /// `scheduled` with this reason and is looked at again in a minute.
+    Waiting(String),
 }
 
 /// The result of expanding one schedule row.
@@ -84,8 +88,13 @@ impl Stages {
     }
 }
 
-const DUE_SQL: &str =
-    "SELECT s.id, s.campaign_id, s.content_id, s.scheduled_at, s.cron_expression, \
+/// A due schedule: a WhatsApp row, `scheduled`, its time come, and its
+/// campaign not held (`paused`/`cancelled`: [`super::campaign`]). A held
+/// campaign's row is not due; it expands when the campaign resumes, by its
+/// catch-up policy.
+fn due_sql() -> String {
+    format!(
+        "SELECT s.id, s.campaign_id, s.content_id, s.scheduled_at, s.cron_expression, \
         s.timezone, s.catch_up_policy, s.target_group_ids, s.target_contact_ids, \
         s.target_phone_numbers, s.target_segment_tags, s.target_group_filter, s.account_id, \
         s.last_occurrence_at, (c.id IS NOT NULL) AS content_found, c.body, c.message_type, \
@@ -93,8 +102,23 @@ const DUE_SQL: &str =
      FROM mkt_con_schedule s LEFT JOIN mkt_con_content c ON c.id = s.content_id \
      WHERE s.channel = 'whatsapp' AND s.status = 'scheduled' \
        AND coalesce(s.next_occurrence_at, s.scheduled_at) <= now() \
+       AND {not_held} \
      ORDER BY coalesce(s.next_occurrence_at, s.scheduled_at), s.id \
-     LIMIT 1 FOR UPDATE OF s SKIP LOCKED";
+     LIMIT 1 FOR UPDATE OF s SKIP LOCKED",
+        not_held = not_held("s")
+    )
+}
+
+/// Schedule `s`'s campaign does not hold its sends.
+fn not_held(s: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM mkt_campaigns hc WHERE hc.id = {s}.campaign_id AND {})",
+        crate::queue::store::held_campaign("hc.status")
+    )
+}
+
+/// How long a waiting row waits before it is looked at again.
+const WAIT_SECS: f64 = 60.0;
 
 /// Expands the oldest due schedule nobody else is expanding. `None`: nothing due.
 pub async fn expand_next(
@@ -102,12 +126,19 @@ pub async fn expand_next(
     settings: &Settings,
 ) -> Result<Option<Expansion>, SchedulerError> {
     let mut tx = pool.begin().await?;
-    let row: Option<ScheduleRow> = sqlx::query_as(DUE_SQL).fetch_optional(&mut *tx).await?;
+    let row: Option<ScheduleRow> = sqlx::query_as(sqlx::AssertSqlSafe(due_sql()))
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some(row) = row else {
         tx.rollback().await?;
         return Ok(None);
     };
     let mut out = match Schedule::parse(&row) {
+        Err(e) if e.waits() => {
+            let reason = e.to_string();
+            wait(&mut tx, row.id, &reason).await?;
+            Expansion::with_outcome(row.id, Outcome::Waiting(reason))
+        }
         Err(e) => {
             let reason = e.to_string();
             fail(&mut tx, row.id, &reason).await?;
@@ -122,6 +153,10 @@ pub async fn expand_next(
         Outcome::Failed(reason) => {
             counter!(SCHEDULER_EXPANSIONS, "outcome" => "failed").increment(1);
             tracing::warn!(schedule_id = %out.schedule_id, %reason, "schedule failed");
+        }
+        Outcome::Waiting(reason) => {
+            counter!(SCHEDULER_EXPANSIONS, "outcome" => "waiting").increment(1);
+            tracing::info!(schedule_id = %out.schedule_id, %reason, "schedule waits");
         }
         Outcome::Expanded | Outcome::Rescheduled => {
             counter!(SCHEDULER_EXPANSIONS, "outcome" => "queued")
@@ -145,9 +180,13 @@ pub async fn expand_next(
 
 impl Expansion {
     fn failed(schedule_id: Uuid, reason: String) -> Self {
+        Self::with_outcome(schedule_id, Outcome::Failed(reason))
+    }
+
+    fn with_outcome(schedule_id: Uuid, outcome: Outcome) -> Self {
         Self {
             schedule_id,
-            outcome: Outcome::Failed(reason),
+            outcome,
             occurrences: Vec::new(),
             skipped: Vec::new(),
             recipients: 0,
@@ -166,6 +205,23 @@ async fn fail(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<(), sql
     )
     .bind(id)
     .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The row waits: still `scheduled`, the reason in `status_reason`, due
+/// again in [`WAIT_SECS`]. For a recurring row `last_occurrence_at` stays, so
+/// the occurrences that pass meanwhile are caught up by its policy.
+async fn wait(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE mkt_con_schedule SET status_reason = $2, \
+            next_occurrence_at = now() + make_interval(secs => $3), updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(WAIT_SECS)
     .execute(conn)
     .await?;
     Ok(())
@@ -249,6 +305,27 @@ pub async fn expand_in(
         ));
     }
     let recipients = resolved.recipients.len() + survey.recipients() as usize;
+    if recipients == 0 && !schedule.targets.is_explicit() {
+        // The campaign system's row: its campaign names nobody (yet). Not a
+        // failure: the campaign's messages may come later.
+        let campaign = schedule.targets.campaign.unwrap_or_default();
+        let reason = format!(
+            "waiting for targets: the row sets no target column, and campaign {campaign} \
+             names no recipient to derive them from (none of its messages in mkt_wap_messages \
+             has a target_group_id or target_contact_id{}); set a target column, or send the \
+             campaign's messages; looked at again every minute",
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", notes.join("; "))
+            }
+        );
+        wait(conn, schedule.id, &reason).await?;
+        return Ok(Expansion::with_outcome(
+            schedule.id,
+            Outcome::Waiting(reason),
+        ));
+    }
     if recipients == 0 {
         let reason = format!(
             "empty target: the targets resolve to no recipient{}",
@@ -438,12 +515,13 @@ async fn move_on(
 /// The scheduler's lag: the age in seconds of the oldest due schedule not yet
 /// expanded (0 when none is due).
 pub async fn lag_seconds(pool: &PgPool) -> Result<f64, sqlx::Error> {
-    let lag: Option<f64> = sqlx::query_scalar(
+    let lag: Option<f64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT extract(epoch FROM now() - min(coalesce(next_occurrence_at, scheduled_at)))::float8 \
-         FROM mkt_con_schedule \
+         FROM mkt_con_schedule s \
          WHERE channel = 'whatsapp' AND status = 'scheduled' \
-           AND coalesce(next_occurrence_at, scheduled_at) <= now()",
-    )
+           AND coalesce(next_occurrence_at, scheduled_at) <= now() AND {}",
+        not_held("s")
+    )))
     .fetch_one(pool)
     .await?;
     Ok(lag.unwrap_or(0.0).max(0.0))

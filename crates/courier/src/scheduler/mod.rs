@@ -5,6 +5,9 @@
 //! How it fits the flow: the campaign system writes schedule rows; the leader
 //! ([`leader`]) of all `courier scheduler` / `courier run` processes ticks every
 //! `scheduler.tick`:
+//! 0. [`campaign`]: `mkt_campaigns.status` obeyed: a paused or cancelled
+//!    campaign's sends are held (parked, with the reason), and released when
+//!    it resumes.
 //! 1. [`expand`]: every due row is parsed ([`schedule`]), its occurrences
 //!    decided ([`occurrence`], catch-up policy), its targets resolved
 //!    ([`targets`]), each recipient given an account ([`assign`]), and the
@@ -27,8 +30,10 @@
 //! ```
 
 pub(crate) mod assign;
+pub mod campaign;
 pub mod expand;
 pub mod leader;
+pub mod manage;
 pub mod occurrence;
 pub mod schedule;
 pub(crate) mod segment;
@@ -63,6 +68,8 @@ const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 /// What one tick did.
 #[derive(Debug, Clone, Default)]
 pub struct TickReport {
+    /// Campaigns held and released, jobs parked and freed.
+    pub holds: campaign::Holds,
     /// Schedule rows handled.
     pub expansions: Vec<Expansion>,
     /// Messages of cancelled schedules withdrawn.
@@ -102,12 +109,14 @@ impl Scheduler {
 
     /// One pass: expansions, withdrawals, due maintenance, the lag gauge.
     pub async fn tick(&self) -> Result<TickReport, SchedulerError> {
+        let holds = campaign::apply(&self.pool).await?;
         let expansions = self.expand_due().await?;
         let withdrawn = crate::maintenance::reassign::withdraw_cancelled(&self.pool).await?;
         let maintenance = crate::maintenance::run_due(&self.pool, &self.settings).await;
         let lag_seconds = expand::lag_seconds(&self.pool).await?;
         metrics::gauge!(SCHEDULER_LAG_SECONDS).set(lag_seconds);
         Ok(TickReport {
+            holds,
             expansions,
             withdrawn,
             maintenance,

@@ -1,8 +1,14 @@
 //! A `mkt_con_schedule` row, parsed once: content, timing and target spec.
 //!
 //! A row that cannot be parsed (invalid cron, unknown time zone, missing
-//! content, empty target, malformed filter) becomes a [`ScheduleError`] whose
-//! text is written to `status_reason` with status `failed`.
+//! content, malformed filter) becomes a [`ScheduleError`] whose text is
+//! written to `status_reason` with status `failed`.
+//!
+//! A row as the campaign system writes it has no target column (those are
+//! Courier's additions): its targets are derived from the campaign
+//! ([`TargetSpec::campaign`]). A row with neither targets nor a campaign
+//! waits ([`ScheduleError::Waiting`]): it stays `scheduled` with the reason,
+//! and is looked at again every minute.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -33,6 +39,17 @@ pub enum ScheduleError {
     /// A target value is malformed.
     #[error("invalid target: {0}")]
     InvalidTarget(String),
+    /// Nothing says who it goes to yet: the row waits (`scheduled`, the
+    /// reason in `status_reason`) and is looked at again a minute later.
+    #[error("waiting for targets: {0}")]
+    Waiting(String),
+}
+
+impl ScheduleError {
+    /// Whether the row waits (stays `scheduled`) rather than fails.
+    pub fn waits(&self) -> bool {
+        matches!(self, ScheduleError::Waiting(_))
+    }
 }
 
 /// The columns the scheduler reads, joined with the content row.
@@ -125,6 +142,24 @@ pub struct TargetSpec {
     pub segment_tags: Vec<String>,
     /// Every active group matching this filter.
     pub group_filter: Option<GroupFilter>,
+    /// The campaign whose audience it goes to, for a row with none of the
+    /// target columns above (the campaign system's own rows): every group
+    /// and contact the campaign's messages (`mkt_wap_messages.campaign_id`,
+    /// `target_group_id`, `target_contact_id`) went to, each through the
+    /// account that last sent the campaign there when it can
+    /// ([`super::targets`]).
+    pub campaign: Option<Uuid>,
+}
+
+impl TargetSpec {
+    /// Whether a target column is set.
+    pub fn is_explicit(&self) -> bool {
+        !(self.groups.is_empty()
+            && self.contacts.is_empty()
+            && self.phones.is_empty()
+            && self.segment_tags.is_empty()
+            && self.group_filter.is_none())
+    }
 }
 
 /// A schedule ready to expand.
@@ -179,7 +214,7 @@ impl Schedule {
                 })?,
             ),
         };
-        let targets = TargetSpec {
+        let mut targets = TargetSpec {
             groups: row.target_group_ids.clone(),
             contacts: row.target_contact_ids.clone(),
             phones,
@@ -190,18 +225,21 @@ impl Schedule {
                 .filter(|t| !t.is_empty())
                 .collect(),
             group_filter,
+            campaign: None,
         };
-        if targets.groups.is_empty()
-            && targets.contacts.is_empty()
-            && targets.phones.is_empty()
-            && targets.segment_tags.is_empty()
-            && targets.group_filter.is_none()
-        {
-            return Err(ScheduleError::EmptyTarget(
-                "no target_group_ids, target_contact_ids, target_phone_numbers, \
-                 target_segment_tags or target_group_filter"
-                    .into(),
-            ));
+        if !targets.is_explicit() {
+            // The campaign system's row: its targets are the campaign's.
+            match row.campaign_id {
+                Some(c) => targets.campaign = Some(c),
+                None => {
+                    return Err(ScheduleError::Waiting(
+                        "the row sets no target column (target_group_ids, target_contact_ids, \
+                         target_phone_numbers, target_segment_tags, target_group_filter) and has \
+                         no campaign_id to derive them from"
+                            .into(),
+                    ))
+                }
+            }
         }
         Ok(Self {
             id: row.id,
@@ -346,8 +384,17 @@ mod tests {
 
         let mut r = row();
         r.target_group_ids.clear();
-        let e = Schedule::parse(&r).unwrap_err().to_string();
-        assert!(e.starts_with("empty target"), "{e}");
+        let e = Schedule::parse(&r).unwrap_err();
+        assert!(e.waits(), "{e}");
+        assert!(e.to_string().starts_with("waiting for targets"), "{e}");
+        assert!(e.to_string().contains("no campaign_id"), "{e}");
+        r.campaign_id = Some(Uuid::nil());
+        let s = Schedule::parse(&r).unwrap();
+        assert_eq!(
+            s.targets.campaign,
+            Some(Uuid::nil()),
+            "derived from the campaign"
+        );
 
         let mut r = row();
         r.target_phone_numbers = vec!["+44 7700 900123".into(), "12".into()];

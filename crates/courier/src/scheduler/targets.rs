@@ -1,5 +1,6 @@
 //! Resolving a schedule's explicit targets (groups, group filters, contact
-//! ids, phone numbers) into recipients: one per chat.
+//! ids, phone numbers), or the audience of its campaign for a row without
+//! target columns, into recipients: one per chat.
 //!
 //! A chat reachable several ways (a contact listed by id and also matching the
 //! segment; a phone number that is a known contact) is one recipient, so it
@@ -202,7 +203,101 @@ pub(crate) async fn resolve(
             );
         }
     }
+    if let Some(campaign) = spec.campaign {
+        audience(
+            conn,
+            campaign,
+            &mut out,
+            &mut push,
+            &mut opted_out,
+            &mut bad_chat_ids,
+        )
+        .await?;
+    }
     out.opted_out = opted_out;
     out.invalid = bad_chat_ids;
     Ok(out)
+}
+
+/// The audience of `campaign` as the campaign system stored it: the groups
+/// and contacts its messages went to (`mkt_wap_messages.campaign_id` with
+/// `target_group_id` / `target_contact_id`; the seed keeps no other link from
+/// a campaign to its recipients). Each recipient prefers the account that
+/// last sent the campaign there (a contact's own `preferred_account_id`
+/// first); the assigner takes it when it is still eligible (for a group:
+/// still a member). Inactive groups and opted-out contacts are left out and
+/// counted.
+async fn audience(
+    conn: &mut PgConnection,
+    campaign: Uuid,
+    out: &mut Resolved,
+    push: &mut impl FnMut(&mut Resolved, Recipient),
+    opted_out: &mut usize,
+    bad_chat_ids: &mut usize,
+) -> Result<(), sqlx::Error> {
+    let groups: Vec<(Uuid, String, bool, Option<Uuid>)> = sqlx::query_as(
+        "SELECT g.id, g.group_id, g.is_active, \
+                (array_agg(m.account_id ORDER BY m.created_at DESC) \
+                    FILTER (WHERE m.account_id IS NOT NULL))[1] \
+         FROM mkt_wap_messages m JOIN mkt_wap_groups g ON g.id = m.target_group_id \
+         WHERE m.campaign_id = $1 \
+         GROUP BY g.id, g.group_id, g.is_active ORDER BY g.group_id",
+    )
+    .bind(campaign)
+    .fetch_all(&mut *conn)
+    .await?;
+    let inactive = groups.iter().filter(|g| !g.2).count();
+    if inactive > 0 {
+        out.notes.push(format!(
+            "{inactive} inactive group(s) of campaign {campaign} left out"
+        ));
+    }
+    for (id, chat, _, last) in groups.into_iter().filter(|g| g.2) {
+        match ChatId::parse(&chat) {
+            Ok(chat_id) => push(
+                out,
+                Recipient {
+                    chat_id,
+                    group_id: Some(id),
+                    contact_id: None,
+                    preferred: last,
+                },
+            ),
+            Err(_) => *bad_chat_ids += 1,
+        }
+    }
+    type AudienceContact = (Uuid, Option<String>, Option<Uuid>, bool);
+    let contacts: Vec<AudienceContact> = sqlx::query_as(
+        "SELECT c.id, coalesce(c.wa_id, c.phone_number || '@c.us'), \
+                coalesce(c.preferred_account_id, \
+                    (array_agg(m.account_id ORDER BY m.created_at DESC) \
+                        FILTER (WHERE m.account_id IS NOT NULL))[1]), \
+                c.opted_out \
+         FROM mkt_wap_messages m JOIN mkt_wap_contacts c ON c.id = m.target_contact_id \
+         WHERE m.campaign_id = $1 \
+         GROUP BY c.id ORDER BY c.id",
+    )
+    .bind(campaign)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, chat, preferred, out_opted) in contacts {
+        if out_opted {
+            *opted_out += 1;
+            out.covered.extend(chat);
+            continue;
+        }
+        match chat.as_deref().map(ChatId::parse) {
+            Some(Ok(chat_id)) => push(
+                out,
+                Recipient {
+                    chat_id,
+                    group_id: None,
+                    contact_id: Some(id),
+                    preferred,
+                },
+            ),
+            _ => *bad_chat_ids += 1,
+        }
+    }
+    Ok(())
 }

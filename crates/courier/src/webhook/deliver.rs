@@ -103,17 +103,20 @@ impl Deliverer {
         &self.policy
     }
 
-    /// POSTs `event` to `url`, signed with `secret`.
-    pub async fn post(&self, url: &str, secret: &str, event: &Event) -> Answer {
-        self.post_body(url, secret, &event.public_id(), &event.body())
+    /// POSTs `event` to `url`, signed with each of `secrets`.
+    pub async fn post(&self, url: &str, secrets: &[&str], event: &Event) -> Answer {
+        self.post_body(url, secrets, &event.public_id(), &event.body())
             .await
     }
 
-    /// POSTs `body` as message `id` to `url`, signed with `secret`.
+    /// POSTs `body` as message `id` to `url`, signed with each of `secrets`
+    /// (the current secret, and during a rotation's overlap the replaced
+    /// one: `webhook-signature` then carries both, space-separated, as
+    /// Standard Webhooks allows).
     pub async fn post_body(
         &self,
         url: &str,
-        secret: &str,
+        secrets: &[&str],
         id: &str,
         body: &serde_json::Value,
     ) -> Answer {
@@ -131,7 +134,7 @@ impl Deliverer {
         }
         let body = serde_json::to_vec(body).expect("a JSON value serialises");
         let ts = Utc::now().timestamp();
-        let signature = super::sign::sign(secret, id, ts, &body);
+        let signature = super::sign::signatures(secrets, id, ts, &body);
         let sent = self
             .http
             .post(parsed)
@@ -198,6 +201,8 @@ struct Line {
     attempts: i32,
     url: String,
     secret: String,
+    /// The secret a rotation replaced, while its overlap lasts.
+    previous_secret: Option<String>,
     enabled: bool,
     /// The head of the subscription's line and when it runs next.
     head: Option<i64>,
@@ -295,7 +300,9 @@ async fn attempt(
     let started = std::time::Instant::now();
     let line = loop {
         let line: Option<Line> = sqlx::query_as(
-            "SELECT d.position, d.status, d.first_attempt_at, d.attempts, s.url, s.secret, s.enabled, \
+            "SELECT d.position, d.status, d.first_attempt_at, d.attempts, s.url, s.secret, \
+                    CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END \
+                        AS previous_secret, s.enabled, \
                     h.position AS head, h.next_attempt_at AS head_next, \
                     d.xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS settled, \
                     now() AS now, e.type AS e_type, e.account_id AS e_account, \
@@ -389,7 +396,10 @@ async fn attempt(
     if lease_lost() {
         return Ok(Step::Retry("lost the lane's lease".into()));
     }
-    let answer = deliverer.post(&line.url, &line.secret, &event).await;
+    let secrets: Vec<&str> = std::iter::once(line.secret.as_str())
+        .chain(line.previous_secret.as_deref())
+        .collect();
+    let answer = deliverer.post(&line.url, &secrets, &event).await;
     let settings = &deliverer.settings;
     match &answer.error {
         None => {

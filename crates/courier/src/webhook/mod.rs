@@ -56,6 +56,12 @@ pub enum WebhookError {
     /// The delivery cannot be replayed in its state.
     #[error("delivery is {0}; only delivered or dead deliveries can be replayed")]
     NotReplayable(String),
+    /// The delivery's event left the log (`webhooks.events_retain`).
+    #[error(
+        "evt_{0} is no longer in the event log (pruned after webhooks.events_retain); \
+         it cannot be replayed"
+    )]
+    EventPruned(i64),
     /// A query failed.
     #[error("webhook query")]
     Db(#[from] sqlx::Error),
@@ -100,6 +106,11 @@ pub struct Subscription {
     pub disabled_reason: Option<String>,
     /// When it was disabled.
     pub disabled_at: Option<DateTime<Utc>>,
+    /// When its secret was last rotated.
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// Until when the secret the last rotation replaced still signs, beside
+    /// the current one (`null`: only the current one signs).
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -107,7 +118,10 @@ pub struct Subscription {
 }
 
 const COLUMNS: &str = "id, url, description, event_types, account_id, campaign_id, enabled, \
-     disabled_reason, disabled_at, created_at, updated_at";
+     disabled_reason, disabled_at, secret_rotated_at, \
+     CASE WHEN previous_secret_expires_at > now() THEN previous_secret_expires_at END \
+         AS previous_secret_expires_at, \
+     created_at, updated_at";
 
 /// What a subscription is made of (parsed, checked).
 #[derive(Debug, Clone)]
@@ -339,13 +353,73 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> Result<(), WebhookError> {
     Ok(())
 }
 
-/// The subscription's secret (the delivery and the test sign with it).
-pub(crate) async fn secret(pool: &PgPool, id: Uuid) -> Result<String, WebhookError> {
-    sqlx::query_scalar("SELECT secret FROM webhook_subscriptions WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(WebhookError::NotFound("subscription"))
+/// The secrets that sign the subscription's requests now: its secret, and
+/// the one its last rotation replaced while the overlap lasts.
+pub(crate) async fn secrets(pool: &PgPool, id: Uuid) -> Result<Vec<String>, WebhookError> {
+    let (secret, previous): (String, Option<String>) = sqlx::query_as(
+        "SELECT secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret END \
+         FROM webhook_subscriptions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(WebhookError::NotFound("subscription"))?;
+    Ok(std::iter::once(secret).chain(previous).collect())
+}
+
+/// A rotation's result: the new secret (shown this once) and until when
+/// the replaced one still signs (`subscription.previous_secret_expires_at`).
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    /// The subscription, as it is now.
+    pub subscription: Subscription,
+    /// The new `whsec_…` secret (redacted in `Debug`).
+    pub secret: crate::secret::Secret,
+}
+
+/// Gives the subscription a new secret. The replaced one keeps signing
+/// beside it for `overlap` (zero: it stops at once, for a secret that
+/// leaked); a secret an earlier rotation replaced stops now.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    id: Uuid,
+    overlap: std::time::Duration,
+) -> Result<Rotated, WebhookError> {
+    let secret = sign::new_secret();
+    let overlap = sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: overlap.as_micros().min(i64::MAX as u128) as i64,
+    };
+    let subscription: Subscription = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_subscriptions SET \
+            previous_secret = CASE WHEN $3 > interval '0' THEN secret END, \
+            previous_secret_expires_at = CASE WHEN $3 > interval '0' THEN now() + $3 END, \
+            secret = $2, secret_rotated_at = now(), updated_at = now() \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(&secret)
+    .bind(overlap)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(WebhookError::NotFound("subscription"))?;
+    Ok(Rotated {
+        subscription,
+        secret: crate::secret::Secret::new(secret),
+    })
+}
+
+/// Forgets replaced secrets whose overlap has ended (they sign nothing
+/// more; no reason to keep them).
+pub async fn forget_expired_secrets(pool: &PgPool) -> Result<u64, WebhookError> {
+    Ok(sqlx::query(
+        "UPDATE webhook_subscriptions SET previous_secret = NULL, previous_secret_expires_at = NULL \
+         WHERE previous_secret_expires_at <= now()",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Disables a subscription with `reason` (an endpoint answered 410 Gone).
@@ -442,6 +516,17 @@ pub async fn replay(pool: &PgPool, id: Uuid, position: i64) -> Result<Delivery, 
         Some("pending") => return Err(WebhookError::NotReplayable("pending".into())),
         Some(_) => {}
     }
+    // The event must still be in the log, and stay there: the lock keeps
+    // the pruner (which skips locked rows) off it until the delivery is
+    // pending, which holds it.
+    let held: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM courier_events WHERE position = $1 FOR KEY SHARE")
+            .bind(position)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if held.is_none() {
+        return Err(WebhookError::EventPruned(position));
+    }
     sqlx::query(
         "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, first_attempt_at = NULL, \
             next_attempt_at = NULL, dead_at = NULL, delivered_at = NULL \
@@ -470,4 +555,70 @@ pub async fn replay(pool: &PgPool, id: Uuid, position: i64) -> Result<Delivery, 
     .await?;
     tx.commit().await?;
     Ok(d)
+}
+
+/// The condition, over an event row `e`, under which the event log keeps an
+/// event past its retention: a delivery still needs it, pending (to send
+/// it) or dead (to replay it). Delivered deliveries do not hold their event.
+pub const HOLDS_EVENT: &str = "EXISTS (SELECT 1 FROM webhook_deliveries hd \
+     WHERE hd.position = e.position AND hd.status IN ('pending', 'dead'))";
+
+/// Which finished deliveries [`prune`] deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Delivered, by `delivered_at`.
+    Delivered,
+    /// Dead letters, by `dead_at`.
+    Dead,
+}
+
+impl Finished {
+    /// The status name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finished::Delivered => "delivered",
+            Finished::Dead => "dead",
+        }
+    }
+}
+
+/// Deletes `which` deliveries finished before `cutoff`, at most `batch` per
+/// statement (each its own short transaction), oldest first, until none is
+/// left or `budget` has passed. Returns (rows deleted, statements, whether
+/// the budget stopped it). A row being replayed right now is skipped.
+pub async fn prune(
+    pool: &PgPool,
+    which: Finished,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+    budget: std::time::Duration,
+) -> Result<(u64, u32, bool), WebhookError> {
+    let column = match which {
+        Finished::Delivered => "delivered_at",
+        Finished::Dead => "dead_at",
+    };
+    let started = std::time::Instant::now();
+    let (mut deleted, mut batches) = (0u64, 0u32);
+    loop {
+        let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM webhook_deliveries WHERE (subscription_id, position) IN ( \
+                 SELECT subscription_id, position FROM webhook_deliveries \
+                 WHERE status = $1 AND {column} < $2 ORDER BY {column} LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED)"
+        )))
+        .bind(which.as_str())
+        .bind(cutoff)
+        .bind(batch)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        batches += 1;
+        deleted += n;
+        if (n as i64) < batch {
+            return Ok((deleted, batches, false));
+        }
+        if started.elapsed() >= budget {
+            return Ok((deleted, batches, true));
+        }
+    }
 }

@@ -40,6 +40,16 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
 }
 
+/// The `webhook-signature` value signed with each of `secrets`, in order,
+/// space-separated (a receiver accepts the request if any one verifies).
+pub fn signatures(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) -> String {
+    secrets
+        .iter()
+        .map(|s| sign(s, id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +74,23 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn several_secrets_sign_space_separated_in_order() {
+        let (a, b) = (new_secret(), new_secret());
+        let both = signatures(&[&a, &b], "evt_1", 1, b"{}");
+        assert_eq!(
+            both,
+            format!(
+                "{} {}",
+                sign(&a, "evt_1", 1, b"{}"),
+                sign(&b, "evt_1", 1, b"{}")
+            )
+        );
+        assert_eq!(
+            signatures(&[&a], "evt_1", 1, b"{}"),
+            sign(&a, "evt_1", 1, b"{}")
+        );
     }
 }

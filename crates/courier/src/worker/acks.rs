@@ -44,18 +44,20 @@ pub(crate) async fn apply(d: &Context, account: Uuid, wa_id: &str, level: i8, so
         Ok(c) => {
             if c.delivered {
                 if let Some(s) = c.since_sent {
-                    metrics::histogram!(crate::metrics::ACK_LATENCY_SECONDS, "stage" => "delivered")
+                    metrics::histogram!(crate::metrics::ACK_SINCE_SEND_SECONDS, "ack" => "delivered")
                         .record(s);
                 }
-                metrics::counter!(crate::metrics::MESSAGES, "status" => "delivered").increment(1);
+                metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "delivered")
+                    .increment(1);
                 d.health(account, HealthEvent::Delivered).await;
             }
             if c.read {
                 if let Some(s) = c.since_sent {
-                    metrics::histogram!(crate::metrics::ACK_LATENCY_SECONDS, "stage" => "read")
+                    metrics::histogram!(crate::metrics::ACK_SINCE_SEND_SECONDS, "ack" => "read")
                         .record(s);
                 }
-                metrics::counter!(crate::metrics::MESSAGES, "status" => "read").increment(1);
+                metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "read")
+                    .increment(1);
                 d.health(account, HealthEvent::Read).await;
             }
         }

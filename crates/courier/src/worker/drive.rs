@@ -214,8 +214,8 @@ impl PageDriver {
                     self.apply(lease, t, mode).await?;
                 }
                 if t.to == LoginState::Ready {
-                    let phone = view.phone.clone().expect("ready implies a phone");
-                    self.ready(&mut session, lease, &phone, &t.reason, mode)
+                    let phone = view.phone.clone();
+                    self.ready(&mut session, lease, phone.as_deref(), &t.reason, mode)
                         .await?;
                 }
             }
@@ -290,7 +290,7 @@ impl PageDriver {
         &self,
         session: &mut SessionGuard,
         lease: &Lease,
-        phone: &str,
+        phone: Option<&str>,
         reason: &str,
         mode: Mode,
     ) -> Result<(), HandlerError> {
@@ -299,7 +299,10 @@ impl PageDriver {
             Ok(true) => {}
             Ok(false) => return Err(HandlerError::Retryable("lease lost".into())),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                let why = format!("phone {phone} is already registered to another account");
+                let why = format!(
+                    "phone {} is already registered to another account",
+                    phone.unwrap_or_default()
+                );
                 login::write_status(db, lease, LoginState::Failed, &why, None)
                     .await
                     .map_err(retry)?;
@@ -307,11 +310,14 @@ impl PageDriver {
             }
             Err(e) => return Err(retry(e)),
         }
+        // A failed snapshot keeps the session (the browser layer logs and
+        // counts it, and the SessionSnapshotsFailing alert watches the count).
         if mode == Mode::Login {
-            if let Err(e) = session.snapshot().await {
-                tracing::warn!(account_id = %lease.account_id, error = %crate::error::chain(&e),
-                    "session snapshot failed; the profile directory still holds the session");
-            }
+            let _ = session.snapshot().await;
+        } else {
+            let _ = session
+                .refresh_snapshot(self.pool.settings().health_check_interval)
+                .await;
         }
         super::schedule_health_check(
             db,

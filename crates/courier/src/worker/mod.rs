@@ -80,6 +80,10 @@ pub async fn registry(
             Arc::new(handlers::login::Login(ctx.clone())),
         )
         .register(
+            JobKind::Logout,
+            Arc::new(handlers::logout::Logout(ctx.clone())),
+        )
+        .register(
             JobKind::HealthCheck,
             Arc::new(handlers::health_check::HealthCheck(ctx)),
         );

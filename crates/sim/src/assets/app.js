@@ -39,8 +39,59 @@
     if (text !== undefined && text !== null) e.textContent = text;
     return e;
   }
-  function session() { return localStorage.getItem(S.storage.session_key); }
+  // The session lives where real WhatsApp Web keeps it: the keys in the
+  // origin's IndexedDB (database `wawc`, store `user`, as binary), the own id
+  // in localStorage (`last-wid-md`). A profile holding only one of the two is
+  // not paired. SESSION is the token loaded at start (or stored since).
+  var SESSION = null;
+  var IDB_NAME = 'wawc', IDB_STORE = 'user';
+  function session() { return SESSION; }
   function auth() { return { account: ACCOUNT, client: CLIENT, session: session() }; }
+  function idb() {
+    return new Promise(function (resolve, reject) {
+      var r = indexedDB.open(IDB_NAME, 1);
+      r.onupgradeneeded = function () { r.result.createObjectStore(IDB_STORE, { keyPath: 'key' }); };
+      r.onsuccess = function () { resolve(r.result); };
+      r.onerror = function () { reject(r.error); };
+    });
+  }
+  function idbDo(mode, f) {
+    return idb().then(function (db) {
+      return new Promise(function (resolve, reject) {
+        var tx = db.transaction(IDB_STORE, mode);
+        var out = f(tx.objectStore(IDB_STORE));
+        tx.oncomplete = function () { db.close(); resolve(out && out.result); };
+        tx.onerror = function () { db.close(); reject(tx.error); };
+      });
+    });
+  }
+  function hexToBytes(h) {
+    var b = new Uint8Array(h.length / 2);
+    for (var i = 0; i < b.length; i++) b[i] = parseInt(h.substr(2 * i, 2), 16);
+    return b.buffer;
+  }
+  function bytesToHex(buf) {
+    return Array.prototype.map.call(new Uint8Array(buf), function (x) { return ('0' + x.toString(16)).slice(-2); }).join('').toUpperCase();
+  }
+  async function loadSession() {
+    try {
+      var rec = await idbDo('readonly', function (s) { return s.get(S.storage.session_key); });
+      var id = localStorage.getItem(S.storage.last_wid_md_key);
+      SESSION = rec && rec.value instanceof ArrayBuffer && id ? bytesToHex(rec.value) : null;
+    } catch (e) {
+      SESSION = null;
+    }
+  }
+  function clearSession() {
+    SESSION = null;
+    [S.storage.session_key, S.storage.last_wid_md_key, S.storage.last_wid_key].forEach(function (k) {
+      localStorage.removeItem(k);
+    });
+    return new Promise(function (resolve) {
+      var r = indexedDB.deleteDatabase(IDB_NAME);
+      r.onsuccess = r.onerror = r.onblocked = function () { resolve(); };
+    });
+  }
 
   async function api(path, body, signal) {
     var r = await fetch('/_page/api/' + path, {
@@ -109,11 +160,12 @@
   }
 
   function render(v) {
+    if (v.screen === 'loading' || v.screen === 'main') storeSession(v.session);
     modelsFrom(v);
     switch (v.screen) {
       case 'qr': renderQr(v); break;
-      case 'loading': storeSession(v.session); renderLoading(v); break;
-      case 'main': storeSession(v.session); renderMain(v); break;
+      case 'loading': renderLoading(v); break;
+      case 'main': renderMain(v); break;
       case 'conflict': renderConflict(); break;
       case 'banned': renderBanned(); break;
       case 'logged_out': loggedOut(); break;
@@ -191,21 +243,27 @@
     refs.progress.value = v.progress;
   }
 
+  // While the session is being written, the socket is not CONNECTED yet
+  // (real WhatsApp Web stores its keys before it reports a synced session),
+  // so a snapshot taken once the page is connected holds the session.
+  var storing = null;
   function storeSession(s) {
     if (!s) return;
     var put = function (k, v) { if (localStorage.getItem(k) !== v) localStorage.setItem(k, v); };
-    put(S.storage.session_key, s.token);
     put(S.storage.last_wid_md_key, JSON.stringify(s.last_wid_md));
     put(S.storage.last_wid_key, JSON.stringify(s.last_wid));
+    if (SESSION === s.token || storing) return;
+    storing = idbDo('readwrite', function (st) { return st.put({ key: S.storage.session_key, value: hexToBytes(s.token) }); })
+      .then(function () { SESSION = s.token; }, function (e) { if (window.console) console.error(e); })
+      .then(function () { storing = null; repoll(); });
   }
 
   function loggedOut() {
     stopped = true;
     Cmd.trigger(N.ev.logout);
-    [S.storage.session_key, S.storage.last_wid_md_key, S.storage.last_wid_key].forEach(function (k) {
-      localStorage.removeItem(k);
-    });
-    location.replace('/?account=' + encodeURIComponent(ACCOUNT) + '&' + S.loading.post_logout_param + '=1');
+    var go = function () { location.replace('/?account=' + encodeURIComponent(ACCOUNT) + '&' + S.loading.post_logout_param + '=1'); };
+    var wiping = storing || Promise.resolve();
+    wiping.then(clearSession).then(go, go);
   }
 
   function renderConflict() {
@@ -593,6 +651,14 @@
   MsgKey.prototype.toString = function () { return this._serialized; };
 
   var Socket = emitter({ state: N.st.OPENING, hasSynced: false });
+  // WhatsApp Web's logout: unlinks this device; the next state answer shows
+  // the logged-out page, then the QR.
+  Socket.logout = function () {
+    return api('logout', {}).then(function (res) {
+      if (!res.ok) throw new Error((res.body && res.body.message) || ('logout: error ' + res.status));
+      return true;
+    });
+  };
   var Conn = emitter({ ref: null });
   var Cmd = emitter({});
   var me = null;
@@ -666,7 +732,9 @@
           var m = Msg.get(mv.data_id);
           if (m) setMsgAck(m, mv.ack_code); else Msg.add(msgFromView(mv));
         });
-        setSocket(N.st.CONNECTED, true);
+        // Connected once the session is in storage (storeSession repolls).
+        if (!storing && SESSION === v.session.token) setSocket(N.st.CONNECTED, true);
+        else setSocket(N.st.OPENING, false);
         break;
       case 'conflict': setSocket(N.st.CONFLICT, Socket.hasSynced); break;
       case 'banned': setSocket(N.st.TOS_BLOCK, false); break;
@@ -788,5 +856,5 @@
     app.textContent = 'Simulator: open this page as /?account=<account id>';
     return;
   }
-  pollLoop();
+  loadSession().then(pollLoop);
 })();

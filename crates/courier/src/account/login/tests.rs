@@ -173,4 +173,24 @@ fn own_number_parses_from_either_key() {
     );
     assert_eq!(phone_from_wid("\"\""), None);
     assert_eq!(phone_from_wid("\"abc@c.us\""), None);
+    // A LID is not a phone number, however many digits it has.
+    assert_eq!(phone_from_wid("\"123456789012345@lid\""), None);
+    assert_eq!(phone_from_wid("98765432109876@lid"), None);
+    assert_eq!(phone_from_wid("120363041234567890@g.us"), None);
+}
+
+#[test]
+fn an_account_known_by_its_lid_alone_still_comes_up_ready() {
+    let t0 = Instant::now();
+    let mut m = LoginMachine::start(t0, D);
+    let lid_only = PageView {
+        main: true,
+        own_id: Some("98765432109876543@lid".into()),
+        ..Default::default()
+    };
+    let (t, a) = m.observe(&lid_only, t0);
+    let t = t.unwrap();
+    assert_eq!(t.to, LoginState::Ready);
+    assert!(t.reason.contains("LID"), "{}", t.reason);
+    assert_eq!(a, Action::Stop);
 }

@@ -89,7 +89,7 @@ try {
 window.addEventListener('pagehide', function () {
   try { if (acks.length) sessionStorage.setItem(KEEP, JSON.stringify(acks)); } catch (e) { /* storage full: the catch-up covers it */ }
 });
-var events = { logout: false, states: [] };
+var events = { loggedOut: false, states: [] };
 on(coll('Msg'), 'change_ack', function (msg, ack) {
   var id = ser(get(msg, 'id'));
   if (!id) return;
@@ -100,7 +100,7 @@ on(mod('Socket'), 'change_state', function () {
   events.states.push(get(mod('Socket'), 'state'));
   if (events.states.length > 50) events.states.shift();
 });
-on(mod('Cmd'), 'logout', function () { events.logout = true; });
+on(mod('Cmd'), 'logout', function () { events.loggedOut = true; });
 
 function withDeadline(p, ms, what) {
   return new Promise(function (resolve, reject) {
@@ -153,7 +153,7 @@ var api = {
       conflict: st('CONFLICT'),
       blocked: [st('TOS_BLOCK'), st('SMB_TOS_BLOCK'), st('PROXYBLOCK')],
       unpaired: [st('UNPAIRED'), st('UNPAIRED_IDLE')],
-      logout: events.logout
+      logout: events.loggedOut
     };
   },
   chats: function () {
@@ -193,6 +193,12 @@ var api = {
         super_admin: sa
       };
     });
+  },
+  // Unlinks this device (WhatsApp Web then shows its QR again). The page
+  // may reload while the call settles: the caller checks the screen after.
+  logout: async function () {
+    await call(mod('Socket'), 'logout');
+    return true;
   },
   exists: async function (a) {
     var r = await call(mod('QueryExists'), 'queryWidExists', wid(a.number));

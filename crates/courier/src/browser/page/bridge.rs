@@ -136,7 +136,7 @@ impl WhatsAppPage {
                         "the page navigated during `{func}`: {e}"
                     )))
                 }
-                Ok(r) => r.map_err(PageError::from)?,
+                Ok(r) => r.map_err(|e| self.cmd_error(e))?,
                 Err(_) => {
                     return Err(PageError::Timeout {
                         what: format!("page call `{func}`"),

@@ -31,6 +31,14 @@ impl WhatsAppPage {
         Ok(())
     }
 
+    /// Logs this device out of WhatsApp (WhatsApp Web's own logout: the
+    /// phone's linked-devices list drops it). The page may reload during the
+    /// call, so an error here is not final: look at the screen afterwards.
+    pub async fn logout(&self) -> Result<(), PageError> {
+        self.bridge("logout", json!({})).await?;
+        Ok(())
+    }
+
     /// Whether a phone number (digits) is registered on WhatsApp.
     pub async fn exists(&self, digits: &str) -> Result<bool, PageError> {
         let v = self

@@ -22,7 +22,7 @@ pub async fn claim(
         "WITH {LEASE_CTE}, next AS ( \
             SELECT id FROM queue_jobs \
             WHERE account_id = $1 AND state IN {RUNNABLE} AND run_at <= now() \
-              AND ($4 OR kind <> ALL($5)) AND {gate} \
+              AND ($4 OR kind <> ALL($5)) AND {gate} AND {campaign} \
               AND EXISTS (SELECT 1 FROM lease) \
               AND NOT EXISTS (SELECT 1 FROM mkt_wap_accounts a WHERE a.id = $1 \
                   AND a.status = 'paused' AND (a.paused_until IS NULL OR a.paused_until > now())) \
@@ -32,7 +32,8 @@ pub async fn claim(
              attempted_at = now(), lease_epoch = $2, attempted_by = $3, waiting_reason = NULL \
          FROM next WHERE j.id = next.id \
          RETURNING j.*",
-        gate = session_gate!("$1")
+        gate = session_gate!("$1"),
+        campaign = super::campaign_gate("kind", "payload"),
     )))
     .bind(lease.account_id)
     .bind(lease.epoch)

@@ -155,7 +155,7 @@ pub async fn claim_batch(
                 SELECT q.id FROM queue_jobs q \
                 WHERE q.account_id = budget.account_id AND q.state IN {RUNNABLE} AND q.run_at <= now() \
                   AND (budget.may_send OR q.kind <> ALL($8)) \
-                  AND {gate} \
+                  AND {gate} AND {campaign} \
                 ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED \
             ) j \
          ), claimed AS ( \
@@ -177,6 +177,7 @@ pub async fn claim_batch(
         day = window_room("per_day", Window::Day.guarded_secs()),
         policy = policy.slot_ctes("claimed", "(SELECT ts FROM clock)"),
         gate = status_gate!("budget.status", "q.kind"),
+        campaign = super::campaign_gate("q.kind", "q.payload"),
     )))
     .bind(&accounts)
     .bind(&epochs)

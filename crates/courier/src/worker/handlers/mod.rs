@@ -5,6 +5,7 @@
 pub(crate) mod discover;
 pub(crate) mod health_check;
 pub(crate) mod login;
+pub(crate) mod logout;
 pub(crate) mod scrape;
 pub(crate) mod send;
 pub(crate) mod webhook;

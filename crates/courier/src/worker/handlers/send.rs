@@ -157,11 +157,18 @@ impl Send {
                 )));
             }
         }
-        let session = self.0.ready_session(lease).await?;
         let interrupted = match (msg.attempt_started_at, job.job.attempted_at) {
             (Some(started), Some(claimed)) => started < claimed,
             _ => false,
         };
+        // Opt-out: the one check every send passes (API sends, schedule
+        // expansions, retries, sweeps), before the browser is touched. An
+        // interrupted attempt may already have reached WhatsApp: its chat is
+        // looked at first, below.
+        if !interrupted {
+            self.refuse_if_opted_out(job, &msg).await?;
+        }
+        let session = self.0.ready_session(lease).await?;
         if interrupted {
             match self.adopt(&session, &msg).await {
                 Ok(Some(found)) => {
@@ -177,6 +184,9 @@ impl Send {
                     )))
                 }
             }
+        }
+        if interrupted {
+            self.refuse_if_opted_out(job, &msg).await?;
         }
         if let Some(digits) = msg.target_chat_id.strip_suffix("@c.us") {
             if !self.on_whatsapp(&session, digits).await? {
@@ -198,7 +208,7 @@ impl Send {
         if let Some(slot) = job.slot_at {
             let waited = Utc::now() - slot;
             if waited.to_std().unwrap_or_default() > crate::account::budget::SEND_START_WITHIN {
-                metrics::counter!(crate::metrics::MESSAGES, "status" => "slot_expired")
+                metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "slot_expired")
                     .increment(1);
                 return Ok(Outcome::Snooze {
                     until: Utc::now(),
@@ -258,7 +268,8 @@ impl Send {
                         .await;
                 }
                 if matches!(e, PageError::QuotaRefused(_)) {
-                    metrics::counter!(crate::metrics::MESSAGES, "status" => "refused").increment(1);
+                    metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "refused")
+                        .increment(1);
                 }
                 if known_not_sent(&e) || last {
                     let mut reason = if known_not_sent(&e) {
@@ -326,7 +337,8 @@ impl Send {
         msg: &MessageRow,
     ) -> Result<Outcome, HandlerError> {
         let lease = &job.lease.lease;
-        metrics::counter!(crate::metrics::MESSAGES, "status" => "not_on_whatsapp").increment(1);
+        metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "not_on_whatsapp")
+            .increment(1);
         status::mark_not_on_whatsapp(self.0.pool.db(), lease, job.job.id, msg.id, NOT_ON_WHATSAPP)
             .await
             .map_err(retry)?;
@@ -334,6 +346,34 @@ impl Send {
         Err(HandlerError::Permanent(format!(
             "{}: {NOT_ON_WHATSAPP} (permanent: not retried automatically)",
             msg.target_chat_id
+        )))
+    }
+
+    /// A message to an opted-out contact fails at once (permanent) with
+    /// the reason `opted out`: the budget slot is given back and no health
+    /// event is recorded (the account did nothing wrong). `Ok(())`: the
+    /// contact has not opted out.
+    async fn refuse_if_opted_out(
+        &self,
+        job: &ClaimedJob,
+        msg: &MessageRow,
+    ) -> Result<(), HandlerError> {
+        use crate::directory::contacts::{opted_out_target, OPTED_OUT};
+        let db = self.0.pool.db();
+        let Some((contact, who)) = opted_out_target(db, msg.target_contact_id, &msg.target_chat_id)
+            .await
+            .map_err(retry)?
+        else {
+            return Ok(());
+        };
+        let lease = &job.lease.lease;
+        metrics::counter!(crate::metrics::MESSAGES, "status" => "opted_out").increment(1);
+        status::mark_not_on_whatsapp(db, lease, job.job.id, msg.id, OPTED_OUT)
+            .await
+            .map_err(retry)?;
+        tracing::info!(message_id = %msg.id, %contact, "the contact opted out; the message fails");
+        Err(HandlerError::Permanent(format!(
+            "{who} (contact {contact}): {OPTED_OUT} (permanent: not retried automatically)"
         )))
     }
 
@@ -421,10 +461,10 @@ impl Send {
                 "recording the send was fenced (lease lost)".into(),
             ));
         }
-        metrics::counter!(crate::metrics::MESSAGES, "status" => "sent").increment(1);
+        metrics::counter!(crate::metrics::MESSAGE_OUTCOMES, "outcome" => "sent").increment(1);
         if let Some(started) = msg.attempt_started_at {
             let secs = (chrono::Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::histogram!(crate::metrics::ACK_LATENCY_SECONDS, "stage" => "server")
+            metrics::histogram!(crate::metrics::ACK_SINCE_SEND_SECONDS, "ack" => "server")
                 .record(secs);
         }
         // Ack tracking is its own step: what the page shows now, and the
