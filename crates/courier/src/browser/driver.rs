@@ -77,7 +77,9 @@ impl Default for DriverOptions {
         Self {
             chromedriver: PathBuf::from("/usr/bin/chromedriver"),
             chromium: None,
-            startup_timeout: Duration::from_secs(10),
+            // chromedriver answers in well under a second on an idle host; a
+            // loaded one (CI next to other builds) has been seen past 10 s.
+            startup_timeout: Duration::from_secs(30),
             headless: true,
             extra_args: Vec::new(),
         }
