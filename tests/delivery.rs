@@ -7,7 +7,8 @@
 //! process must die). One test at a time (CI has 2 cores).
 //!
 //! `COURIER_E2E_MESSAGES` sets the size of the mixed run (default 300, about
-//! 2 minutes on 2 cores; lower it on a slower machine).
+//! 30–45 s on 2 cores; lower it on a slower machine). `scripts/bench-pipeline`
+//! times it against an older commit.
 
 use std::time::{Duration, Instant};
 
