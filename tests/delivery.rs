@@ -68,25 +68,7 @@ impl Env {
     }
 
     fn settings(&self, tweak: impl FnOnce(&mut Settings)) -> Settings {
-        let mut s = Settings::defaults();
-        s.queue.handler = "browser".into();
-        s.queue.capacity = 3;
-        s.queue.lease_ttl = Duration::from_secs(3);
-        s.queue.heartbeat_interval = Duration::from_millis(500);
-        s.queue.poll_interval = Duration::from_millis(200);
-        s.queue.lease_hold = Duration::from_secs(2);
-        s.queue.job_timeout = Duration::from_secs(90);
-        s.queue.shutdown_grace = Duration::from_secs(5);
-        s.queue.backoff_base = Duration::from_millis(300);
-        s.queue.backoff_max = Duration::from_secs(2);
-        s.budget.per_minute = 10_000;
-        s.budget.per_hour = 100_000;
-        s.budget.per_day = 100_000;
-        s.budget.min_gap = Duration::ZERO;
-        s.budget.jitter = Duration::ZERO;
-        s.budget.warmup = vec![];
-        s.delivery.typing_per_char = Duration::ZERO;
-        s.delivery.ack_followup = Duration::from_secs(1);
+        let mut s = courier_testkit::quick_worker_settings();
         let b = &mut s.browser;
         b.page_url = format!("{}/?account={{account}}", self.sim.url());
         b.profiles_dir = self.dirs.path().join("profiles");
