@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use courier::account::login::start_login;
-use courier::browser::{BrowserPool, SnapshotKey};
+use courier::browser::{BrowserPool, NumberCheck, SnapshotKey};
 use courier::config::{Secret, Settings};
 use courier::queue::NewJob;
 use courier::worker::schedule_health_check;
@@ -672,7 +672,7 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     assert!(chats.iter().any(|c| c.id == group), "{chats:?}");
 
     let text = page
-        .send_text(&contact, "Hello from Courier")
+        .send_text(&contact, "Hello from Courier", NumberCheck::Skip)
         .await
         .unwrap();
     assert!(text.data_id.starts_with(&format!("true_{contact}_")));
@@ -682,14 +682,24 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let link = page
-        .send_link(&contact, "Prices https://example.com/feed")
+        .send_link(
+            &contact,
+            "Prices https://example.com/feed",
+            NumberCheck::Skip,
+        )
         .await
         .unwrap();
     assert!(link.link_preview);
     let png = env.dirs.path().join("promo.png");
     std::fs::write(&png, b"\x89PNG\r\n\x1a\nsmall").unwrap();
     let image = page
-        .send_media(&contact, &MediaSource::Path(png), Some("Look"), false)
+        .send_media(
+            &contact,
+            &MediaSource::Path(png),
+            Some("Look"),
+            false,
+            NumberCheck::Skip,
+        )
         .await
         .unwrap();
     assert!(image.media);
@@ -699,6 +709,7 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
             &MediaSource::Url(format!("{media_url}/small.png")),
             None,
             true,
+            NumberCheck::Skip,
         )
         .await
         .unwrap();
@@ -709,6 +720,7 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
             &MediaSource::Url(format!("{media_url}/big.png")),
             None,
             false,
+            NumberCheck::Skip,
         )
         .await;
     assert!(matches!(too_big, Err(PageError::Media(_))), "{too_big:?}");
@@ -730,12 +742,17 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     // Reopening a chat whose history loads slowly (the page shows the chat
     // at once and fills in its rows from the server): the send returns the
     // new row, not an older one that appears after the click.
-    page.send_text(&group, "To the group").await.unwrap();
+    page.send_text(&group, "To the group", NumberCheck::Skip)
+        .await
+        .unwrap();
     env.ctl
         .faults(&sid, json!({ "latency_ms": 400 }))
         .await
         .unwrap();
-    let again = page.send_text(&contact, "Hello again").await.unwrap();
+    let again = page
+        .send_text(&contact, "Hello again", NumberCheck::Skip)
+        .await
+        .unwrap();
     assert!(
         !ids.contains(&again.data_id.as_str()),
         "an older row was taken for the new send: {again:?}"
@@ -749,7 +766,10 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     // A text with line breaks and tabs is one message, exactly as given: the
     // send action takes the text, nothing is typed into a compose box.
     let lines = "Offer of the week\nRice 5 kg:\t250\r\n\nReply STOP to opt out";
-    let multi = page.send_text(&contact, lines).await.unwrap();
+    let multi = page
+        .send_text(&contact, lines, NumberCheck::Skip)
+        .await
+        .unwrap();
     assert_eq!(multi.text.as_deref(), Some(lines));
     let recent = page.recent_outgoing(&contact, 6).await.unwrap();
     let offers: Vec<_> = recent
@@ -768,6 +788,34 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
     assert!(page.exists("447700810001").await.unwrap());
     env.ctl.not_on_whatsapp("+447700810099").await.unwrap();
     assert!(!page.exists("447700810099").await.unwrap());
+    // A send that asks first, in the same page call: to a number that is
+    // not on WhatsApp nothing is sent; to one that is and is not in the chat
+    // list, the chat is found or created in the page and the message sent.
+    let unregistered = page
+        .send_text("447700810099@c.us", "never sent", NumberCheck::Ask)
+        .await;
+    assert!(
+        matches!(&unregistered, Err(PageError::NotOnWhatsApp(c)) if c == "447700810099@c.us"),
+        "{unregistered:?}"
+    );
+    let unlisted = "447700810077@c.us";
+    assert!(
+        !page
+            .chat_list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.id == unlisted),
+        "the number must start outside the chat list"
+    );
+    let first = page
+        .send_text(unlisted, "to a number outside the list", NumberCheck::Ask)
+        .await
+        .unwrap();
+    assert!(
+        first.data_id.starts_with(&format!("true_{unlisted}_")),
+        "{first:?}"
+    );
     // A script error in the page comes back typed, with the page's message.
     let bad = page.exists("not-a-number").await;
     assert!(
@@ -780,14 +828,23 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
         .faults(&sid, json!({ "refuse_sends": true }))
         .await
         .unwrap();
-    let refused = page.send_text(&contact, "over quota").await;
+    let refused = page
+        .send_text(&contact, "over quota", NumberCheck::Skip)
+        .await;
     assert!(
         matches!(refused, Err(PageError::QuotaRefused(_))),
         "{refused:?}"
     );
 
     let back = env.ctl.messages(&sid).await.unwrap();
-    assert_eq!(back.messages.len(), 7, "each send reached WhatsApp once");
+    assert_eq!(back.messages.len(), 8, "each send reached WhatsApp once");
+    assert!(
+        !back
+            .messages
+            .iter()
+            .any(|m| m.message.body.as_deref() == Some("never sent")),
+        "nothing was sent to the number that is not on WhatsApp"
+    );
 
     // Acks buffered in the page and not yet drained survive a logout that
     // navigates the page away: the next page load hands them over.
@@ -795,7 +852,10 @@ async fn the_page_object_sends_text_links_and_media_and_reads_acks_chats_partici
         .faults(&sid, json!({ "refuse_sends": false }))
         .await
         .unwrap();
-    let last = page.send_text(&contact, "before the logout").await.unwrap();
+    let last = page
+        .send_text(&contact, "before the logout", NumberCheck::Skip)
+        .await
+        .unwrap();
     while page.ack(&last.data_id).await.unwrap() != Some(AckLevel::Read) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

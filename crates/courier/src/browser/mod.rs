@@ -29,7 +29,8 @@ pub mod waweb;
 pub use driver::{ChromeDriver, DriverError, DriverOptions};
 pub use hub::WebDriverHub;
 pub use page::{
-    ChatSummary, GroupSummary, MediaSource, OutgoingMessage, PageError, Participant, WhatsAppPage,
+    ChatSummary, GroupSummary, MediaSource, NumberCheck, OutgoingMessage, PageError, Participant,
+    WhatsAppPage,
 };
 pub use selectors::{AckLevel, Selectors};
 pub use session::{BrowserError, BrowserPool, IdlePolicy, SessionGuard};

@@ -505,7 +505,7 @@ mod storage;
 pub use bridge::{GroupSummary, WaState};
 pub use storage::{Exported, Imported, BLANK_PATH};
 
-pub use send::as_shown;
+pub use send::{as_shown, NumberCheck};
 
 #[cfg(test)]
 mod tests;

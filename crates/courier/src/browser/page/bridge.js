@@ -109,6 +109,11 @@ function withDeadline(p, ms, what) {
   });
 }
 
+async function onWhatsApp(w) {
+  var r = await call(mod('QueryExists'), 'queryWidExists', w);
+  return !!(r && get(r, 'wid'));
+}
+
 async function findChat(id) {
   var w = wid(id);
   var chat = call(coll('Chat'), 'get', w);
@@ -200,12 +205,15 @@ var api = {
     await call(mod('Socket'), 'logout');
     return true;
   },
-  exists: async function (a) {
-    var r = await call(mod('QueryExists'), 'queryWidExists', wid(a.number));
-    return !!(r && get(r, 'wid'));
-  },
+  exists: async function (a) { return onWhatsApp(wid(a.number)); },
   open: async function (a) { await findChat(a.target); return true; },
   send: async function (a) {
+    // The first send to a number outside the chat list asks whether it is
+    // on WhatsApp in the same call (one round trip less than asking first);
+    // a chat in the list is known to WhatsApp already.
+    if (a.checkNumber && !call(coll('Chat'), 'get', wid(a.target))) {
+      if (!(await onWhatsApp(wid(a.target)))) { var e = new Error(a.target + ' is not on WhatsApp'); e.courierCode = 'not_on_whatsapp'; throw e; }
+    }
     var chat = await findChat(a.target);
     var from = me();
     var K = mod('MsgKey');

@@ -152,6 +152,11 @@ impl WhatsAppPage {
                 return Err(PageError::Unsupported(m.to_string()));
             }
             if let Some(err) = v["err"].as_str() {
+                if v["code"].as_str() == Some("not_on_whatsapp") {
+                    return Err(PageError::NotOnWhatsApp(
+                        args["target"].as_str().unwrap_or(err).to_string(),
+                    ));
+                }
                 if v["code"].as_str() == Some("no_such_chat") {
                     return Err(PageError::NoSuchChat(
                         args["target"]

@@ -8,6 +8,17 @@ use base64::Engine as _;
 
 use super::*;
 
+/// Whether a send asks WhatsApp first if its number is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberCheck {
+    /// Send without asking (a chat in the list, a group, an answer known).
+    Skip,
+    /// Ask, in the same page call as the send, when the chat is not in the
+    /// chat list (`queryWidExists`); a number that is not on WhatsApp is
+    /// [`PageError::NotOnWhatsApp`] and nothing is sent.
+    Ask,
+}
+
 /// What the page reports after a send.
 #[derive(Deserialize)]
 struct Sent {
@@ -41,10 +52,12 @@ impl WhatsAppPage {
         chat: &str,
         args: Value,
         text: Option<&str>,
+        check: NumberCheck,
     ) -> Result<OutgoingMessage, PageError> {
         self.ensure_ready().await?;
         let mut args = args;
         args["target"] = json!(chat);
+        args["checkNumber"] = json!(check == NumberCheck::Ask);
         args["deadline"] = json!(self.timeout.as_millis() as u64);
         let v = self
             .bridge_within("send", args, self.timeout + Duration::from_secs(2))
@@ -89,17 +102,34 @@ impl WhatsAppPage {
     }
 
     /// Sends text to `chat` and returns the message once WhatsApp took it
-    /// (one tick). A refusal is [`PageError::QuotaRefused`].
-    pub async fn send_text(&self, chat: &str, text: &str) -> Result<OutgoingMessage, PageError> {
-        self.send_via_modules(chat, json!({ "text": text }), Some(text))
+    /// (one tick). A refusal is [`PageError::QuotaRefused`]; with
+    /// [`NumberCheck::Ask`], a number that is not on WhatsApp is
+    /// [`PageError::NotOnWhatsApp`] and nothing is sent.
+    pub async fn send_text(
+        &self,
+        chat: &str,
+        text: &str,
+        check: NumberCheck,
+    ) -> Result<OutgoingMessage, PageError> {
+        self.send_via_modules(chat, json!({ "text": text }), Some(text), check)
             .await
     }
 
     /// Sends text containing a URL with the link preview WhatsApp Web builds for it.
-    pub async fn send_link(&self, chat: &str, text: &str) -> Result<OutgoingMessage, PageError> {
+    pub async fn send_link(
+        &self,
+        chat: &str,
+        text: &str,
+        check: NumberCheck,
+    ) -> Result<OutgoingMessage, PageError> {
         let link = first_url(text);
-        self.send_via_modules(chat, json!({ "text": text, "url": link }), Some(text))
-            .await
+        self.send_via_modules(
+            chat,
+            json!({ "text": text, "url": link }),
+            Some(text),
+            check,
+        )
+        .await
     }
 
     /// Sends a media file (from a path, or a URL fetched with a size cap)
@@ -111,6 +141,7 @@ impl WhatsAppPage {
         source: &MediaSource,
         caption: Option<&str>,
         as_document: bool,
+        check: NumberCheck,
     ) -> Result<OutgoingMessage, PageError> {
         let path = self.stage_media(source).await?;
         let bytes = tokio::fs::read(&path).await;
@@ -130,8 +161,13 @@ impl WhatsAppPage {
             "asDocument": as_document,
         });
         let caption = caption.filter(|c| !c.is_empty());
-        self.send_via_modules(chat, json!({ "text": caption, "file": media }), caption)
-            .await
+        self.send_via_modules(
+            chat,
+            json!({ "text": caption, "file": media }),
+            caption,
+            check,
+        )
+        .await
     }
 
     /// Checks a local file against the cap, or downloads a URL into the media

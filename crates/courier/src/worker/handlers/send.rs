@@ -10,16 +10,16 @@
 //!    first: an outgoing copy with the same text that no other message owns
 //!    is adopted (its id stored, status `sent`), and nothing is typed. No
 //!    message is sent blindly twice.
-//! 3. A send to a number (`…@c.us`) first asks the page whether the number
-//!    is on WhatsApp (`queryWidExists`; the answer is remembered per worker
-//!    for `delivery.exists_ttl`). A number that is not fails the message at
-//!    once with the reason `not on WhatsApp`, gives the budget slot back and
-//!    costs no health: nothing reached WhatsApp and the account did nothing
-//!    wrong.
-//! 4. Otherwise the page waits (paced in proportion to the text length, as
-//!    typing would) and sends through WhatsApp Web's send action; once the
-//!    server has it the row becomes `sent` with WhatsApp's id, fenced by the
-//!    lease.
+//! 3. The page waits (paced in proportion to the text length, as typing
+//!    would) and sends through WhatsApp Web's send action; once the server
+//!    has it the row becomes `sent` with WhatsApp's id, fenced by the lease.
+//!    The first send to a number (`…@c.us`) outside the chat list asks
+//!    whether the number is on WhatsApp (`queryWidExists`) in the same page
+//!    call, before anything is sent; the answer is remembered per worker for
+//!    `delivery.exists_ttl`, so later sends ask nothing. A number that is not
+//!    on WhatsApp fails the message at once with the reason `not on
+//!    WhatsApp`, gives the budget slot back and costs no health: nothing
+//!    reached WhatsApp and the account did nothing wrong.
 //! 5. Acks are the ack-tracking step's ([`crate::worker::acks`]): the ticks
 //!    the open chat shows now are recorded, and a follow-up `health_check`
 //!    job looks again after `delivery.ack_followup`.
@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use super::{retry, Context};
 use crate::account::health::HealthEvent;
-use crate::browser::page::{MediaSource, OutgoingMessage, PageError};
+use crate::browser::page::{MediaSource, NumberCheck, OutgoingMessage, PageError};
 use crate::browser::SessionGuard;
 use crate::message::status::{self, MessageRow};
 use crate::message::{FailureClass, MessageStatus};
@@ -188,11 +188,15 @@ impl Send {
         if interrupted {
             self.refuse_if_opted_out(job, &msg).await?;
         }
-        if let Some(digits) = msg.target_chat_id.strip_suffix("@c.us") {
-            if !self.on_whatsapp(&session, digits).await? {
-                return self.not_on_whatsapp(job, &msg).await;
-            }
-        }
+        // A number whose answer is not remembered is asked about in the
+        // send's own page call.
+        let number = msg.target_chat_id.strip_suffix("@c.us");
+        let check = match number.and_then(|d| self.0.exists.get(d, std::time::Instant::now())) {
+            Some(false) => return self.not_on_whatsapp(job, &msg).await,
+            Some(true) => NumberCheck::Skip,
+            None if number.is_some() => NumberCheck::Ask,
+            None => NumberCheck::Skip,
+        };
         let typed = msg.chat_text().map(str::chars).map(Iterator::count);
         let pause = typing_time(
             typed.unwrap_or(0),
@@ -219,9 +223,19 @@ impl Send {
                 });
             }
         }
-        let result = self.type_and_send(&session, &msg).await;
+        let result = self.type_and_send(&session, &msg, check).await;
         if result.is_ok() && !self.0.settings.record_delay.is_zero() {
             tokio::time::sleep(self.0.settings.record_delay).await;
+        }
+        if let (Some(digits), NumberCheck::Ask) = (number, check) {
+            match &result {
+                Ok(_) => self.0.exists.put(digits, true, std::time::Instant::now()),
+                Err(PageError::NotOnWhatsApp(_)) => {
+                    self.0.exists.put(digits, false, std::time::Instant::now());
+                    return self.not_on_whatsapp(job, &msg).await;
+                }
+                Err(_) => {}
+            }
         }
         match result {
             Ok(m) => self.record_sent(job, &session, &msg, &m, false).await,
@@ -310,25 +324,6 @@ impl Send {
         }
     }
 
-    /// Whether `digits` is on WhatsApp: the worker's remembered answer, else
-    /// the page's exists query (remembered for `delivery.exists_ttl`).
-    async fn on_whatsapp(&self, page: &SessionGuard, digits: &str) -> Result<bool, HandlerError> {
-        let now = std::time::Instant::now();
-        if let Some(on) = self.0.exists.get(digits, now) {
-            return Ok(on);
-        }
-        match page.exists(digits).await {
-            Ok(on) => {
-                self.0.exists.put(digits, on, now);
-                Ok(on)
-            }
-            Err(e) => Err(HandlerError::Retryable(format!(
-                "asking whether {digits} is on WhatsApp: {}",
-                crate::error::chain(&e)
-            ))),
-        }
-    }
-
     /// Fails the message at once (permanent) with [`NOT_ON_WHATSAPP`], gives
     /// the budget slot back, and records no health event.
     async fn not_on_whatsapp(
@@ -381,11 +376,12 @@ impl Send {
         &self,
         page: &SessionGuard,
         msg: &MessageRow,
+        check: NumberCheck,
     ) -> Result<OutgoingMessage, PageError> {
         let chat = msg.target_chat_id.as_str();
         match msg.message_type.as_str() {
             "text" => {
-                page.send_text(chat, msg.message_text.as_deref().unwrap_or(""))
+                page.send_text(chat, msg.message_text.as_deref().unwrap_or(""), check)
                     .await
             }
             "link" => {
@@ -394,7 +390,7 @@ impl Send {
                     .clone()
                     .or_else(|| msg.link_url.clone())
                     .unwrap_or_default();
-                page.send_link(chat, &text).await
+                page.send_link(chat, &text, check).await
             }
             kind => {
                 let source = match (&msg.media_url, &msg.media_path) {
@@ -412,6 +408,7 @@ impl Send {
                     &source,
                     msg.media_caption.as_deref(),
                     kind == "document",
+                    check,
                 )
                 .await
             }
