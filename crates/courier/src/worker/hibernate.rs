@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::handlers::Context;
 use crate::browser::{BrowserError, IdlePolicy};
-use crate::queue::handler::Readiness;
+use crate::queue::handler::{NotReady, Readiness};
 use crate::queue::Lease;
 
 /// The pool's idle policy (see the module docs).
@@ -84,6 +84,34 @@ async fn settled(session: &crate::browser::SessionGuard, within: Duration) -> bo
     }
 }
 
+/// The waiting reason of jobs whose account gets no browser: starts with
+/// [`NO_BROWSER`], then a short cause. The WebDriver endpoint is not named
+/// (its URL may carry credentials; the log has it).
+fn no_browser_reason(e: &BrowserError) -> String {
+    /// Longest cause shown (the job row's reason is read by people).
+    const MAX_CAUSE: usize = 160;
+    let cause = match e {
+        BrowserError::Driver(crate::browser::DriverError::Session { source, .. }) => format!(
+            "the WebDriver endpoint refused a new session: {}",
+            crate::error::chain(source)
+        ),
+        other => crate::error::chain(other),
+    };
+    let mut cause = cause.trim().to_string();
+    if cause.len() > MAX_CAUSE {
+        let mut end = MAX_CAUSE;
+        while !cause.is_char_boundary(end) {
+            end -= 1;
+        }
+        cause.truncate(end);
+        cause.push('…');
+    }
+    format!("{NO_BROWSER}: {cause}")
+}
+
+/// How the waiting reason of jobs that wait for a browser begins.
+pub(crate) const NO_BROWSER: &str = "no browser available";
+
 /// The queue's readiness for browser work (see the module docs).
 #[derive(Debug)]
 pub(crate) struct BrowserReadiness {
@@ -97,7 +125,7 @@ impl Readiness for BrowserReadiness {
         self.ctx.pool.is_open(account) || self.lanes.lock().expect("lanes").contains(&account)
     }
 
-    fn prepare<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), String>> {
+    fn prepare<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), NotReady>> {
         Box::pin(async move {
             let account = lease.account_id;
             let started = Instant::now();
@@ -106,7 +134,7 @@ impl Readiness for BrowserReadiness {
                     .bind(account)
                     .fetch_one(self.ctx.pool.db())
                     .await
-                    .map_err(|e| crate::error::chain(&e))?;
+                    .map_err(|e| NotReady::Failed(crate::error::chain(&e)))?;
             if !is_account {
                 self.lanes.lock().expect("lanes").insert(account);
                 return Ok(());
@@ -114,9 +142,13 @@ impl Readiness for BrowserReadiness {
             let session = match self.ctx.pool.session(lease).await {
                 Ok(s) => s,
                 // No browser could start (chromedriver down, a grid at
-                // capacity): not the job's failure; try again later.
+                // capacity): not the job's failure, and no attempt or
+                // health of its; its jobs wait `browser.unavailable_retry`.
                 Err(e @ (BrowserError::Driver(_) | BrowserError::ShutDown)) => {
-                    return Err(crate::error::chain(&e))
+                    return Err(NotReady::Unavailable {
+                        reason: no_browser_reason(&e),
+                        retry_after: self.ctx.pool.settings().unavailable_retry,
+                    })
                 }
                 // Anything else (a snapshot under the wrong key, a profile
                 // that cannot be written) is the job's to report: its
