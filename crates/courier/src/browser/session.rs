@@ -21,9 +21,11 @@
 //! disk the browser shares: a session gets no profile directory, and the
 //! WhatsApp Web session moves through the page instead. It is exported by
 //! script from a connected, synced page into the encrypted snapshot
-//! ([`SessionGuard::snapshot`]) and imported into the fresh browser before
-//! the app starts ([`BrowserPool::session`]), so a node that died costs no
-//! QR: the next session, on any node, comes up from the snapshot.
+//! ([`SessionGuard::snapshot`]), again before an idle session closes when
+//! none was stored since it was last used ([`BrowserPool::hibernate`]), and
+//! imported into the fresh browser before the app starts
+//! ([`BrowserPool::session`]), so a node that died costs no QR: the next
+//! session, on any node, comes up from the snapshot.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -762,8 +764,9 @@ impl BrowserPool {
     }
 
     /// Closes the account's session cleanly if no one is using it, keeping
-    /// its slot: the next [`Self::session`] reopens it on the same profile.
-    /// Returns whether a session was closed.
+    /// its slot: the next [`Self::session`] reopens it on the same profile
+    /// (a remote one, from the snapshot it exports first when a job used it
+    /// since the last one). Returns whether a session was closed.
     pub async fn hibernate(&self, account: Uuid, why: &str) -> bool {
         let Some(slot) = self.slots.lock().expect("slots").get(&account).cloned() else {
             return false;

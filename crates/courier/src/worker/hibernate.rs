@@ -10,6 +10,9 @@
 //!   attempt, no send slot and none of `queue.job_timeout`; a reopened
 //!   session's acks are caught up at once ([`super::acks::catch_up`], from
 //!   the message models), so what arrived while it was closed is recorded.
+//!   A browser that cannot be opened (a grid at capacity, chromedriver down)
+//!   makes the account's jobs wait `browser.unavailable_retry` with the
+//!   reason "no browser available: …" ([`NotReady::Unavailable`]).
 //!   It also caps the worker's leases at `browser.max_open`.
 
 use std::collections::HashSet;
