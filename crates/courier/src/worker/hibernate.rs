@@ -95,7 +95,7 @@ fn no_browser_reason(e: &BrowserError) -> String {
     const MAX_CAUSE: usize = 160;
     let cause = match e {
         BrowserError::Driver(crate::browser::DriverError::Session { source, .. }) => format!(
-            "the WebDriver endpoint refused a new session: {}",
+            "the WebDriver endpoint opened no new session: {}",
             crate::error::chain(source)
         ),
         other => crate::error::chain(other),
@@ -147,11 +147,16 @@ impl Readiness for BrowserReadiness {
                 // No browser could start (chromedriver down, a grid at
                 // capacity): not the job's failure, and no attempt or
                 // health of its; its jobs wait `browser.unavailable_retry`.
-                Err(e @ (BrowserError::Driver(_) | BrowserError::ShutDown)) => {
+                Err(e @ BrowserError::Driver(_)) => {
                     return Err(NotReady::Unavailable {
                         reason: no_browser_reason(&e),
                         retry_after: self.ctx.pool.settings().unavailable_retry,
                     })
+                }
+                // This process is stopping: another worker may take the
+                // account at once, its jobs need not wait.
+                Err(e @ BrowserError::ShutDown) => {
+                    return Err(NotReady::Failed(crate::error::chain(&e)))
                 }
                 // Anything else (a snapshot under the wrong key, a profile
                 // that cannot be written) is the job's to report: its
@@ -187,5 +192,39 @@ impl Readiness for BrowserReadiness {
 
     fn max_accounts(&self) -> usize {
         self.ctx.pool.settings().max_open
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::browser::DriverError;
+    use fantoccini::error::{ErrorStatus, NewSessionError, WebDriver};
+
+    #[test]
+    fn a_grid_at_capacity_reads_no_browser_available_short_and_without_the_endpoint() {
+        let grid = "http://user:hunter2@grid.internal:4444/wd/hub";
+        let e = BrowserError::Driver(DriverError::Session {
+            url: grid.into(),
+            source: NewSessionError::SessionNotCreated(WebDriver::new(
+                ErrorStatus::SessionNotCreated,
+                format!(
+                    "Could not start a new session. New session request timed out {}",
+                    "é".repeat(300)
+                ),
+            )),
+        });
+        let reason = no_browser_reason(&e);
+        assert!(reason.starts_with("no browser available: "), "{reason}");
+        assert!(reason.contains("Could not start a new session"), "{reason}");
+        assert!(
+            !reason.contains("hunter2") && !reason.contains("grid.internal"),
+            "{reason}"
+        );
+        assert!(
+            reason.chars().count() <= NO_BROWSER.len() + 2 + 160 + 1,
+            "{reason}"
+        );
+        assert_eq!(crate::metrics::snooze_reason(&reason), "no_browser");
     }
 }
