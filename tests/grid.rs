@@ -8,18 +8,22 @@
 //! and starting another behind the same front is a node dying and the grid
 //! sending the next session elsewhere.
 //!
-//! Covered: a login; a media send (bytes into the page); a restore on a fresh
-//! node (active without a QR); a node killed mid-campaign (no message lost or
-//! duplicated, the interrupted send adopted, not resent); and the refusals: a
-//! snapshot over `browser.snapshot_max_bytes` (session kept, failure counted)
-//! and an export from a page mid-login.
+//! Covered: a login; a media send (bytes into the page); a used session
+//! hibernated (a fresh snapshot exported before it closes, newer than the
+//! send) and restored on a fresh node (active without a QR); the grid at
+//! capacity (the send waits "no browser available" with no attempt or
+//! health spent and goes out once when capacity returns); a node killed
+//! mid-campaign (no message lost or duplicated, the interrupted send
+//! adopted, not resent); and the refusals: a snapshot over
+//! `browser.snapshot_max_bytes` (session kept, failure counted) and an
+//! export from a page mid-login.
 //!
 //! Needs root (for `unshare -m`); `COURIER_TEST_SKIP_GRID=1` skips it where
 //! that is impossible, saying so. One Postgres cluster for the binary, one
 //! test at a time (CI has 2 cores).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,10 +143,82 @@ impl Drop for Node {
 }
 
 /// The grid's front door: forwards each connection to the current node.
+/// At capacity, it answers a new-session request itself the way Selenium
+/// Grid 4 does when no node has a free slot, and forwards everything else
+/// (the sessions it already has keep working).
 struct Front {
     url: String,
     upstream: Arc<AtomicU16>,
+    at_capacity: Arc<AtomicBool>,
+    /// New-session requests forwarded to a node (sessions created).
+    created: Arc<AtomicUsize>,
+    /// New-session requests refused at capacity.
+    refused: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Selenium Grid 4's answer when its new-session queue times out.
+const GRID_FULL: &str = r#"{"value":{"error":"session not created","message":"Could not start a new session. New session request timed out (the grid is at capacity)","stacktrace":""}}"#;
+
+/// Whether the connection's first request is `POST …/session` (peeked: the
+/// bytes stay for whoever reads them).
+async fn opens_a_session(inbound: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    for _ in 0..200 {
+        let n = match inbound.peek(&mut buf).await {
+            Ok(n) if n > 0 => n,
+            _ => return false,
+        };
+        if let Some(end) = buf[..n].windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..end]);
+            let mut parts = line.split(' ');
+            return parts.next() == Some("POST")
+                && parts
+                    .next()
+                    .is_some_and(|p| p.trim_end_matches('/').ends_with("/session"));
+        }
+        if n == buf.len() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+/// Reads one HTTP request (headers and a `Content-Length` body), then
+/// answers 500 with [`GRID_FULL`] and closes.
+async fn refuse_session(mut inbound: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let body_from = loop {
+        match inbound.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&req[..body_from]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while req.len() < body_from + length {
+        match inbound.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let answer = format!(
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{GRID_FULL}",
+        GRID_FULL.len()
+    );
+    let _ = inbound.write_all(answer.as_bytes()).await;
+    let _ = inbound.shutdown().await;
 }
 
 impl Front {
@@ -150,11 +226,28 @@ impl Front {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = Arc::new(AtomicU16::new(node.port));
-        let up = upstream.clone();
+        let at_capacity = Arc::new(AtomicBool::new(false));
+        let created = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (up, full, made, no) = (
+            upstream.clone(),
+            at_capacity.clone(),
+            created.clone(),
+            refused.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let port = up.load(Ordering::SeqCst);
+                let (full, made, no) = (full.clone(), made.clone(), no.clone());
                 tokio::spawn(async move {
+                    if opens_a_session(&inbound).await {
+                        if full.load(Ordering::SeqCst) {
+                            no.fetch_add(1, Ordering::SeqCst);
+                            refuse_session(inbound).await;
+                            return;
+                        }
+                        made.fetch_add(1, Ordering::SeqCst);
+                    }
                     if let Ok(mut outbound) =
                         tokio::net::TcpStream::connect(("127.0.0.1", port)).await
                     {
@@ -166,12 +259,28 @@ impl Front {
         Front {
             url,
             upstream,
+            at_capacity,
+            created,
+            refused,
             task,
         }
     }
 
     fn route_to(&self, node: &Node) {
         self.upstream.store(node.port, Ordering::SeqCst);
+    }
+
+    /// Refuses new sessions (true) or takes them again (false).
+    fn set_at_capacity(&self, full: bool) {
+        self.at_capacity.store(full, Ordering::SeqCst);
+    }
+
+    fn created(&self) -> usize {
+        self.created.load(Ordering::SeqCst)
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 }
 
@@ -350,6 +459,38 @@ impl Env {
         .await;
     }
 
+    /// When the account's snapshot was stored.
+    async fn snapshot_at(&self, id: Uuid) -> chrono::DateTime<chrono::Utc> {
+        sqlx::query_scalar("SELECT session_snapshot_at FROM mkt_wap_accounts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Closes the account's idle session as the idle reaper would (retried
+    /// while the ack watcher holds it for a moment).
+    async fn hibernate(&self, worker: &Worker, id: Uuid) {
+        self.wait("the session hibernated", 20, async || {
+            worker
+                .browser
+                .hibernate(id, "test: idle")
+                .await
+                .then_some(())
+        })
+        .await;
+        assert!(!worker.browser.is_open(id));
+    }
+
+    /// The account's status and health score.
+    async fn health(&self, id: Uuid) -> (String, i32) {
+        sqlx::query_as("SELECT status, health_score FROM mkt_wap_accounts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
     async fn completed(&self, id: Uuid, kind: &str) -> i64 {
         sqlx::query_scalar(
             "SELECT count(*) FROM queue_jobs WHERE account_id = $1 AND kind = $2 AND state = 'completed'",
@@ -393,10 +534,13 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
         return;
     }
     let started = Instant::now();
+    let metrics = courier::metrics::install();
     let env = Env::start().await;
     let node1 = env.node().await;
     let front = Front::start(&node1).await;
-    let settings = env.settings(&front, |_| {});
+    let settings = env.settings(&front, |s| {
+        s.browser.unavailable_retry = Duration::from_secs(1);
+    });
     let worker = Worker::start(&env.db.pool, &settings).await.unwrap();
     let id = env.account().await;
     let acc = id.to_string();
@@ -445,6 +589,27 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
     );
     eprintln!("media: {:?}", started.elapsed());
 
+    // Used, then closed while idle: a remote session lives only in its page
+    // (WhatsApp Web rotates keys as it runs), so its state is exported
+    // before the browser closes and the snapshot is newer than the send.
+    let sent_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT sent_at FROM mkt_wap_messages WHERE id = $1")
+            .bind(ids[0])
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        env.snapshot_at(id).await < sent_at,
+        "the login's snapshot is older than the send"
+    );
+    env.hibernate(&worker, id).await;
+    let exported = env.snapshot_at(id).await;
+    assert!(
+        exported > sent_at,
+        "hibernating took a fresh snapshot: stored {exported}, sent {sent_at}"
+    );
+    eprintln!("hibernated with a fresh snapshot: {:?}", started.elapsed());
+
     // The node dies; a fresh one with empty folders takes its place. The
     // next session imports the snapshot before WhatsApp Web starts: active,
     // no QR.
@@ -467,6 +632,73 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
             .unwrap();
     assert!(ready >= restored_from, "the new node's page was ready");
     eprintln!("restore on a fresh node: {:?}", started.elapsed());
+
+    // The grid at capacity: the account's session is closed and the grid
+    // refuses new ones. Its send waits "no browser available" (retried every
+    // browser.unavailable_retry), with no attempt spent and no health lost,
+    // and goes out exactly once when capacity returns.
+    env.hibernate(&worker, id).await;
+    let health = env.health(id).await;
+    let created = front.created();
+    front.set_at_capacity(true);
+    let contact = env
+        .ctl
+        .add_contact(&phone(1002), None, &[acc.as_str()])
+        .await
+        .unwrap();
+    let ids = env
+        .enqueue(&[message(id, &contact, text("sent once capacity returns"))])
+        .await;
+    // Two snoozes: the first refusal, and the retry a second later.
+    let no_browser = || {
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("courier_jobs_snoozed_total{kind=\"send\",reason=\"no_browser\"} ")
+                    .map(|v| v.parse::<f64>().unwrap())
+            })
+            .unwrap_or(0.0)
+    };
+    env.wait("two snoozes for no browser", 30, async || {
+        (no_browser() >= 2.0).then_some(())
+    })
+    .await;
+    assert!(front.refused() >= 2, "refused {}", front.refused());
+    let (reason, attempt, send_attempts): (Option<String>, i32, i32) = sqlx::query_as(
+        "SELECT j.waiting_reason, j.attempt, m.send_attempts FROM queue_jobs j \
+         JOIN mkt_wap_messages m ON m.id = $2 \
+         WHERE j.account_id = $1 AND j.kind = 'send' AND j.state IN ('available', 'scheduled', 'retryable')",
+    )
+    .bind(id)
+    .bind(ids[0])
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    let reason = reason.unwrap_or_default();
+    assert!(reason.starts_with("no browser available"), "{reason}");
+    assert!(reason.contains("Could not start a new session"), "{reason}");
+    assert_eq!((attempt, send_attempts), (0, 0), "no attempt spent");
+    assert_eq!(env.health(id).await, health, "no health lost");
+    assert_eq!(front.created(), created, "no session was created");
+    assert!(!worker.browser.is_open(id));
+    front.set_at_capacity(false);
+    env.wait_sent(&ids, 30).await;
+    let copies = env
+        .ctl
+        .messages(&acc)
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .filter(|m| m.message.body.as_deref() == Some("sent once capacity returns"))
+        .count();
+    assert_eq!(copies, 1, "sent exactly once");
+    assert!(
+        front.created() > created,
+        "a session once capacity returned"
+    );
+    eprintln!("grid at capacity: {:?}", started.elapsed());
 
     // A campaign; the node dies while WhatsApp holds the third message but
     // has not confirmed it (the server tick comes 1.5 s later).

@@ -305,6 +305,12 @@ pub struct BrowserSettings {
     /// (0 = never).
     #[serde(with = "humantime_serde")]
     pub recycle_after: Duration,
+    /// When no browser can be opened for an account with due work (a grid
+    /// refusing new sessions at capacity, chromedriver down), its runnable
+    /// jobs wait this long, `waiting_reason` "no browser available: …",
+    /// with no attempt spent and no health lost; then they are tried again.
+    #[serde(with = "humantime_serde")]
+    pub unavailable_retry: Duration,
     /// First delay before restarting a crashed chromedriver; doubles, capped at 10 s.
     #[serde(with = "humantime_serde")]
     pub restart_backoff: Duration,

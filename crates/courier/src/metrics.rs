@@ -277,7 +277,7 @@ pub fn per_account() -> bool {
 pub const FINISH_OUTCOMES: [&str; 5] =
     ["completed", "retried", "discarded", "cancelled", "rescued"];
 /// Reasons of [`JOBS_SNOOZED`] (see [`snooze_reason`]).
-pub const SNOOZE_REASONS: [&str; 8] = [
+pub const SNOOZE_REASONS: [&str; 9] = [
     "budget_minute",
     "budget_hour",
     "budget_day",
@@ -285,13 +285,17 @@ pub const SNOOZE_REASONS: [&str; 8] = [
     "quiet_hours",
     "paused",
     "not_handled",
+    "no_browser",
     "other",
 ];
 
 /// The bounded label for a snooze reason (free text in the job row).
 pub fn snooze_reason(reason: &str) -> &'static str {
     let r = reason.to_ascii_lowercase();
-    if r.contains("minute window") {
+    // First: its cause is free text (a grid's message may say anything).
+    if r.starts_with("no browser available") {
+        "no_browser"
+    } else if r.contains("minute window") {
         "budget_minute"
     } else if r.contains("hour window") {
         "budget_hour"
@@ -778,6 +782,12 @@ mod tests {
             (
                 "no `send` handler in this worker build yet".into(),
                 "not_handled",
+            ),
+            (
+                "no browser available: the WebDriver endpoint refused a new session: \
+                 webdriver did not create session: the node is paused"
+                    .into(),
+                "no_browser",
             ),
             ("something else".into(), "other"),
         ];

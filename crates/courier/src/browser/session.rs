@@ -21,9 +21,11 @@
 //! disk the browser shares: a session gets no profile directory, and the
 //! WhatsApp Web session moves through the page instead. It is exported by
 //! script from a connected, synced page into the encrypted snapshot
-//! ([`SessionGuard::snapshot`]) and imported into the fresh browser before
-//! the app starts ([`BrowserPool::session`]), so a node that died costs no
-//! QR: the next session, on any node, comes up from the snapshot.
+//! ([`SessionGuard::snapshot`]), again before an idle session closes when
+//! none was stored since it was last used ([`BrowserPool::hibernate`]), and
+//! imported into the fresh browser before the app starts
+//! ([`BrowserPool::session`]), so a node that died costs no QR: the next
+//! session, on any node, comes up from the snapshot.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -190,31 +192,11 @@ impl SessionGuard {
             return Ok(None);
         };
         let r = if self.pool.hub.is_remote() {
-            self.export_snapshot(&key).await
+            self.pool.export_snapshot(self.account, self, &key).await
         } else {
             self.profile_snapshot(&key).await
         };
-        match &r {
-            Ok(size) => {
-                self.pool
-                    .snapshotted
-                    .lock()
-                    .expect("snapshot times")
-                    .insert(self.account, Instant::now());
-                tracing::info!(account_id = %self.account, bytes = size, "session snapshot stored")
-            }
-            Err(e) => {
-                let reason = match e {
-                    BrowserError::Snapshot(SnapshotError::TooLarge { .. }) => "too_large",
-                    BrowserError::Snapshot(SnapshotError::NotConnected { .. }) => "not_connected",
-                    _ => "error",
-                };
-                metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "reason" => reason)
-                    .increment(1);
-                tracing::warn!(account_id = %self.account, reason, error = %crate::error::chain(e),
-                    "session snapshot not stored");
-            }
-        }
+        self.pool.snapshot_outcome(self.account, &r);
         r.map(Some)
     }
 
@@ -262,43 +244,6 @@ impl SessionGuard {
         *self.guard = Some(self.pool.open(self.account).await?);
         self.fresh = true;
         Ok(saved?)
-    }
-
-    async fn export_snapshot(&mut self, key: &SnapshotKey) -> Result<usize, BrowserError> {
-        let max = self.pool.settings.snapshot_max_bytes;
-        let connected = |w: &super::page::WaState| {
-            (w.connected && w.synced)
-                .then_some(())
-                .ok_or_else(|| SnapshotError::NotConnected {
-                    state: w.state.clone(),
-                    synced: w.synced,
-                })
-        };
-        // `NotReady`: the modules are not even loaded (the page is starting).
-        let state = match self.wa_state().await {
-            Err(PageError::NotReady(_)) => {
-                return Err(SnapshotError::NotConnected {
-                    state: "not loaded".into(),
-                    synced: false,
-                }
-                .into())
-            }
-            other => other?,
-        };
-        connected(&state)?;
-        let dump = match self.export_storage(max).await? {
-            Exported::Dump(d) => d,
-            Exported::TooLarge(counted) => {
-                return Err(SnapshotError::TooLarge {
-                    bytes: counted,
-                    max,
-                }
-                .into())
-            }
-        };
-        // Still the same connected session once the export is read.
-        connected(&self.wa_state().await?)?;
-        Ok(snapshot::save_storage(&self.pool.db, key, self.account, &dump, max).await?)
     }
 }
 
@@ -669,6 +614,127 @@ impl BrowserPool {
         got
     }
 
+    /// Exports a remote page's session (its origin's storage, by script) into
+    /// the account's snapshot; returns its sealed size. Only while WhatsApp
+    /// Web reports the session connected and synced, before and after the
+    /// export is read ([`SnapshotError::NotConnected`] otherwise), and never
+    /// over `browser.snapshot_max_bytes` ([`SnapshotError::TooLarge`]).
+    async fn export_snapshot(
+        &self,
+        account: Uuid,
+        page: &WhatsAppPage,
+        key: &SnapshotKey,
+    ) -> Result<usize, BrowserError> {
+        let max = self.settings.snapshot_max_bytes;
+        let connected = |w: &super::page::WaState| {
+            (w.connected && w.synced)
+                .then_some(())
+                .ok_or_else(|| SnapshotError::NotConnected {
+                    state: w.state.clone(),
+                    synced: w.synced,
+                })
+        };
+        // `NotReady`: the modules are not even loaded (the page is starting).
+        let state = match page.wa_state().await {
+            Err(PageError::NotReady(_)) => {
+                return Err(SnapshotError::NotConnected {
+                    state: "not loaded".into(),
+                    synced: false,
+                }
+                .into())
+            }
+            other => other?,
+        };
+        connected(&state)?;
+        let dump = match page.export_storage(max).await? {
+            Exported::Dump(d) => d,
+            Exported::TooLarge(counted) => {
+                return Err(SnapshotError::TooLarge {
+                    bytes: counted,
+                    max,
+                }
+                .into())
+            }
+        };
+        // Still the same connected session once the export is read.
+        connected(&page.wa_state().await?)?;
+        Ok(snapshot::save_storage(&self.db, key, account, &dump, max).await?)
+    }
+
+    /// Records how a snapshot of the account went: when it was stored, or
+    /// the failure logged and counted in
+    /// `courier_session_snapshot_failures_total{reason}`.
+    fn snapshot_outcome(&self, account: Uuid, r: &Result<usize, BrowserError>) {
+        match r {
+            Ok(size) => {
+                self.snapshotted
+                    .lock()
+                    .expect("snapshot times")
+                    .insert(account, Instant::now());
+                tracing::info!(account_id = %account, bytes = size, "session snapshot stored")
+            }
+            Err(e) => {
+                let reason = match e {
+                    BrowserError::Snapshot(SnapshotError::TooLarge { .. }) => "too_large",
+                    BrowserError::Snapshot(SnapshotError::NotConnected { .. }) => "not_connected",
+                    _ => "error",
+                };
+                metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "reason" => reason)
+                    .increment(1);
+                tracing::warn!(account_id = %account, reason, error = %crate::error::chain(e),
+                    "session snapshot not stored");
+            }
+        }
+    }
+
+    /// Whether this process stored the account's snapshot after `since`.
+    fn snapshotted_since(&self, account: Uuid, since: Instant) -> bool {
+        self.snapshotted
+            .lock()
+            .expect("snapshot times")
+            .get(&account)
+            .is_some_and(|t| *t >= since)
+    }
+
+    /// A remote session lives only in its page and the snapshot, and changes
+    /// while it runs (WhatsApp Web rotates keys): before it closes while
+    /// idle, its state is exported when this process stored no snapshot of
+    /// the account since the session was last used (`last_used`). Bounded by
+    /// `browser.command_timeout`; a failure is logged and counted like every
+    /// snapshot's, and the close goes on. A page without a login on it (a
+    /// QR, logged out, never loaded) has nothing to keep: skipped, not
+    /// counted. A local session is flushed to its profile by the close.
+    async fn snapshot_before_close(&self, account: Uuid, page: &WhatsAppPage, last_used: Instant) {
+        let Some(key) = self.key.as_ref() else {
+            return;
+        };
+        if !self.hub.is_remote() || page.is_lost() || self.snapshotted_since(account, last_used) {
+            return;
+        }
+        let export = async {
+            match page.wa_state().await {
+                Err(PageError::NotReady(_)) => return None,
+                Ok(w) if !w.connected && w.me.is_none() => return None,
+                _ => {}
+            }
+            Some(self.export_snapshot(account, page, key).await)
+        };
+        let limit = self.settings.command_timeout;
+        let r = match tokio::time::timeout(limit, export).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::debug!(account_id = %account, "no login on the page; nothing to snapshot before closing it");
+                return;
+            }
+            Err(_) => Err(PageError::Timeout {
+                what: "the session snapshot before closing an idle session".into(),
+                after: limit,
+            }
+            .into()),
+        };
+        self.snapshot_outcome(account, &r);
+    }
+
     /// Closes the least recently used idle session (not `except`'s) for an
     /// account that waits for a browser.
     async fn evict_lru(&self, except: Uuid) {
@@ -698,8 +764,9 @@ impl BrowserPool {
     }
 
     /// Closes the account's session cleanly if no one is using it, keeping
-    /// its slot: the next [`Self::session`] reopens it on the same profile.
-    /// Returns whether a session was closed.
+    /// its slot: the next [`Self::session`] reopens it on the same profile
+    /// (a remote one, from the snapshot it exports first when a job used it
+    /// since the last one). Returns whether a session was closed.
     pub async fn hibernate(&self, account: Uuid, why: &str) -> bool {
         let Some(slot) = self.slots.lock().expect("slots").get(&account).cloned() else {
             return false;
@@ -711,6 +778,9 @@ impl BrowserPool {
             return false;
         };
         slot.hibernated.store(true, Ordering::Relaxed);
+        let last_used = *slot.last_used.lock().expect("slot time");
+        self.snapshot_before_close(account, &o.page, last_used)
+            .await;
         match tokio::time::timeout(self.settings.command_timeout, o.page.close()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

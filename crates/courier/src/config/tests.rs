@@ -96,6 +96,23 @@ fn media_settings_are_validated_with_the_key_named() {
 }
 
 #[test]
+fn the_no_browser_retry_defaults_to_15s_and_is_read_and_refused_at_zero_by_name() {
+    let s = Settings::defaults();
+    assert_eq!(
+        s.browser.unavailable_retry,
+        std::time::Duration::from_secs(15)
+    );
+    let s = load(&[("COURIER__BROWSER__UNAVAILABLE_RETRY", "2m")]).unwrap();
+    assert_eq!(
+        s.browser.unavailable_retry,
+        std::time::Duration::from_secs(120)
+    );
+    let e =
+        crate::error::chain(&load(&[("COURIER__BROWSER__UNAVAILABLE_RETRY", "0s")]).unwrap_err());
+    assert!(e.contains("browser.unavailable_retry"), "{e}");
+}
+
+#[test]
 fn login_link_settings_are_validated_with_the_key_named() {
     let s = Settings::defaults();
     assert_eq!(s.api.login_link_ttl, std::time::Duration::from_secs(600));

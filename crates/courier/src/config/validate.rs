@@ -162,6 +162,9 @@ impl Settings {
         if self.browser.idle_close_after.is_zero() {
             return invalid("browser.idle_close_after", "must be longer than 0s");
         }
+        if self.browser.unavailable_retry.is_zero() {
+            return invalid("browser.unavailable_retry", "must be longer than 0s");
+        }
         if self.browser.command_timeout.is_zero() {
             return invalid("browser.command_timeout", "must be longer than 0s");
         }

@@ -69,11 +69,39 @@ pub trait Readiness: Send + Sync + std::fmt::Debug + 'static {
     fn is_ready(&self, account: uuid::Uuid) -> bool;
     /// Makes the account ready. An error means it cannot be served now: the
     /// slot gives the lease up (another worker may take the account) and
-    /// leases again later.
-    fn prepare<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), String>>;
+    /// leases again later; see [`NotReady`] for what it does before.
+    fn prepare<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), NotReady>>;
     /// Most accounts this process can have ready at once: the runtime leases
     /// no more (its slots are capped to this).
     fn max_accounts(&self) -> usize;
+}
+
+/// Why [`Readiness::prepare`] could not make an account ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// What the account's jobs need is not there for a while (no browser can
+    /// be opened: a grid at capacity, chromedriver down). The slot snoozes
+    /// the account's runnable jobs, every kind, to `retry_after` from now
+    /// with `reason` as their waiting reason (no attempt spent), then gives
+    /// the lease up; they are picked up again when they come due.
+    Unavailable {
+        /// The jobs' waiting reason.
+        reason: String,
+        /// How long they wait.
+        retry_after: std::time::Duration,
+    },
+    /// A passing failure (a query): the slot gives the lease up and leases
+    /// again a second later.
+    Failed(String),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unavailable { reason, .. } => f.write_str(reason),
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
 }
 
 /// The registry: one handler per kind, the domain's additions to the claim

@@ -10,6 +10,9 @@
 //!   attempt, no send slot and none of `queue.job_timeout`; a reopened
 //!   session's acks are caught up at once ([`super::acks::catch_up`], from
 //!   the message models), so what arrived while it was closed is recorded.
+//!   A browser that cannot be opened (a grid at capacity, chromedriver down)
+//!   makes the account's jobs wait `browser.unavailable_retry` with the
+//!   reason "no browser available: …" ([`NotReady::Unavailable`]).
 //!   It also caps the worker's leases at `browser.max_open`.
 
 use std::collections::HashSet;
@@ -21,7 +24,7 @@ use uuid::Uuid;
 
 use super::handlers::Context;
 use crate::browser::{BrowserError, IdlePolicy};
-use crate::queue::handler::Readiness;
+use crate::queue::handler::{NotReady, Readiness};
 use crate::queue::Lease;
 
 /// The pool's idle policy (see the module docs).
@@ -84,6 +87,34 @@ async fn settled(session: &crate::browser::SessionGuard, within: Duration) -> bo
     }
 }
 
+/// The waiting reason of jobs whose account gets no browser: starts with
+/// [`NO_BROWSER`], then a short cause. The WebDriver endpoint is not named
+/// (its URL may carry credentials; the log has it).
+fn no_browser_reason(e: &BrowserError) -> String {
+    /// Longest cause shown (the job row's reason is read by people).
+    const MAX_CAUSE: usize = 160;
+    let cause = match e {
+        BrowserError::Driver(crate::browser::DriverError::Session { source, .. }) => format!(
+            "the WebDriver endpoint opened no new session: {}",
+            crate::error::chain(source)
+        ),
+        other => crate::error::chain(other),
+    };
+    let mut cause = cause.trim().to_string();
+    if cause.len() > MAX_CAUSE {
+        let mut end = MAX_CAUSE;
+        while !cause.is_char_boundary(end) {
+            end -= 1;
+        }
+        cause.truncate(end);
+        cause.push('…');
+    }
+    format!("{NO_BROWSER}: {cause}")
+}
+
+/// How the waiting reason of jobs that wait for a browser begins.
+pub(crate) const NO_BROWSER: &str = "no browser available";
+
 /// The queue's readiness for browser work (see the module docs).
 #[derive(Debug)]
 pub(crate) struct BrowserReadiness {
@@ -97,7 +128,7 @@ impl Readiness for BrowserReadiness {
         self.ctx.pool.is_open(account) || self.lanes.lock().expect("lanes").contains(&account)
     }
 
-    fn prepare<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), String>> {
+    fn prepare<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), NotReady>> {
         Box::pin(async move {
             let account = lease.account_id;
             let started = Instant::now();
@@ -106,7 +137,7 @@ impl Readiness for BrowserReadiness {
                     .bind(account)
                     .fetch_one(self.ctx.pool.db())
                     .await
-                    .map_err(|e| crate::error::chain(&e))?;
+                    .map_err(|e| NotReady::Failed(crate::error::chain(&e)))?;
             if !is_account {
                 self.lanes.lock().expect("lanes").insert(account);
                 return Ok(());
@@ -114,9 +145,18 @@ impl Readiness for BrowserReadiness {
             let session = match self.ctx.pool.session(lease).await {
                 Ok(s) => s,
                 // No browser could start (chromedriver down, a grid at
-                // capacity): not the job's failure; try again later.
-                Err(e @ (BrowserError::Driver(_) | BrowserError::ShutDown)) => {
-                    return Err(crate::error::chain(&e))
+                // capacity): not the job's failure, and no attempt or
+                // health of its; its jobs wait `browser.unavailable_retry`.
+                Err(e @ BrowserError::Driver(_)) => {
+                    return Err(NotReady::Unavailable {
+                        reason: no_browser_reason(&e),
+                        retry_after: self.ctx.pool.settings().unavailable_retry,
+                    })
+                }
+                // This process is stopping: another worker may take the
+                // account at once, its jobs need not wait.
+                Err(e @ BrowserError::ShutDown) => {
+                    return Err(NotReady::Failed(crate::error::chain(&e)))
                 }
                 // Anything else (a snapshot under the wrong key, a profile
                 // that cannot be written) is the job's to report: its
@@ -152,5 +192,39 @@ impl Readiness for BrowserReadiness {
 
     fn max_accounts(&self) -> usize {
         self.ctx.pool.settings().max_open
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::browser::DriverError;
+    use fantoccini::error::{ErrorStatus, NewSessionError, WebDriver};
+
+    #[test]
+    fn a_grid_at_capacity_reads_no_browser_available_short_and_without_the_endpoint() {
+        let grid = "http://user:hunter2@grid.internal:4444/wd/hub";
+        let e = BrowserError::Driver(DriverError::Session {
+            url: grid.into(),
+            source: NewSessionError::SessionNotCreated(WebDriver::new(
+                ErrorStatus::SessionNotCreated,
+                format!(
+                    "Could not start a new session. New session request timed out {}",
+                    "é".repeat(300)
+                ),
+            )),
+        });
+        let reason = no_browser_reason(&e);
+        assert!(reason.starts_with("no browser available: "), "{reason}");
+        assert!(reason.contains("Could not start a new session"), "{reason}");
+        assert!(
+            !reason.contains("hunter2") && !reason.contains("grid.internal"),
+            "{reason}"
+        );
+        assert!(
+            reason.chars().count() <= NO_BROWSER.len() + 2 + 160 + 1,
+            "{reason}"
+        );
+        assert_eq!(crate::metrics::snooze_reason(&reason), "no_browser");
     }
 }

@@ -11,7 +11,9 @@
 //!    due sends to the exact instant and claim only other kinds; when a job
 //!    is due and the account is not ready (its browser was closed while
 //!    idle), make it ready first ([`super::handler::Readiness`]): the wait is
-//!    no attempt, no send slot and no part of the job's timeout;
+//!    no attempt, no send slot and no part of the job's timeout; when it
+//!    cannot be made ready for a while (no browser), snooze the account's
+//!    runnable jobs with the reason and release it;
 //! 4. claim the next job (fenced); for a send, reserve the slot in the send log
 //!    (fenced, windows re-checked in SQL) and hand the job to the worker;
 //! 5. nothing due: keep the lease if the next job is due within `lease_hold`,

@@ -16,7 +16,7 @@ use rand::Rng;
 use tokio::sync::{oneshot, Mutex, Notify, Semaphore};
 
 use crate::account::budget::{self, AccountClock, Decision, Limits};
-use crate::queue::handler::ClaimedJob;
+use crate::queue::handler::{self, ClaimedJob};
 use crate::queue::lease::HeldLease;
 use crate::queue::store;
 use crate::queue::QueueError;
@@ -173,6 +173,25 @@ async fn sleep_until_db(
         _ = notify.notified() => {}
         _ = shared.stop.cancelled() => {}
     }
+}
+
+/// Snoozes the held account's runnable jobs of `kinds` to `until` (see
+/// [`store::snooze_due`]) and counts them in `courier_jobs_snoozed_total`.
+/// Returns how many moved.
+async fn snooze(
+    shared: &Shared,
+    lease: &crate::queue::Lease,
+    until: DateTime<Utc>,
+    reason: &str,
+    kinds: store::SnoozeKinds,
+) -> Result<u64, QueueError> {
+    let moved = store::snooze_due(&shared.pool, lease, until, reason, kinds).await?;
+    let label = crate::metrics::snooze_reason(reason);
+    for (kind, n) in &moved {
+        metrics::counter!(crate::metrics::JOBS_SNOOZED, "kind" => kind.clone(), "reason" => label)
+            .increment(*n);
+    }
+    Ok(moved.iter().map(|(_, n)| n).sum())
 }
 
 /// The slot's loop (see the module docs). Returns the next job to run.
@@ -354,12 +373,10 @@ async fn step(
         if let Decision::NotBefore(until, why) = b.decide() {
             sends_allowed = false;
             if b.snoozed_to.is_none_or(|t| t < until) {
-                let n = store::snooze_sends(&shared.pool, &lease, until, &why.to_string()).await?;
+                let why = why.to_string();
+                let n = snooze(shared, &lease, until, &why, store::SnoozeKinds::Budget).await?;
                 if n > 0 {
                     tracing::debug!(account_id = %lease.account_id, %until, jobs = n, reason = %why, "snoozed sends");
-                    metrics::counter!(crate::metrics::JOBS_SNOOZED, "kind" => "send",
-                        "reason" => crate::metrics::snooze_reason(&why.to_string()))
-                    .increment(n);
                 }
                 b.snoozed_to = Some(until);
             }
@@ -377,10 +394,31 @@ async fn step(
                     tracing::warn!(account_id = %lease.account_id, reason = %why,
                         "the account's browser could not be opened; giving the account up for now");
                     drop(permit);
+                    // Unavailable (a grid at capacity): the account's jobs
+                    // wait, with the reason shown, instead of being leased
+                    // again and again; a passing failure is retried soon.
+                    let pause = match &why {
+                        handler::NotReady::Unavailable {
+                            reason,
+                            retry_after,
+                        } => {
+                            let until = Utc::now()
+                                + held.offset
+                                + chrono::Duration::from_std(*retry_after).unwrap_or_default();
+                            let n = snooze(shared, &lease, until, reason, store::SnoozeKinds::All)
+                                .await?;
+                            tracing::info!(account_id = %lease.account_id, %until, jobs = n, %reason,
+                                "snoozed the account's jobs until a browser can be opened");
+                            None
+                        }
+                        handler::NotReady::Failed(_) => Some(Duration::from_secs(1)),
+                    };
                     release(shared, state, unwritten).await;
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shared.stop.cancelled() => {}
+                    if let Some(pause) = pause {
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shared.stop.cancelled() => {}
+                        }
                     }
                     return Ok(None);
                 }

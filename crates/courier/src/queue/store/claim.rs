@@ -180,26 +180,49 @@ pub async fn snooze(
     .await
 }
 
-/// Snoozes every due budget-spending job of the account to `until` (their
-/// budget frees then). They were never claimed, so no attempt is spent.
-pub async fn snooze_sends(
+/// Which of an account's runnable jobs [`snooze_due`] moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnoozeKinds {
+    /// The budget-spending kinds (`send`, `retry`): their budget frees later.
+    Budget,
+    /// Every kind: what the account needs (its browser) is not there.
+    All,
+}
+
+/// Snoozes the account's runnable jobs of `kinds` that would run before
+/// `until` to `until`, with `reason` as their waiting reason. Only jobs the
+/// account may run in its status (a logged-out account's sends keep waiting
+/// for its login as they were). They were never claimed, so no attempt is
+/// spent. Fenced: nothing moves once the lease is gone. Returns how many
+/// moved, by kind.
+pub async fn snooze_due(
     pool: &PgPool,
     lease: &Lease,
     until: DateTime<Utc>,
     reason: &str,
-) -> Result<u64, QueueError> {
-    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH {LEASE_CTE} UPDATE queue_jobs SET state = 'scheduled', run_at = $4, waiting_reason = $5 \
-         WHERE account_id = $1 AND state IN {RUNNABLE} AND run_at < $4 AND kind = ANY($6) \
-           AND EXISTS (SELECT 1 FROM lease)"
+    kinds: SnoozeKinds,
+) -> Result<Vec<(String, u64)>, QueueError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH {LEASE_CTE}, moved AS ( \
+            UPDATE queue_jobs SET state = 'scheduled', run_at = $4, waiting_reason = $5 \
+            WHERE account_id = $1 AND state IN {RUNNABLE} AND run_at < $4 \
+              AND ($6 OR kind = ANY($7)) AND {gate} \
+              AND EXISTS (SELECT 1 FROM lease) \
+            RETURNING kind) \
+         SELECT kind, count(*) FROM moved GROUP BY kind ORDER BY kind",
+        gate = session_gate!("$1"),
     )))
     .bind(lease.account_id)
     .bind(lease.epoch)
     .bind(&*lease.owner)
     .bind(until)
     .bind(reason)
+    .bind(kinds == SnoozeKinds::All)
     .bind(&crate::queue::BUDGET_KINDS[..])
-    .execute(pool)
-    .await?
-    .rows_affected())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, n)| (kind, n.max(0) as u64))
+        .collect())
 }
