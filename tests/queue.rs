@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use courier::config::{Settings, Sources};
 use courier::jobs::send::SendJob;
 use courier::jobs::JobKind;
-use courier::queue::handler::{ClaimedJob, HandlerError, Handlers, Outcome};
+use courier::queue::handler::{ClaimedJob, HandlerError, Handlers, Outcome, Readiness};
 use courier::queue::runtime::Runtime;
 use courier::queue::store::{self, Reservation};
 use courier::queue::{JobState, NewJob, QueueError};
@@ -953,4 +953,101 @@ async fn the_database_refuses_a_job_kind_outside_a_z_and_underscore_1_to_40() {
     for good in ["send", "health_check", "_", &"z".repeat(40)] {
         insert(good.to_string()).await.expect(good);
     }
+}
+
+/// A readiness that takes 300 ms to make an account ready (a browser start)
+/// and counts the preparations in progress.
+#[derive(Debug)]
+struct SlowStart {
+    ready: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Readiness for SlowStart {
+    fn is_ready(&self, account: Uuid) -> bool {
+        self.ready.lock().unwrap().contains(&account)
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        lease: &'a courier::queue::Lease,
+    ) -> BoxFuture<'a, Result<(), courier::queue::handler::NotReady>> {
+        use std::sync::atomic::Ordering;
+        Box::pin(async move {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.ready.lock().unwrap().insert(lease.account_id);
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn max_accounts(&self) -> usize {
+        6
+    }
+
+    fn start_gate(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        Some(self.gate.clone())
+    }
+}
+
+#[tokio::test]
+async fn with_a_start_gate_an_account_is_leased_only_when_its_start_can_begin() {
+    // `browser.max_starting = 1`: six accounts with due work and six slots,
+    // but one browser start at a time. Without the gate all six would be
+    // leased and start at once; with it, an account that cannot start yet
+    // stays free (another worker could take it) instead of waiting leased.
+    let t = fresh_database().await.unwrap();
+    let mut accounts = Vec::new();
+    for _ in 0..6 {
+        let a = account(&t.pool, serde_json::json!({})).await;
+        accounts.push(a);
+        courier::queue::enqueue(&t.pool, &discover(a))
+            .await
+            .unwrap();
+    }
+    let starts = Arc::new(SlowStart {
+        ready: Default::default(),
+        now: Default::default(),
+        most: Default::default(),
+        gate: Arc::new(tokio::sync::Semaphore::new(1)),
+    });
+    let w = start(
+        &t,
+        &settings(&[("COURIER__QUEUE__CAPACITY", "6")]),
+        recorder(&t).with_readiness(starts.clone()),
+    );
+    let most_waiting_leased = std::sync::atomic::AtomicUsize::new(0);
+    let done = eventually(Duration::from_secs(20), || async {
+        let leased: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT account_id FROM account_leases WHERE owner IS NOT NULL AND expires_at > now()",
+        )
+        .fetch_all(&t.pool)
+        .await
+        .unwrap();
+        let not_ready = leased.iter().filter(|a| !starts.is_ready(**a)).count();
+        most_waiting_leased.fetch_max(not_ready, std::sync::atomic::Ordering::SeqCst);
+        let completed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM queue_jobs WHERE state = 'completed'")
+                .fetch_one(&t.pool)
+                .await
+                .unwrap();
+        completed == 6
+    })
+    .await;
+    assert!(done, "every account's job ran");
+    assert_eq!(
+        starts.most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one start at a time"
+    );
+    let most_waiting_leased = most_waiting_leased.into_inner();
+    assert!(
+        most_waiting_leased <= 1,
+        "{most_waiting_leased} accounts were held by the worker while not ready (at most the one starting)"
+    );
+    w.stop().await;
 }

@@ -300,6 +300,19 @@ pub struct BrowserSettings {
     /// needs a browser while all are open takes the least recently used idle
     /// one, or waits its turn (first come, first served).
     pub max_open: usize,
+    /// Most browsers this worker starts at once (Chromium up and WhatsApp Web
+    /// loaded); 0 = half the machine's CPUs, at least 1. A worker leases an
+    /// account only when it may start its browser now, so a start never
+    /// queues behind others while holding the account, and starts do not
+    /// fight for the CPU (a start is CPU-bound).
+    pub max_starting: usize,
+    /// Run each Chromium as one process (`--single-process --no-zygote`):
+    /// about a third of the resident memory of the default process model
+    /// (one process instead of about nine, each mapping Chromium's binary),
+    /// and a cheaper start. A crash takes the whole browser down, which for
+    /// Courier's one page per browser is what a renderer crash does anyway
+    /// (the session is reopened). `false` keeps Chromium's process model.
+    pub single_process: bool,
     /// A session open this long is closed and reopened on the same profile
     /// before its account's next job, bounding the page's memory growth
     /// (0 = never).
@@ -341,6 +354,19 @@ pub struct BrowserSettings {
 }
 
 /// The queue engine.
+impl BrowserSettings {
+    /// `max_starting`, with 0 resolved to half the CPUs (at least 1).
+    pub fn starts_at_once(&self) -> usize {
+        match self.max_starting {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() / 2)
+                .unwrap_or(1)
+                .max(1),
+            n => n,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {

@@ -41,6 +41,13 @@ pub struct AccountsBenchArgs {
     /// `browser.max_open`: sessions open at once.
     #[arg(long, default_value_t = 8)]
     pub max_open: usize,
+    /// `browser.max_starting`: browsers starting at once (the product's
+    /// default when not given).
+    #[arg(long)]
+    pub max_starting: Option<usize>,
+    /// `browser.single_process` (the product's default when not given).
+    #[arg(long)]
+    pub single_process: Option<bool>,
     /// Campaign messages per account.
     #[arg(long, default_value_t = 3)]
     pub per_account: usize,
@@ -173,6 +180,12 @@ pub async fn run(args: AccountsBenchArgs) -> Result<String, BoxError> {
     s.delivery.typing_per_char = Duration::ZERO;
     s.delivery.ack_followup = Duration::from_secs(3);
     s.browser.max_open = args.max_open;
+    if let Some(m) = args.max_starting {
+        s.browser.max_starting = m;
+    }
+    if let Some(single) = args.single_process {
+        s.browser.single_process = single;
+    }
     s.browser.idle_close_after = Duration::from_secs(5);
     s.browser.page_url = format!("{}/?account={{account}}", sim.url());
     s.browser.profiles_dir = dir.path().join("profiles");
@@ -433,6 +446,7 @@ pub async fn run(args: AccountsBenchArgs) -> Result<String, BoxError> {
     Ok(format!(
         "\n### Many accounts per worker (`courier bench accounts --accounts {n} --max-open {mo}`, {date})\n\n\
          One in-process worker, {n} accounts logged in by QR ({login_s:.0} s), `browser.max_open = {mo}`, \
+         `browser.max_starting = {ms}`, `browser.single_process = {sp}`, \
          `browser.idle_close_after = 5s`; budget per account: min gap 1 s + up to 0.5 s jitter, 10/min. \
          Campaign: {per} messages per account, {total} in all, enqueued at once: sent in {campaign_s:.0} s.\n\n\
          | measure | value |\n| --- | --- |\n\
@@ -446,6 +460,8 @@ pub async fn run(args: AccountsBenchArgs) -> Result<String, BoxError> {
          | ratio campaign / baseline | p50 {q50:.2}×, p99 {q99:.2}× |\n\
          | whole run | {whole:.0} s |\n",
         mo = args.max_open,
+        ms = s.browser.starts_at_once(),
+        sp = s.browser.single_process,
         date = Utc::now().format("%Y-%m-%d"),
         per = args.per_account,
         rss = mib(peak_rss.load(Ordering::Relaxed)),

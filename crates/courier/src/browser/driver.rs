@@ -130,6 +130,20 @@ pub fn chromium_args(profile: Option<&Path>, headless: bool, extra: &[String]) -
     args
 }
 
+/// `extra` plus `--single-process --no-zygote` when `single` (one process
+/// per browser; see `browser.single_process`), unless `extra` names them.
+pub fn with_process_model(extra: &[String], single: bool) -> Vec<String> {
+    let mut args = extra.to_vec();
+    if single {
+        for flag in ["--single-process", "--no-zygote"] {
+            if !args.iter().any(|a| a == flag) {
+                args.push(flag.into());
+            }
+        }
+    }
+    args
+}
+
 /// `extra` plus `--user-agent=<ua>` (a desktop agent: WhatsApp Web refuses
 /// or degrades headless ones), unless `ua` is empty or `extra` sets one.
 pub fn with_user_agent(extra: &[String], ua: &str) -> Vec<String> {
@@ -322,5 +336,23 @@ mod tests {
         );
         let remote = capabilities(None, args);
         assert!(remote["goog:chromeOptions"].get("binary").is_none());
+    }
+
+    #[test]
+    fn the_single_process_model_adds_its_flags_once() {
+        assert!(with_process_model(&[], false).is_empty());
+        assert_eq!(
+            with_process_model(&[], true),
+            vec!["--single-process".to_string(), "--no-zygote".to_string()]
+        );
+        let own = vec!["--no-zygote".to_string(), "--lang=en".to_string()];
+        assert_eq!(
+            with_process_model(&own, true),
+            vec![
+                "--no-zygote".to_string(),
+                "--lang=en".to_string(),
+                "--single-process".to_string()
+            ]
+        );
     }
 }

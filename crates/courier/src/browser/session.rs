@@ -269,7 +269,10 @@ impl BrowserPool {
             chromedriver: settings.chromedriver.clone(),
             chromium: settings.chromium.clone(),
             headless: settings.headless,
-            extra_args: driver::with_user_agent(&settings.extra_args, &settings.user_agent),
+            extra_args: driver::with_user_agent(
+                &driver::with_process_model(&settings.extra_args, settings.single_process),
+                &settings.user_agent,
+            ),
             ..DriverOptions::default()
         };
         let hub = match &settings.webdriver_url {

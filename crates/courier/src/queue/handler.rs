@@ -74,7 +74,19 @@ pub trait Readiness: Send + Sync + std::fmt::Debug + 'static {
     /// Most accounts this process can have ready at once: the runtime leases
     /// no more (its slots are capped to this).
     fn max_accounts(&self) -> usize;
+    /// Bounds the preparations in progress: a slot takes a permit before it
+    /// leases an account and holds it through [`Self::prepare`] (at most
+    /// [`START_GATE_HOLD`]), so an account is leased only when it can be
+    /// made ready now, never left waiting behind other starts while held.
+    /// `None`: no bound.
+    fn start_gate(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        None
+    }
 }
+
+/// Longest a preparation holds its [`Readiness::start_gate`] permit: a page
+/// stuck loading keeps its own deadline but stops blocking other starts.
+pub const START_GATE_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why [`Readiness::prepare`] could not make an account ready.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -121,6 +121,8 @@ pub(crate) struct BrowserReadiness {
     pub(crate) ctx: Arc<Context>,
     /// Lease keys that are queue lanes, not accounts: they need no browser.
     pub(crate) lanes: Mutex<HashSet<Uuid>>,
+    /// `browser.max_starting` permits: browsers starting at once.
+    pub(crate) starting: Arc<tokio::sync::Semaphore>,
 }
 
 impl Readiness for BrowserReadiness {
@@ -192,6 +194,10 @@ impl Readiness for BrowserReadiness {
 
     fn max_accounts(&self) -> usize {
         self.ctx.pool.settings().max_open
+    }
+
+    fn start_gate(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        Some(self.starting.clone())
     }
 }
 

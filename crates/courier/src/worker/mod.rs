@@ -61,6 +61,9 @@ pub async fn registry(
     let readiness = Arc::new(hibernate::BrowserReadiness {
         ctx: ctx.clone(),
         lanes: Default::default(),
+        starting: Arc::new(tokio::sync::Semaphore::new(
+            ctx.pool.settings().starts_at_once(),
+        )),
     });
     let handlers = Handlers::new()
         .with_policy(crate::message::CLAIM_POLICY)

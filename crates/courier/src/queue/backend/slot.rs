@@ -79,6 +79,9 @@ struct Held {
     since: Instant,
     /// When the slot last looked whether other accounts wait (rotation).
     rotation_checked: Option<Instant>,
+    /// The readiness start gate's permit taken before the lease, held until
+    /// the account is ready (see [`handler::Readiness::start_gate`]).
+    start_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Most accounts one lease statement takes.
@@ -258,11 +261,21 @@ async fn step(
         shared.keeper.forget(&h.lease.lease);
     }
 
-    // 2. Lease an account, or sleep.
+    // 2. Lease an account, or sleep. With a start gate (browsers), only
+    //    when an account's browser may start now: a start does not queue
+    //    behind others while its account is held (other workers may take
+    //    it meanwhile), and one lease at a time.
     let Some(held) = state.held.as_mut() else {
         let notified = shared.idle.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let start_permit = match shared.readiness.as_ref().and_then(|r| r.start_gate()) {
+            Some(gate) => tokio::select! {
+                p = gate.acquire_owned() => Some(p.expect("the start gate is never closed")),
+                _ = shared.stop.cancelled() => return Ok(None),
+            },
+            None => None,
+        };
         // One slot of the process leases at a time, so concurrent idle slots
         // do not each lease for all free slots (the rest would sit unserved).
         let acquiring = shared.acquiring.lock().await;
@@ -271,11 +284,15 @@ async fn step(
             None => {
                 // Lease for every slot of this process that has no account, in
                 // one statement; the others are handed over below.
-                let want = shared
-                    .queue
-                    .capacity
-                    .saturating_sub(shared.keeper.len())
-                    .clamp(1, LEASE_BATCH);
+                let want = if start_permit.is_some() {
+                    1
+                } else {
+                    shared
+                        .queue
+                        .capacity
+                        .saturating_sub(shared.keeper.len())
+                        .clamp(1, LEASE_BATCH)
+                };
                 let mut leases = store::acquire_leases(
                     &shared.pool,
                     &shared.owner,
@@ -312,10 +329,12 @@ async fn step(
                     budget: None,
                     since: Instant::now(),
                     rotation_checked: None,
+                    start_permit,
                 });
             }
             None => {
                 drop(permit);
+                drop(start_permit);
                 let (due, db_now) = store::next_free_due(&shared.pool).await?;
                 let until = due.unwrap_or(db_now + chrono::Duration::days(1));
                 let wait = (until - db_now)
@@ -390,7 +409,21 @@ async fn step(
         if !r.is_ready(lease.account_id) {
             let work = store::account_work(&shared.pool, lease.account_id).await?;
             if !work.paused && work.next_any.is_some_and(|t| t <= work.now) {
-                if let Err(why) = r.prepare(&lease).await {
+                // The start gate's permit is held while the browser starts,
+                // up to START_GATE_HOLD.
+                let start_permit = held.start_permit.take();
+                let prepared = {
+                    let prepare = r.prepare(&lease);
+                    tokio::pin!(prepare);
+                    tokio::select! {
+                        done = &mut prepare => done,
+                        _ = tokio::time::sleep(handler::START_GATE_HOLD), if start_permit.is_some() => {
+                            drop(start_permit);
+                            prepare.await
+                        }
+                    }
+                };
+                if let Err(why) = prepared {
                     tracing::warn!(account_id = %lease.account_id, reason = %why,
                         "the account's browser could not be opened; giving the account up for now");
                     drop(permit);
@@ -427,6 +460,8 @@ async fn step(
             }
         }
     }
+    // Ready, or nothing due: the start gate's permit goes to the next start.
+    held.start_permit = None;
 
     // 4. Claim, batched with the other slots of this process; a send's slot
     //    is reserved in the same statement.
