@@ -298,6 +298,36 @@ async fn login_end_to_end_stores_each_qr_then_activates_with_the_phone_from_the_
 }
 
 #[tokio::test]
+async fn an_account_whatsapp_knows_by_its_lid_alone_comes_up_active_and_keeps_its_stored_number() {
+    // WhatsApp moves accounts to LIDs: the page's own id is then `<lid>@lid`
+    // (`getMaybeMeLidUser`), with no phone-number id. The account must come
+    // up active, and its stored number must never become the LID's digits.
+    let env = Env::start(quick_sim()).await;
+    let id = env.account().await;
+    sqlx::query("UPDATE mkt_wap_accounts SET phone_number = $2 WHERE id = $1")
+        .bind(id)
+        .bind(DIGITS)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    env.ctl
+        .faults(&id.to_string(), json!({ "lid_only": true }))
+        .await
+        .unwrap();
+    let w = env.worker(&env.settings(&env.machine("m1"), |_| {})).await;
+    let r = env.login(id).await;
+    assert_eq!(r.phone_number.as_deref(), Some(DIGITS), "{r:?}");
+    env.wait_jobs_done(id, "login", 1, 10).await;
+    // A later check of the page (own id still the LID) keeps it so.
+    env.health_check_now(id).await;
+    env.wait_jobs_done(id, "health_check", 1, 20).await;
+    let r = env.row(id).await;
+    assert_eq!(r.status, "active");
+    assert_eq!(r.phone_number.as_deref(), Some(DIGITS), "{r:?}");
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn stuck_loading_fails_with_a_reason_at_the_deadline_then_recovers_on_retry() {
     let env = Env::start(quick_sim()).await;
     let id = env.account().await;

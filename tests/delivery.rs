@@ -1578,6 +1578,11 @@ async fn with_max_open_two_five_accounts_are_served_in_turn_and_never_more_than_
         s.queue.lease_rotate = Duration::from_millis(300);
         s.browser.max_open = 2;
         s.browser.idle_close_after = Duration::from_secs(1);
+        // Each account's four sends span longer than a turn
+        // (`lease_rotate`), so only taking turns serves all of them early:
+        // without a gap one account's sends (tens of ms each) end before
+        // the next browser has started, and order proves nothing.
+        s.budget.min_gap = Duration::from_millis(250);
     });
     let sampler = BrowserSampler::start(profiles.clone());
     let worker = env.worker(&settings).await;

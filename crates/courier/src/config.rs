@@ -353,7 +353,6 @@ pub struct BrowserSettings {
     pub snapshot_max_bytes: u64,
 }
 
-/// The queue engine.
 impl BrowserSettings {
     /// `max_starting`, with 0 resolved to half the CPUs (at least 1).
     pub fn starts_at_once(&self) -> usize {
@@ -367,6 +366,7 @@ impl BrowserSettings {
     }
 }
 
+/// The queue engine.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {

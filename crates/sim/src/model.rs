@@ -200,6 +200,10 @@ pub struct Faults {
     pub latency_ms: u64,
     /// The next N sends reach WhatsApp, then the page reloads before showing them.
     pub reload_mid_send: u32,
+    /// The account is known by its LID only (as WhatsApp moves accounts to
+    /// LIDs): the own id is `<lid>@lid` (`getMaybeMeLidUser`, and in
+    /// storage), with no phone-number id (`getMaybeMePnUser` gives null).
+    pub lid_only: bool,
 }
 
 /// A partial update of [`Faults`].
@@ -212,6 +216,7 @@ pub struct FaultsPatch {
     refuse_sends: Option<bool>,
     latency_ms: Option<u64>,
     reload_mid_send: Option<u32>,
+    lid_only: Option<bool>,
 }
 
 /// A partial update of [`AckTiming`].
@@ -423,6 +428,10 @@ impl Session {
     }
     fn wid(&self) -> String {
         format!("{}@c.us", self.phone.digits())
+    }
+    /// A LID for the account: digits that are not its phone number.
+    fn lid(&self) -> String {
+        format!("8{}", self.phone.digits().chars().rev().collect::<String>())
     }
 }
 
@@ -895,6 +904,9 @@ impl World {
         if let Some(v) = p.reload_mid_send {
             f.reload_mid_send = v;
         }
+        if let Some(v) = p.lid_only {
+            f.lid_only = v;
+        }
         Ok(f.clone())
     }
 
@@ -1268,10 +1280,18 @@ impl World {
                 },
             );
         };
-        let sv = SessionView {
-            token: session.token.clone(),
-            last_wid_md: session.wid_md(),
-            last_wid: session.wid(),
+        let sv = if a.faults.lid_only {
+            SessionView {
+                token: session.token.clone(),
+                last_wid_md: format!("{}:{}@lid", session.lid(), session.device),
+                last_wid: format!("{}@lid", session.lid()),
+            }
+        } else {
+            SessionView {
+                token: session.token.clone(),
+                last_wid_md: session.wid_md(),
+                last_wid: session.wid(),
+            }
         };
         let ready_at = *a
             .ready_at

@@ -52,6 +52,15 @@ pub enum DriverError {
         #[source]
         source: fantoccini::error::NewSessionError,
     },
+    /// The WebDriver endpoint did not answer a new-session request in time
+    /// (a Selenium Grid holds requests it has no node for in its queue).
+    #[error("no new WebDriver session from {url} within {waited:?}")]
+    SessionTimeout {
+        /// The WebDriver endpoint.
+        url: String,
+        /// How long we waited.
+        waited: Duration,
+    },
     /// TLS setup for the WebDriver connection failed.
     #[error("cannot set up the WebDriver HTTP client")]
     Connector(#[source] std::io::Error),
@@ -70,6 +79,9 @@ pub struct DriverOptions {
     pub headless: bool,
     /// Extra Chromium arguments.
     pub extra_args: Vec<String>,
+    /// Longest wait for a new session (`browser.starting_deadline`): a grid
+    /// at capacity may hold the request for minutes.
+    pub session_timeout: Duration,
 }
 
 impl Default for DriverOptions {
@@ -82,6 +94,7 @@ impl Default for DriverOptions {
             startup_timeout: Duration::from_secs(30),
             headless: true,
             extra_args: Vec::new(),
+            session_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -125,11 +125,19 @@ impl WebDriverHub {
             self.inner.options.headless,
             &self.inner.options.extra_args,
         );
-        let client = driver::connect(
-            &ep.url,
-            driver::capabilities(self.inner.chromium.as_deref(), args),
+        let waited = self.inner.options.session_timeout;
+        let client = tokio::time::timeout(
+            waited,
+            driver::connect(
+                &ep.url,
+                driver::capabilities(self.inner.chromium.as_deref(), args),
+            ),
         )
-        .await?;
+        .await
+        .map_err(|_| DriverError::SessionTimeout {
+            url: ep.url.clone(),
+            waited,
+        })??;
         Ok((client, ep.generation))
     }
 

@@ -269,6 +269,7 @@ impl BrowserPool {
             chromedriver: settings.chromedriver.clone(),
             chromium: settings.chromium.clone(),
             headless: settings.headless,
+            session_timeout: settings.starting_deadline,
             extra_args: driver::with_user_agent(
                 &driver::with_process_model(&settings.extra_args, settings.single_process),
                 &settings.user_agent,

@@ -98,6 +98,9 @@ fn no_browser_reason(e: &BrowserError) -> String {
             "the WebDriver endpoint opened no new session: {}",
             crate::error::chain(source)
         ),
+        BrowserError::Driver(crate::browser::DriverError::SessionTimeout { waited, .. }) => {
+            format!("the WebDriver endpoint opened no new session within {waited:?}")
+        }
         other => crate::error::chain(other),
     };
     let mut cause = cause.trim().to_string();
@@ -232,5 +235,14 @@ mod tests {
             "{reason}"
         );
         assert_eq!(crate::metrics::snooze_reason(&reason), "no_browser");
+        let held = BrowserError::Driver(DriverError::SessionTimeout {
+            url: grid.into(),
+            waited: std::time::Duration::from_secs(60),
+        });
+        let reason = no_browser_reason(&held);
+        assert_eq!(
+            reason,
+            "no browser available: the WebDriver endpoint opened no new session within 60s"
+        );
     }
 }

@@ -806,8 +806,8 @@
   define('Conn', Conn);
   define('Cmd', Cmd);
   define('MeUser', {
-    getMaybeMePnUser: function () { return me; },
-    getMaybeMeLidUser: function () { return null; }
+    getMaybeMePnUser: function () { return me && me.server === 'c.us' ? me : null; },
+    getMaybeMeLidUser: function () { return me && me.server === 'lid' ? me : null; }
   });
   define('Collections', { Chat: Chat, Msg: Msg, Contact: Contact, GroupMetadata: GroupMetadata });
   define('WidFactory', { createWid: function (s) { return new Wid(idOf(s)); } });
