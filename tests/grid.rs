@@ -779,7 +779,26 @@ async fn on_a_grid_sessions_move_through_the_page_and_survive_dead_nodes_with_ev
     );
     eprintln!("campaign with a node killed: {:?}", started.elapsed());
 
+    // A worker that stops (a deploy) exports the session it used first:
+    // the state a remote page holds is not lost with the worker.
+    let last_sent: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(sent_at) FROM mkt_wap_messages WHERE account_id = $1")
+            .bind(id)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    // Open (not hibernated) at the stop; `is_open` is false for the moments
+    // the ack watcher holds the session.
+    env.wait("the session open at the stop", 10, async || {
+        worker.browser.is_open(id).then_some(())
+    })
+    .await;
     worker.stop().await.unwrap();
+    let exported = env.snapshot_at(id).await;
+    assert!(
+        exported > last_sent,
+        "stopping took a fresh snapshot: stored {exported}, last sent {last_sent}"
+    );
     node3.kill();
     eprintln!("grid scenario wall time: {:?}", started.elapsed());
 }

@@ -823,10 +823,21 @@ impl BrowserPool {
 
     /// Closes the account's session cleanly (the profile is flushed).
     pub async fn close(&self, account: Uuid) {
+        self.close_slot(account, false).await
+    }
+
+    /// [`Self::close`]; with `keep`, a remote session a job used since its
+    /// last snapshot exports one first ([`Self::snapshot_before_close`]).
+    async fn close_slot(&self, account: Uuid, keep: bool) {
         let slot = self.slots.lock().expect("slots").remove(&account);
         if let Some(slot) = slot {
             let mut g = slot.open.lock().await;
             if let Some(o) = g.take() {
+                if keep {
+                    let last_used = *slot.last_used.lock().expect("slot time");
+                    self.snapshot_before_close(account, &o.page, last_used)
+                        .await;
+                }
                 if let Err(e) = o.page.close().await {
                     tracing::debug!(account_id = %account, error = %crate::error::chain(&e), "closing a session failed");
                 }
@@ -851,12 +862,15 @@ impl BrowserPool {
         }
     }
 
-    /// Closes every session cleanly and stops chromedriver.
+    /// Closes every session cleanly and stops chromedriver. A remote
+    /// session's state lives only in its page: one a job used since its
+    /// last snapshot exports a fresh one first, so a deploy or a stopped
+    /// worker loses nothing of it (all at once, each bounded by
+    /// `browser.command_timeout`).
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        for account in self.open_accounts() {
-            self.close(account).await;
-        }
+        let accounts = self.open_accounts();
+        futures::future::join_all(accounts.into_iter().map(|a| self.close_slot(a, true))).await;
         self.hub.shutdown().await;
     }
 
