@@ -115,17 +115,7 @@ impl Env {
 
     /// An account in Courier and in the simulator (same id).
     async fn account(&self) -> Uuid {
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO mkt_wap_accounts (account_name) VALUES ('test') RETURNING id",
-        )
-        .fetch_one(&self.db.pool)
-        .await
-        .unwrap();
-        self.ctl
-            .create_account(&id.to_string(), None)
-            .await
-            .unwrap();
-        id
+        courier_testkit::sim_account(&self.db.pool, &self.ctl, "test", json!({})).await
     }
 
     async fn row(&self, id: Uuid) -> Row {

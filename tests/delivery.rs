@@ -90,18 +90,7 @@ impl Env {
 
     /// An account in the DB and the simulator, with `rate_limit_config`.
     async fn account(&self, limits: Value) -> Uuid {
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO mkt_wap_accounts (account_name, rate_limit_config) VALUES ('e2e', $1) RETURNING id",
-        )
-        .bind(limits)
-        .fetch_one(&self.db.pool)
-        .await
-        .unwrap();
-        self.ctl
-            .create_account(&id.to_string(), None)
-            .await
-            .unwrap();
-        id
+        courier_testkit::sim_account(&self.db.pool, &self.ctl, "e2e", limits).await
     }
 
     async fn scalar_status(&self, id: Uuid) -> (String, Option<String>) {

@@ -371,17 +371,7 @@ impl Env {
     }
 
     async fn account(&self) -> Uuid {
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO mkt_wap_accounts (account_name) VALUES ('grid') RETURNING id",
-        )
-        .fetch_one(&self.db.pool)
-        .await
-        .unwrap();
-        self.ctl
-            .create_account(&id.to_string(), None)
-            .await
-            .unwrap();
-        id
+        courier_testkit::sim_account(&self.db.pool, &self.ctl, "grid", json!({})).await
     }
 
     async fn row(&self, id: Uuid) -> (String, Option<String>, bool, Option<String>) {

@@ -14,6 +14,29 @@ pub async fn insert_account(pool: &PgPool, name: &str) -> Uuid {
         .expect("insert an account row")
 }
 
+/// An account row named `name` with `rate_limit_config` (the schema's
+/// other defaults) and the same account in the simulator; returns its id.
+/// Panics on a database or simulator error.
+pub async fn sim_account(
+    pool: &PgPool,
+    ctl: &courier_sim::SimControl,
+    name: &str,
+    rate_limit_config: serde_json::Value,
+) -> Uuid {
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO mkt_wap_accounts (account_name, rate_limit_config) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(name)
+    .bind(rate_limit_config)
+    .fetch_one(pool)
+    .await
+    .expect("insert an account row");
+    ctl.create_account(&id.to_string(), None)
+        .await
+        .expect("create the account in the simulator");
+    id
+}
+
 /// Settings for an in-process browser worker in tests: the `browser`
 /// handler, short leases, polls and backoffs, budgets and pacing out of the
 /// way, no typing delay, a 1 s ack follow-up. Callers set what their test

@@ -26,7 +26,7 @@ mod app;
 mod fixtures;
 mod recording;
 pub use app::{spawn_app, TestApp, TestAppBuilder, TEST_TOKEN};
-pub use fixtures::{insert_account, quick_worker_settings};
+pub use fixtures::{insert_account, quick_worker_settings, sim_account};
 pub use recording::RecordingHandler;
 
 /// A database of one's own.
